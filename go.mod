@@ -1,0 +1,27 @@
+module github.com/rollcall-edge/rollcall
+
+go 1.24.0
+
+require (
+	github.com/creack/pty v1.1.24
+	github.com/eclipse/paho.mqtt.golang v1.5.1
+	github.com/goburrow/modbus v0.1.0
+	github.com/grandcat/zeroconf v1.0.0
+	github.com/mochi-mqtt/server/v2 v2.7.9
+	go.bug.st/serial v1.6.4
+	go.uber.org/goleak v1.3.0
+	golang.org/x/sys v0.36.0
+	gopkg.in/yaml.v3 v3.0.1
+)
+
+require (
+	github.com/cenkalti/backoff v2.2.1+incompatible // indirect
+	github.com/creack/goselect v0.1.2 // indirect
+	github.com/goburrow/serial v0.1.0 // indirect
+	github.com/gorilla/websocket v1.5.3 // indirect
+	github.com/miekg/dns v1.1.27 // indirect
+	github.com/rs/xid v1.4.0 // indirect
+	golang.org/x/crypto v0.42.0 // indirect
+	golang.org/x/net v0.44.0 // indirect
+	golang.org/x/sync v0.17.0 // indirect
+)
