@@ -1,0 +1,153 @@
+package devices
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+)
+
+func TestShippedProfiles(t *testing.T) {
+	ps, err := LoadProfiles([]string{"../configs/profiles"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := map[byte]string{0: "rollcall firmware-sim", 1: "RC-SIM-402", 4: "Simulated servo drive"}
+	if p := ps.Match(sim); p.Name != "firmware-sim-drive" || p.Service != "servo-drive" {
+		t.Fatalf("sim drive matched %s", p.Name)
+	}
+	other := map[byte]string{0: "ACME", 1: "X1", 4: "ACME Servo Drive 400W"}
+	if p := ps.Match(other); p.Name != "cia402-generic" {
+		t.Fatalf("generic drive matched %s", p.Name)
+	}
+	if p := ps.Match(map[byte]string{0: "ACME", 1: "IO-16"}); p.Name != "modbus-device" || !p.Fallback {
+		t.Fatalf("unknown device matched %s", p.Name)
+	}
+	if p := ps.Match(nil); p.Name != "modbus-device" {
+		t.Fatalf("device without 0x2B matched %s", p.Name)
+	}
+}
+
+func TestBadProfiles(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"unknown key", "name: a\nservice: s\nmatch: {vendor: x}\nstatus: {read: {count: 1}}\npolling: 3\n", `p.yaml:5: polling: unknown key "polling"`},
+		{"bad name", "name: A B\nservice: s\nmatch: {vendor: x}\nstatus: {read: {count: 1}}\n", `p.yaml:1: name: expected a name`},
+		{"bad regexp", "name: a\nservice: s\nmatch: {vendor: '('}\nstatus: {read: {count: 1}}\n", `p.yaml:3: match.vendor: expected a regular expression`},
+		{"no match", "name: a\nservice: s\nstatus: {read: {count: 1}}\n", `match: a profile that is not the fallback needs`},
+		{"no status", "name: a\nservice: s\nmatch: {vendor: x}\n", `status: give status.read`},
+		{"count", "name: a\nservice: s\nmatch: {vendor: x}\nstatus:\n  read: {count: 200}\n", `p.yaml:5: status.read.count: expected 1–125 registers, got 200`},
+		{"function", "name: a\nservice: s\nmatch: {vendor: x}\nstatus:\n  read: {function: coil, count: 1}\n", `status.read.function: expected "holding" or "input", got "coil"`},
+		{"statusword offset", "name: a\nservice: s\nmatch: {vendor: x}\nstatus:\n  read: {count: 1}\n  decode: cia402\n  statusword: 1\n", `p.yaml:7: status.statusword: expected an offset within status.read (0–0), got 1`},
+		{"decoder", "name: a\nservice: s\nmatch: {vendor: x}\nstatus:\n  read: {count: 1}\n  decode: ds402\n", `p.yaml:6: status.decode: expected "none" or "cia402", got "ds402"`},
+		{"serial both", "name: a\nservice: s\nmatch: {vendor: x}\nidentity:\n  serial: {object: 128, registers: {count: 8}}\nstatus: {read: {count: 1}}\n", `p.yaml:5: identity.serial: give exactly one of object or registers`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseProfile("p.yaml", []byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v\nwant it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDuplicateAndFallbackProfiles(t *testing.T) {
+	a, _ := ParseProfile("a.yaml", []byte("name: a\nservice: s\nmatch: {vendor: x}\nstatus: {read: {count: 1}}\n"))
+	a2, _ := ParseProfile("a2.yaml", []byte("name: a\nservice: s\nmatch: {vendor: y}\nstatus: {read: {count: 1}}\n"))
+	if _, err := NewProfiles([]*Profile{a, a2}); err == nil || !strings.Contains(err.Error(), `profile name "a" already used by a.yaml`) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	ps, err := NewProfiles([]*Profile{a})
+	if err != nil || ps.Match(nil).Name != "modbus-device" || ps.Match(nil).File != "(built in)" {
+		t.Fatalf("built-in fallback: %v", err)
+	}
+}
+
+func TestCleanString(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"ACME\x00\x00\x00", "ACME"},
+		{"  SN 42  ", "SN 42"},
+		{"a\xffb", "a\uFFFDb"},
+		{"a\nb", "a\uFFFDb"},
+		{strings.Repeat("é", 100), strings.Repeat("é", 64)},
+	}
+	for _, tc := range tests {
+		if got := CleanString(tc.in); got != tc.want {
+			t.Errorf("CleanString(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if got := RegistersToASCII([]uint16{0x5349, 0x4D2D, 0x3031, 0x0000, 0x4142}); got != "SIM-01" {
+		t.Errorf("RegistersToASCII = %q", got)
+	}
+}
+
+// fakeClient answers from canned values; a unit test of decoding only (the real
+// transport is exercised against firmware-sim in gateway's integration test).
+type fakeClient struct {
+	regs []uint16
+	err  error
+	ids  map[byte]*modbus.DeviceIdentification
+}
+
+func (f *fakeClient) ReadRegisters(ctx context.Context, unit, fn byte, addr, qty uint16) ([]uint16, error) {
+	return f.regs, f.err
+}
+func (f *fakeClient) WriteRegister(context.Context, byte, uint16, uint16) error   { return nil }
+func (f *fakeClient) WriteRegisters(context.Context, byte, uint16, []uint16) error { return nil }
+func (f *fakeClient) ReadDeviceIdentification(ctx context.Context, unit, code byte) (*modbus.DeviceIdentification, error) {
+	if d, ok := f.ids[code]; ok {
+		return d, nil
+	}
+	return nil, &modbus.ExceptionError{Function: 0x2B, Code: 2}
+}
+func (f *fakeClient) Timeout() time.Duration { return time.Second }
+func (f *fakeClient) Close() error           { return nil }
+
+func TestPollCIA402(t *testing.T) {
+	ps, err := LoadProfiles([]string{"../configs/profiles"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ps.Match(map[byte]string{0: "rollcall firmware-sim", 1: "RC-SIM-402"})
+	o := Poll(context.Background(), &fakeClient{regs: []uint16{0x0237, 0}}, 1, p, true)
+	if !o.Answered || o.Degraded || o.State["cia402"] != "operation_enabled" {
+		t.Fatalf("enabled drive: %+v", o)
+	}
+	o = Poll(context.Background(), &fakeClient{regs: []uint16{0x0218, 0x2310}}, 1, p, true)
+	if !o.Answered || !o.Degraded || o.State["fault"] != true || o.State["error_code"] != 0x2310 {
+		t.Fatalf("faulted drive: %+v", o)
+	}
+	o = Poll(context.Background(), &fakeClient{err: &modbus.ExceptionError{Function: 3, Code: 4}}, 1, p, true)
+	if !o.Answered || !o.Degraded {
+		t.Fatalf("exception: %+v", o)
+	}
+	o = Poll(context.Background(), &fakeClient{err: modbus.ErrTimeout}, 1, p, true)
+	if o.Answered {
+		t.Fatalf("timeout counted as answer: %+v", o)
+	}
+}
+
+func TestIdentifyAndSerial(t *testing.T) {
+	c := &fakeClient{ids: map[byte]*modbus.DeviceIdentification{
+		modbus.DevIDBasic:    {Conformity: 0x83, Objects: map[byte]string{0: "rollcall firmware-sim", 1: "RC-SIM-402", 2: "1.2"}},
+		modbus.DevIDRegular:  {Conformity: 0x83, Objects: map[byte]string{5: "SIM-402-400W"}},
+		modbus.DevIDExtended: {Conformity: 0x83, Objects: map[byte]string{0x80: "SIM-0001\x00"}},
+	}}
+	id, err := Identify(context.Background(), c, 1)
+	if err != nil || len(id.Objects) != 5 {
+		t.Fatalf("identify: %+v %v", id, err)
+	}
+	ps, _ := LoadProfiles([]string{"../configs/profiles"})
+	p := ps.Match(id.Objects)
+	ident, err := ReadIdentity(context.Background(), c, 1, p, id)
+	if err != nil || ident.Serial != "SIM-0001" || ident.Model != "SIM-402-400W" || ident.Revision != "1.2" {
+		t.Fatalf("identity %+v %v", ident, err)
+	}
+	noDevID := &fakeClient{}
+	id, err = Identify(context.Background(), noDevID, 1)
+	if err != nil || id.Objects != nil {
+		t.Fatalf("device without 0x2B: %+v %v", id, err)
+	}
+}

@@ -1,0 +1,301 @@
+// Package devices turns a Modbus responder into a known device: it identifies it (FC
+// 0x2B/0x0E Read Device Identification, else the profile's identity registers), matches
+// a device profile from configs/profiles/*.yaml, and knows how to poll it and read its
+// health (e.g. the CiA 402 statusword).
+package devices
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+
+	"github.com/rollcall-edge/rollcall/internal/yamlx"
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+)
+
+// Decoders of a status read.
+const (
+	DecodeNone   = "none"   // liveness only: any valid answer is passing
+	DecodeCIA402 = "cia402" // CiA 402 statusword (+ optional error code 0x603F)
+)
+
+// RegisterRead is a block of registers to read.
+type RegisterRead struct {
+	// Function: "holding" (FC 03) or "input" (FC 04). Default "holding".
+	Function string `yaml:"function"`
+	// Address: 0-based PDU address of the first register.
+	Address uint16 `yaml:"address"`
+	// Count: number of 16-bit registers, 1–125.
+	Count uint16 `yaml:"count"`
+}
+
+// FunctionCode returns the Modbus function code of the read (0x03 or 0x04).
+func (r RegisterRead) FunctionCode() byte {
+	if r.Function == "input" {
+		return modbus.FuncReadInputRegisters
+	}
+	return modbus.FuncReadHoldingRegisters
+}
+
+// Match selects devices by their identification objects. Each non-empty field is a Go
+// regular expression (RE2 syntax) that must match the object; all must match. An empty
+// Match matches nothing unless the profile is the fallback.
+type Match struct {
+	Vendor      string `yaml:"vendor"`       // object 0x00 VendorName
+	ProductCode string `yaml:"product_code"` // object 0x01 ProductCode
+	ProductName string `yaml:"product_name"` // object 0x04 ProductName
+	Model       string `yaml:"model"`        // object 0x05 ModelName
+}
+
+// SerialSource says where the serial number is read: an identification object (e.g.
+// 0x80, a private extended object) or a block of registers holding ASCII (2 characters
+// per register, high byte first, NUL/space padded).
+type SerialSource struct {
+	Object    *int          `yaml:"object"`
+	Registers *RegisterRead `yaml:"registers"`
+}
+
+// IdentitySpec says how to read identity beyond the standard objects.
+type IdentitySpec struct {
+	Serial *SerialSource `yaml:"serial"`
+}
+
+// StatusSpec is the health poll: one register read, decoded.
+type StatusSpec struct {
+	// DeviceID: use a Read Device Identification (basic) request as the heartbeat when
+	// the device supports FC 0x2B; Read is used otherwise. For the fallback profile.
+	DeviceID bool `yaml:"device_id"`
+	// Read is the status read (e.g. FC 03, address 0, 2 registers).
+	Read *RegisterRead `yaml:"read"`
+	// Decode: "none" or "cia402". Default "none".
+	Decode string `yaml:"decode"`
+	// Statusword is the offset (registers) of the CiA 402 statusword within Read.
+	Statusword int `yaml:"statusword"`
+	// ErrorCode is the offset (registers) of the error code (0x603F) within Read, or nil.
+	ErrorCode *int `yaml:"error_code"`
+}
+
+// Profile is one device profile file.
+type Profile struct {
+	Name     string            `yaml:"name"`     // unique profile name, published as "profile"
+	Service  string            `yaml:"service"`  // service name, e.g. "servo-drive"
+	Priority int               `yaml:"priority"` // higher is tried first; ties by name
+	Fallback bool              `yaml:"fallback"` // matches any responder no other profile matches
+	Match    Match             `yaml:"match"`
+	Identity IdentitySpec      `yaml:"identity"`
+	Status   StatusSpec        `yaml:"status"`
+	Meta     map[string]string `yaml:"meta"` // copied into every instance's meta
+
+	File string `yaml:"-"` // where it was loaded from
+
+	re [4]*regexp.Regexp // compiled Match: vendor, product code, product name, model
+}
+
+// Profiles is a loaded, validated, ordered set of profiles.
+type Profiles struct {
+	list     []*Profile // non-fallback, by priority desc then name
+	fallback *Profile
+}
+
+// DefaultFallback is the built-in modbus-device profile used when no loaded profile is a
+// fallback: heartbeat = Read Device Identification (basic), or holding register 0.
+func DefaultFallback() *Profile {
+	return &Profile{
+		Name: "modbus-device", Service: "modbus-device", Fallback: true,
+		Status: StatusSpec{DeviceID: true, Read: &RegisterRead{Function: "holding", Address: 0, Count: 1}, Decode: DecodeNone},
+		File:   "(built in)",
+	}
+}
+
+// LoadProfiles reads every *.yaml file of the given directories (in name order),
+// validates each profile and returns them ordered. Errors name the file, line and key.
+// Duplicate profile names and more than one fallback are errors. When no fallback
+// profile is loaded, DefaultFallback is used.
+func LoadProfiles(dirs []string) (*Profiles, error) {
+	var all []*Profile
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil {
+			return nil, fmt.Errorf("profiles dir %s: %w", dir, err)
+		}
+		if _, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("profiles dir: %w", err)
+		}
+		sort.Strings(files)
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("profile: %w", err)
+			}
+			p, err := ParseProfile(f, data)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, p)
+		}
+	}
+	return NewProfiles(all)
+}
+
+// NewProfiles validates a set of parsed profiles (unique names, at most one fallback)
+// and orders them.
+func NewProfiles(all []*Profile) (*Profiles, error) {
+	ps := &Profiles{}
+	seen := map[string]string{}
+	for _, p := range all {
+		if prev, dup := seen[p.Name]; dup {
+			return nil, fmt.Errorf("%s: profile name %q already used by %s", p.File, p.Name, prev)
+		}
+		seen[p.Name] = p.File
+		if p.Fallback {
+			if ps.fallback != nil {
+				return nil, fmt.Errorf("%s: a second fallback profile (%s is one already)", p.File, ps.fallback.File)
+			}
+			ps.fallback = p
+			continue
+		}
+		ps.list = append(ps.list, p)
+	}
+	if ps.fallback == nil {
+		ps.fallback = DefaultFallback()
+	}
+	sort.SliceStable(ps.list, func(i, j int) bool {
+		if ps.list[i].Priority != ps.list[j].Priority {
+			return ps.list[i].Priority > ps.list[j].Priority
+		}
+		return ps.list[i].Name < ps.list[j].Name
+	})
+	return ps, nil
+}
+
+// ParseProfile decodes and validates one profile file's content.
+func ParseProfile(file string, data []byte) (*Profile, error) {
+	var p Profile
+	doc, err := yamlx.Decode(file, data, &p)
+	if err != nil {
+		return nil, err
+	}
+	p.File = file
+	if err := p.validate(doc); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+var reName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+func (p *Profile) validate(doc *yamlx.Doc) error {
+	if !reName.MatchString(p.Name) {
+		return doc.Errorf("name", "expected a name of 1–64 characters [a-z0-9._-], got %q", p.Name)
+	}
+	if !reName.MatchString(p.Service) {
+		return doc.Errorf("service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", p.Service)
+	}
+	for i, expr := range []string{p.Match.Vendor, p.Match.ProductCode, p.Match.ProductName, p.Match.Model} {
+		if expr == "" {
+			continue
+		}
+		re, err := regexp.Compile(expr)
+		if err != nil {
+			key := []string{"match.vendor", "match.product_code", "match.product_name", "match.model"}[i]
+			return doc.Errorf(key, "expected a regular expression: %v", err)
+		}
+		p.re[i] = re
+	}
+	if !p.Fallback && p.re == [4]*regexp.Regexp{} {
+		return doc.Errorf("match", "a profile that is not the fallback needs at least one of vendor, product_code, product_name, model")
+	}
+	if s := p.Identity.Serial; s != nil {
+		if (s.Object == nil) == (s.Registers == nil) {
+			return doc.Errorf("identity.serial", "give exactly one of object or registers")
+		}
+		if s.Object != nil && (*s.Object < 0 || *s.Object > 255) {
+			return doc.Errorf("identity.serial.object", "expected an object id 0–255, got %d", *s.Object)
+		}
+		if s.Registers != nil {
+			if err := s.Registers.validate(doc, "identity.serial.registers"); err != nil {
+				return err
+			}
+		}
+	}
+	st := &p.Status
+	if st.Decode == "" {
+		st.Decode = DecodeNone
+	}
+	if st.Read == nil && !st.DeviceID {
+		return doc.Errorf("status", "give status.read (the registers polled as heartbeat) or status.device_id: true")
+	}
+	if st.Read != nil {
+		if err := st.Read.validate(doc, "status.read"); err != nil {
+			return err
+		}
+	}
+	switch st.Decode {
+	case DecodeNone:
+	case DecodeCIA402:
+		if st.Read == nil {
+			return doc.Errorf("status.decode", "cia402 needs status.read")
+		}
+		if st.Statusword < 0 || st.Statusword >= int(st.Read.Count) {
+			return doc.Errorf("status.statusword", "expected an offset within status.read (0–%d), got %d", st.Read.Count-1, st.Statusword)
+		}
+		if st.ErrorCode != nil && (*st.ErrorCode < 0 || *st.ErrorCode >= int(st.Read.Count)) {
+			return doc.Errorf("status.error_code", "expected an offset within status.read (0–%d), got %d", st.Read.Count-1, *st.ErrorCode)
+		}
+	default:
+		return doc.Errorf("status.decode", `expected "none" or "cia402", got %q`, st.Decode)
+	}
+	return nil
+}
+
+func (r *RegisterRead) validate(doc *yamlx.Doc, key string) error {
+	if r.Function == "" {
+		r.Function = "holding"
+	}
+	if r.Function != "holding" && r.Function != "input" {
+		return doc.Errorf(key+".function", `expected "holding" or "input", got %q`, r.Function)
+	}
+	if r.Count < 1 || r.Count > 125 {
+		return doc.Errorf(key+".count", "expected 1–125 registers, got %d", r.Count)
+	}
+	if int(r.Address)+int(r.Count) > 65536 {
+		return doc.Errorf(key, "address %d + count %d runs past register 65535", r.Address, r.Count)
+	}
+	return nil
+}
+
+// Match returns the first profile (by priority) whose Match accepts the identification
+// objects, or the fallback profile. objects may be nil (device without FC 0x2B): only
+// the fallback matches then.
+func (ps *Profiles) Match(objects map[byte]string) *Profile {
+	if objects != nil {
+		for _, p := range ps.list {
+			if p.matches(objects) {
+				return p
+			}
+		}
+	}
+	return ps.fallback
+}
+
+// All returns the profiles in match order, fallback last.
+func (ps *Profiles) All() []*Profile {
+	return append(slices.Clone(ps.list), ps.fallback)
+}
+
+func (p *Profile) matches(objects map[byte]string) bool {
+	ids := [4]byte{modbus.ObjVendorName, modbus.ObjProductCode, modbus.ObjProductName, modbus.ObjModelName}
+	for i, re := range p.re {
+		if re == nil {
+			continue
+		}
+		v, ok := objects[ids[i]]
+		if !ok || !re.MatchString(v) {
+			return false
+		}
+	}
+	return true
+}

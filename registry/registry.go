@@ -1,0 +1,249 @@
+package registry
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// EventKind says what a change event asks the publisher to do.
+type EventKind int
+
+const (
+	// Upsert: publish Event.Record (retained) at the instance's topic.
+	Upsert EventKind = iota + 1
+	// Deregister: publish an empty retained record at the instance's topic.
+	Deregister
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Upsert:
+		return "upsert"
+	case Deregister:
+		return "deregister"
+	}
+	return "unknown"
+}
+
+// Event is one change of the catalog. For Deregister, Record is the last record
+// published, with its Service and ID naming the topic to clear.
+type Event struct {
+	Kind   EventKind
+	Record Record
+	// Transition is true when the instance's status changed with this event (or it was
+	// registered or deregistered), false for a refresh or a state-only change.
+	Transition bool
+}
+
+// Registration describes a device that the gateway identified and polled successfully.
+type Registration struct {
+	ID           string // stable instance id (see DESIGN.md; built by package devices)
+	Service      string
+	Profile      string
+	Endpoint     Endpoint
+	Identity     Identity
+	Meta         map[string]string
+	DiscoveredBy []string
+	// Check carries interval_ms, timeout_ms and detect_budget_ms; Failures and RTTMS are
+	// filled in by the registry.
+	Check Check
+}
+
+// Options configures a Registry.
+type Options struct {
+	Gateway string // gateway id written into every record
+	Epoch   int64  // gateway epoch (≥ 1), written into every record and the revision's high bits
+	Policy  Policy
+	// Sink receives every change event, synchronously, in order, with the registry's lock
+	// NOT held. It must not block for long: hand the event to a queue.
+	Sink func(Event)
+}
+
+// Registry is the instance store. It is safe for concurrent use.
+type Registry struct {
+	opts Options
+
+	mu        sync.Mutex
+	instances map[string]*entry
+}
+
+type entry struct {
+	reg       Registration
+	health    Health
+	state     map[string]any
+	live      bool  // false once deregistered (kept to continue its revision)
+	seq       int64 // publications of this instance in this epoch
+	published time.Time
+	last      Record // last record emitted
+}
+
+// New returns an empty registry.
+func New(o Options) *Registry {
+	return &Registry{opts: o, instances: make(map[string]*entry)}
+}
+
+// Policy returns the health policy in force.
+func (r *Registry) Policy() Policy { return r.opts.Policy }
+
+// Register adds an instance, or revives a deregistered one with the same id (its
+// revision keeps increasing), or updates the endpoint, identity, meta and discovery
+// sources of a live one. first must be an answered observation: a device is registered
+// only after a successful poll. It emits an Upsert event and returns the record.
+func (r *Registry) Register(reg Registration, first Observation) Record {
+	r.mu.Lock()
+	e, ok := r.instances[reg.ID]
+	transition := true
+	if ok && e.live {
+		// Same device seen again (another way or another address): merge, keep health.
+		reg.DiscoveredBy = mergeSorted(e.reg.DiscoveredBy, reg.DiscoveredBy)
+		e.reg = reg
+		e.health.Observe(first, r.opts.Policy)
+		transition = false
+	} else {
+		if !ok {
+			e = &entry{}
+			r.instances[reg.ID] = e
+		}
+		e.reg = reg
+		e.reg.DiscoveredBy = mergeSorted(nil, reg.DiscoveredBy)
+		e.health = NewHealth(first, r.opts.Policy)
+		e.live = true
+	}
+	if first.State != nil {
+		e.state = first.State
+	}
+	rec := r.emitLocked(e, first.At)
+	r.mu.Unlock()
+	r.sink(Event{Kind: Upsert, Record: rec, Transition: transition})
+	return rec
+}
+
+// Observe feeds a poll outcome of instance id. It emits an Upsert when the status or the
+// decoded state changed or the refresh interval elapsed, and a Deregister once the
+// instance has been critical for DeregisterCriticalAfter. It returns live=false when the
+// instance is (now) deregistered or unknown, so the caller stops polling it as a known
+// device.
+func (r *Registry) Observe(id string, o Observation) (live bool) {
+	r.mu.Lock()
+	e, ok := r.instances[id]
+	if !ok || !e.live {
+		r.mu.Unlock()
+		return false
+	}
+	p := r.opts.Policy
+	changed := e.health.Observe(o, p)
+	if o.State != nil && !reflect.DeepEqual(o.State, e.state) {
+		e.state = o.State
+		changed = true
+	}
+	if e.health.Status == Critical && o.At.Sub(e.health.Since) >= p.DeregisterCriticalAfter {
+		e.live = false
+		e.seq++
+		rec := e.last
+		r.mu.Unlock()
+		r.sink(Event{Kind: Deregister, Record: rec, Transition: true})
+		return false
+	}
+	// Failures count changes on every failed poll; publish it only with a transition or
+	// a refresh, like last_seen.
+	if !changed && o.At.Sub(e.published) < p.RefreshInterval {
+		r.mu.Unlock()
+		return true
+	}
+	transition := e.last.Status != e.health.Status
+	rec := r.emitLocked(e, o.At)
+	r.mu.Unlock()
+	r.sink(Event{Kind: Upsert, Record: rec, Transition: transition})
+	return true
+}
+
+// emitLocked builds the record of e for publication at now, bumping its revision.
+func (r *Registry) emitLocked(e *entry, now time.Time) Record {
+	e.seq++
+	e.published = now
+	e.last = r.recordLocked(e)
+	return e.last
+}
+
+func (r *Registry) recordLocked(e *entry) Record {
+	chk := e.reg.Check
+	chk.Failures = e.health.Failures
+	chk.RTTMS = float64(e.health.RTT.Round(10*time.Microsecond)) / float64(time.Millisecond)
+	var lastSeen Time
+	if !e.health.LastSeen.IsZero() {
+		lastSeen = Time{e.health.LastSeen}
+	}
+	meta := e.reg.Meta
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	state := e.state
+	if state == nil {
+		state = map[string]any{}
+	}
+	return Record{
+		Schema:       Schema,
+		ID:           e.reg.ID,
+		Service:      e.reg.Service,
+		Gateway:      r.opts.Gateway,
+		Epoch:        r.opts.Epoch,
+		Revision:     Revision(r.opts.Epoch, e.seq),
+		Status:       e.health.Status,
+		StatusSince:  Time{e.health.Since},
+		LastSeen:     lastSeen,
+		Endpoint:     e.reg.Endpoint,
+		Identity:     e.reg.Identity,
+		Profile:      e.reg.Profile,
+		State:        maps.Clone(state),
+		Check:        chk,
+		DiscoveredBy: slices.Clone(e.reg.DiscoveredBy),
+		Meta:         maps.Clone(meta),
+	}
+}
+
+// Revision is the record revision for the seq-th publication of an instance in the given
+// gateway epoch: epoch × 2^32 + seq. It increases strictly for an instance across
+// epochs (the epoch is bumped on every gateway start) without persisting per-instance
+// counters, and stays below 2^53 (exact in JSON/JavaScript numbers) for epochs < 2^21.
+func Revision(epoch, seq int64) int64 { return epoch<<32 + seq }
+
+// Get returns the last record emitted for a live instance.
+func (r *Registry) Get(id string) (Record, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.instances[id]
+	if !ok || !e.live {
+		return Record{}, false
+	}
+	return r.recordLocked(e), true
+}
+
+// Snapshot returns the current record of every live instance, sorted by id.
+func (r *Registry) Snapshot() []Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Record, 0, len(r.instances))
+	for _, e := range r.instances {
+		if e.live {
+			out = append(out, r.recordLocked(e))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (r *Registry) sink(ev Event) {
+	if r.opts.Sink != nil {
+		r.opts.Sink(ev)
+	}
+}
+
+func mergeSorted(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
