@@ -2,10 +2,12 @@ package devices
 
 import (
 	"context"
+	"io/fs"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/configs"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
 
@@ -94,7 +96,7 @@ type fakeClient struct {
 func (f *fakeClient) ReadRegisters(ctx context.Context, unit, fn byte, addr, qty uint16) ([]uint16, error) {
 	return f.regs, f.err
 }
-func (f *fakeClient) WriteRegister(context.Context, byte, uint16, uint16) error   { return nil }
+func (f *fakeClient) WriteRegister(context.Context, byte, uint16, uint16) error    { return nil }
 func (f *fakeClient) WriteRegisters(context.Context, byte, uint16, []uint16) error { return nil }
 func (f *fakeClient) ReadDeviceIdentification(ctx context.Context, unit, code byte) (*modbus.DeviceIdentification, error) {
 	if d, ok := f.ids[code]; ok {
@@ -149,5 +151,19 @@ func TestIdentifyAndSerial(t *testing.T) {
 	id, err = Identify(context.Background(), noDevID, 1)
 	if err != nil || id.Objects != nil {
 		t.Fatalf("device without 0x2B: %+v %v", id, err)
+	}
+}
+
+func TestEmbeddedProfiles(t *testing.T) {
+	sub, err := fs.Sub(configs.Profiles, "profiles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := LoadProfilesFS(sub, "(built in)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ps.All()); n != 3 {
+		t.Fatalf("%d embedded profiles, want 3", n)
 	}
 }

@@ -6,8 +6,9 @@ package devices
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"regexp"
 	"slices"
 	"sort"
@@ -117,27 +118,47 @@ func DefaultFallback() *Profile {
 func LoadProfiles(dirs []string) (*Profiles, error) {
 	var all []*Profile
 	for _, dir := range dirs {
-		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-		if err != nil {
-			return nil, fmt.Errorf("profiles dir %s: %w", dir, err)
-		}
 		if _, err := os.Stat(dir); err != nil {
 			return nil, fmt.Errorf("profiles dir: %w", err)
 		}
-		sort.Strings(files)
-		for _, f := range files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("profile: %w", err)
-			}
-			p, err := ParseProfile(f, data)
-			if err != nil {
-				return nil, err
-			}
-			all = append(all, p)
+		ps, err := loadFS(os.DirFS(dir), dir)
+		if err != nil {
+			return nil, err
 		}
+		all = append(all, ps...)
 	}
 	return NewProfiles(all)
+}
+
+// LoadProfilesFS is LoadProfiles for the *.yaml files at the root of fsys (e.g. the
+// profiles embedded in the binary); name prefixes file names in errors.
+func LoadProfilesFS(fsys fs.FS, name string) (*Profiles, error) {
+	all, err := loadFS(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	return NewProfiles(all)
+}
+
+func loadFS(fsys fs.FS, name string) ([]*Profile, error) {
+	files, err := fs.Glob(fsys, "*.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("profiles %s: %w", name, err)
+	}
+	sort.Strings(files)
+	var all []*Profile
+	for _, f := range files {
+		data, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, fmt.Errorf("profile: %w", err)
+		}
+		p, err := ParseProfile(path.Join(name, f), data)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, p)
+	}
+	return all, nil
 }
 
 // NewProfiles validates a set of parsed profiles (unique names, at most one fallback)

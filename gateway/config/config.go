@@ -1,0 +1,383 @@
+// Package config loads and validates the gateway's YAML configuration (DESIGN.md,
+// "Config sketch"). Decoding is strict: an unknown key, a wrong type or an invalid value
+// is an error naming the file, the line and the key, and saying what is expected.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/internal/yamlx"
+)
+
+// Config is the whole gateway configuration.
+type Config struct {
+	Gateway   Gateway   `yaml:"gateway"`
+	MQTT      MQTT      `yaml:"mqtt"`
+	Discovery Discovery `yaml:"discovery"`
+	Health    Health    `yaml:"health"`
+	Profiles  Profiles  `yaml:"profiles"`
+	HTTP      HTTP      `yaml:"http"`
+}
+
+// Gateway identifies this gateway.
+type Gateway struct {
+	// ID is the gateway id, a topic level: 1–64 characters [a-z0-9._-]. Default: the
+	// host name, slugged.
+	ID string `yaml:"id"`
+	// StateDir keeps the epoch file. Default "./state".
+	StateDir string `yaml:"state_dir"`
+}
+
+// MQTT configures the broker connection.
+type MQTT struct {
+	// Broker: "embedded" (default; an in-process broker) or a URL tcp://host:port,
+	// ssl://host:port.
+	Broker string `yaml:"broker"`
+	// EmbeddedListen is the embedded broker's TCP listen address. Default 127.0.0.1:1883.
+	EmbeddedListen string `yaml:"embedded_listen"`
+	// TopicPrefix is <prefix> of the contract. Default "rollcall/v1".
+	TopicPrefix string `yaml:"topic_prefix"`
+	// ClientID: default "rollcall-<gateway id>".
+	ClientID     string `yaml:"client_id"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	TLS          TLS    `yaml:"tls"`
+}
+
+// TLS configures the TLS client of an ssl:// broker.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Discovery lists where devices are looked for.
+type Discovery struct {
+	Serial []SerialBus `yaml:"serial"`
+	TCP    []TCPTarget `yaml:"tcp"`
+	MDNS   MDNS        `yaml:"mdns"`
+}
+
+// SerialBus is one RS-485 bus, swept for unit IDs and polled by one master.
+type SerialBus struct {
+	// Name is the bus name, used in endpoints, ids and logs: [a-z0-9._-], unique.
+	Name string `yaml:"name"`
+	// Device is the serial device path (/dev/ttyUSB0, or a firmware-sim link).
+	Device string `yaml:"device"`
+	// Baud: bits/s. Default 19200 (the Modbus over Serial Line V1.02 §2.2 default).
+	Baud int `yaml:"baud"`
+	// Parity: "none", "even" (the spec default) or "odd". Default "none".
+	Parity string `yaml:"parity"`
+	// StopBits: 1 or 2. Default 1.
+	StopBits int `yaml:"stop_bits"`
+	// Units to sweep: "1-32", "1,3,5-7". Default "1-247".
+	Units string `yaml:"units"`
+	// Timeout is the reply timeout of one request. Default 50 ms at ≥ 19200 baud, else
+	// 200 ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// PollInterval overrides health.poll_interval for this bus.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// ProbeShare is the largest share of bus time given to probing absent unit IDs while
+	// devices are being polled, 0 < share ≤ 1. Default 0.2.
+	ProbeShare float64 `yaml:"probe_share"`
+	// Meta is copied into the meta of every instance on this bus.
+	Meta map[string]string `yaml:"meta"`
+	// Devices adds meta per unit ID.
+	Devices []UnitMeta `yaml:"devices"`
+
+	// UnitList is Units parsed (ascending, unique). Set by Load.
+	UnitList []int `yaml:"-"`
+}
+
+// UnitMeta attaches meta to one unit of a bus (e.g. {unit: 3, meta: {axis: "3"}}).
+type UnitMeta struct {
+	Unit int               `yaml:"unit"`
+	Meta map[string]string `yaml:"meta"`
+}
+
+// TCPTarget is a static Modbus TCP endpoint (not implemented yet: see README).
+type TCPTarget struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Units   string `yaml:"units"`
+}
+
+// MDNS configures DNS-SD browsing (not implemented yet: see README).
+type MDNS struct {
+	Enabled      bool     `yaml:"enabled"`
+	ServiceTypes []string `yaml:"service_types"`
+	Interfaces   []string `yaml:"interfaces"`
+}
+
+// Health holds the health policy (DESIGN.md, "Health semantics").
+type Health struct {
+	PollInterval            time.Duration `yaml:"poll_interval"`             // default 250 ms
+	FailuresBeforeCritical  int           `yaml:"failures_before_critical"`  // default 3
+	SuccessesBeforePassing  int           `yaml:"successes_before_passing"`  // default 2
+	DeregisterCriticalAfter time.Duration `yaml:"deregister_critical_after"` // default 30 s
+	RefreshInterval         time.Duration `yaml:"refresh_interval"`          // default 10 s
+	SlowRTT                 time.Duration `yaml:"slow_rtt"`                  // 0 = off (default)
+}
+
+// Profiles says where device profiles are loaded from.
+type Profiles struct {
+	// Dirs are directories of *.yaml profiles. Empty (default): the profiles shipped in
+	// the binary (configs/profiles of the source tree).
+	Dirs []string `yaml:"dirs"`
+}
+
+// HTTP configures the HTTP listener (metrics, catalog API, dashboard; not implemented
+// yet, the key is accepted so configs written for later versions load).
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Default returns the configuration used without --config (DESIGN.md "Commands"):
+// embedded broker on 127.0.0.1:1883, no serial buses.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// Load reads and validates a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates config text; file names it in errors.
+func Parse(file string, data []byte) (*Config, error) {
+	var c Config
+	doc, err := yamlx.Decode(file, data, &c)
+	if err != nil {
+		return nil, err
+	}
+	c.applyDefaults()
+	if err := c.validate(doc); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Gateway.ID == "" {
+		host, _ := os.Hostname()
+		c.Gateway.ID = slugish(host)
+	}
+	if c.Gateway.StateDir == "" {
+		c.Gateway.StateDir = "./state"
+	}
+	m := &c.MQTT
+	if m.Broker == "" {
+		m.Broker = "embedded"
+	}
+	if m.EmbeddedListen == "" {
+		m.EmbeddedListen = "127.0.0.1:1883"
+	}
+	if m.TopicPrefix == "" {
+		m.TopicPrefix = "rollcall/v1"
+	}
+	if m.ClientID == "" {
+		m.ClientID = "rollcall-" + c.Gateway.ID
+	}
+	h := &c.Health
+	if h.PollInterval == 0 {
+		h.PollInterval = 250 * time.Millisecond
+	}
+	if h.FailuresBeforeCritical == 0 {
+		h.FailuresBeforeCritical = 3
+	}
+	if h.SuccessesBeforePassing == 0 {
+		h.SuccessesBeforePassing = 2
+	}
+	if h.DeregisterCriticalAfter == 0 {
+		h.DeregisterCriticalAfter = 30 * time.Second
+	}
+	if h.RefreshInterval == 0 {
+		h.RefreshInterval = 10 * time.Second
+	}
+	for i := range c.Discovery.Serial {
+		b := &c.Discovery.Serial[i]
+		if b.Baud == 0 {
+			b.Baud = 19200
+		}
+		if b.Parity == "" {
+			b.Parity = "none"
+		}
+		if b.StopBits == 0 {
+			b.StopBits = 1
+		}
+		if b.Units == "" {
+			b.Units = "1-247"
+		}
+		if b.Timeout == 0 {
+			b.Timeout = 50 * time.Millisecond
+			if b.Baud < 19200 {
+				b.Timeout = 200 * time.Millisecond
+			}
+		}
+		if b.PollInterval == 0 {
+			b.PollInterval = h.PollInterval
+		}
+		if b.ProbeShare == 0 {
+			b.ProbeShare = 0.2
+		}
+	}
+}
+
+var reID = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+
+func slugish(s string) string {
+	s = strings.ToLower(s)
+	s = regexp.MustCompile(`[^a-z0-9._-]`).ReplaceAllString(s, "-")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	if s == "" {
+		s = "gateway"
+	}
+	return s
+}
+
+func (c *Config) validate(doc *yamlx.Doc) error {
+	if !reID.MatchString(c.Gateway.ID) {
+		return doc.Errorf("gateway.id", "expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got %q", c.Gateway.ID)
+	}
+	if err := c.validateMQTT(doc); err != nil {
+		return err
+	}
+	h := c.Health
+	if h.PollInterval < time.Millisecond {
+		return doc.Errorf("health.poll_interval", "expected a duration of at least 1ms, got %v", h.PollInterval)
+	}
+	if h.FailuresBeforeCritical < 1 {
+		return doc.Errorf("health.failures_before_critical", "expected an integer ≥ 1, got %d", h.FailuresBeforeCritical)
+	}
+	if h.SuccessesBeforePassing < 1 {
+		return doc.Errorf("health.successes_before_passing", "expected an integer ≥ 1, got %d", h.SuccessesBeforePassing)
+	}
+	if h.DeregisterCriticalAfter < 0 || h.RefreshInterval < 0 || h.SlowRTT < 0 {
+		return doc.Errorf("health", "durations must not be negative")
+	}
+	names := map[string]int{}
+	for i, b := range c.Discovery.Serial {
+		key := fmt.Sprintf("discovery.serial[%d]", i)
+		if !reID.MatchString(b.Name) {
+			return doc.Errorf(key+".name", "expected a bus name of 1–64 characters [a-z0-9._-], got %q", b.Name)
+		}
+		if j, dup := names[b.Name]; dup {
+			return doc.Errorf(key+".name", "bus name %q is already used by discovery.serial[%d]", b.Name, j)
+		}
+		names[b.Name] = i
+		if b.Device == "" {
+			return doc.Errorf(key+".device", "expected the serial device path, e.g. /dev/ttyUSB0")
+		}
+		if b.Baud < 300 || b.Baud > 4_000_000 {
+			return doc.Errorf(key+".baud", "expected a baud rate between 300 and 4000000, got %d", b.Baud)
+		}
+		if b.Parity != "none" && b.Parity != "even" && b.Parity != "odd" {
+			return doc.Errorf(key+".parity", `expected "none", "even" or "odd", got %q`, b.Parity)
+		}
+		if b.StopBits != 1 && b.StopBits != 2 {
+			return doc.Errorf(key+".stop_bits", "expected 1 or 2, got %d", b.StopBits)
+		}
+		units, err := ParseUnits(b.Units)
+		if err != nil {
+			return doc.Errorf(key+".units", "%v", err)
+		}
+		c.Discovery.Serial[i].UnitList = units
+		if b.Timeout < time.Millisecond {
+			return doc.Errorf(key+".timeout", "expected a duration of at least 1ms, got %v", b.Timeout)
+		}
+		if b.ProbeShare <= 0 || b.ProbeShare > 1 {
+			return doc.Errorf(key+".probe_share", "expected a share 0 < share ≤ 1, got %v", b.ProbeShare)
+		}
+		for j, d := range b.Devices {
+			if d.Unit < 1 || d.Unit > 247 {
+				return doc.Errorf(fmt.Sprintf("%s.devices[%d].unit", key, j), "expected a unit ID 1–247, got %d", d.Unit)
+			}
+		}
+	}
+	if len(c.Discovery.TCP) > 0 {
+		return doc.Errorf("discovery.tcp", "Modbus TCP targets are not supported by this version yet")
+	}
+	if c.Discovery.MDNS.Enabled {
+		return doc.Errorf("discovery.mdns.enabled", "mDNS discovery is not supported by this version yet; set it to false")
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			return doc.Errorf("http.listen", "expected host:port, got %q", c.HTTP.Listen)
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateMQTT(doc *yamlx.Doc) error {
+	m := c.MQTT
+	if m.Broker != "embedded" {
+		u, err := url.Parse(m.Broker)
+		if err != nil || u.Host == "" {
+			return doc.Errorf("mqtt.broker", `expected "embedded" or a URL such as tcp://host:1883, got %q`, m.Broker)
+		}
+		switch u.Scheme {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
+		default:
+			return doc.Errorf("mqtt.broker", "unsupported URL scheme %q (tcp, ssl, ws, wss)", u.Scheme)
+		}
+	}
+	if _, _, err := net.SplitHostPort(m.EmbeddedListen); err != nil {
+		return doc.Errorf("mqtt.embedded_listen", "expected host:port, got %q", m.EmbeddedListen)
+	}
+	if m.TopicPrefix == "" || strings.ContainsAny(m.TopicPrefix, "+#\x00") || strings.HasPrefix(m.TopicPrefix, "/") ||
+		strings.HasSuffix(m.TopicPrefix, "/") || strings.Contains(m.TopicPrefix, "//") {
+		return doc.Errorf("mqtt.topic_prefix", "expected topic levels without wildcards or empty levels, got %q", m.TopicPrefix)
+	}
+	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
+		return doc.Errorf("mqtt.tls", "cert_file and key_file go together")
+	}
+	return nil
+}
+
+// ParseUnits parses a unit ID list such as "1-32" or "1,3,5-7" into ascending unique
+// unit IDs, each 1–247 (Modbus over Serial Line V1.02 §2.2: 0 is broadcast, 248–255
+// reserved).
+func ParseUnits(s string) ([]int, error) {
+	seen := map[int]bool{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err1 != nil || err2 != nil || part == "" {
+			return nil, fmt.Errorf(`expected unit IDs such as "1-32" or "1,3,5-7", got %q`, s)
+		}
+		if a < 1 || b > 247 || a > b {
+			return nil, fmt.Errorf("unit IDs must be 1–247 in ascending ranges, got %q", part)
+		}
+		for u := a; u <= b; u++ {
+			seen[u] = true
+		}
+	}
+	out := make([]int, 0, len(seen))
+	for u := 1; u <= 247; u++ {
+		if seen[u] {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
