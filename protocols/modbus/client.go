@@ -66,8 +66,9 @@ type Client interface {
 	// WriteRegisters writes 1–123 holding registers starting at addr (FC 16).
 	WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16) error
 	// ReadDeviceIdentification runs FC 0x2B/0x0E with the given read device ID code
-	// (DevIDBasic, DevIDRegular, DevIDExtended) from object 0 of that category, following
-	// "more follows" until the device says it is done (at most 32 continuations).
+	// (DevIDBasic, DevIDRegular, DevIDExtended; DevIDSpecific reads object 0 alone)
+	// starting at object 0, following "more follows" until the device says it is done
+	// (at most 32 continuations), and merges the objects.
 	ReadDeviceIdentification(ctx context.Context, unit byte, code byte) (*DeviceIdentification, error)
 	// Timeout is the per-request reply timeout currently in force.
 	Timeout() time.Duration

@@ -7,21 +7,27 @@ import (
 
 // Sentinel errors returned (wrapped) by Client implementations.
 var (
-	// ErrTimeout: no complete reply within the request timeout. The device may be absent
-	// or silent; the bus has been resynchronised (inter-frame gap waited, input flushed).
+	// ErrTimeout: not one byte of a reply within the request timeout. The device may be
+	// absent or silent; the bus is resynchronised (a late reply listened for and
+	// discarded, input flushed) before the next request.
 	ErrTimeout = errors.New("modbus: timeout waiting for reply")
 	// ErrCRC: a reply of the expected length arrived with a bad CRC-16
 	// (Modbus over Serial Line V1.02 §2.5.1.2).
 	ErrCRC = errors.New("modbus: CRC error")
-	// ErrShortFrame: the reply ended (inter-frame silence) before its expected length,
-	// or is shorter than the smallest valid ADU.
+	// ErrShortFrame: some bytes of a reply arrived, but the reply ended (inter-frame
+	// silence, or the deadline) before its expected length.
 	ErrShortFrame = errors.New("modbus: short frame")
-	// ErrBadFrame: the reply is the expected length and passes the CRC but is
-	// malformed: wrong function code, byte count that disagrees with the request,
-	// or an unparsable 0x2B object list.
+	// ErrBadFrame: the reply is malformed: a function code that is neither the
+	// request's nor its exception (seen as soon as the second byte arrives), a byte
+	// count or echo that disagrees with the request, an unparsable 0x2B object list, or
+	// extra bytes run on after a complete frame (no inter-frame silence).
 	ErrBadFrame = errors.New("modbus: malformed reply")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("modbus: client closed")
+	// ErrInvalidRequest: the request was refused before anything was sent: a quantity
+	// out of range, an unsupported function or read device ID code, a unit address
+	// above 247, or broadcast (unit 0) for a request that needs a reply.
+	ErrInvalidRequest = errors.New("modbus: invalid request")
 )
 
 // ExceptionError is a Modbus exception reply (function code | 0x80, one exception code
@@ -31,6 +37,7 @@ type ExceptionError struct {
 	Code     byte // exception code: 1 illegal function, 2 illegal data address, 3 illegal data value, 4 server device failure, 6 busy, ...
 }
 
+// Error describes the exception: code, its name, and the function it refused.
 func (e *ExceptionError) Error() string {
 	return fmt.Sprintf("modbus: exception %d (%s) for function 0x%02X", e.Code, ExceptionName(e.Code), e.Function)
 }
@@ -66,6 +73,7 @@ type WrongUnitError struct {
 	Want, Got byte
 }
 
+// Error names the unit that answered and the unit asked.
 func (e *WrongUnitError) Error() string {
 	return fmt.Sprintf("modbus: reply from unit %d, expected unit %d", e.Got, e.Want)
 }

@@ -1,0 +1,685 @@
+package modbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gmodbus "github.com/goburrow/modbus"
+	"go.bug.st/serial"
+)
+
+// Defaults of SerialConfig.
+const (
+	// DefaultTimeout is the reply timeout when SerialConfig.Timeout is 0: 100 ms from the
+	// last byte of the request to the first byte of the reply.
+	DefaultTimeout = 100 * time.Millisecond
+	// DefaultFrameGapMargin is added to t3.5 for the default SerialConfig.FrameGap: USB
+	// serial adapters deliver received bytes in bursts (the FTDI latency timer is 16 ms
+	// by default), so a silence of t3.5 seen by the host does not yet end a frame.
+	DefaultFrameGapMargin = 20 * time.Millisecond
+	// MaxDeviceIDContinuations is how many "more follows" continuations
+	// ReadDeviceIdentification follows after the first request.
+	MaxDeviceIDContinuations = 32
+)
+
+// cancelPoll bounds every blocking read so that ctx cancellation and Close are noticed
+// within this time: go.bug.st/serial cannot interrupt a pending Read except by closing
+// the port.
+const cancelPoll = 10 * time.Millisecond
+
+// SerialConfig describes one RS-485/RS-232 bus and how its master times a transaction.
+type SerialConfig struct {
+	// Device is the serial device path, e.g. /dev/ttyUSB0, or a pseudo-terminal
+	// (/dev/pts/N or a symlink to it, as made by firmware-sim).
+	Device string
+	// Baud is the line speed in bits/s (required, > 0), e.g. 9600, 19200, 115200.
+	Baud int
+	// Parity is "none", "even" or "odd" (case-insensitive). Empty means "even", the
+	// default parity of Modbus over Serial Line V1.02 §2.5.1.
+	Parity string
+	// StopBits is 1 or 2; 0 means 1. (§2.5.1 asks for 2 stop bits without parity; many
+	// devices use 1.)
+	StopBits int
+	// Timeout is the reply timeout: from the last byte of the request leaving the port to
+	// the first byte of the reply. 0 means DefaultTimeout (100 ms).
+	Timeout time.Duration
+	// Turnaround is how long to wait after a broadcast (unit 0) write so that every slave
+	// can process it before the next request (Modbus over Serial Line V1.02 §2.4.1,
+	// typically 100–200 ms). 0 means Timeout.
+	Turnaround time.Duration
+	// FrameGap is the silence after a received byte that ends a partial reply early (with
+	// ErrShortFrame). 0 means T35(Baud) + DefaultFrameGapMargin; values below T35(Baud)
+	// are raised to it (§2.5.1.1).
+	FrameGap time.Duration
+	// Resync is how long the master keeps listening after a failed transaction (timeout,
+	// CRC error, short, malformed or wrong-unit reply), discarding whatever arrives
+	// (a late reply to the failed request), before it flushes the input and frees the
+	// bus. Listening goes on while bytes keep arriving, until FrameGap of silence.
+	// 0 means Timeout (like libmodbus' protocol error recovery); values below FrameGap
+	// are raised to it.
+	Resync time.Duration
+}
+
+// Stats are cumulative per-bus counters since OpenRTU; every field counts events.
+type Stats struct {
+	Requests    uint64 // requests written to the bus, broadcasts included
+	Broadcasts  uint64 // broadcast (unit 0) writes
+	Replies     uint64 // valid normal replies
+	Exceptions  uint64 // valid exception replies (*ExceptionError)
+	Timeouts    uint64 // ErrTimeout
+	CRCErrors   uint64 // ErrCRC
+	ShortFrames uint64 // ErrShortFrame
+	BadFrames   uint64 // ErrBadFrame
+	WrongUnits  uint64 // *WrongUnitError
+	IOErrors    uint64 // errors of the serial port itself
+	Resyncs     uint64 // listen-discard-flush rounds after a failure
+}
+
+type rtuCounters struct {
+	requests, broadcasts, replies, exceptions, timeouts, crcErrors,
+	shortFrames, badFrames, wrongUnits, ioErrors, resyncs atomic.Uint64
+}
+
+// RTU is a Modbus RTU master on one serial bus (Modbus over Serial Line V1.02). It
+// implements Client. A bus has one master: one transaction at a time, in the order the
+// bus lock is acquired; callers waiting for the bus give up when their ctx ends.
+// Framing (encode, CRC, unit check, decode) uses the RTU packager of
+// github.com/goburrow/modbus v0.1.0; the transport is its own (see LIBRARIES.md).
+//
+// Line discipline per transaction: listen until t3.5 has passed since the last byte sent
+// or received (§2.5.1.1); flush the input; write the request and drain it; read until the reply is
+// complete (its length is known from its function code, byte count, exception bit or
+// 0x2B object list), the reply timeout passes with nothing received (ErrTimeout), or a
+// partial reply goes silent for FrameGap (ErrShortFrame). After any failure except a
+// Modbus exception, it listens for SerialConfig.Resync, discards what arrives and
+// flushes the input, so a late reply is not taken for the reply to the next request.
+type RTU struct {
+	cfg       SerialConfig // normalised; read-only after OpenRTU
+	t35       time.Duration
+	timeout   atomic.Int64 // reply timeout in ns
+	sem       chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+	stats     rtuCounters
+
+	// Guarded by sem (the bus lock).
+	port         serial.Port
+	pk           *gmodbus.RTUClientHandler // packager only, never connected
+	lastActivity time.Time                 // last byte sent or received
+	dirty        bool                      // a resync is owed before the next request
+	buf          [MaxADU]byte
+	scratch      [MaxADU]byte
+}
+
+var _ Client = (*RTU)(nil)
+
+// OpenRTU opens cfg.Device as an RTU bus: 8 data bits, cfg's parity and stop bits, raw
+// mode, modem status lines left as the driver sets them (Mode.InitialStatusBits nil, so
+// pseudo-terminals work). It returns an error naming the device when the configuration
+// is invalid (no device, baud <= 0, unknown parity, stop bits other than 1 or 2,
+// negative durations) or the port cannot be opened.
+func OpenRTU(cfg SerialConfig) (*RTU, error) {
+	cfg, mode, err := normaliseConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("modbus: open %q: %w", cfg.Device, err)
+	}
+	port, err := serial.Open(cfg.Device, mode)
+	if err != nil {
+		return nil, fmt.Errorf("modbus: open %s: %w", cfg.Device, err)
+	}
+	if err := port.ResetInputBuffer(); err != nil {
+		_ = port.Close()
+		return nil, fmt.Errorf("modbus: open %s: flush input: %w", cfg.Device, err)
+	}
+	r := &RTU{
+		cfg:          cfg,
+		t35:          T35(cfg.Baud),
+		sem:          make(chan struct{}, 1),
+		closed:       make(chan struct{}),
+		port:         port,
+		pk:           gmodbus.NewRTUClientHandler(""),
+		lastActivity: time.Now(),
+	}
+	r.timeout.Store(int64(cfg.Timeout))
+	return r, nil
+}
+
+func normaliseConfig(cfg SerialConfig) (SerialConfig, *serial.Mode, error) {
+	if cfg.Device == "" {
+		return cfg, nil, fmt.Errorf("%w: no serial device", ErrInvalidRequest)
+	}
+	if cfg.Baud <= 0 {
+		return cfg, nil, fmt.Errorf("%w: baud rate %d", ErrInvalidRequest, cfg.Baud)
+	}
+	mode := &serial.Mode{BaudRate: cfg.Baud, DataBits: 8}
+	switch strings.ToLower(cfg.Parity) {
+	case "", "even":
+		cfg.Parity, mode.Parity = "even", serial.EvenParity
+	case "none":
+		cfg.Parity, mode.Parity = "none", serial.NoParity
+	case "odd":
+		cfg.Parity, mode.Parity = "odd", serial.OddParity
+	default:
+		return cfg, nil, fmt.Errorf("%w: parity %q (want none, even or odd)", ErrInvalidRequest, cfg.Parity)
+	}
+	switch cfg.StopBits {
+	case 0, 1:
+		cfg.StopBits, mode.StopBits = 1, serial.OneStopBit
+	case 2:
+		mode.StopBits = serial.TwoStopBits
+	default:
+		return cfg, nil, fmt.Errorf("%w: %d stop bits (want 1 or 2)", ErrInvalidRequest, cfg.StopBits)
+	}
+	if cfg.Timeout < 0 || cfg.Turnaround < 0 || cfg.FrameGap < 0 || cfg.Resync < 0 {
+		return cfg, nil, fmt.Errorf("%w: negative duration", ErrInvalidRequest)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Turnaround == 0 {
+		cfg.Turnaround = cfg.Timeout
+	}
+	t35 := T35(cfg.Baud)
+	if cfg.FrameGap == 0 {
+		cfg.FrameGap = t35 + DefaultFrameGapMargin
+	}
+	cfg.FrameGap = max(cfg.FrameGap, t35)
+	if cfg.Resync == 0 {
+		cfg.Resync = cfg.Timeout
+	}
+	cfg.Resync = max(cfg.Resync, cfg.FrameGap)
+	return cfg, mode, nil
+}
+
+// Device is the serial device path this bus was opened with.
+func (r *RTU) Device() string { return r.cfg.Device }
+
+// Config is the bus configuration in force, defaults filled in (Timeout as at open).
+func (r *RTU) Config() SerialConfig { return r.cfg }
+
+// Timeout is the reply timeout currently in force (see SerialConfig.Timeout).
+func (r *RTU) Timeout() time.Duration { return time.Duration(r.timeout.Load()) }
+
+// SetTimeout changes the reply timeout for the requests that start after it, e.g. a
+// short one for a unit-ID sweep; d <= 0 restores the configured SerialConfig.Timeout.
+// The resync and turnaround durations are not changed.
+func (r *RTU) SetTimeout(d time.Duration) {
+	if d <= 0 {
+		d = r.cfg.Timeout
+	}
+	r.timeout.Store(int64(d))
+}
+
+// Stats returns the bus counters (cheap atomic loads; fields may be mutually
+// inconsistent by a transaction in flight).
+func (r *RTU) Stats() Stats {
+	c := &r.stats
+	return Stats{
+		Requests:    c.requests.Load(),
+		Broadcasts:  c.broadcasts.Load(),
+		Replies:     c.replies.Load(),
+		Exceptions:  c.exceptions.Load(),
+		Timeouts:    c.timeouts.Load(),
+		CRCErrors:   c.crcErrors.Load(),
+		ShortFrames: c.shortFrames.Load(),
+		BadFrames:   c.badFrames.Load(),
+		WrongUnits:  c.wrongUnits.Load(),
+		IOErrors:    c.ioErrors.Load(),
+		Resyncs:     c.resyncs.Load(),
+	}
+}
+
+// Close ends the bus: waiting callers get ErrClosed, a transaction in progress is
+// abandoned within about 10 ms (ErrClosed), then the port is closed. A second Close
+// returns ErrClosed.
+func (r *RTU) Close() error {
+	first := false
+	r.closeOnce.Do(func() {
+		first = true
+		close(r.closed)
+	})
+	if !first {
+		return fmt.Errorf("%s: %w", r.cfg.Device, ErrClosed)
+	}
+	r.sem <- struct{}{} // take the bus for good
+	if err := r.port.Close(); err != nil {
+		return fmt.Errorf("modbus: close %s: %w", r.cfg.Device, err)
+	}
+	return nil
+}
+
+// ReadRegisters reads qty (1–125) registers from 0-based address addr of unit (1–247)
+// with fn FuncReadHoldingRegisters or FuncReadInputRegisters (Modbus Application
+// Protocol V1.1b3 §6.3, §6.4). Errors: ErrInvalidRequest, ErrTimeout, ErrCRC,
+// ErrShortFrame, ErrBadFrame (byte count not 2×qty), *WrongUnitError, *ExceptionError,
+// ErrClosed, ctx.Err(), a serial port error; all wrapped with device and unit.
+func (r *RTU) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty uint16) ([]uint16, error) {
+	if fn != FuncReadHoldingRegisters && fn != FuncReadInputRegisters {
+		return nil, r.wrap(unit, fmt.Errorf("%w: read function 0x%02X", ErrInvalidRequest, fn))
+	}
+	if qty < 1 || qty > MaxReadRegisters || int(addr)+int(qty) > 0x10000 {
+		return nil, r.wrap(unit, fmt.Errorf("%w: read %d registers at %d", ErrInvalidRequest, qty, addr))
+	}
+	if err := checkUnit(unit, false); err != nil {
+		return nil, r.wrap(unit, err)
+	}
+	var regs []uint16
+	err := r.transact(ctx, unit, pduReadRegisters(fn, addr, qty), func(data []byte) error {
+		var err error
+		regs, err = checkReadReply(qty, data)
+		return err
+	})
+	return regs, err
+}
+
+// WriteRegister writes value to holding register addr of unit with FC 06 (Modbus
+// Application Protocol V1.1b3 §6.6); the reply must echo address and value. Unit 0
+// broadcasts: no reply, then SerialConfig.Turnaround is waited. Errors as ReadRegisters
+// (ErrBadFrame: wrong echo).
+func (r *RTU) WriteRegister(ctx context.Context, unit byte, addr, value uint16) error {
+	if err := checkUnit(unit, true); err != nil {
+		return r.wrap(unit, err)
+	}
+	pdu := pduWriteRegister(addr, value)
+	return r.transact(ctx, unit, pdu, func(data []byte) error { return checkEcho(pdu.Data, data) })
+}
+
+// WriteRegisters writes values (1–123 registers) from holding register addr of unit with
+// FC 16 (Modbus Application Protocol V1.1b3 §6.12); the reply must echo address and
+// quantity. Unit 0 broadcasts as WriteRegister does. Errors as ReadRegisters.
+func (r *RTU) WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16) error {
+	if len(values) < 1 || len(values) > MaxWriteRegisters || int(addr)+len(values) > 0x10000 {
+		return r.wrap(unit, fmt.Errorf("%w: write %d registers at %d", ErrInvalidRequest, len(values), addr))
+	}
+	if err := checkUnit(unit, true); err != nil {
+		return r.wrap(unit, err)
+	}
+	pdu := pduWriteRegisters(addr, values)
+	return r.transact(ctx, unit, pdu, func(data []byte) error { return checkEcho(pdu.Data, data) })
+}
+
+// ReadDeviceIDPart runs one FC 0x2B/0x0E Read Device Identification request for unit
+// (1–247) with read device ID code (DevIDBasic…DevIDSpecific) from objectID (Modbus
+// Application Protocol V1.1b3 §6.21) and returns that one reply, without following
+// "more follows". Errors as ReadRegisters (ErrBadFrame: see ParseDeviceIDReply).
+func (r *RTU) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte) (DeviceIDPart, error) {
+	if code < DevIDBasic || code > DevIDSpecific {
+		return DeviceIDPart{}, r.wrap(unit, fmt.Errorf("%w: read device ID code %d", ErrInvalidRequest, code))
+	}
+	if err := checkUnit(unit, false); err != nil {
+		return DeviceIDPart{}, r.wrap(unit, err)
+	}
+	var part DeviceIDPart
+	err := r.transact(ctx, unit, pduReadDeviceID(code, objectID), func(data []byte) error {
+		var err error
+		part, err = ParseDeviceIDReply(data)
+		return err
+	})
+	return part, err
+}
+
+// ReadDeviceIdentification reads the identification objects of unit (1–247) with read
+// device ID code (DevIDBasic, DevIDRegular, DevIDExtended, or DevIDSpecific for object
+// 0 alone) starting at object 0, following "more follows" from each reply's next object
+// id up to MaxDeviceIDContinuations times, and merges the objects (Modbus Application
+// Protocol V1.1b3 §6.21). Conformity is that of the first reply. Errors: those of
+// ReadDeviceIDPart, and ErrBadFrame when the next object id does not advance or the
+// device still has more after MaxDeviceIDContinuations continuations.
+func (r *RTU) ReadDeviceIdentification(ctx context.Context, unit byte, code byte) (*DeviceIdentification, error) {
+	id := &DeviceIdentification{Objects: make(map[byte]string)}
+	obj := byte(0)
+	for i := 0; ; i++ {
+		part, err := r.ReadDeviceIDPart(ctx, unit, code, obj)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			id.Conformity = part.Conformity
+		}
+		for _, o := range part.Objects {
+			id.Objects[o.ID] = o.Value
+		}
+		if !part.MoreFollows {
+			return id, nil
+		}
+		if i == MaxDeviceIDContinuations {
+			return nil, r.wrap(unit, fmt.Errorf("%w: device identification still has more after %d continuations", ErrBadFrame, i))
+		}
+		if part.NextObject <= obj {
+			return nil, r.wrap(unit, fmt.Errorf("%w: next object id 0x%02X after a request from 0x%02X", ErrBadFrame, part.NextObject, obj))
+		}
+		obj = part.NextObject
+	}
+}
+
+// checkUnit enforces the serial line address range (§2.2 of Modbus over Serial Line
+// V1.02): 1–247, or 0 (broadcast) for writes.
+func checkUnit(unit byte, broadcastOK bool) error {
+	switch {
+	case unit == BroadcastUnit && !broadcastOK:
+		return fmt.Errorf("%w: broadcast (unit 0) gets no reply", ErrInvalidRequest)
+	case unit > MaxUnit:
+		return fmt.Errorf("%w: unit %d above %d", ErrInvalidRequest, unit, MaxUnit)
+	}
+	return nil
+}
+
+func (r *RTU) wrap(unit byte, err error) error {
+	return fmt.Errorf("%s unit %d: %w", r.cfg.Device, unit, err)
+}
+
+// ioError marks an error of the serial port itself (not a protocol outcome).
+type ioError struct{ err error }
+
+func (e *ioError) Error() string { return "serial: " + e.err.Error() }
+func (e *ioError) Unwrap() error { return e.err }
+
+// transact runs one request on the bus and hands the data of a valid normal reply to
+// check (under the bus lock; check must copy what it keeps). Unit 0: no reply.
+func (r *RTU) transact(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, check func(data []byte) error) error {
+	if err := r.acquire(ctx); err != nil {
+		return r.wrap(unit, err)
+	}
+	defer func() { <-r.sem }()
+	if err := r.exchange(ctx, unit, pdu, check); err != nil {
+		return r.wrap(unit, err)
+	}
+	return nil
+}
+
+// acquire takes the bus lock, or gives up when ctx ends or the bus is closed.
+func (r *RTU) acquire(ctx context.Context) error {
+	if err := r.interrupted(ctx); err != nil {
+		return err
+	}
+	select {
+	case r.sem <- struct{}{}:
+	case <-r.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := r.interrupted(ctx); err != nil {
+		<-r.sem
+		return err
+	}
+	return nil
+}
+
+// interrupted reports ErrClosed or ctx.Err() without blocking.
+func (r *RTU) interrupted(ctx context.Context) error {
+	select {
+	case <-r.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	default:
+		return nil
+	}
+}
+
+// pause waits d, or until ctx ends or the bus is closed.
+func (r *RTU) pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return r.interrupted(ctx)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-r.closed:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// readUntil reads what has arrived into p, waiting at most until until (and at most
+// cancelPoll). (0, nil) means nothing arrived in that time.
+func (r *RTU) readUntil(until time.Time, p []byte) (int, error) {
+	d := min(max(time.Until(until), 0), cancelPoll)
+	if err := r.port.SetReadTimeout(d); err != nil {
+		return 0, &ioError{err}
+	}
+	n, err := r.port.Read(p)
+	if err != nil {
+		return n, &ioError{err}
+	}
+	return n, nil
+}
+
+// exchange is one transaction under the bus lock.
+func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, check func([]byte) error) error {
+	if r.dirty {
+		if err := r.resync(ctx); err != nil {
+			return r.failed(err)
+		}
+	}
+	r.pk.SlaveId = unit
+	req, err := r.pk.Encode(&pdu)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidRequest, err)
+	}
+	if err := r.waitGap(ctx); err != nil {
+		return err
+	}
+	if err := r.send(req); err != nil {
+		r.dirty = true
+		return r.failed(err)
+	}
+	if unit == BroadcastUnit {
+		r.stats.broadcasts.Add(1)
+		if err := r.pause(ctx, r.cfg.Turnaround); err != nil {
+			r.dirty = true // the next request must not follow too soon
+			return err
+		}
+		return nil
+	}
+	err = r.receive(ctx, req, check)
+	if err == nil {
+		r.stats.replies.Add(1)
+		return nil
+	}
+	var ex *ExceptionError
+	if errors.As(err, &ex) {
+		r.stats.exceptions.Add(1) // a complete, valid reply: the bus is in sync
+		return err
+	}
+	r.dirty = true
+	if errors.Is(err, ErrClosed) || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
+		return err // abandoned: the resync is owed by the next transaction
+	}
+	r.failed(err)
+	_ = r.resync(ctx) // if this is cut short the bus stays dirty; err is what the caller needs
+	return err
+}
+
+// failed counts err in the stats and returns it.
+func (r *RTU) failed(err error) error {
+	var wu *WrongUnitError
+	var ioe *ioError
+	switch {
+	case errors.As(err, &ioe):
+		r.stats.ioErrors.Add(1)
+	case errors.Is(err, ErrTimeout):
+		r.stats.timeouts.Add(1)
+	case errors.Is(err, ErrCRC):
+		r.stats.crcErrors.Add(1)
+	case errors.Is(err, ErrShortFrame):
+		r.stats.shortFrames.Add(1)
+	case errors.Is(err, ErrBadFrame):
+		r.stats.badFrames.Add(1)
+	case errors.As(err, &wu):
+		r.stats.wrongUnits.Add(1)
+	}
+	return err
+}
+
+// waitGap keeps the inter-frame gap (Modbus over Serial Line V1.02 §2.5.1.1): it listens
+// until t3.5 has passed since the last byte sent or received on the bus. Stray bytes
+// arriving meanwhile are discarded and restart the gap (for at most Resync). Waiting in a
+// read (select(2) with a µs timeout) keeps the gap close to t3.5; a Go timer would
+// overshoot by up to a millisecond.
+func (r *RTU) waitGap(ctx context.Context) error {
+	stop := time.Now().Add(r.cfg.Resync)
+	for {
+		until := r.lastActivity.Add(r.t35)
+		if now := time.Now(); !now.Before(until) || !now.Before(stop) {
+			return nil
+		}
+		if err := r.interrupted(ctx); err != nil {
+			return err
+		}
+		k, err := r.readUntil(earlier(until, stop), r.scratch[:])
+		if err != nil {
+			return err
+		}
+		if k > 0 {
+			r.lastActivity = time.Now()
+		}
+	}
+}
+
+// send flushes the input, writes req and waits until it has left the port.
+func (r *RTU) send(req []byte) error {
+	if err := r.port.ResetInputBuffer(); err != nil {
+		return &ioError{fmt.Errorf("flush input: %w", err)}
+	}
+	for p := req; len(p) > 0; {
+		n, err := r.port.Write(p)
+		if err != nil {
+			return &ioError{fmt.Errorf("write: %w", err)}
+		}
+		p = p[n:]
+	}
+	if err := r.port.Drain(); err != nil {
+		return &ioError{fmt.Errorf("drain: %w", err)}
+	}
+	r.lastActivity = time.Now()
+	r.stats.requests.Add(1)
+	return nil
+}
+
+// receive reads the reply to req (sent at r.lastActivity) and checks it.
+func (r *RTU) receive(ctx context.Context, req []byte, check func([]byte) error) error {
+	timeout := r.Timeout()
+	deadline := r.lastActivity.Add(timeout)
+	hardCap := deadline.Add(WireTime(MaxADU, r.cfg.Baud) + r.cfg.FrameGap)
+	have := 0
+	var last time.Time
+	for {
+		if have > 0 {
+			n, known, err := ExpectedReplyLength(req[1], r.buf[:have])
+			if err != nil {
+				return err
+			}
+			if known && have >= n {
+				if have > n {
+					return fmt.Errorf("%w: %d bytes run on after a %d-byte frame", ErrBadFrame, have-n, n)
+				}
+				return r.decode(req, r.buf[:n], check)
+			}
+			if have == len(r.buf) { // cannot happen: unknown lengths are bounded by MaxADU
+				return fmt.Errorf("%w: no complete frame in %d bytes", ErrBadFrame, have)
+			}
+		}
+		if err := r.interrupted(ctx); err != nil {
+			return err
+		}
+		until := deadline
+		if have > 0 {
+			until = earlier(last.Add(r.cfg.FrameGap), hardCap)
+		}
+		if !time.Now().Before(until) {
+			if have == 0 {
+				return fmt.Errorf("%w (%v)", ErrTimeout, timeout)
+			}
+			return fmt.Errorf("%w: %d bytes, then silence", ErrShortFrame, have)
+		}
+		k, err := r.readUntil(until, r.buf[have:])
+		if err != nil {
+			return err
+		}
+		if k > 0 {
+			have += k
+			last = time.Now()
+			r.lastActivity = last
+		}
+	}
+}
+
+// decode checks a complete frame: CRC (goburrow Decode), unit (goburrow Verify),
+// function code and exception bit (not checked by goburrow v0.1.0), then the reply data.
+func (r *RTU) decode(req, frame []byte, check func([]byte) error) error {
+	pdu, err := r.pk.Decode(frame)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCRC, err)
+	}
+	if err := r.pk.Verify(req, frame); err != nil {
+		if frame[0] != req[0] {
+			return &WrongUnitError{Want: req[0], Got: frame[0]}
+		}
+		return fmt.Errorf("%w: %v", ErrBadFrame, err)
+	}
+	switch pdu.FunctionCode {
+	case req[1]:
+		return check(pdu.Data)
+	case req[1] | 0x80:
+		if len(pdu.Data) != 1 {
+			return fmt.Errorf("%w: exception reply with %d data bytes", ErrBadFrame, len(pdu.Data))
+		}
+		return &ExceptionError{Function: req[1], Code: pdu.Data[0]}
+	}
+	return fmt.Errorf("%w: function code 0x%02X in reply to 0x%02X", ErrBadFrame, pdu.FunctionCode, req[1])
+}
+
+// resync listens for at least SerialConfig.Resync and until FrameGap of silence
+// (bounded), discards what arrives, and flushes the input. On success the bus is clean.
+func (r *RTU) resync(ctx context.Context) error {
+	r.dirty = true
+	r.stats.resyncs.Add(1)
+	quiet := later(time.Now().Add(r.cfg.Resync), r.lastActivity.Add(r.cfg.FrameGap))
+	stop := quiet.Add(WireTime(2*MaxADU, r.cfg.Baud) + r.cfg.FrameGap) // a babbling line
+	for {
+		now := time.Now()
+		if !now.Before(quiet) || !now.Before(stop) {
+			break
+		}
+		if err := r.interrupted(ctx); err != nil {
+			return err
+		}
+		k, err := r.readUntil(earlier(quiet, stop), r.scratch[:])
+		if err != nil {
+			return err
+		}
+		if k > 0 {
+			r.lastActivity = time.Now()
+			quiet = later(quiet, r.lastActivity.Add(r.cfg.FrameGap))
+		}
+	}
+	if err := r.port.ResetInputBuffer(); err != nil {
+		return &ioError{fmt.Errorf("flush input: %w", err)}
+	}
+	r.dirty = false
+	return nil
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
