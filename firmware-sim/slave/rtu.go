@@ -1,0 +1,415 @@
+package slave
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrUnknownUnit is returned (wrapped, naming bus and unit) for a unit ID that is not
+// on the bus.
+var ErrUnknownUnit = errors.New("unknown unit")
+
+// Port is the byte stream an RTUServer serves: the master side of a pseudo-terminal
+// (a pollable *os.File) or, in tests, a net.Conn. Deadlines must unblock pending Reads
+// and Writes with an error matching os.ErrDeadlineExceeded.
+type Port interface {
+	io.Reader
+	io.Writer
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
+
+// RTUConfig configures an RTUServer.
+type RTUConfig struct {
+	// Bus names the bus in log lines and errors.
+	Bus string
+	// Baud is the emulated line speed in bits/s (> 0): it sets t3.5 and the wire times
+	// of the line-timing emulation.
+	Baud int
+	// Turnaround is the emulated processing time between the end of a request (after
+	// t3.5) and the first reply byte; ≥ 0.
+	Turnaround time.Duration
+	// PDU holds the PDU handler options (Read Device Identification reply size).
+	PDU Options
+	// WriteTimeout bounds one reply write (the peer may not read); 0 means 1 s.
+	WriteTimeout time.Duration
+	// OnWriteTimeout, if set, is called after a reply write timed out, e.g. to flush
+	// stale replies the peer never read from the terminal's input queue.
+	OnWriteTimeout func() error
+	// Logger receives debug lines for discarded frames and warnings for write errors,
+	// with keys bus, unit, err; nil discards.
+	Logger *slog.Logger
+}
+
+// UnitStats counts one unit's traffic since the server was created.
+type UnitStats struct {
+	Requests uint64 // frames with a good CRC addressed to the unit (broadcasts included)
+	Replies  uint64 // reply frames written (garbage frames included)
+}
+
+type unit struct {
+	id       byte
+	dev      Device
+	fault    Fault // guarded by RTUServer.mu
+	requests atomic.Uint64
+	replies  atomic.Uint64
+}
+
+// RTUServer serves the units of one Modbus RTU bus on a byte stream (Modbus over
+// Serial Line V1.02 §2.5.1): request framing by function code, CRC check, frame
+// resynchronisation on garbage, line-timing emulation of the replies and per-unit
+// fault injection. Create it with NewRTUServer; its methods are safe for concurrent
+// use; Serve runs at most once at a time.
+type RTUServer struct {
+	cfg RTUConfig
+	log *slog.Logger
+
+	mu    sync.Mutex
+	units map[byte]*unit
+}
+
+// NewRTUServer returns a server without units. It returns an error when Baud ≤ 0 or
+// Turnaround < 0.
+func NewRTUServer(cfg RTUConfig) (*RTUServer, error) {
+	if cfg.Baud <= 0 {
+		return nil, fmt.Errorf("slave: bus %s: baud must be > 0, got %d", cfg.Bus, cfg.Baud)
+	}
+	if cfg.Turnaround < 0 {
+		return nil, fmt.Errorf("slave: bus %s: turnaround must be ≥ 0, got %v", cfg.Bus, cfg.Turnaround)
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &RTUServer{cfg: cfg, log: log.With("bus", cfg.Bus), units: make(map[byte]*unit)}, nil
+}
+
+// AddUnit puts dev on the bus at unit ID id (1–247, Modbus over Serial Line V1.02
+// §2.2). It returns an error for an ID out of range or already taken.
+func (s *RTUServer) AddUnit(id byte, dev Device) error {
+	if id < 1 || id > 247 {
+		return fmt.Errorf("slave: bus %s: unit %d: unit IDs are 1–247", s.cfg.Bus, id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.units[id]; dup {
+		return fmt.Errorf("slave: bus %s: unit %d: already on the bus", s.cfg.Bus, id)
+	}
+	s.units[id] = &unit{id: id, dev: dev}
+	return nil
+}
+
+// SetFault sets the fault of unit id, effective from the next request. Errors: an
+// invalid fault (Fault.Validate), or ErrUnknownUnit (wrapped).
+func (s *RTUServer) SetFault(id byte, f Fault) error {
+	if err := f.Validate(); err != nil {
+		return fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.units[id]
+	if u == nil {
+		return fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, ErrUnknownUnit)
+	}
+	u.fault = f.Normalize()
+	return nil
+}
+
+// Fault returns unit id's fault (normalised), or ErrUnknownUnit (wrapped).
+func (s *RTUServer) Fault(id byte) (Fault, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.units[id]
+	if u == nil {
+		return Fault{}, fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, ErrUnknownUnit)
+	}
+	return u.fault.Normalize(), nil
+}
+
+// Stats returns unit id's traffic counters, or ErrUnknownUnit (wrapped).
+func (s *RTUServer) Stats(id byte) (UnitStats, error) {
+	s.mu.Lock()
+	u := s.units[id]
+	s.mu.Unlock()
+	if u == nil {
+		return UnitStats{}, fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, ErrUnknownUnit)
+	}
+	return UnitStats{Requests: u.requests.Load(), Replies: u.replies.Load()}, nil
+}
+
+// requestLength returns the length in bytes of the RTU request ADU (address, PDU, CRC)
+// that starts b, from its function code (Modbus Application Protocol V1.1b3 §6):
+// > 0 the length; 0 when more bytes are needed to know it; −1 when the function code
+// does not determine it (the frame then ends at the next t3.5 silence).
+func requestLength(b []byte) int {
+	if len(b) < 2 {
+		return 0
+	}
+	switch b[1] {
+	case 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x08: // address, fc, 4 bytes, CRC
+		return 8
+	case 0x07, 0x0B, 0x0C, 0x11: // address, fc, CRC
+		return 4
+	case 0x0F, 0x10: // address, fc, start, quantity, byte count, data, CRC
+		if len(b) < 7 {
+			return 0
+		}
+		return 9 + int(b[6])
+	case 0x14, 0x15: // address, fc, byte count, data, CRC
+		if len(b) < 3 {
+			return 0
+		}
+		return 5 + int(b[2])
+	case 0x16: // mask write register
+		return 10
+	case 0x17: // read/write multiple registers: byte count at offset 10
+		if len(b) < 11 {
+			return 0
+		}
+		return 13 + int(b[10])
+	case 0x18: // read FIFO queue
+		return 6
+	case 0x2B:
+		if len(b) < 3 {
+			return 0
+		}
+		if b[2] == MEIReadDeviceID { // address, fc, MEI, code, object id, CRC
+			return 7
+		}
+	}
+	return -1
+}
+
+// pendingReply is a reply held back until its line-timing instant.
+type pendingReply struct {
+	adu []byte
+	due time.Time
+	u   *unit
+}
+
+// handleFrame executes one complete request ADU with a good CRC, received at rx, and
+// returns the reply to send at its line-timing instant; ok is false when nothing is to
+// be sent (broadcast, unit not on the bus, silent unit).
+func (s *RTUServer) handleFrame(frame []byte, rx time.Time) (p pendingReply, ok bool) {
+	addr, pdu := frame[0], frame[1:len(frame)-2]
+	if addr == 0 { // broadcast: execute, never reply (Modbus over Serial Line V1.02 §2.1)
+		s.mu.Lock()
+		type target struct {
+			u *unit
+			f Fault
+		}
+		targets := make([]target, 0, len(s.units))
+		for _, u := range s.units {
+			targets = append(targets, target{u, u.fault})
+		}
+		s.mu.Unlock()
+		for _, t := range targets {
+			t.u.requests.Add(1)
+			if t.f.Mode == FaultSilent || t.f.Mode == FaultException {
+				continue
+			}
+			HandlePDU(t.u.dev, pdu, s.cfg.PDU)
+		}
+		return p, false
+	}
+	s.mu.Lock()
+	u := s.units[addr]
+	var f Fault
+	if u != nil {
+		f = u.fault
+	}
+	s.mu.Unlock()
+	if u == nil {
+		s.log.Debug("request for a unit not on the bus ignored", "unit", addr)
+		return p, false
+	}
+	u.requests.Add(1)
+	var reply []byte
+	switch f.Mode {
+	case FaultSilent:
+		return p, false
+	case FaultException:
+		reply = ExceptionPDU(pdu[0], f.Code)
+	default:
+		reply = HandlePDU(u.dev, pdu, s.cfg.PDU)
+	}
+	if reply == nil {
+		return p, false
+	}
+	adu := AppendCRC(append([]byte{addr}, reply...))
+	if f.Mode == FaultGarbage {
+		adu[len(adu)-2] ^= 0xFF
+		adu[len(adu)-1] ^= 0xFF
+	}
+	due := rx.Add(ReplyDelay(len(frame), len(adu), s.cfg.Baud, s.cfg.Turnaround))
+	if f.Mode == FaultSlow {
+		due = due.Add(f.Delay)
+	}
+	return pendingReply{adu: adu, due: due, u: u}, true
+}
+
+// Serve reads requests from port and writes the replies until ctx is cancelled
+// (returns nil) or port fails (returns the error, wrapped, naming the bus).
+//
+// Framing (Modbus over Serial Line V1.02 §2.5.1): a request's length follows from its
+// function code; a frame with a bad CRC, an over-long or incomplete frame is dropped
+// together with everything buffered, and input is discarded until a silence of t3.5.
+// A frame whose function code does not give its length ends at a t3.5 silence.
+// Requests for unit IDs not on the bus are parsed and ignored.
+//
+// Line timing: the reply to a request completely received at t is written in one
+// write at t + ReplyDelay (+ Fault.Delay for FaultSlow), so the master sees its last
+// byte when a physical line would deliver it. If the master sends anything before that
+// instant it has given up on the request: the held reply is dropped.
+func (s *RTUServer) Serve(ctx context.Context, port Port) error {
+	past := time.Unix(1, 0)
+	stop := context.AfterFunc(ctx, func() {
+		// Unblock a pending Read or Write; the loop checks ctx after every deadline
+		// it sets, so this cannot be lost.
+		_ = port.SetReadDeadline(past)
+		_ = port.SetWriteDeadline(past)
+	})
+	defer stop()
+
+	gap := InterFrameDelay(s.cfg.Baud)
+	var (
+		buf        = make([]byte, 0, 2*MaxADU)
+		rb         = make([]byte, MaxADU)
+		lastRx     time.Time
+		discarding bool
+		pending    *pendingReply
+	)
+	for {
+		var deadline time.Time // zero: wait for the next byte without limit
+		if len(buf) > 0 || discarding {
+			deadline = lastRx.Add(gap)
+		}
+		if pending != nil && (deadline.IsZero() || pending.due.Before(deadline)) {
+			deadline = pending.due
+		}
+		if err := port.SetReadDeadline(deadline); err != nil {
+			return fmt.Errorf("slave: bus %s: set read deadline: %w", s.cfg.Bus, err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		n, err := port.Read(rb)
+		if n > 0 {
+			lastRx = time.Now()
+			if pending != nil {
+				s.log.Debug("reply dropped: the master sent again before the reply was due", "unit", pending.u.id)
+				pending = nil
+			}
+			if !discarding {
+				buf = append(buf, rb[:n]...)
+				buf, pending, discarding = s.consume(buf, lastRx)
+			}
+		}
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("slave: bus %s: read: %w", s.cfg.Bus, err)
+		}
+		now := time.Now()
+		if pending != nil && !now.Before(pending.due) {
+			if err := s.write(ctx, port, pending); err != nil {
+				return err
+			}
+			pending = nil
+		}
+		if (len(buf) > 0 || discarding) && !now.Before(lastRx.Add(gap)) {
+			// t3.5 of silence: the frame (or the garbage) has ended.
+			if len(buf) > 0 && !discarding {
+				if p := s.endOfFrame(buf, lastRx); p != nil {
+					pending = p
+				}
+			}
+			buf, discarding = buf[:0], false
+		}
+	}
+}
+
+// consume takes the complete frames off the front of buf (received at rx). It returns
+// the rest of buf, the reply to hold (the last frame's, if any) and whether input must
+// be discarded until the next silence (bad CRC or over-long frame; a reply to a good
+// frame before it in the same burst is still sent).
+func (s *RTUServer) consume(buf []byte, rx time.Time) ([]byte, *pendingReply, bool) {
+	var pending *pendingReply
+	for len(buf) > 0 {
+		n := requestLength(buf)
+		if n > MaxADU || (n <= 0 && len(buf) > MaxADU) {
+			s.log.Debug("over-long frame discarded", "bytes", len(buf))
+			return buf[:0], pending, true
+		}
+		if n <= 0 || len(buf) < n {
+			break // need more bytes, or the frame ends at the next silence
+		}
+		frame := buf[:n]
+		if !CheckCRC(frame) {
+			s.log.Debug("bad CRC: input discarded until the next silence", "unit", frame[0], "bytes", len(buf))
+			return buf[:0], pending, true
+		}
+		if p, ok := s.handleFrame(frame, rx); ok {
+			pending = &p
+		} else {
+			pending = nil // a later frame supersedes an earlier reply
+		}
+		buf = append(buf[:0], buf[n:]...)
+	}
+	return buf, pending, false
+}
+
+// endOfFrame handles what is buffered when a t3.5 silence ends it: a frame whose length
+// the function code does not give, or an incomplete frame (dropped).
+func (s *RTUServer) endOfFrame(buf []byte, rx time.Time) *pendingReply {
+	if requestLength(buf) < 0 && CheckCRC(buf) {
+		if p, ok := s.handleFrame(buf, rx); ok {
+			return &p
+		}
+		return nil
+	}
+	s.log.Debug("incomplete or bad frame discarded", "bytes", len(buf))
+	return nil
+}
+
+// write sends a held reply in one write, bounded by WriteTimeout. A timeout is logged
+// (the peer is not reading) and not fatal.
+func (s *RTUServer) write(ctx context.Context, port Port, p *pendingReply) error {
+	if err := port.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+		return fmt.Errorf("slave: bus %s: set write deadline: %w", s.cfg.Bus, err)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	_, err := port.Write(p.adu)
+	switch {
+	case err == nil:
+		p.u.replies.Add(1)
+		return nil
+	case ctx.Err() != nil:
+		return nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.log.Warn("reply write timed out: nobody reads the bus", "unit", p.u.id, "err", err)
+		if s.cfg.OnWriteTimeout != nil {
+			if ferr := s.cfg.OnWriteTimeout(); ferr != nil {
+				s.log.Warn("flushing stale input failed", "err", ferr)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("slave: bus %s: unit %d: write reply: %w", s.cfg.Bus, p.u.id, err)
+}
