@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
+	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// cmdDemo runs the whole path in one process: firmware-sim drives on a virtual RS-485
+// bus, the embedded broker, the gateway, and a subscriber that prints the live catalog.
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	drives := fs.Int("drives", 4, "number of simulated drives on the bus (1–16)")
+	listen := fs.String("listen", "127.0.0.1:1883", "embedded broker address (a free port is used if this one is taken)")
+	control := fs.String("control", "127.0.0.1:18081", "firmware-sim control API address (fault injection)")
+	poll := fs.Duration("poll", 100*time.Millisecond, "poll interval per drive")
+	newLogger := logFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *drives < 1 || *drives > 16 {
+		return fmt.Errorf("--drives: expected 1–16, got %d: %w", *drives, errUsage)
+	}
+	log, err := newLogger(stderr)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "rollcall-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	// firmware-sim: N drives at units 1..N on one bus at 115200 baud.
+	link := filepath.Join(dir, "bus1")
+	var simYAML strings.Builder
+	fmt.Fprintf(&simYAML, "control: {listen: %q}\nbuses:\n  - name: bus1\n    link: %s\n    baud: 115200\n    turnaround: 1ms\n    drives:\n",
+		freeAddr(*control), link)
+	for u := 1; u <= *drives; u++ {
+		fmt.Fprintf(&simYAML, "      - {unit: %d, serial: SIM-%04d}\n", u, u)
+	}
+	simCfg, err := sim.ParseConfig("demo-sim.yaml", []byte(simYAML.String()))
+	if err != nil {
+		return err
+	}
+	s, err := sim.New(simCfg, log.With("component", "firmware-sim"))
+	if err != nil {
+		return err
+	}
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = s.Wait() }()
+
+	gwYAML := fmt.Sprintf(`
+gateway: {id: demo-gw, state_dir: %s}
+mqtt: {broker: embedded, embedded_listen: %q}
+discovery:
+  serial:
+    - {name: bus1, device: %s, baud: 115200, units: "1-16", timeout: 20ms, meta: {cell: "1"}}
+health:
+  poll_interval: %s
+  failures_before_critical: 3
+  successes_before_passing: 2
+  deregister_critical_after: 10s
+`, filepath.Join(dir, "state"), freeAddr(*listen), link, *poll)
+	cfg, err := config.Parse("demo-gateway.yaml", []byte(gwYAML))
+	if err != nil {
+		return err
+	}
+	g, err := gateway.New(gateway.Options{Config: cfg, Logger: log.With("component", "gateway"), Version: version})
+	if err != nil {
+		return err
+	}
+	gwErr := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); gwErr <- g.Run(ctx) }()
+	select {
+	case <-g.Started():
+	case err := <-gwErr:
+		return err
+	}
+	fmt.Fprintf(stdout, "rollcall demo: broker %s, %d simulated drives on %s (115200 baud), fault injection at http://%s\n",
+		g.BrokerURL(), *drives, link, s.ControlAddr())
+	fmt.Fprintf(stdout, "  try: curl -X POST -d '{\"mode\":\"silent\"}' http://%s/v1/devices/bus1/2/fault   (then {\"mode\":\"none\"})\n", s.ControlAddr())
+	if host, port, err := net.SplitHostPort(strings.TrimPrefix(g.BrokerURL(), "tcp://")); err == nil {
+		fmt.Fprintf(stdout, "  subscribe: mosquitto_sub -h %s -p %s -t 'rollcall/v1/#' -v\n", host, port)
+	}
+	fmt.Fprintln(stdout)
+
+	view := &catalogView{out: stdout, start: time.Now(), records: map[string]*registry.Record{}, gateways: map[string]*registry.GatewayRecord{}}
+	wg.Add(1)
+	go func() { defer wg.Done(); view.run(ctx) }()
+	err = mqtt.Watch(ctx, mqtt.WatchOptions{
+		BrokerURL: g.BrokerURL(), ClientID: fmt.Sprintf("rollcall-demo-view-%d", os.Getpid()),
+		Topics: mqtt.Topics{Prefix: cfg.MQTT.TopicPrefix}, Logger: log,
+	}, view.onCatalog, view.onGateway)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// freeAddr returns addr when it can be listened on now, else the same host with port 0
+// (the OS picks a free one), so the demo runs next to a broker already on 1883.
+func freeAddr(addr string) string {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(addr)
+		return net.JoinHostPort(host, "0")
+	}
+	l.Close()
+	return addr
+}
+
+// catalogView keeps the catalog as a subscriber sees it and prints it as a table when it
+// changes (at most 4 times a second).
+type catalogView struct {
+	out   io.Writer
+	start time.Time
+
+	mu       sync.Mutex
+	records  map[string]*registry.Record // by topic
+	gateways map[string]*registry.GatewayRecord
+	dirty    bool
+}
+
+func (v *catalogView) onCatalog(ev mqtt.CatalogEvent) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if ev.Record == nil {
+		delete(v.records, ev.Topic)
+	} else {
+		v.records[ev.Topic] = ev.Record
+	}
+	v.dirty = true
+}
+
+func (v *catalogView) onGateway(ev mqtt.GatewayEvent) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.gateways[ev.Gateway] = ev.Record
+	v.dirty = true
+}
+
+func (v *catalogView) run(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			v.print()
+		}
+	}
+}
+
+func (v *catalogView) print() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.dirty {
+		return
+	}
+	v.dirty = false
+	recs := make([]*registry.Record, 0, len(v.records))
+	for _, r := range v.records {
+		recs = append(recs, r)
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].ID < recs[j].ID })
+	fmt.Fprintf(v.out, "── catalog at +%.1fs ", time.Since(v.start).Seconds())
+	for _, g := range v.gateways {
+		if g != nil {
+			fmt.Fprintf(v.out, "(gateway %s %s, epoch %d) ", g.Gateway, g.State, g.Epoch)
+		}
+	}
+	fmt.Fprintln(v.out)
+	tw := tabwriter.NewWriter(v.out, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tSERVICE\tSTATUS\tSTATE\tUNIT\tRTT ms\tLAST SEEN\tREVISION")
+	for _, r := range recs {
+		state := fmt.Sprint(r.State["cia402"])
+		if r.State["fault"] == true {
+			state += fmt.Sprintf(" (fault 0x%04X)", toInt(r.State["error_code"]))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%d\t%.2f\t%s\t%d\n", r.ID, r.Service, r.Status, state,
+			r.Endpoint.Bus, r.Endpoint.Unit, r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), r.Revision)
+	}
+	if len(recs) == 0 {
+		fmt.Fprintln(tw, "(no instances yet)")
+	}
+	tw.Flush()
+	fmt.Fprintln(v.out)
+}
+
+func toInt(v any) int {
+	switch n := v.(type) {
+	case float64:
+		return int(n)
+	case int:
+		return n
+	}
+	return 0
+}

@@ -1,0 +1,124 @@
+// Command rollcall is the edge discovery gateway: it finds servo drives and control
+// modules on RS-485 buses (Modbus RTU), registers each as a service instance whose
+// heartbeat is a poll of the device, and publishes the live catalog over MQTT.
+//
+// Usage:
+//
+//	rollcall gateway [--config FILE] [--log-format text|json] [--log-level info]
+//	rollcall demo    [--units N] [--keep-going]
+//	rollcall version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/gateway/config"
+)
+
+// version is stamped by the Makefile (-X main.version=...).
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks command-line mistakes: exit status 2.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "gateway":
+		err = cmdGateway(ctx, args[1:], stderr)
+	case "demo":
+		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "rollcall", version)
+	case "help", "-h", "--help":
+		usage(stdout)
+	default:
+		fmt.Fprintf(stderr, "rollcall: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		return 2
+	default:
+		fmt.Fprintln(stderr, "rollcall:", err)
+		return 1
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  rollcall gateway [--config FILE]   run the gateway daemon
+  rollcall demo                      embedded broker + simulated drives + gateway + live catalog
+  rollcall version                   print the version
+`)
+}
+
+// logFlags registers --log-format and --log-level and returns a constructor.
+func logFlags(fs *flag.FlagSet) func(w io.Writer) (*slog.Logger, error) {
+	format := fs.String("log-format", "text", "log format: text or json")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	return func(w io.Writer) (*slog.Logger, error) {
+		var lv slog.Level
+		if err := lv.UnmarshalText([]byte(*level)); err != nil {
+			return nil, fmt.Errorf("--log-level: %w: %w", err, errUsage)
+		}
+		o := &slog.HandlerOptions{Level: lv}
+		switch *format {
+		case "text":
+			return slog.New(slog.NewTextHandler(w, o)), nil
+		case "json":
+			return slog.New(slog.NewJSONHandler(w, o)), nil
+		}
+		return nil, fmt.Errorf("--log-format: expected text or json, got %q: %w", *format, errUsage)
+	}
+}
+
+func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "gateway config file (YAML); default: embedded broker on 127.0.0.1:1883, no buses")
+	newLogger := logFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("gateway: unexpected argument %q: %w", fs.Arg(0), errUsage)
+	}
+	log, err := newLogger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg := config.Default()
+	if *cfgPath != "" {
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			return err
+		}
+	}
+	g, err := gateway.New(gateway.Options{Config: cfg, Logger: log, Version: version})
+	if err != nil {
+		return err
+	}
+	return g.Run(ctx)
+}

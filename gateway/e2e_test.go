@@ -1,0 +1,313 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
+	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+)
+
+// message is one MQTT message seen by the test's subscriber, with its arrival time.
+type message struct {
+	topic    string
+	payload  []byte
+	retained bool
+	at       time.Time
+}
+
+// subscriber is a plain paho client (not rollcall's code) subscribed to the whole
+// rollcall/v1 tree of a broker, so the test checks the contract as a consumer sees it.
+type subscriber struct {
+	client paho.Client
+	msgs   chan message
+}
+
+func subscribe(t *testing.T, url string) *subscriber {
+	t.Helper()
+	s := &subscriber{msgs: make(chan message, 1024)}
+	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("it-sub-%d", time.Now().UnixNano())).
+		SetCleanSession(true).SetOrderMatters(true)
+	s.client = paho.NewClient(opts)
+	if tok := s.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	tok := s.client.Subscribe("rollcall/v1/#", 1, func(_ paho.Client, m paho.Message) {
+		s.msgs <- message{topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), retained: m.Retained(), at: time.Now()}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	t.Cleanup(func() { s.client.Disconnect(100) })
+	return s
+}
+
+// next returns the next message whose topic has the given prefix and for which match
+// returns true, failing the test at the deadline.
+func (s *subscriber) next(t *testing.T, deadline time.Duration, what string, match func(message, map[string]any) bool) (message, map[string]any) {
+	t.Helper()
+	timer := time.NewTimer(deadline)
+	defer timer.Stop()
+	for {
+		select {
+		case m := <-s.msgs:
+			var rec map[string]any
+			if len(m.payload) > 0 {
+				if err := json.Unmarshal(m.payload, &rec); err != nil {
+					t.Fatalf("%s: payload is not JSON: %v: %q", m.topic, err, m.payload)
+				}
+			}
+			if match(m, rec) {
+				return m, rec
+			}
+		case <-timer.C:
+			t.Fatalf("timed out after %v waiting for %s", deadline, what)
+			return message{}, nil
+		}
+	}
+}
+
+func isCatalog(m message) bool { return strings.HasPrefix(m.topic, "rollcall/v1/catalog/") }
+
+// contractFields are every field of the v1 instance record (DESIGN.md, MQTT contract).
+var contractFields = []string{"schema", "id", "service", "gateway", "epoch", "revision", "status",
+	"status_since", "last_seen", "endpoint", "identity", "profile", "state", "check", "discovered_by", "meta"}
+
+func checkRecord(t *testing.T, m message, rec map[string]any, gw string, epoch int64) {
+	t.Helper()
+	for _, f := range contractFields {
+		if _, ok := rec[f]; !ok {
+			t.Errorf("%s: field %q missing", m.topic, f)
+		}
+	}
+	if rec["schema"] != "rollcall.instance/v1" || rec["service"] != "servo-drive" || rec["gateway"] != gw ||
+		rec["epoch"] != float64(epoch) || rec["profile"] != "firmware-sim-drive" {
+		t.Errorf("%s: header fields %v", m.topic, rec)
+	}
+	if want := fmt.Sprintf("rollcall/v1/catalog/servo-drive/%s/%s", gw, rec["id"]); m.topic != want {
+		t.Errorf("topic %s, want %s", m.topic, want)
+	}
+	for _, f := range []string{"status_since", "last_seen"} {
+		s, _ := rec[f].(string)
+		if _, err := time.Parse("2006-01-02T15:04:05.000Z07:00", s); err != nil {
+			t.Errorf("%s: %s %q is not RFC 3339 with milliseconds", m.topic, f, s)
+		}
+	}
+	ep, _ := rec["endpoint"].(map[string]any)
+	if ep["transport"] != "modbus-rtu" || ep["bus"] != "bus1" || ep["baud"] != float64(115200) || ep["unit"] == nil || ep["device"] == "" {
+		t.Errorf("%s: endpoint %v", m.topic, ep)
+	}
+	id, _ := rec["identity"].(map[string]any)
+	if id["vendor"] != "rollcall firmware-sim" || id["product_code"] != "RC-SIM-402" || id["revision"] == nil ||
+		id["model"] == nil || !strings.HasPrefix(fmt.Sprint(id["serial"]), "SIM-") {
+		t.Errorf("%s: identity %v", m.topic, id)
+	}
+	st, _ := rec["state"].(map[string]any)
+	if st["cia402"] != "operation_enabled" || st["fault"] != false || st["error_code"] != float64(0) {
+		t.Errorf("%s: state %v", m.topic, st)
+	}
+	chk, _ := rec["check"].(map[string]any)
+	for _, f := range []string{"interval_ms", "timeout_ms", "failures", "rtt_ms", "detect_budget_ms"} {
+		if _, ok := chk[f]; !ok {
+			t.Errorf("%s: check.%s missing", m.topic, f)
+		}
+	}
+	if db, _ := rec["discovered_by"].([]any); len(db) != 1 || db[0] != "rtu-sweep" {
+		t.Errorf("%s: discovered_by %v", m.topic, rec["discovered_by"])
+	}
+	if meta, ok := rec["meta"].(map[string]any); !ok || meta["cell"] != "2" {
+		t.Errorf("%s: meta %v", m.topic, rec["meta"])
+	}
+}
+
+// TestEndToEndRTU is issue 2's acceptance test: firmware-sim with 4 drives on a real
+// pseudo-terminal bus, the gateway sweeping units 1–16, and a subscriber on a real
+// Mosquitto broker.
+func TestEndToEndRTU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.Start(t)
+	dir := t.TempDir()
+	logw := io.Discard
+	if testing.Verbose() {
+		logw = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	// The simulator: 4 drives, 115200 baud with line timing, 1 ms turnaround.
+	link := filepath.Join(dir, "bus1")
+	simCfg, err := sim.ParseConfig("sim.yaml", []byte(fmt.Sprintf(`
+buses:
+  - name: bus1
+    link: %s
+    baud: 115200
+    turnaround: 1ms
+    drives:
+      - {unit: 1, serial: SIM-0001}
+      - {unit: 2, serial: SIM-0002}
+      - {unit: 5, serial: SIM-0005}
+      - {unit: 9, serial: SIM-0009}
+`, link)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sim.New(simCfg, log.With("component", "sim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = s.Wait() }()
+
+	sub := subscribe(t, broker.URL())
+
+	cfg, err := config.Parse("gateway.yaml", []byte(fmt.Sprintf(`
+gateway: {id: it-gw, state_dir: %s}
+mqtt: {broker: "%s"}
+discovery:
+  serial:
+    - name: bus1
+      device: %s
+      baud: 115200
+      units: "1-16"
+      timeout: 20ms
+      meta: {cell: "2"}
+health:
+  poll_interval: 50ms
+  failures_before_critical: 3
+  successes_before_passing: 2
+  deregister_critical_after: 1s
+`, filepath.Join(dir, "state"), broker.URL(), link)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Options{Config: cfg, Logger: log.With("component", "gateway"), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = g.Run(ctx) }()
+	<-g.Started()
+	epoch := g.Epoch()
+
+	// Gateway status: online, retained, with the epoch.
+	_, st := sub.next(t, 10*time.Second, "gateway status online", func(m message, r map[string]any) bool {
+		return m.topic == "rollcall/v1/gateways/it-gw/status" && r["state"] == "online"
+	})
+	if st["epoch"] != float64(epoch) || st["gateway"] != "it-gw" || st["version"] != "test" || st["started"] == nil {
+		t.Fatalf("gateway record %v", st)
+	}
+
+	// Four passing records carrying every contract field.
+	passing := map[string]map[string]any{}
+	var lastMsg message
+	for len(passing) < 4 {
+		m, r := sub.next(t, 15*time.Second, "4 passing records", func(m message, r map[string]any) bool {
+			return isCatalog(m) && r != nil && r["status"] == "passing"
+		})
+		checkRecord(t, m, r, "it-gw", epoch)
+		passing[r["id"].(string)] = r
+		lastMsg = m
+	}
+	ids := make([]string, 0, 4)
+	for id := range passing {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	want := []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002", "rollcall-firmware-sim-sim-0005", "rollcall-firmware-sim-sim-0009"}
+	if fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("instances %v, want %v", ids, want)
+	}
+	_ = lastMsg
+
+	// A late subscriber sees the same four records, retained.
+	late := subscribe(t, broker.URL())
+	seen := map[string]bool{}
+	for len(seen) < 4 {
+		m, r := late.next(t, 10*time.Second, "retained records", func(m message, r map[string]any) bool {
+			return isCatalog(m) && r != nil
+		})
+		if !m.retained {
+			continue
+		}
+		seen[r["id"].(string)] = true
+	}
+
+	// Drive 2 goes silent: critical, then deregistered (empty retained record).
+	victim := "rollcall-firmware-sim-sim-0002"
+	oldRev := passing[victim]["revision"].(float64)
+	silentAt := time.Now()
+	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultSilent}); err != nil {
+		t.Fatal(err)
+	}
+	m, r := sub.next(t, 10*time.Second, "critical", func(m message, r map[string]any) bool {
+		return r != nil && r["id"] == victim && r["status"] == "critical"
+	})
+	detect := m.at.Sub(silentAt)
+	chk := r["check"].(map[string]any)
+	t.Logf("silent → critical at the Mosquitto subscriber: %v (poll 50ms, timeout 20ms, failures 3; detect_budget_ms %v)", detect, chk["detect_budget_ms"])
+	if r["revision"].(float64) <= oldRev {
+		t.Errorf("critical record revision %v not above %v", r["revision"], oldRev)
+	}
+	critRev := r["revision"].(float64)
+	m, _ = sub.next(t, 10*time.Second, "empty record (deregistration)", func(m message, r map[string]any) bool {
+		return strings.HasSuffix(m.topic, "/"+victim) && len(m.payload) == 0
+	})
+	t.Logf("critical → deregistered: %v after silence", m.at.Sub(silentAt))
+
+	// The other drives stayed passing throughout: no other instance went critical.
+	// (Checked by the absence of such messages up to now.)
+
+	// It answers again: back with the same id and a higher revision.
+	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultNone}); err != nil {
+		t.Fatal(err)
+	}
+	_, r = sub.next(t, 10*time.Second, "drive 2 back passing", func(m message, r map[string]any) bool {
+		if isCatalog(m) && r != nil && r["id"] != victim && r["status"] != "passing" {
+			t.Errorf("bystander %v went %v", r["id"], r["status"])
+		}
+		return r != nil && r["id"] == victim && r["status"] == "passing"
+	})
+	if r["revision"].(float64) <= critRev {
+		t.Errorf("revision after return %v, not above %v", r["revision"], critRev)
+	}
+
+	// Poll round trip against the simulator's wire-time floor at 115200 baud:
+	// request (8 bytes) + t3.5 + turnaround (1 ms) + reply (9 bytes).
+	floor := modbus.WireTime(8, 115200) + modbus.T35(115200) + time.Millisecond + modbus.WireTime(9, 115200)
+	var rtts []float64
+	for _, id := range want {
+		if rec, ok := g.Registry().Get(id); ok {
+			rtts = append(rtts, rec.Check.RTTMS)
+		}
+	}
+	t.Logf("poll rtt_ms %v against the sim's floor %.3f ms", rtts, float64(floor)/float64(time.Millisecond))
+	for _, v := range rtts {
+		if time.Duration(v*float64(time.Millisecond)) < floor-100*time.Microsecond {
+			t.Errorf("rtt %v ms below the physical floor %v: line timing not emulated", v, floor)
+		}
+	}
+}

@@ -1,0 +1,218 @@
+// Package gateway wires rollcall together: it loads profiles, keeps the epoch, starts the
+// embedded broker when configured, runs one master per serial bus, feeds the registry and
+// publishes the catalog over MQTT (DESIGN.md, "Data flow").
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/configs"
+	"github.com/rollcall-edge/rollcall/devices"
+	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// Options configures a Gateway.
+type Options struct {
+	Config  *config.Config
+	Logger  *slog.Logger // default slog.Default()
+	Version string       // published in the gateway record
+}
+
+// Gateway is one rollcall gateway process's worth of work.
+type Gateway struct {
+	cfg      *config.Config
+	base     *slog.Logger // as given, for components that add the gateway key themselves
+	log      *slog.Logger
+	version  string
+	profiles *devices.Profiles
+
+	started   chan struct{}
+	brokerURL string
+	epoch     int64
+	reg       *registry.Registry
+}
+
+// New validates what can be checked before running: profiles load and parse.
+func New(o Options) (*Gateway, error) {
+	if o.Config == nil {
+		o.Config = config.Default()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	var ps *devices.Profiles
+	var err error
+	if len(o.Config.Profiles.Dirs) == 0 {
+		sub, _ := fs.Sub(configs.Profiles, "profiles")
+		ps, err = devices.LoadProfilesFS(sub, "(built in)")
+	} else {
+		ps, err = devices.LoadProfiles(o.Config.Profiles.Dirs)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Gateway{
+		cfg: o.Config, base: o.Logger, log: o.Logger.With("gateway", o.Config.Gateway.ID), version: o.Version,
+		profiles: ps, started: make(chan struct{}),
+	}, nil
+}
+
+// Started is closed once the broker (if embedded) listens, the epoch is bumped and the
+// buses are being swept. BrokerURL, Epoch and Registry are valid after it.
+func (g *Gateway) Started() <-chan struct{} { return g.started }
+
+// BrokerURL is the URL the gateway publishes to (the embedded broker's actual address).
+func (g *Gateway) BrokerURL() string { return g.brokerURL }
+
+// Epoch is this run's gateway epoch.
+func (g *Gateway) Epoch() int64 { return g.epoch }
+
+// Registry is the live instance store.
+func (g *Gateway) Registry() *registry.Registry { return g.reg }
+
+// Run runs the gateway until ctx ends, then shuts down in order: buses stop polling, the
+// publisher publishes status offline and disconnects, the embedded broker closes. It
+// returns an error only when startup fails (state dir, broker listen, TLS files).
+func (g *Gateway) Run(ctx context.Context) error {
+	cfg := g.cfg
+	epoch, err := BumpEpoch(cfg.Gateway.StateDir)
+	if err != nil {
+		return err
+	}
+	g.epoch = epoch
+
+	brokerURL := cfg.MQTT.Broker
+	var broker *embedded.Broker
+	if brokerURL == "embedded" {
+		broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen, Logger: g.log})
+		if err != nil {
+			return fmt.Errorf("embedded broker: %w", err)
+		}
+		defer broker.Close()
+		brokerURL = broker.URL()
+	}
+	g.brokerURL = brokerURL
+
+	pubOpts := mqtt.PublisherOptions{
+		BrokerURL: brokerURL,
+		ClientID:  cfg.MQTT.ClientID,
+		Topics:    mqtt.Topics{Prefix: cfg.MQTT.TopicPrefix},
+		Gateway: registry.GatewayRecord{
+			Gateway: cfg.Gateway.ID, Epoch: epoch, Started: registry.Time{Time: time.Now()}, Version: g.version,
+		},
+		Username: cfg.MQTT.Username,
+		Logger:   g.base,
+	}
+	if cfg.MQTT.PasswordFile != "" {
+		pw, err := os.ReadFile(cfg.MQTT.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("mqtt.password_file: %w", err)
+		}
+		pubOpts.Password = strings.TrimRight(string(pw), "\r\n")
+	}
+	if pubOpts.TLSConfig, err = tlsConfig(cfg.MQTT.TLS); err != nil {
+		return err
+	}
+	pub, err := mqtt.NewPublisher(pubOpts)
+	if err != nil {
+		return err
+	}
+
+	policy := registry.Policy{
+		FailuresBeforeCritical:  cfg.Health.FailuresBeforeCritical,
+		SuccessesBeforePassing:  cfg.Health.SuccessesBeforePassing,
+		DeregisterCriticalAfter: cfg.Health.DeregisterCriticalAfter,
+		RefreshInterval:         cfg.Health.RefreshInterval,
+		SlowRTT:                 cfg.Health.SlowRTT,
+	}
+	g.reg = registry.New(registry.Options{
+		Gateway: cfg.Gateway.ID, Epoch: epoch, Policy: policy,
+		Sink: func(ev registry.Event) {
+			switch ev.Kind {
+			case registry.Upsert:
+				pub.Publish(ev.Record)
+			case registry.Deregister:
+				pub.Deregister(ev.Record.Service, ev.Record.ID)
+			}
+			if ev.Transition {
+				status := string(ev.Record.Status)
+				if ev.Kind == registry.Deregister {
+					status = "deregistered"
+				}
+				g.log.Info("instance status", "instance", ev.Record.ID, "service", ev.Record.Service,
+					"status", status, "revision", ev.Record.Revision)
+			}
+		},
+	})
+
+	g.log.Info("gateway starting", "epoch", epoch, "broker", brokerURL, "buses", len(cfg.Discovery.Serial), "version", g.version)
+
+	// Publisher outlives the buses so their last changes and the offline status get out.
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPub()
+	var pubWG sync.WaitGroup
+	pubWG.Add(1)
+	go func() {
+		defer pubWG.Done()
+		if err := pub.Run(pubCtx); err != nil {
+			g.log.Error("publisher", "err", err)
+		}
+	}()
+
+	var busWG sync.WaitGroup
+	for _, bc := range cfg.Discovery.Serial {
+		b := newBus(bc, cfg.Gateway.ID, g.profiles, g.reg, g.log)
+		busWG.Add(1)
+		go func() {
+			defer busWG.Done()
+			_ = b.run(ctx)
+		}()
+	}
+	close(g.started)
+
+	<-ctx.Done()
+	busWG.Wait()
+	stopPub()
+	pubWG.Wait()
+	g.log.Info("gateway stopped", "epoch", epoch)
+	return nil
+}
+
+// tlsConfig builds the MQTT TLS client config; nil when no TLS file is configured.
+func tlsConfig(t config.TLS) (*tls.Config, error) {
+	if t.CAFile == "" && t.CertFile == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqtt.tls.ca_file %s: no PEM certificate found", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls cert_file/key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
