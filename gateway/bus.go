@@ -30,6 +30,7 @@ type bus struct {
 	policy   registry.Policy
 	log      *slog.Logger
 
+	failCost  time.Duration   // bus time of one failed request: timeout + resync listening
 	known     map[int]*device // registered units
 	absent    []int           // units to probe, ascending
 	sweepPos  int             // index into absent of the next probe
@@ -68,6 +69,10 @@ func (b *bus) run(ctx context.Context) error {
 		return nil // ctx ended while waiting for the port
 	}
 	defer client.Close()
+	b.failCost = client.Timeout()
+	if rtu, ok := client.(*modbus.RTU); ok {
+		b.failCost += rtu.Config().Resync
+	}
 	b.log.Info("bus open", "device", b.cfg.Device, "baud", b.cfg.Baud, "units", len(b.cfg.UnitList))
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -141,6 +146,7 @@ func (b *bus) poll(ctx context.Context, c modbus.Client, d *device) {
 	if live := b.reg.Observe(d.id, o); !live {
 		delete(b.known, d.unit)
 		b.addAbsent(d.unit)
+		b.updateChecks()
 		b.log.Info("device deregistered, back to sweep", "unit", d.unit, "instance", d.id)
 	}
 }
@@ -194,25 +200,41 @@ func (b *bus) register(ctx context.Context, c modbus.Client, unit int) error {
 		Identity:     identity,
 		Meta:         b.meta(p, unit),
 		DiscoveredBy: []string{"rtu-sweep"},
-		Check: registry.Check{
-			IntervalMS:     b.cfg.PollInterval.Milliseconds(),
-			TimeoutMS:      b.cfg.Timeout.Milliseconds(),
-			DetectBudgetMS: b.detectBudget(len(b.known) + 1).Milliseconds(),
-		},
+		Check:        b.check(len(b.known) + 1),
 	}, o)
 	b.known[unit] = d
 	b.removeAbsent(unit)
+	b.updateChecks()
 	b.log.Info("device registered", "unit", unit, "instance", d.id, "profile", p.Name, "serial", identity.Serial)
 	return nil
 }
 
 // detectBudget is the worst case from a device's death to critical with n devices on the
-// bus: its next failures_before_critical polls are due failures × interval after its last
-// good poll; each may wait behind one probe and the polls of the other n−1 devices, each
-// at most one timeout; the last one takes a full timeout to fail.
+// bus. Its last good poll may have happened just before it died; the next
+// failures_before_critical polls are due one interval apart, and the last of them needs
+// a full timeout to fail. On the way each poll may wait for the bus behind one probe of
+// an absent unit and behind the polls of the other n−1 devices; each of those occupies
+// the bus at most failCost (timeout + resync listening, when it fails too).
 func (b *bus) detectBudget(n int) time.Duration {
-	t := b.cfg.Timeout
-	return time.Duration(b.policy.FailuresBeforeCritical)*b.cfg.PollInterval + t + t*time.Duration(n-1) + t
+	return time.Duration(b.policy.FailuresBeforeCritical)*b.cfg.PollInterval + b.cfg.Timeout +
+		time.Duration(n)*b.failCost
+}
+
+func (b *bus) check(n int) registry.Check {
+	return registry.Check{
+		IntervalMS:     b.cfg.PollInterval.Milliseconds(),
+		TimeoutMS:      b.cfg.Timeout.Milliseconds(),
+		DetectBudgetMS: b.detectBudget(n).Milliseconds(),
+	}
+}
+
+// updateChecks republishes the check (detect budget) of every device on the bus after
+// the number of devices changed.
+func (b *bus) updateChecks() {
+	chk := b.check(len(b.known))
+	for _, d := range b.known {
+		b.reg.SetCheck(d.id, chk)
+	}
 }
 
 // instanceID is <vendor>-<serial> when the device gave a serial number, else

@@ -1,25 +1,16 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
-	"github.com/rollcall-edge/rollcall/gateway"
-	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
@@ -144,53 +135,15 @@ func TestEndToEndRTU(t *testing.T) {
 		t.Skip("integration test")
 	}
 	broker := mosquitto.Start(t)
-	dir := t.TempDir()
-	logw := io.Discard
-	if testing.Verbose() {
-		logw = os.Stderr
-	}
-	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))
-
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-
+	h := newHarness(t)
 	// The simulator: 4 drives, 115200 baud with line timing, 1 ms turnaround.
-	link := filepath.Join(dir, "bus1")
-	simCfg, err := sim.ParseConfig("sim.yaml", []byte(fmt.Sprintf(`
-buses:
-  - name: bus1
-    link: %s
-    baud: 115200
-    turnaround: 1ms
-    drives:
-      - {unit: 1, serial: SIM-0001}
-      - {unit: 2, serial: SIM-0002}
-      - {unit: 5, serial: SIM-0005}
-      - {unit: 9, serial: SIM-0009}
-`, link)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sim.New(simCfg, log.With("component", "sim"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = s.Wait() }()
-
+	s := h.startSim(1, 2, 5, 9)
 	sub := subscribe(t, broker.URL())
-
-	cfg, err := config.Parse("gateway.yaml", []byte(fmt.Sprintf(`
-gateway: {id: it-gw, state_dir: %s}
-mqtt: {broker: "%s"}
+	g := h.startGateway(broker.URL(), `
 discovery:
   serial:
     - name: bus1
-      device: %s
+      device: $LINK
       baud: 115200
       units: "1-16"
       timeout: 20ms
@@ -200,17 +153,7 @@ health:
   failures_before_critical: 3
   successes_before_passing: 2
   deregister_critical_after: 1s
-`, filepath.Join(dir, "state"), broker.URL(), link)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := gateway.New(gateway.Options{Config: cfg, Logger: log.With("component", "gateway"), Version: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = g.Run(ctx) }()
-	<-g.Started()
+`)
 	epoch := g.Epoch()
 
 	// Gateway status: online, retained, with the epoch.
@@ -294,6 +237,25 @@ health:
 	if r["revision"].(float64) <= critRev {
 		t.Errorf("revision after return %v, not above %v", r["revision"], critRev)
 	}
+
+	// A CiA 402 fault on drive 5: warning with the fault in its state; fault reset
+	// (mode none): passing again.
+	faulty := "rollcall-firmware-sim-sim-0005"
+	if err := s.SetFault("bus1", 5, slave.Fault{Mode: slave.FaultDevice}); err != nil {
+		t.Fatal(err)
+	}
+	_, r = sub.next(t, 10*time.Second, "drive 5 warning", func(m message, r map[string]any) bool {
+		return r != nil && r["id"] == faulty && r["status"] == "warning"
+	})
+	if st := r["state"].(map[string]any); st["fault"] != true || st["cia402"] != "fault" || st["error_code"] != float64(0x2310) {
+		t.Errorf("faulted drive state %v", st)
+	}
+	if err := s.SetFault("bus1", 5, slave.Fault{Mode: slave.FaultNone}); err != nil {
+		t.Fatal(err)
+	}
+	sub.next(t, 10*time.Second, "drive 5 passing after fault reset", func(m message, r map[string]any) bool {
+		return r != nil && r["id"] == faulty && r["status"] == "passing"
+	})
 
 	// Poll round trip against the simulator's wire-time floor at 115200 baud:
 	// request (8 bytes) + t3.5 + turnaround (1 ms) + reply (9 bytes).

@@ -161,6 +161,23 @@ func (r *Registry) Observe(id string, o Observation) (live bool) {
 	return true
 }
 
+// SetCheck replaces the configured part of a live instance's check (interval_ms,
+// timeout_ms, detect_budget_ms) and emits an Upsert when it changed. Failures and RTTMS
+// are kept by the registry.
+func (r *Registry) SetCheck(id string, c Check) {
+	r.mu.Lock()
+	e, ok := r.instances[id]
+	if !ok || !e.live || (e.reg.Check.IntervalMS == c.IntervalMS && e.reg.Check.TimeoutMS == c.TimeoutMS &&
+		e.reg.Check.DetectBudgetMS == c.DetectBudgetMS) {
+		r.mu.Unlock()
+		return
+	}
+	e.reg.Check = c
+	rec := r.emitLocked(e, e.published)
+	r.mu.Unlock()
+	r.sink(Event{Kind: Upsert, Record: rec})
+}
+
 // emitLocked builds the record of e for publication at now, bumping its revision.
 func (r *Registry) emitLocked(e *entry, now time.Time) Record {
 	e.seq++

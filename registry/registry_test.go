@@ -136,3 +136,23 @@ func TestTimeJSON(t *testing.T) {
 		t.Fatalf("round trip %v %v", back, err)
 	}
 }
+
+func TestRegistrySetCheck(t *testing.T) {
+	rec := &recorder{}
+	r := newTestRegistry(rec)
+	r.Register(testReg("a"), obs('o', 0))
+	chk := testReg("a").Check
+	r.SetCheck("a", chk) // unchanged: nothing published
+	if len(rec.events) != 1 {
+		t.Fatalf("unchanged check published: %d events", len(rec.events))
+	}
+	chk.DetectBudgetMS = 999
+	r.SetCheck("a", chk)
+	if len(rec.events) != 2 || rec.events[1].Record.Check.DetectBudgetMS != 999 || rec.events[1].Transition {
+		t.Fatalf("changed check: %+v", rec.events)
+	}
+	r.SetCheck("unknown", chk) // no panic, nothing published
+	if len(rec.events) != 2 {
+		t.Fatal("unknown instance published")
+	}
+}

@@ -1,0 +1,115 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
+	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// harness runs a firmware-sim and a gateway in-process for one test; both stop (and
+// are waited for) in t.Cleanup.
+type harness struct {
+	t    *testing.T
+	dir  string
+	log  *slog.Logger
+	ctx  context.Context
+	wg   *sync.WaitGroup
+	sim  *sim.Sim
+	link string
+}
+
+func newHarness(t *testing.T) *harness {
+	logw := io.Discard
+	if testing.Verbose() {
+		logw = os.Stderr
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, dir: t.TempDir(), ctx: ctx, wg: &sync.WaitGroup{},
+		log: slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	t.Cleanup(func() { cancel(); h.wg.Wait() })
+	return h
+}
+
+// startSim starts one bus "bus1" at 115200 baud (1 ms turnaround) with a drive at
+// each given unit, serial SIM-<unit as 4 digits>.
+func (h *harness) startSim(units ...int) *sim.Sim {
+	h.t.Helper()
+	h.link = filepath.Join(h.dir, "bus1")
+	var b strings.Builder
+	fmt.Fprintf(&b, "buses:\n  - name: bus1\n    link: %s\n    baud: 115200\n    turnaround: 1ms\n    drives:\n", h.link)
+	for _, u := range units {
+		fmt.Fprintf(&b, "      - {unit: %d, serial: SIM-%04d}\n", u, u)
+	}
+	cfg, err := sim.ParseConfig("sim.yaml", []byte(b.String()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	s, err := sim.New(cfg, h.log.With("component", "sim"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := s.Start(h.ctx); err != nil {
+		h.t.Fatal(err)
+	}
+	h.wg.Add(1)
+	go func() { defer h.wg.Done(); _ = s.Wait() }()
+	h.sim = s
+	return s
+}
+
+// startGateway starts a gateway whose config is extra (YAML) after a header naming the
+// gateway "it-gw", its state dir and the broker; the serial bus is bus1 of startSim.
+func (h *harness) startGateway(broker, extra string) *gateway.Gateway {
+	h.t.Helper()
+	text := fmt.Sprintf("gateway: {id: it-gw, state_dir: %s}\nmqtt: {broker: %q, embedded_listen: \"127.0.0.1:0\"}\n%s",
+		filepath.Join(h.dir, "state"), broker, strings.ReplaceAll(extra, "$LINK", h.link))
+	cfg, err := config.Parse("gateway.yaml", []byte(text))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Options{Config: cfg, Logger: h.log.With("component", "gateway"), Version: "test"})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	h.wg.Add(1)
+	go func() { defer h.wg.Done(); errc <- g.Run(h.ctx) }()
+	select {
+	case <-g.Started():
+	case err := <-errc:
+		h.t.Fatalf("gateway: %v", err)
+	}
+	return g
+}
+
+// waitCatalog polls the gateway's registry until cond holds for its snapshot, failing the
+// test at the deadline. (Polling the registry, not sleeping: the condition decides.)
+func waitCatalog(t *testing.T, g *gateway.Gateway, deadline time.Duration, what string, cond func([]registry.Record) bool) []registry.Record {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(deadline)
+	for {
+		snap := g.Registry().Snapshot()
+		if cond(snap) {
+			return snap
+		}
+		select {
+		case <-tick.C:
+		case <-timeout:
+			t.Fatalf("timed out after %v waiting for %s; catalog: %+v", deadline, what, snap)
+		}
+	}
+}
