@@ -1,0 +1,596 @@
+// Package mdns finds candidate devices by DNS-SD browsing over multicast DNS
+// (RFC 6763 over RFC 6762): for each configured service type, such as "_modbus._tcp",
+// it reports the instances that answer, with their host, addresses, port and TXT hints
+// (DESIGN.md, data flow: "protocols/mdns DNS-SD browse → candidate endpoints + TXT
+// hints").
+//
+// A candidate is only a hint. Whether a device is alive is decided by polling it, never
+// by mDNS; so the Browser keeps no timers per record and does not follow TTLs or
+// goodbye packets (RFC 6762 §10.1). It browses in windows instead, with a fresh
+// github.com/grandcat/zeroconf Resolver each time (a Resolver is single-use, and Browse
+// reports each instance once and never its removal), and reports after every window,
+// per service type, a complete snapshot of the instances seen recently.
+//
+// Everything in a Candidate comes from the network and is cleaned and bounded (valid
+// UTF-8, no control characters, limited lengths and counts; see ParseTXT and the Max
+// constants). It may still contain '/', '+', '#', '$' or spaces: consumers that put a
+// value into an MQTT topic must slug it (DESIGN.md, "MQTT contract").
+package mdns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grandcat/zeroconf"
+)
+
+// Defaults for BrowserOptions.
+const (
+	// DefaultDomain is the domain browsed when BrowserOptions.Domain is empty
+	// (RFC 6762 §3: "local." is link-local multicast DNS).
+	DefaultDomain = "local."
+	// DefaultWindow is the length of one browse window.
+	DefaultWindow = 3 * time.Second
+	// DefaultEvery is the gap between the end of a window and the start of the next.
+	DefaultEvery = 10 * time.Second
+	// DefaultDropAfter is the number of consecutive windows an instance may be missing
+	// from before it is dropped from the snapshot.
+	DefaultDropAfter = 2
+	// MaxInstances is the maximum number of instances kept per service type; further
+	// instances are ignored (and logged) until others are dropped.
+	MaxInstances = 256
+)
+
+// Candidate is one DNS-SD service instance as seen on the network (RFC 6763 §4: an
+// instance name, resolved by its SRV record to host and port, its TXT record, and the
+// host's A/AAAA records). All strings are cleaned: valid UTF-8, no control characters.
+type Candidate struct {
+	// Instance is the instance name as announced (the first label of the service
+	// instance name, RFC 6763 §4.1.1), without DNS escapes, cleaned and at most
+	// MaxInstanceLen bytes. Never empty.
+	Instance string
+	// Service is the service type browsed, e.g. "_modbus._tcp" (RFC 6763 §7).
+	Service string
+	// Domain is the domain browsed, e.g. "local.".
+	Domain string
+	// Host is the target host name of the SRV record (RFC 2782) without the final dot,
+	// e.g. "axis-7-sim.local", cleaned and at most MaxHostLen bytes.
+	Host string
+	// Addrs are the host's addresses from A records (and AAAA records when
+	// BrowserOptions.IPv6 is set), IPv4 first, each family sorted, without duplicates,
+	// unspecified, multicast or broadcast addresses; at most MaxAddrs. Never empty.
+	Addrs []netip.Addr
+	// Port is the SRV record's port, 1–65535.
+	Port int
+	// TXT holds the TXT record's key/value pairs as ParseTXT returns them; never nil.
+	TXT map[string]string
+}
+
+// clone returns a deep copy of c, so that a Snapshot shares nothing with the Browser.
+func (c Candidate) clone() Candidate {
+	c.Addrs = slices.Clone(c.Addrs)
+	c.TXT = maps.Clone(c.TXT)
+	return c
+}
+
+// Snapshot is the complete current set of candidates of one service type, sent after
+// each browse window. An empty Candidates slice means that no instance of the service
+// type is known any more (every earlier one is gone).
+type Snapshot struct {
+	// Service is the service type, e.g. "_modbus._tcp".
+	Service string
+	// Candidates are sorted by Instance (then Host, then Port); never nil.
+	Candidates []Candidate
+}
+
+// Source returns the snapshot's source key for a discovery manager, "mdns:<service>",
+// e.g. "mdns:_modbus._tcp" (STYLE.md: updates are snapshots keyed by a source).
+func (s Snapshot) Source() string { return "mdns:" + s.Service }
+
+// BrowserOptions configures a Browser. Zero values take the documented defaults.
+type BrowserOptions struct {
+	// ServiceTypes to browse, each "_name._tcp" or "_name._udp" where name is an
+	// RFC 6335 §5.1 service name: 1–15 letters, digits and hyphens, at least one
+	// letter, no hyphen at either end and no two in a row. Case-insensitive; reported
+	// lower-cased. At least one is required; duplicates are an error.
+	ServiceTypes []string
+	// Domain to browse. Default DefaultDomain ("local.").
+	Domain string
+	// Interfaces to browse on, by name. Empty: zeroconf's default, every interface that
+	// is up and has the MULTICAST flag (which excludes "lo"). "lo" may be named
+	// explicitly. The names are resolved again at every window, so an interface that
+	// disappears is skipped (and logged) until it is back. Queries go out only on these
+	// interfaces; answers arriving on another one can still be seen if some other
+	// program on the host joined the mDNS group there (Linux IP_MULTICAST_ALL).
+	Interfaces []string
+	// Window is the length of one browse window. Default DefaultWindow (3 s). Responders
+	// delay answers to a query by 20–120 ms (RFC 6762 §6) and repeat announcements 1 s
+	// apart (§8.3): windows much shorter than a second suit only tests.
+	Window time.Duration
+	// Every is the gap between one window's end and the next one's start. Default
+	// DefaultEvery (10 s).
+	Every time.Duration
+	// DropAfter is K: an instance missing from K consecutive windows is dropped from the
+	// snapshot. Default DefaultDropAfter (2). A window in which browsing failed does
+	// not count.
+	DropAfter int
+	// IPv6 adds an IPv6 browse (ff02::fb) in every window and keeps AAAA addresses.
+	// Default false: IPv4 only.
+	IPv6 bool
+	// Logger receives the Browser's logs, with keys service, instance, iface and err.
+	// Default: discard.
+	Logger *slog.Logger
+}
+
+// Browser browses DNS-SD service types in windows; see Run. Create it with NewBrowser.
+type Browser struct {
+	services   []string
+	domain     string
+	ifaceNames []string
+	window     time.Duration
+	every      time.Duration
+	dropAfter  int
+	ipv6       bool
+	log        *slog.Logger
+}
+
+// NewBrowser validates o, applies the defaults and returns a Browser. It returns an
+// error, naming the offending value, when ServiceTypes is empty or has an invalid or
+// duplicate entry, when Domain is not a valid domain name, when an interface name does
+// not exist, or when Window, Every or DropAfter is negative.
+func NewBrowser(o BrowserOptions) (*Browser, error) {
+	if len(o.ServiceTypes) == 0 {
+		return nil, errors.New("mdns: no service types to browse")
+	}
+	b := &Browser{
+		domain:    DefaultDomain,
+		window:    DefaultWindow,
+		every:     DefaultEvery,
+		dropAfter: DefaultDropAfter,
+		ipv6:      o.IPv6,
+		log:       o.Logger,
+	}
+	seen := map[string]bool{}
+	for _, st := range o.ServiceTypes {
+		if err := validateServiceType(st); err != nil {
+			return nil, err
+		}
+		st = strings.ToLower(st)
+		if seen[st] {
+			return nil, fmt.Errorf("mdns: service type %q listed twice", st)
+		}
+		seen[st] = true
+		b.services = append(b.services, st)
+	}
+	if o.Domain != "" {
+		d, err := validateDomain(o.Domain)
+		if err != nil {
+			return nil, err
+		}
+		b.domain = d
+	}
+	for _, name := range o.Interfaces {
+		if _, err := net.InterfaceByName(name); err != nil {
+			return nil, fmt.Errorf("mdns: interface %q: %w", name, err)
+		}
+		if !slices.Contains(b.ifaceNames, name) {
+			b.ifaceNames = append(b.ifaceNames, name)
+		}
+	}
+	switch {
+	case o.Window < 0:
+		return nil, fmt.Errorf("mdns: window %v is negative", o.Window)
+	case o.Every < 0:
+		return nil, fmt.Errorf("mdns: every %v is negative", o.Every)
+	case o.DropAfter < 0:
+		return nil, fmt.Errorf("mdns: drop after %d windows is negative", o.DropAfter)
+	}
+	if o.Window > 0 {
+		b.window = o.Window
+	}
+	if o.Every > 0 {
+		b.every = o.Every
+	}
+	if o.DropAfter > 0 {
+		b.dropAfter = o.DropAfter
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	return b, nil
+}
+
+// validateServiceType checks "_name._tcp" / "_name._udp" (RFC 6763 §7, RFC 6335 §5.1).
+func validateServiceType(st string) error {
+	name, proto, ok := strings.Cut(st, ".")
+	bad := func(why string) error {
+		return fmt.Errorf(`mdns: service type %q: %s (expected "_name._tcp" or "_name._udp", e.g. "_modbus._tcp")`, st, why)
+	}
+	if !ok || !strings.HasPrefix(name, "_") {
+		return bad("no leading underscore")
+	}
+	if p := strings.ToLower(proto); p != "_tcp" && p != "_udp" {
+		return bad("protocol must be _tcp or _udp")
+	}
+	name = name[1:]
+	if len(name) < 1 || len(name) > 15 {
+		return bad("service name must have 1-15 characters")
+	}
+	letter := false
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			letter = true
+		case c >= '0' && c <= '9':
+		case c == '-':
+			if i == 0 || i == len(name)-1 || name[i-1] == '-' {
+				return bad("hyphen at either end or two in a row")
+			}
+		default:
+			return bad(fmt.Sprintf("invalid character %q", c))
+		}
+	}
+	if !letter {
+		return bad("service name needs a letter")
+	}
+	return nil
+}
+
+// validateDomain checks a domain name of LDH-style labels (underscores allowed) and
+// returns it with a final dot.
+func validateDomain(d string) (string, error) {
+	d = strings.TrimSuffix(d, ".")
+	if d == "" || len(d) > 253 {
+		return "", fmt.Errorf("mdns: domain %q: expected a domain name such as \"local.\"", d)
+	}
+	for _, l := range strings.Split(d, ".") {
+		if l == "" || len(l) > 63 {
+			return "", fmt.Errorf("mdns: domain %q: empty label or label over 63 bytes", d)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return "", fmt.Errorf("mdns: domain %q: invalid character %q", d, c)
+			}
+		}
+	}
+	return d + ".", nil
+}
+
+// Services returns the validated, lower-cased service types, in the order given.
+func (b *Browser) Services() []string { return slices.Clone(b.services) }
+
+// tracked is what the Browser remembers of one instance between windows.
+type tracked struct {
+	c      Candidate
+	missed int // consecutive windows without it
+}
+
+// Run browses until ctx ends. Every window (BrowserOptions.Window long, the first
+// starting at once, each later one BrowserOptions.Every after the receiver took the
+// previous window's last snapshot) browses every
+// service type at once, each with a new zeroconf Resolver (and a second one for IPv6
+// when enabled) whose entries channel is drained until it closes. After each window Run
+// sends one Snapshot per service type, in the order of ServiceTypes, to up: every
+// instance seen in this window or missing from fewer than DropAfter consecutive windows.
+// A window in which browsing a service type failed (logged with service and err) does
+// not age its instances.
+//
+// Run blocks on up until the receiver takes each snapshot or ctx ends. It never closes
+// up. It returns nil once ctx is done, after the goroutines it started have ended;
+// zeroconf's own socket readers end moments later, when their sockets are closed.
+func (b *Browser) Run(ctx context.Context, up chan<- Snapshot) error {
+	known := make(map[string]map[string]*tracked, len(b.services))
+	failing := make(map[string]string, len(b.services)) // service → last error logged
+	for _, s := range b.services {
+		known[s] = map[string]*tracked{}
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		results := b.browseWindow(ctx)
+		if ctx.Err() != nil {
+			return nil // a window cut short says nothing about absence
+		}
+		for _, svc := range b.services {
+			r := results[svc]
+			if r.err != nil {
+				if failing[svc] != r.err.Error() {
+					b.log.Warn("mdns: browse failed; keeping the previous candidates", "service", svc, "err", r.err)
+					failing[svc] = r.err.Error()
+				}
+			} else {
+				if failing[svc] != "" {
+					b.log.Info("mdns: browsing works again", "service", svc)
+					delete(failing, svc)
+				}
+				b.age(svc, known[svc], r.found)
+			}
+			select {
+			case up <- snapshot(svc, known[svc]):
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		timer.Reset(b.every)
+	}
+}
+
+// age merges the instances found in one successful window into known: found ones are
+// (re)set to missed 0, the others count one more missed window and are dropped at
+// dropAfter. New instances beyond MaxInstances are ignored.
+func (b *Browser) age(svc string, known map[string]*tracked, found map[string]Candidate) {
+	for key, tr := range known {
+		if c, ok := found[key]; ok {
+			tr.c, tr.missed = c, 0
+			continue
+		}
+		tr.missed++
+		if tr.missed >= b.dropAfter {
+			delete(known, key)
+			b.log.Debug("mdns: instance dropped", "service", svc, "instance", tr.c.Instance, "windows", tr.missed)
+		}
+	}
+	var overflow int
+	for key, c := range found {
+		if _, ok := known[key]; ok {
+			continue
+		}
+		if len(known) >= MaxInstances {
+			overflow++
+			continue
+		}
+		known[key] = &tracked{c: c}
+		b.log.Debug("mdns: instance found", "service", svc, "instance", c.Instance, "host", c.Host, "port", c.Port)
+	}
+	if overflow > 0 {
+		b.log.Warn("mdns: too many instances; ignoring some", "service", svc, "max", MaxInstances, "ignored", overflow)
+	}
+}
+
+// snapshot returns the sorted, deep-copied candidates of known.
+func snapshot(svc string, known map[string]*tracked) Snapshot {
+	s := Snapshot{Service: svc, Candidates: make([]Candidate, 0, len(known))}
+	for _, tr := range known {
+		s.Candidates = append(s.Candidates, tr.c.clone())
+	}
+	slices.SortFunc(s.Candidates, func(a, b Candidate) int {
+		if c := strings.Compare(a.Instance, b.Instance); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Host, b.Host); c != 0 {
+			return c
+		}
+		return a.Port - b.Port
+	})
+	return s
+}
+
+// windowResult is one service type's outcome of a window: the instances found, keyed
+// by their escaped instance name, or the error that kept it from browsing at all.
+type windowResult struct {
+	found map[string]Candidate
+	err   error
+}
+
+// browseWindow browses all service types for one window and waits for every browse to
+// end.
+func (b *Browser) browseWindow(ctx context.Context) map[string]windowResult {
+	results := make(map[string]windowResult, len(b.services))
+	ifaces, err := b.interfaces()
+	if err != nil {
+		for _, svc := range b.services {
+			results[svc] = windowResult{err: err}
+		}
+		return results
+	}
+	wctx, cancel := context.WithTimeout(ctx, b.window)
+	defer cancel()
+	families := []zeroconf.IPType{zeroconf.IPv4}
+	if b.ipv6 {
+		families = append(families, zeroconf.IPv6)
+	}
+	type job struct {
+		svc   string
+		found map[string]Candidate
+		err   error
+	}
+	jobs := make([]job, 0, len(b.services)*len(families))
+	for _, svc := range b.services {
+		for range families {
+			jobs = append(jobs, job{svc: svc})
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range jobs {
+		wg.Add(1)
+		go func(j *job, family zeroconf.IPType) {
+			defer wg.Done()
+			j.found, j.err = b.browse(wctx, ifaces, j.svc, family)
+		}(&jobs[i], families[i%len(families)])
+	}
+	wg.Wait()
+	for _, j := range jobs {
+		r, seen := results[j.svc]
+		switch {
+		case !seen:
+			r = windowResult{found: j.found, err: j.err}
+		case r.err != nil: // this family's result replaces a failed one
+			r = windowResult{found: j.found, err: j.err}
+		case j.err != nil: // the other family worked
+			b.log.Debug("mdns: browse failed for one address family", "service", j.svc, "err", j.err)
+		default:
+			for key, c := range j.found {
+				if prev, ok := r.found[key]; ok {
+					c = merge(prev, c)
+				}
+				r.found[key] = c
+			}
+		}
+		results[j.svc] = r
+	}
+	return results
+}
+
+// interfaces resolves the configured interface names; nil means zeroconf's default.
+func (b *Browser) interfaces() ([]net.Interface, error) {
+	if len(b.ifaceNames) == 0 {
+		return nil, nil
+	}
+	var ifaces []net.Interface
+	for _, name := range b.ifaceNames {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			b.log.Debug("mdns: interface not available", "iface", name, "err", err)
+			continue
+		}
+		ifaces = append(ifaces, *ifi)
+	}
+	if len(ifaces) == 0 {
+		return nil, fmt.Errorf("none of the interfaces %q is available", b.ifaceNames)
+	}
+	return ifaces, nil
+}
+
+// browse runs one zeroconf browse of svc for the life of ctx and returns the valid
+// instances it reported. The entries channel is always drained until zeroconf closes
+// it, which it does when ctx ends.
+func (b *Browser) browse(ctx context.Context, ifaces []net.Interface, svc string, family zeroconf.IPType) (map[string]Candidate, error) {
+	opts := []zeroconf.ClientOption{zeroconf.SelectIPTraffic(family)}
+	if ifaces != nil {
+		opts = append(opts, zeroconf.SelectIfaces(ifaces))
+	}
+	r, err := zeroconf.NewResolver(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("mdns: resolver (%s): %w", familyName(family), err)
+	}
+	entries := make(chan *zeroconf.ServiceEntry, 16)
+	if err := r.Browse(ctx, svc, b.domain, entries); err != nil {
+		for range entries { // Browse cancelled its loop, which closes entries
+		}
+		return nil, fmt.Errorf("mdns: browse %s (%s): %w", svc, familyName(family), err)
+	}
+	found := map[string]Candidate{}
+	for e := range entries {
+		key, c, why := b.candidate(svc, e)
+		if why != "" {
+			b.log.Debug("mdns: ignoring answer", "service", svc, "instance", c.Instance, "reason", why)
+			continue
+		}
+		if prev, ok := found[key]; ok {
+			c = merge(prev, c)
+		}
+		found[key] = c
+	}
+	return found, nil
+}
+
+func familyName(f zeroconf.IPType) string {
+	if f == zeroconf.IPv6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// candidate converts a zeroconf entry. It returns the instance's key (its escaped name,
+// unique per instance) and the cleaned candidate, or a reason to ignore it.
+func (b *Browser) candidate(svc string, e *zeroconf.ServiceEntry) (string, Candidate, string) {
+	key := instanceFromZeroconf(e.Instance)
+	c := Candidate{
+		Instance: strings.TrimSpace(cleanText(unescapeDNS(key), MaxInstanceLen)),
+		Service:  svc,
+		Domain:   b.domain,
+		Host:     strings.TrimSpace(cleanText(unescapeDNS(strings.TrimSuffix(e.HostName, ".")), MaxHostLen)),
+		Port:     e.Port,
+	}
+	switch {
+	case c.Instance == "":
+		return key, c, "empty instance name"
+	case c.Port < 1 || c.Port > 65535:
+		return key, c, "no port"
+	}
+	c.Addrs = b.addrs(e)
+	if len(c.Addrs) == 0 {
+		return key, c, "no usable address"
+	}
+	txt := make([]string, len(e.Text))
+	for i, s := range e.Text {
+		txt[i] = unescapeDNS(s)
+	}
+	c.TXT = ParseTXT(txt)
+	return key, c, ""
+}
+
+// addrs returns the usable addresses of e: IPv4, then IPv6 if enabled.
+func (b *Browser) addrs(e *zeroconf.ServiceEntry) []netip.Addr {
+	var v4, v6 []netip.Addr
+	add := func(ip net.IP) {
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			return
+		}
+		a = a.Unmap()
+		if a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return
+		}
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else if b.ipv6 {
+			v6 = append(v6, a)
+		}
+	}
+	for _, ip := range e.AddrIPv4 {
+		add(ip)
+	}
+	for _, ip := range e.AddrIPv6 {
+		add(ip)
+	}
+	return mergeAddrs(v4, v6)
+}
+
+// mergeAddrs returns the IPv4 addresses of all lists, then the IPv6 ones, each family
+// sorted and without duplicates, at most MaxAddrs.
+func mergeAddrs(lists ...[]netip.Addr) []netip.Addr {
+	var v4, v6 []netip.Addr
+	for _, l := range lists {
+		for _, a := range l {
+			if a.Is4() {
+				v4 = append(v4, a)
+			} else {
+				v6 = append(v6, a)
+			}
+		}
+	}
+	slices.SortFunc(v4, netip.Addr.Compare)
+	slices.SortFunc(v6, netip.Addr.Compare)
+	out := append(slices.Compact(v4), slices.Compact(v6)...)
+	if len(out) > MaxAddrs {
+		out = out[:MaxAddrs]
+	}
+	return out
+}
+
+// merge combines two reports of the same instance in one window: the first one's
+// fields win, addresses are united, and a missing TXT is taken from the second.
+func merge(a, b Candidate) Candidate {
+	a.Addrs = mergeAddrs(a.Addrs, b.Addrs)
+	if len(a.TXT) == 0 {
+		a.TXT = b.TXT
+	}
+	return a
+}
