@@ -1,10 +1,13 @@
 // Command firmware-sim runs simulated CiA 402 servo drives on simulated RS-485 buses
-// (pseudo-terminals reached through symlinks) with a fault-injection control API.
+// (pseudo-terminals reached through symlinks) and on Modbus TCP listeners (optionally
+// advertised over mDNS/DNS-SD), with scripted fault schedules and a fault-injection
+// control API.
 //
 //	firmware-sim --config sim.yaml [--log-level debug]
 //	firmware-sim --version
 //
-// It runs until SIGINT or SIGTERM. See DESIGN.md ("Commands") and docs/registers.md.
+// It runs until SIGINT or SIGTERM. See DESIGN.md ("Commands"), docs/registers.md and
+// the sample config firmware-sim/testdata/sim.yaml.
 // Exit status: 0 after a signal, 1 on a runtime or config error, 2 on a usage error.
 package main
 
@@ -87,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log.Info("firmware-sim running", "version", versionString(), "config", *configPath)
-	if err := s.Wait(); err != nil { // returns after SIGINT/SIGTERM, or when a bus fails
+	if err := s.Wait(); err != nil { // returns after SIGINT/SIGTERM, or when a bus or listener fails
 		log.Error("firmware-sim stopped", "err", err)
 		return 1
 	}

@@ -30,12 +30,15 @@ func TestRunUsage(t *testing.T) {
 }
 
 // TestRunStartsAndStops runs with an already-cancelled context: the simulator starts
-// (pseudo-terminal, link, log line per bus), then stops at once and cleans up.
+// (pseudo-terminal, link, TCP listener, log line per bus and listener), then stops at
+// once and cleans up.
 func TestRunStartsAndStops(t *testing.T) {
 	dir := t.TempDir()
 	link := filepath.Join(dir, "bus1")
 	cfg := filepath.Join(dir, "sim.yaml")
-	doc := "buses:\n  - {name: bus1, link: " + link + ", baud: 115200, drives: [{unit: 1, serial: SIM-0001}]}\n"
+	doc := "buses:\n  - {name: bus1, link: " + link + ", baud: 115200, drives: [{unit: 1, serial: SIM-0001}]}\n" +
+		"tcp:\n  - name: tcp1\n    listen: 127.0.0.1:0\n    drives:\n      - unit: 1\n        serial: SIM-0101\n" +
+		"        schedule: [{after: 1h, mode: silent}]\n        repeat: 2h\n"
 	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +50,9 @@ func TestRunStartsAndStops(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), `msg="bus ready" bus=bus1 link=`+link) {
 		t.Errorf("no ready line for bus1 in:\n%s", errOut.String())
+	}
+	if !strings.Contains(errOut.String(), `msg="listener ready" listener=tcp1 addr=127.0.0.1:`) {
+		t.Errorf("no ready line for tcp1 in:\n%s", errOut.String())
 	}
 	if _, err := os.Lstat(link); !os.IsNotExist(err) {
 		t.Errorf("link left behind: %v", err)

@@ -30,11 +30,24 @@ import (
 //	    devid_max_reply: 253       # bytes per FC 0x2B reply PDU (16–253)
 //	    drives:
 //	      - {unit: 1, serial: SIM-0001, model: SIM-402-400W, revision: "1.2", enabled: true}
-//	tcp:                           # schema only: not implemented yet
+//	      - unit: 2
+//	        serial: SIM-0002
+//	        schedule:              # scripted faults, offsets from the simulator's start
+//	          - {after: 10s, mode: silent}
+//	          - {after: 15s, mode: slow, delay: 200ms}
+//	          - {after: 20s, mode: none}
+//	        repeat: 30s            # optional: run the schedule again every 30 s
+//	tcp:
 //	  - name: tcp1
-//	    listen: 127.0.0.1:15020
+//	    listen: 127.0.0.1:15020    # port 0 picks a free port
 //	    drives: [{unit: 1, serial: SIM-0101}]
-//	    mdns: {instance: axis-7, service: _modbus._tcp, txt: {cell: "2"}}
+//	    mdns:
+//	      instance: axis-7
+//	      service: _modbus._tcp    # default
+//	      domain: local.           # default
+//	      host: axis-7-sim         # default: the instance name slugged
+//	      interfaces: [lo]         # default: every up multicast interface
+//	      txt: {cell: "2", axis: "7"}
 //
 // Build one with LoadConfig or ParseConfig (which validate it), or in code and then
 // call Validate.
@@ -45,7 +58,7 @@ type Config struct {
 	Control Control
 	// Buses are the simulated RS-485 buses, one pseudo-terminal each.
 	Buses []Bus
-	// TCP are Modbus TCP listeners: accepted by the schema, not implemented yet.
+	// TCP are the Modbus TCP listeners.
 	TCP []TCPListener
 
 	lines map[string]int // key path (e.g. "buses[0].baud") → source line
@@ -81,7 +94,7 @@ type Bus struct {
 
 // Drive is one simulated drive.
 type Drive struct {
-	// Unit is the Modbus unit ID, 1–247, unique per bus.
+	// Unit is the Modbus unit ID, 1–247, unique per bus or listener.
 	Unit int
 	// Serial is 1–16 printable ASCII characters, unique in the config.
 	Serial string
@@ -92,21 +105,72 @@ type Drive struct {
 	// Disabled starts the drive in switch on disabled instead of operation enabled
 	// (YAML `enabled: false`; the default is enabled).
 	Disabled bool
+	// Schedule is a scripted fault sequence: each step sets the drive's fault (as the
+	// control API does) at its offset. Offsets are strictly increasing.
+	Schedule []ScheduleStep
+	// Repeat, when > 0, runs the schedule again every Repeat: step i fires at
+	// start + k×Repeat + Schedule[i].After for k = 0, 1, … It needs a schedule and must
+	// exceed the last step's After. 0 runs the schedule once.
+	Repeat time.Duration
 }
 
-// TCPListener is a Modbus TCP listener (schema only; New rejects a config with any).
+// ScheduleStep is one step of a Drive's fault schedule (YAML
+// `{after: 10s, mode: slow, delay: 200ms}`).
+type ScheduleStep struct {
+	// After is the step's offset from the simulator's start (from the start of the
+	// cycle with Drive.Repeat), ≥ 0.
+	After time.Duration
+	// Fault is the fault to set: YAML keys mode (required), delay (slow only, required
+	// there, ≤ slave.MaxFaultDelay) and code (exception only, 1–255, default 4).
+	Fault slave.Fault
+}
+
+// TCPListener is one Modbus TCP listener (Modbus Messaging on TCP/IP Implementation
+// Guide V1.0b) serving one drive — a drive directly on the network, which answers
+// every unit ID — or several — a gateway, which answers exception 0x0B for a unit ID
+// it does not serve (see slave.TCPServer).
 type TCPListener struct {
-	Name   string  // unique among buses and listeners
-	Listen string  // host:port
-	Drives []Drive // units served
-	MDNS   *MDNS   // nil: not advertised
+	// Name identifies the listener in the control API and in logs: same rules as
+	// Bus.Name, unique among buses and listeners.
+	Name string
+	// Listen is the host:port to listen on; port 0 picks a free port (see
+	// Sim.ListenerAddr).
+	Listen string
+	// Drives are the units served: at least one.
+	Drives []Drive
+	// MDNS, when set, advertises the listener over mDNS/DNS-SD.
+	MDNS *MDNS
 }
 
-// MDNS is a DNS-SD advertisement of a TCP listener.
+// Defaults of MDNS.
+const (
+	DefaultMDNSService = "_modbus._tcp" // MDNS.Service when empty
+	DefaultMDNSDomain  = "local."       // MDNS.Domain when empty
+)
+
+// MDNS is the mDNS/DNS-SD advertisement of a TCP listener (RFC 6762, RFC 6763),
+// published with grandcat/zeroconf's RegisterProxy under its own host name.
 type MDNS struct {
-	Instance string            // instance name
-	Service  string            // service type, e.g. _modbus._tcp
-	TXT      map[string]string // TXT record key/values
+	// Instance is the service instance name (RFC 6763 §4.1.1): 1–63 bytes of
+	// printable ASCII without '.' and '\'; unique per service and domain.
+	Instance string
+	// Service is the service type, "_name._tcp" or "_name._udp" with a name of 1–15
+	// letters, digits and hyphens (RFC 6763 §7); "" means DefaultMDNSService.
+	Service string
+	// Domain is the domain; "" means DefaultMDNSDomain.
+	Domain string
+	// Host is the host name label of the SRV target and the A/AAAA records (the domain
+	// is appended): 1–63 letters, digits and hyphens, not starting or ending with a
+	// hyphen; unique among listeners. "" means the instance name slugged (lower case,
+	// runs of other characters replaced by one "-").
+	Host string
+	// Interfaces are the network interface names to advertise on (e.g. [lo]); empty
+	// means every interface that is up and multicast-capable. Checked at Start.
+	Interfaces []string
+	// TXT are free TXT record keys (RFC 6763 §6.4: printable ASCII without '=',
+	// unique ignoring case, key=value at most 255 bytes). The keys vendor, model,
+	// serial and unit are reserved: they always carry the first drive's values.
+	TXT map[string]string
 }
 
 // ConfigError is a configuration problem: "file:line: key: message". File and Line are
@@ -158,7 +222,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, &ConfigError{File: name, Msg: "empty config: at least one bus is required"}
+			return nil, &ConfigError{File: name, Msg: "empty config: at least one bus or tcp listener is required"}
 		}
 		return nil, yamlError(name, err)
 	}
@@ -415,7 +479,7 @@ func (l *loader) bus(n *yaml.Node, path string, b *Bus) error {
 }
 
 func (l *loader) drives(n *yaml.Node, path string, out *[]Drive) error {
-	keys := []string{"unit", "serial", "model", "revision", "enabled"}
+	keys := []string{"unit", "serial", "model", "revision", "enabled", "schedule", "repeat"}
 	return l.list(n, path, func(_ int, item *yaml.Node, ip string) error {
 		var d Drive
 		err := l.mapping(item, ip, keys, func(key string, v *yaml.Node, p string) (err error) {
@@ -432,6 +496,10 @@ func (l *loader) drives(n *yaml.Node, path string, out *[]Drive) error {
 				var on bool
 				on, err = l.boolean(v, p)
 				d.Disabled = !on
+			case "schedule":
+				err = l.schedule(v, p, &d.Schedule)
+			case "repeat":
+				d.Repeat, err = l.duration(v, p)
 			}
 			return err
 		})
@@ -441,6 +509,68 @@ func (l *loader) drives(n *yaml.Node, path string, out *[]Drive) error {
 		*out = append(*out, d)
 		return nil
 	})
+}
+
+// schedule decodes a list of {after, mode, delay, code} steps; after and mode are
+// required, the mode-specific rules are checked by Validate.
+func (l *loader) schedule(n *yaml.Node, path string, out *[]ScheduleStep) error {
+	keys := []string{"after", "mode", "delay", "code"}
+	return l.list(n, path, func(_ int, item *yaml.Node, ip string) error {
+		var st ScheduleStep
+		seen := make(map[string]bool)
+		err := l.mapping(item, ip, keys, func(key string, v *yaml.Node, p string) (err error) {
+			seen[key] = true
+			switch key {
+			case "after":
+				st.After, err = l.duration(v, p)
+			case "mode":
+				var m string
+				if m, err = l.str(v, p); err == nil {
+					st.Fault.Mode = slave.FaultMode(m)
+					if m == "" {
+						err = l.errf(v, p, "must be one of none, silent, slow, exception, garbage, fault, got nothing")
+					}
+				}
+			case "delay":
+				st.Fault.Delay, err = l.duration(v, p)
+				if err == nil && st.Fault.Delay == 0 {
+					err = l.errf(v, p, "must be a positive duration such as \"200ms\", got %s", describe(v))
+				}
+			case "code":
+				var c int
+				if c, err = l.integer(v, p, "an exception code from 1 to 255"); err == nil {
+					if c < 1 || c > 255 {
+						err = l.errf(v, p, "must be an exception code from 1 to 255, got %d", c)
+					}
+					st.Fault.Code = byte(c)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range []string{"after", "mode"} {
+			if !seen[k] {
+				return l.errf(item, join(ip, k), "required")
+			}
+		}
+		*out = append(*out, st)
+		return nil
+	})
+}
+
+// stringList decodes a list of strings (null = nil).
+func (l *loader) stringList(n *yaml.Node, path string) ([]string, error) {
+	var out []string
+	err := l.list(n, path, func(_ int, item *yaml.Node, ip string) error {
+		if item.Kind != yaml.ScalarNode || isNull(item) {
+			return l.errf(item, ip, "must be a string, got %s", describe(item))
+		}
+		out = append(out, item.Value)
+		return nil
+	})
+	return out, err
 }
 
 func (l *loader) tcp(n *yaml.Node, path string, t *TCPListener) error {
@@ -458,12 +588,18 @@ func (l *loader) tcp(n *yaml.Node, path string, t *TCPListener) error {
 			}
 			m := &MDNS{}
 			t.MDNS = m
-			err = l.mapping(v, p, []string{"instance", "service", "txt"}, func(key string, v *yaml.Node, p string) (err error) {
+			err = l.mapping(v, p, []string{"instance", "service", "domain", "host", "interfaces", "txt"}, func(key string, v *yaml.Node, p string) (err error) {
 				switch key {
 				case "instance":
 					m.Instance, err = l.str(v, p)
 				case "service":
 					m.Service, err = l.str(v, p)
+				case "domain":
+					m.Domain, err = l.str(v, p)
+				case "host":
+					m.Host, err = l.str(v, p)
+				case "interfaces":
+					m.Interfaces, err = l.stringList(v, p)
 				case "txt":
 					m.TXT, err = l.stringMap(v, p)
 				}
@@ -492,25 +628,28 @@ func (c *Config) line(path string) int {
 // Validate checks the semantic rules: at least one bus or TCP listener; names of
 // 1–64 characters of A–Z a–z 0–9 . _ - unique among buses and listeners; a link per
 // bus; baud > 0; turnaround ≥ 0; parity none|even|odd; devid_max_reply 0 or 16–253;
-// unit IDs 1–247 unique per bus or listener; serials of 1–16 printable ASCII
-// characters unique in the config; model and revision printable ASCII, ≤ 64 bytes;
-// listen addresses host:port. It returns every problem found, each a *ConfigError,
-// joined with errors.Join.
+// unit IDs 1–247 unique per bus or listener; at least one drive per listener; serials
+// of 1–16 printable ASCII characters unique in the config; model and revision
+// printable ASCII, ≤ 64 bytes; listen addresses host:port; schedules (ScheduleStep,
+// Drive.Repeat) and mDNS settings (MDNS) as their documentation says. It returns every
+// problem found, each a *ConfigError, joined with errors.Join.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
 		errs = append(errs, &ConfigError{File: c.File, Line: c.line(path), Key: path, Msg: fmt.Sprintf(format, args...)})
 	}
 	if len(c.Buses) == 0 && len(c.TCP) == 0 {
-		bad("buses", "at least one bus is required")
+		bad("buses", "at least one bus or tcp listener is required")
 	}
 	if c.Control.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Control.Listen); err != nil {
 			bad("control.listen", "must be host:port such as 127.0.0.1:18081, got %q", c.Control.Listen)
 		}
 	}
-	names := make(map[string]string)   // name → key path
-	serials := make(map[string]string) // serial → key path
+	names := make(map[string]string)     // name → key path
+	serials := make(map[string]string)   // serial → key path
+	instances := make(map[string]string) // instance, service, domain → listener
+	hosts := make(map[string]string)     // mDNS host, domain → listener
 	checkName := func(path, name string) {
 		p := path + ".name"
 		if !validName(name) {
@@ -552,6 +691,7 @@ func (c *Config) Validate() error {
 			if drive.CheckText("revision", d.Revision, drive.MaxTextLen) != nil {
 				bad(dp+".revision", "must be at most %d printable ASCII characters, got %q", drive.MaxTextLen, d.Revision)
 			}
+			checkSchedule(bad, dp, d)
 		}
 	}
 	for i, b := range c.Buses {
@@ -582,9 +722,247 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
 			bad(p+".listen", "must be host:port such as 127.0.0.1:15020, got %q", t.Listen)
 		}
+		if len(t.Drives) == 0 {
+			bad(p+".drives", "at least one drive is required")
+		}
 		checkDrives(p, "listener "+strconv.Quote(t.Name), t.Drives)
+		if t.MDNS != nil {
+			checkMDNS(bad, p+".mdns", t.Name, *t.MDNS, instances, hosts)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkSchedule checks a drive's fault schedule and repeat (dp: the drive's key path).
+func checkSchedule(bad func(path, format string, args ...any), dp string, d Drive) {
+	for j, st := range d.Schedule {
+		sp := fmt.Sprintf("%s.schedule[%d]", dp, j)
+		switch {
+		case st.After < 0:
+			bad(sp+".after", "must be a non-negative duration, got %v", st.After)
+		case j > 0 && st.After <= d.Schedule[j-1].After:
+			bad(sp+".after", "must be later than the previous step's after (%v), got %v", d.Schedule[j-1].After, st.After)
+		}
+		mode := st.Fault.Mode
+		if _, err := slave.ParseFaultMode(string(mode)); err != nil {
+			bad(sp+".mode", "must be one of none, silent, slow, exception, garbage, fault, got %q", string(mode))
+			continue
+		}
+		if st.Fault.Delay != 0 && mode != slave.FaultSlow {
+			bad(sp+".delay", "only valid with mode slow, not %s", mode)
+		}
+		if mode == slave.FaultSlow && (st.Fault.Delay <= 0 || st.Fault.Delay > slave.MaxFaultDelay) {
+			bad(sp+".delay", "mode slow needs a delay from 1ns to %v, got %v", slave.MaxFaultDelay, st.Fault.Delay)
+		}
+		if st.Fault.Code != 0 && mode != slave.FaultException {
+			bad(sp+".code", "only valid with mode exception, not %s", mode)
+		}
+	}
+	switch {
+	case d.Repeat < 0:
+		bad(dp+".repeat", "must be a non-negative duration, got %v", d.Repeat)
+	case d.Repeat > 0 && len(d.Schedule) == 0:
+		bad(dp+".repeat", "needs a schedule to repeat")
+	case d.Repeat > 0 && d.Repeat <= d.Schedule[len(d.Schedule)-1].After:
+		bad(dp+".repeat", "must be longer than the last step's after (%v), got %v", d.Schedule[len(d.Schedule)-1].After, d.Repeat)
+	}
+}
+
+// reservedTXT reports whether a lower-case TXT key is one firmware-sim fills from the
+// listener's first drive: vendor, model, serial, unit.
+func reservedTXT(key string) bool {
+	switch key {
+	case "vendor", "model", "serial", "unit":
+		return true
+	}
+	return false
+}
+
+// checkMDNS checks a listener's advertisement (mp: its key path); instances and hosts
+// collect the names seen so far (lower case) for the uniqueness rules.
+func checkMDNS(bad func(path, format string, args ...any), mp, listener string, m MDNS, instances, hosts map[string]string) {
+	m = m.withDefaults(listener)
+	switch {
+	case m.Instance == "":
+		bad(mp+".instance", "required: the DNS-SD instance name, e.g. axis-7")
+	case !validInstance(m.Instance):
+		bad(mp+".instance", "must be 1–63 bytes of printable ASCII without '.' and '\\', got %q", m.Instance)
+	}
+	if !validServiceType(m.Service) {
+		bad(mp+".service", "must be a DNS-SD service type such as _modbus._tcp (\"_\" + 1–15 letters, digits or hyphens + \"._tcp\" or \"._udp\"), got %q", m.Service)
+	}
+	if !validDomain(m.Domain) {
+		bad(mp+".domain", "must be a domain name such as local., got %q", m.Domain)
+	}
+	if !validLabel(m.Host) {
+		bad(mp+".host", "must be a host name label of 1–63 letters, digits and hyphens, not starting or ending with a hyphen, got %q", m.Host)
+	}
+	domain := strings.ToLower(strings.TrimSuffix(m.Domain, "."))
+	if m.Instance != "" {
+		key := strings.ToLower(m.Instance) + "\x00" + strings.ToLower(m.Service) + "\x00" + domain
+		if prev, dup := instances[key]; dup {
+			bad(mp+".instance", "duplicate instance %q of %s (also on listener %s)", m.Instance, m.Service, prev)
+		} else {
+			instances[key] = listener
+		}
+	}
+	if m.Host != "" {
+		key := strings.ToLower(m.Host) + "\x00" + domain
+		if prev, dup := hosts[key]; dup {
+			bad(mp+".host", "duplicate host name %q (also on listener %s): every advertised device needs its own", m.Host, prev)
+		} else {
+			hosts[key] = listener
+		}
+	}
+	seenIf := make(map[string]bool)
+	for i, name := range m.Interfaces {
+		ip := fmt.Sprintf("%s.interfaces[%d]", mp, i)
+		switch {
+		case name == "":
+			bad(ip, "must be a network interface name such as lo or eth0")
+		case seenIf[name]:
+			bad(ip, "duplicate interface %q", name)
+		}
+		seenIf[name] = true
+	}
+	keys := make([]string, 0, len(m.TXT))
+	for k := range m.TXT {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	seenKey := make(map[string]string)
+	for _, k := range keys {
+		kp := mp + ".txt." + k
+		lk := strings.ToLower(k)
+		switch {
+		case !validTXTKey(k):
+			bad(kp, "TXT keys must be 1 or more printable ASCII characters without '=' (RFC 6763 §6.4), got %q", k)
+		case reservedTXT(lk):
+			bad(kp, "reserved: firmware-sim sets vendor, model, serial and unit from the listener's first drive")
+		case seenKey[lk] != "":
+			bad(kp, "duplicate TXT key %q (keys are case-insensitive; also %q)", k, seenKey[lk])
+		case len(k)+1+len(m.TXT[k]) > 255:
+			bad(kp, "key=value must be at most 255 bytes (RFC 6763 §6.1), got %d", len(k)+1+len(m.TXT[k]))
+		}
+		if seenKey[lk] == "" {
+			seenKey[lk] = k
+		}
+	}
+}
+
+// withDefaults returns m with Service, Domain and Host defaulted (Host from the
+// instance name, or from the listener name if the instance has no usable character).
+func (m MDNS) withDefaults(listener string) MDNS {
+	if m.Service == "" {
+		m.Service = DefaultMDNSService
+	}
+	if m.Domain == "" {
+		m.Domain = DefaultMDNSDomain
+	}
+	if m.Host == "" {
+		m.Host = hostSlug(m.Instance)
+		if m.Host == "" {
+			m.Host = hostSlug(listener)
+		}
+	}
+	return m
+}
+
+// hostSlug lower-cases s, replaces every run of characters other than a–z 0–9 by one
+// "-", trims hyphens at both ends and cuts the result to 63 bytes (one DNS label).
+func hostSlug(s string) string {
+	var b strings.Builder
+	dash := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'a' <= c && c <= 'z' || '0' <= c && c <= '9' {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = false
+			b.WriteByte(c)
+			continue
+		}
+		dash = true
+	}
+	out := b.String()
+	if len(out) > 63 {
+		out = strings.TrimRight(out[:63], "-")
+	}
+	return out
+}
+
+// validInstance: 1–63 bytes (RFC 6763 §4.1.1), printable ASCII without '.' and '\'
+// (zeroconf v1.0.0 does not escape them).
+func validInstance(s string) bool {
+	if len(s) < 1 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7E || c == '.' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// validServiceType: "_name._tcp" or "_name._udp", name 1–15 letters, digits, hyphens
+// (RFC 6763 §7, RFC 6335 §5.1).
+func validServiceType(s string) bool {
+	name, proto, ok := strings.Cut(s, ".")
+	if !ok || (proto != "_tcp" && proto != "_udp") || len(name) < 2 || len(name) > 16 || name[0] != '_' {
+		return false
+	}
+	for i := 1; i < len(name); i++ {
+		if c := name[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validDomain: one or more valid labels separated by dots, optionally ending in a dot.
+func validDomain(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if !validLabel(label) {
+			return false
+		}
+	}
+	return true
+}
+
+// validLabel: a host name label (RFC 1123 §2.1): 1–63 letters, digits and hyphens,
+// not starting or ending with a hyphen.
+func validLabel(s string) bool {
+	if len(s) < 1 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validTXTKey: at least one printable ASCII character (0x20–0x7E), no '=' (RFC 6763 §6.4).
+func validTXTKey(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7E || c == '=' {
+			return false
+		}
+	}
+	return true
 }
 
 // validName reports whether s is 1–64 characters of A–Z a–z 0–9 . _ -.

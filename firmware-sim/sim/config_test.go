@@ -4,11 +4,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -19,7 +22,7 @@ func TestLoadSampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.File != path || cfg.Control.Listen != "127.0.0.1:18081" || len(cfg.Buses) != 2 || len(cfg.TCP) != 0 {
+	if cfg.File != path || cfg.Control.Listen != "127.0.0.1:18081" || len(cfg.Buses) != 2 || len(cfg.TCP) != 2 {
 		t.Fatalf("config %+v", cfg)
 	}
 	b := cfg.Buses[0]
@@ -33,22 +36,48 @@ func TestLoadSampleConfig(t *testing.T) {
 		{Unit: 3, Serial: "SIM-0003", Disabled: true},
 	}
 	for i, d := range want {
-		if b.Drives[i] != d {
+		if !reflect.DeepEqual(b.Drives[i], d) {
 			t.Errorf("drive %d = %+v, want %+v", i, b.Drives[i], d)
 		}
 	}
 	if b := cfg.Buses[1]; b.Name != "bus2" || b.Baud != 19200 || b.Turnaround != 2*time.Millisecond || b.Parity != "even" {
 		t.Errorf("bus2 %+v", b)
 	}
+	if d := cfg.Buses[1].Drives[0]; d.Repeat != time.Minute || !reflect.DeepEqual(d.Schedule, []ScheduleStep{
+		{After: 20 * time.Second, Fault: slave.Fault{Mode: slave.FaultSilent}},
+		{After: 30 * time.Second, Fault: slave.Fault{Mode: slave.FaultNone}},
+	}) {
+		t.Errorf("bus2 unit 5 schedule %+v repeat %v", d.Schedule, d.Repeat)
+	}
+	tl := cfg.TCP[0]
+	wantMDNS := &MDNS{Instance: "axis-7", Service: "_modbus._tcp", Domain: "local.", Host: "axis-7-sim",
+		Interfaces: []string{"lo"}, TXT: map[string]string{"cell": "2", "axis": "7"}}
+	if tl.Name != "tcp1" || tl.Listen != "127.0.0.1:15020" || len(tl.Drives) != 1 || tl.Drives[0].Serial != "SIM-0101" ||
+		!reflect.DeepEqual(tl.MDNS, wantMDNS) {
+		t.Errorf("tcp1 %+v mdns %+v", tl, tl.MDNS)
+	}
+	gw := cfg.TCP[1]
+	if gw.Name != "gw1" || len(gw.Drives) != 2 || gw.MDNS == nil || gw.MDNS.Host != "" ||
+		len(gw.Drives[1].Schedule) != 3 || gw.Drives[1].Schedule[1].Fault != (slave.Fault{Mode: slave.FaultSlow, Delay: 300 * time.Millisecond}) ||
+		gw.Drives[1].Schedule[2].Fault != (slave.Fault{Mode: slave.FaultException, Code: 6}) {
+		t.Errorf("gw1 %+v", gw)
+	}
+	if m := gw.MDNS.withDefaults(gw.Name); m.Host != "cell2-gateway" || m.Service != DefaultMDNSService || m.Domain != DefaultMDNSDomain {
+		t.Errorf("gw1 mdns defaults %+v", m)
+	}
 }
 
-func TestParseConfigTCPSchema(t *testing.T) {
-	const doc = `buses:
-  - {name: bus1, link: /tmp/x, baud: 9600, drives: [{unit: 1, serial: A}]}
-tcp:
+func TestParseConfigTCP(t *testing.T) {
+	const doc = `tcp:
   - name: tcp1
     listen: 127.0.0.1:15020
-    drives: [{unit: 1, serial: SIM-0101}]
+    drives:
+      - unit: 1
+        serial: SIM-0101
+        schedule:
+          - {after: 50ms, mode: silent}
+          - {after: 150ms, mode: none}
+        repeat: 1s
     mdns: {instance: axis-7, service: _modbus._tcp, txt: {cell: "2", axis: 7}}
 `
 	cfg, err := ParseConfig("sim.yaml", []byte(doc))
@@ -60,14 +89,32 @@ tcp:
 		tl.MDNS.Instance != "axis-7" || tl.MDNS.Service != "_modbus._tcp" || tl.MDNS.TXT["cell"] != "2" || tl.MDNS.TXT["axis"] != "7" {
 		t.Fatalf("tcp %+v mdns %+v", tl, tl.MDNS)
 	}
-	_, err = New(cfg, nil)
-	if err == nil || err.Error() != "sim.yaml:3: tcp: tcp listeners are not implemented yet" {
+	if d := tl.Drives[0]; d.Repeat != time.Second || len(d.Schedule) != 2 || d.Schedule[0].After != 50*time.Millisecond ||
+		d.Schedule[0].Fault.Mode != slave.FaultSilent || d.Schedule[1].Fault.Mode != slave.FaultNone {
+		t.Fatalf("drive %+v", d)
+	}
+	if _, err := New(cfg, nil); err != nil {
 		t.Fatalf("New with tcp: %v", err)
+	}
+}
+
+func TestHostSlug(t *testing.T) {
+	for in, want := range map[string]string{
+		"axis-7": "axis-7", "Axis 7 (cell 2)": "axis-7-cell-2", "--x--": "x", "!!!": "", "ÄÖ robot": "robot",
+		strings.Repeat("a", 70): strings.Repeat("a", 63), strings.Repeat("a", 62) + " b": strings.Repeat("a", 62),
+	} {
+		if got := hostSlug(in); got != want {
+			t.Errorf("hostSlug(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if m := (MDNS{Instance: "!!!"}).withDefaults("Tcp_1"); m.Host != "tcp-1" {
+		t.Errorf("host from listener name = %q", m.Host)
 	}
 }
 
 func TestParseConfigErrors(t *testing.T) {
 	const bus = "buses:\n  - name: bus1\n    link: /tmp/x\n    baud: 9600\n"
+	const tcpBase = "tcp:\n  - name: t\n    listen: 127.0.0.1:0\n    drives:\n      - unit: 1\n        serial: A\n"
 	tests := []struct {
 		name, doc string
 		want      []string // each must appear in the error text
@@ -85,7 +132,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown top key", "contrl: {listen: x}\n" + bus,
 			[]string{`sim.yaml:1: contrl: unknown key (expected one of: control, buses, tcp)`}},
 		{"unknown drive key", bus + "    drives:\n      - {unit: 1, serial: A, colour: red}\n",
-			[]string{`sim.yaml:6: buses[0].drives[0].colour: unknown key (expected one of: unit, serial, model, revision, enabled)`}},
+			[]string{`sim.yaml:6: buses[0].drives[0].colour: unknown key (expected one of: unit, serial, model, revision, enabled, schedule, repeat)`}},
 		{"duplicate key", bus + "    baud: 19200\n",
 			[]string{`sim.yaml:5: buses[0].baud: duplicate key (first at line 4)`}},
 		{"duplicate bus name", bus + "  - name: bus1\n    link: /tmp/y\n    baud: 9600\n",
@@ -121,11 +168,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"buses not a list", "buses: bus1\n",
 			[]string{`sim.yaml:1: buses: must be a list, got "bus1"`}},
 		{"drive not a mapping", bus + "    drives: [1]\n",
-			[]string{`sim.yaml:5: buses[0].drives[0]: must be a mapping with keys unit, serial, model, revision, enabled, got "1"`}},
+			[]string{`sim.yaml:5: buses[0].drives[0]: must be a mapping with keys unit, serial, model, revision, enabled, schedule, repeat, got "1"`}},
 		{"control listen", "control: {listen: nonsense}\n" + bus,
 			[]string{`sim.yaml:1: control.listen: must be host:port such as 127.0.0.1:18081, got "nonsense"`}},
 		{"no buses", "buses: []\n",
-			[]string{`sim.yaml:1: buses: at least one bus is required`}},
+			[]string{`sim.yaml:1: buses: at least one bus or tcp listener is required`}},
 		{"empty file", "",
 			[]string{`sim.yaml: empty config`}},
 		{"not a mapping", "- a\n",
@@ -142,8 +189,89 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`sim.yaml:6: tcp[0].listen: must be host:port such as 127.0.0.1:15020, got "15020"`}},
 		{"tcp name clashes with bus", bus + "tcp:\n  - {name: bus1, listen: ':1'}\n",
 			[]string{`sim.yaml:6: tcp[0].name: duplicate name "bus1" (also at line 2)`}},
-		{"mdns unknown key", bus + "tcp:\n  - name: t\n    listen: ':1'\n    mdns: {host: x}\n",
-			[]string{`sim.yaml:8: tcp[0].mdns.host: unknown key (expected one of: instance, service, txt)`}},
+		{"mdns unknown key", bus + "tcp:\n  - name: t\n    listen: ':1'\n    mdns: {hostname: x}\n",
+			[]string{`sim.yaml:8: tcp[0].mdns.hostname: unknown key (expected one of: instance, service, domain, host, interfaces, txt)`}},
+		{"tcp without drives", "tcp:\n  - {name: t, listen: ':1'}\n",
+			[]string{`sim.yaml:2: tcp[0].drives: at least one drive is required`}},
+		{"tcp duplicate unit", tcpBase + "      - {unit: 1, serial: B}\n",
+			[]string{`sim.yaml:7: tcp[0].drives[1].unit: duplicate unit 1 on listener "t" (also at line 5)`}},
+		{"tcp serial clashes with bus", bus + "    drives: [{unit: 1, serial: A}]\n" + "tcp:\n  - {name: t, listen: ':1', drives: [{unit: 1, serial: A}]}\n",
+			[]string{`sim.yaml:7: tcp[0].drives[0].serial: duplicate serial "A" (also at line 5)`}},
+
+		// Schedules (drive keys at 8 spaces after tcpBase; bus drives likewise).
+		{"schedule not a list", tcpBase + "        schedule: soon\n",
+			[]string{`sim.yaml:7: tcp[0].drives[0].schedule: must be a list, got "soon"`}},
+		{"schedule unknown key", tcpBase + "        schedule:\n          - {after: 1s, mode: silent, why: test}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].why: unknown key (expected one of: after, mode, delay, code)`}},
+		{"schedule after missing", tcpBase + "        schedule:\n          - {mode: silent}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].after: required`}},
+		{"schedule mode missing", tcpBase + "        schedule:\n          - after: 1s\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].mode: required`}},
+		{"schedule after not a duration", tcpBase + "        schedule:\n          - {after: later, mode: silent}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].after: must be a non-negative duration such as "1ms", got "later"`}},
+		{"schedule after negative", tcpBase + "        schedule:\n          - {after: -1s, mode: silent}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].after: must be a non-negative duration such as "1ms", got "-1s"`}},
+		{"schedule bad mode", tcpBase + "        schedule:\n          - {after: 1s, mode: dead}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].mode: must be one of none, silent, slow, exception, garbage, fault, got "dead"`}},
+		{"schedule empty mode", tcpBase + "        schedule:\n          - {after: 1s, mode: ''}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].mode: must be one of none, silent, slow, exception, garbage, fault, got nothing`}},
+		{"schedule offsets not increasing", tcpBase + "        schedule:\n          - {after: 10s, mode: silent}\n          - {after: 10s, mode: none}\n",
+			[]string{`sim.yaml:9: tcp[0].drives[0].schedule[1].after: must be later than the previous step's after (10s), got 10s`}},
+		{"schedule slow without delay", tcpBase + "        schedule:\n          - {after: 1s, mode: slow}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].delay: mode slow needs a delay from 1ns to 1m0s, got 0s`}},
+		{"schedule slow delay too long", tcpBase + "        schedule:\n          - after: 1s\n            mode: slow\n            delay: 2m\n",
+			[]string{`sim.yaml:10: tcp[0].drives[0].schedule[0].delay: mode slow needs a delay from 1ns to 1m0s, got 2m0s`}},
+		{"schedule delay zero", tcpBase + "        schedule:\n          - {after: 1s, mode: slow, delay: 0s}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].delay: must be a positive duration such as "200ms", got "0s"`}},
+		{"schedule delay without slow", tcpBase + "        schedule:\n          - after: 1s\n            mode: silent\n            delay: 1s\n",
+			[]string{`sim.yaml:10: tcp[0].drives[0].schedule[0].delay: only valid with mode slow, not silent`}},
+		{"schedule code without exception", bus + "    drives:\n      - unit: 1\n        serial: A\n        schedule:\n          - {after: 1s, mode: none, code: 3}\n",
+			[]string{`sim.yaml:9: buses[0].drives[0].schedule[0].code: only valid with mode exception, not none`}},
+		{"schedule code out of range", tcpBase + "        schedule:\n          - {after: 1s, mode: exception, code: 300}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].code: must be an exception code from 1 to 255, got 300`}},
+		{"schedule code zero", tcpBase + "        schedule:\n          - {after: 1s, mode: exception, code: 0}\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].schedule[0].code: must be an exception code from 1 to 255, got 0`}},
+		{"repeat without schedule", tcpBase + "        repeat: 10s\n",
+			[]string{`sim.yaml:7: tcp[0].drives[0].repeat: needs a schedule to repeat`}},
+		{"repeat not longer than the schedule", tcpBase + "        schedule:\n          - {after: 10s, mode: silent}\n          - {after: 15s, mode: none}\n        repeat: 15s\n",
+			[]string{`sim.yaml:10: tcp[0].drives[0].repeat: must be longer than the last step's after (15s), got 15s`}},
+		{"repeat not a duration", tcpBase + "        schedule: [{after: 1s, mode: none}]\n        repeat: often\n",
+			[]string{`sim.yaml:8: tcp[0].drives[0].repeat: must be a non-negative duration such as "1ms", got "often"`}},
+
+		// mDNS (mdns keys at 6 spaces after tcpBase).
+		{"mdns instance missing", tcpBase + "    mdns:\n      service: _modbus._tcp\n",
+			[]string{`sim.yaml:7: tcp[0].mdns.instance: required`}},
+		{"mdns instance with a dot", tcpBase + "    mdns:\n      instance: axis.7\n",
+			[]string{`sim.yaml:8: tcp[0].mdns.instance: must be 1–63 bytes of printable ASCII without '.' and '\', got "axis.7"`}},
+		{"mdns instance too long", tcpBase + "    mdns:\n      instance: " + strings.Repeat("x", 64) + "\n",
+			[]string{`sim.yaml:8: tcp[0].mdns.instance: must be 1–63 bytes`}},
+		{"mdns service", tcpBase + "    mdns:\n      instance: a\n      service: modbus.tcp\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.service: must be a DNS-SD service type such as _modbus._tcp`}},
+		{"mdns service name too long", tcpBase + "    mdns:\n      instance: a\n      service: _abcdefghijklmnop._tcp\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.service: must be a DNS-SD service type`}},
+		{"mdns domain", tcpBase + "    mdns:\n      instance: a\n      domain: bad..domain\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.domain: must be a domain name such as local., got "bad..domain"`}},
+		{"mdns host", tcpBase + "    mdns:\n      instance: a\n      host: axis_7.sim\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.host: must be a host name label of 1–63 letters, digits and hyphens, not starting or ending with a hyphen, got "axis_7.sim"`}},
+		{"mdns interfaces not a list", tcpBase + "    mdns:\n      instance: a\n      interfaces: lo\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.interfaces: must be a list, got "lo"`}},
+		{"mdns interface empty and duplicate", tcpBase + "    mdns:\n      instance: a\n      interfaces: [lo, '', lo]\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.interfaces[1]: must be a network interface name such as lo or eth0`,
+				`sim.yaml:9: tcp[0].mdns.interfaces[2]: duplicate interface "lo"`}},
+		{"mdns interface not a string", tcpBase + "    mdns:\n      instance: a\n      interfaces: [[lo]]\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.interfaces[0]: must be a string, got a list`}},
+		{"mdns reserved TXT key", tcpBase + "    mdns:\n      instance: a\n      txt:\n        cell: \"2\"\n        Serial: X\n",
+			[]string{`sim.yaml:11: tcp[0].mdns.txt.Serial: reserved: firmware-sim sets vendor, model, serial and unit from the listener's first drive`}},
+		{"mdns TXT key with =", tcpBase + "    mdns:\n      instance: a\n      txt: {\"a=b\": c}\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.txt.a=b: TXT keys must be 1 or more printable ASCII characters without '=' (RFC 6763 §6.4), got "a=b"`}},
+		{"mdns TXT key case duplicate", tcpBase + "    mdns:\n      instance: a\n      txt: {Cell: \"1\", cell: \"2\"}\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.txt.cell: duplicate TXT key "cell" (keys are case-insensitive; also "Cell")`}},
+		{"mdns TXT too long", tcpBase + "    mdns:\n      instance: a\n      txt: {note: " + strings.Repeat("n", 251) + "}\n",
+			[]string{`sim.yaml:9: tcp[0].mdns.txt.note: key=value must be at most 255 bytes (RFC 6763 §6.1), got 256`}},
+		{"mdns duplicate instance", tcpBase + "    mdns: {instance: Axis-7}\n  - name: u\n    listen: ':2'\n    drives: [{unit: 1, serial: B}]\n    mdns: {instance: axis-7, host: other}\n",
+			[]string{`sim.yaml:11: tcp[1].mdns.instance: duplicate instance "axis-7" of _modbus._tcp (also on listener t)`}},
+		{"mdns duplicate default host", tcpBase + "    mdns: {instance: Axis 7}\n  - name: u\n    listen: ':2'\n    drives: [{unit: 1, serial: B}]\n    mdns: {instance: axis-7, service: _other._tcp}\n",
+			[]string{`sim.yaml:11: tcp[1].mdns.host: duplicate host name "axis-7" (also on listener t): every advertised device needs its own`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,12 +17,13 @@ const maxControlBody = 4096
 
 // controlHandler serves the control API (DESIGN.md, "Commands"):
 //
-//	POST /v1/devices/{bus}/{unit}/fault  {"mode":"slow","delay":"200ms"} → 204;
-//	     400 {"error":…} for bad input, 404 {"error":…} for an unknown bus or unit
-//	GET  /v1/devices                     → 200, JSON list of DeviceInfo
+//	POST /v1/devices/{name}/{unit}/fault  {"mode":"slow","delay":"200ms"} → 204;
+//	     name is a bus or TCP listener; 400 {"error":…} for bad input,
+//	     404 {"error":…} for an unknown bus, listener or unit
+//	GET  /v1/devices                      → 200, JSON list of DeviceInfo (RTU and TCP)
 func (s *Sim) controlHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/devices/{bus}/{unit}/fault", s.handleFault)
+	mux.HandleFunc("POST /v1/devices/{name}/{unit}/fault", s.handleFault)
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, _ *http.Request) {
 		devices := s.Devices()
 		if devices == nil {
@@ -34,14 +35,14 @@ func (s *Sim) controlHandler() http.Handler {
 }
 
 func (s *Sim) handleFault(w http.ResponseWriter, r *http.Request) {
-	bus := r.PathValue("bus")
+	name := r.PathValue("name")
 	unit, err := strconv.Atoi(r.PathValue("unit"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("unit must be an integer, got %q", r.PathValue("unit")))
 		return
 	}
-	if s.Drive(bus, unit) == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no device at bus or listener %q unit %d", bus, unit))
+	if s.Drive(name, unit) == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no device at bus or listener %q unit %d", name, unit))
 		return
 	}
 	f, err := decodeFault(http.MaxBytesReader(w, r.Body, maxControlBody))
@@ -49,7 +50,7 @@ func (s *Sim) handleFault(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := s.SetFault(bus, unit, f); err != nil {
+	if err := s.SetFault(name, unit, f); err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, ErrUnknownDevice) {
 			status = http.StatusNotFound

@@ -434,3 +434,46 @@ func TestSimWaitWithoutStart(t *testing.T) {
 		t.Fatal("ControlAddr before Start")
 	}
 }
+
+// TestSimScheduleRTU: a fault schedule on a bus drive changes what the bus answers.
+func TestSimScheduleRTU(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "bus1")
+	doc := `buses:
+  - name: bus1
+    link: ` + link + `
+    baud: 115200
+    drives:
+      - unit: 1
+        serial: SIM-0001
+        schedule:
+          - {after: 30ms, mode: exception}
+          - {after: 1h, mode: none}
+`
+	cfg, err := ParseConfig("test.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel() // also ends the schedule goroutine waiting for its 1 h step
+		if err := s.Wait(); err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+	}()
+	waitFor(t, "bus1 unit 1 in exception mode", func() bool {
+		f, err := s.Fault("bus1", 1)
+		return err == nil && f.Mode == slave.FaultException
+	})
+	f := openLink(t, link)
+	if got, _ := transact(t, f, hx(t, "01 03 00 00 00 02 C4 0B"), 5, 0); !bytes.Equal(got, hx(t, "01 83 04 40 F3")) {
+		t.Fatalf("reply % X", got)
+	}
+}

@@ -11,10 +11,10 @@ type FaultMode string
 // Fault modes (DESIGN.md, "Commands": firmware-sim control API).
 const (
 	FaultNone      FaultMode = "none"      // answer normally
-	FaultSilent    FaultMode = "silent"    // neither execute nor answer, as if disconnected (broadcasts too)
+	FaultSilent    FaultMode = "silent"    // neither execute nor answer, as if disconnected (broadcasts too); TCP keeps the connection open
 	FaultSlow      FaultMode = "slow"      // answer Fault.Delay later than the line timing says
 	FaultException FaultMode = "exception" // answer every request with exception Fault.Code, execute nothing
-	FaultGarbage   FaultMode = "garbage"   // execute, answer a frame of the right length with a wrong CRC
+	FaultGarbage   FaultMode = "garbage"   // execute, answer a frame of the right length that is invalid: RTU a wrong CRC, TCP a wrong MBAP protocol identifier
 	// FaultDevice is the CiA 402 fault: the device owner (firmware-sim's sim package)
 	// puts the drive in fault; the transport answers normally.
 	FaultDevice FaultMode = "fault"

@@ -42,6 +42,12 @@ const (
 	IllegalDataAddress  Exception = 0x02
 	IllegalDataValue    Exception = 0x03
 	ServerDeviceFailure Exception = 0x04
+	// GatewayPathUnavailable: a gateway cannot route the request (§7, code 0x0A).
+	GatewayPathUnavailable Exception = 0x0A
+	// GatewayTargetFailed: a gateway got no answer from the target device (§7, code
+	// 0x0B "gateway target device failed to respond"). A multi-unit TCPServer answers
+	// it for a unit ID it does not serve.
+	GatewayTargetFailed Exception = 0x0B
 )
 
 // Error implements error.
@@ -55,6 +61,10 @@ func (e Exception) Error() string {
 		return "modbus exception 3: illegal data value"
 	case ServerDeviceFailure:
 		return "modbus exception 4: server device failure"
+	case GatewayPathUnavailable:
+		return "modbus exception 10: gateway path unavailable"
+	case GatewayTargetFailed:
+		return "modbus exception 11: gateway target device failed to respond"
 	}
 	return fmt.Sprintf("modbus exception %d", byte(e))
 }

@@ -7,13 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// ErrUnknownUnit is returned (wrapped, naming bus and unit) for a unit ID that is not
-// on the bus.
+// ErrUnknownUnit is returned (wrapped, naming the bus or listener and the unit) for a
+// unit ID that the server does not serve.
 var ErrUnknownUnit = errors.New("unknown unit")
 
 // Port is the byte stream an RTUServer serves: the master side of a pseudo-terminal
@@ -54,14 +52,6 @@ type UnitStats struct {
 	Replies  uint64 // reply frames written (garbage frames included)
 }
 
-type unit struct {
-	id       byte
-	dev      Device
-	fault    Fault // guarded by RTUServer.mu
-	requests atomic.Uint64
-	replies  atomic.Uint64
-}
-
 // RTUServer serves the units of one Modbus RTU bus on a byte stream (Modbus over
 // Serial Line V1.02 §2.5.1): request framing by function code, CRC check, frame
 // resynchronisation on garbage, line-timing emulation of the replies and per-unit
@@ -70,9 +60,7 @@ type unit struct {
 type RTUServer struct {
 	cfg RTUConfig
 	log *slog.Logger
-
-	mu    sync.Mutex
-	units map[byte]*unit
+	unitTable
 }
 
 // NewRTUServer returns a server without units. It returns an error when Baud ≤ 0 or
@@ -91,61 +79,22 @@ func NewRTUServer(cfg RTUConfig) (*RTUServer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &RTUServer{cfg: cfg, log: log.With("bus", cfg.Bus), units: make(map[byte]*unit)}, nil
+	return &RTUServer{cfg: cfg, log: log.With("bus", cfg.Bus), unitTable: newUnitTable("bus", cfg.Bus)}, nil
 }
 
 // AddUnit puts dev on the bus at unit ID id (1–247, Modbus over Serial Line V1.02
 // §2.2). It returns an error for an ID out of range or already taken.
-func (s *RTUServer) AddUnit(id byte, dev Device) error {
-	if id < 1 || id > 247 {
-		return fmt.Errorf("slave: bus %s: unit %d: unit IDs are 1–247", s.cfg.Bus, id)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, dup := s.units[id]; dup {
-		return fmt.Errorf("slave: bus %s: unit %d: already on the bus", s.cfg.Bus, id)
-	}
-	s.units[id] = &unit{id: id, dev: dev}
-	return nil
-}
+func (s *RTUServer) AddUnit(id byte, dev Device) error { return s.add(id, dev) }
 
 // SetFault sets the fault of unit id, effective from the next request. Errors: an
 // invalid fault (Fault.Validate), or ErrUnknownUnit (wrapped).
-func (s *RTUServer) SetFault(id byte, f Fault) error {
-	if err := f.Validate(); err != nil {
-		return fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.units[id]
-	if u == nil {
-		return fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, ErrUnknownUnit)
-	}
-	u.fault = f.Normalize()
-	return nil
-}
+func (s *RTUServer) SetFault(id byte, f Fault) error { return s.setFault(id, f) }
 
 // Fault returns unit id's fault (normalised), or ErrUnknownUnit (wrapped).
-func (s *RTUServer) Fault(id byte) (Fault, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.units[id]
-	if u == nil {
-		return Fault{}, fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, ErrUnknownUnit)
-	}
-	return u.fault.Normalize(), nil
-}
+func (s *RTUServer) Fault(id byte) (Fault, error) { return s.getFault(id) }
 
 // Stats returns unit id's traffic counters, or ErrUnknownUnit (wrapped).
-func (s *RTUServer) Stats(id byte) (UnitStats, error) {
-	s.mu.Lock()
-	u := s.units[id]
-	s.mu.Unlock()
-	if u == nil {
-		return UnitStats{}, fmt.Errorf("slave: bus %s: unit %d: %w", s.cfg.Bus, id, ErrUnknownUnit)
-	}
-	return UnitStats{Requests: u.requests.Load(), Replies: u.replies.Load()}, nil
-}
+func (s *RTUServer) Stats(id byte) (UnitStats, error) { return s.stats(id) }
 
 // requestLength returns the length in bytes of the RTU request ADU (address, PDU, CRC)
 // that starts b, from its function code (Modbus Application Protocol V1.1b3 §6):
@@ -222,13 +171,7 @@ func (s *RTUServer) handleFrame(frame []byte, rx time.Time) (p pendingReply, ok 
 		}
 		return p, false
 	}
-	s.mu.Lock()
-	u := s.units[addr]
-	var f Fault
-	if u != nil {
-		f = u.fault
-	}
-	s.mu.Unlock()
+	u, f := s.lookup(addr)
 	if u == nil {
 		s.log.Debug("request for a unit not on the bus ignored", "unit", addr)
 		return p, false
