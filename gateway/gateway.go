@@ -18,6 +18,7 @@ import (
 	"github.com/rollcall-edge/rollcall/configs"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/protocols/mdns"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
 	"github.com/rollcall-edge/rollcall/registry"
@@ -173,11 +174,37 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	var busWG sync.WaitGroup
 	for _, bc := range cfg.Discovery.Serial {
-		b := newBus(bc, cfg.Gateway.ID, g.profiles, g.reg, g.log)
+		mc, h := rtuMaster(bc)
+		m := newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, g.log.With("bus", bc.Name))
 		busWG.Add(1)
 		go func() {
 			defer busWG.Done()
-			_ = b.run(ctx)
+			_ = m.run(ctx)
+		}()
+	}
+	if len(cfg.Discovery.TCP) > 0 || cfg.Discovery.MDNS.Enabled {
+		snapshots := make(chan mdns.Snapshot)
+		if md := cfg.Discovery.MDNS; md.Enabled {
+			br, err := mdns.NewBrowser(mdns.BrowserOptions{
+				ServiceTypes: md.ServiceTypes, Interfaces: md.Interfaces, Window: md.Window, Every: md.Every,
+				Logger: g.log.With("component", "mdns"),
+			})
+			if err != nil {
+				return fmt.Errorf("discovery.mdns: %w", err)
+			}
+			busWG.Add(1)
+			go func() {
+				defer busWG.Done()
+				if err := br.Run(ctx, snapshots); err != nil && ctx.Err() == nil {
+					g.log.Error("mdns browser stopped", "err", err)
+				}
+			}()
+		}
+		d := newDiscovery(ctx, cfg, g.profiles, g.reg, g.log)
+		busWG.Add(1)
+		go func() {
+			defer busWG.Done()
+			d.run(snapshots)
 		}()
 	}
 	close(g.started)

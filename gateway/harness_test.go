@@ -46,13 +46,20 @@ func newHarness(t *testing.T) *harness {
 // each given unit, serial SIM-<unit as 4 digits>.
 func (h *harness) startSim(units ...int) *sim.Sim {
 	h.t.Helper()
-	h.link = filepath.Join(h.dir, "bus1")
 	var b strings.Builder
-	fmt.Fprintf(&b, "buses:\n  - name: bus1\n    link: %s\n    baud: 115200\n    turnaround: 1ms\n    drives:\n", h.link)
+	fmt.Fprintf(&b, "buses:\n  - name: bus1\n    link: $LINK\n    baud: 115200\n    turnaround: 1ms\n    drives:\n")
 	for _, u := range units {
 		fmt.Fprintf(&b, "      - {unit: %d, serial: SIM-%04d}\n", u, u)
 	}
-	cfg, err := sim.ParseConfig("sim.yaml", []byte(b.String()))
+	return h.startSimYAML(b.String())
+}
+
+// startSimYAML starts a simulator from YAML in which $LINK stands for the link of bus1
+// in the test's directory.
+func (h *harness) startSimYAML(text string) *sim.Sim {
+	h.t.Helper()
+	h.link = filepath.Join(h.dir, "bus1")
+	cfg, err := sim.ParseConfig("sim.yaml", []byte(strings.ReplaceAll(text, "$LINK", h.link)))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -74,7 +81,7 @@ func (h *harness) startSim(units ...int) *sim.Sim {
 func (h *harness) startGateway(broker, extra string) *gateway.Gateway {
 	h.t.Helper()
 	text := fmt.Sprintf("gateway: {id: it-gw, state_dir: %s}\nmqtt: {broker: %q, embedded_listen: \"127.0.0.1:0\"}\n%s",
-		filepath.Join(h.dir, "state"), broker, strings.ReplaceAll(extra, "$LINK", h.link))
+		filepath.Join(h.dir, "state"), broker, h.expand(extra))
 	cfg, err := config.Parse("gateway.yaml", []byte(text))
 	if err != nil {
 		h.t.Fatal(err)
@@ -112,4 +119,29 @@ func waitCatalog(t *testing.T, g *gateway.Gateway, deadline time.Duration, what 
 			t.Fatalf("timed out after %v waiting for %s; catalog: %+v", deadline, what, snap)
 		}
 	}
+}
+
+// expand replaces $LINK with bus1's link and $ADDR(name) with the address of the sim's
+// TCP listener name.
+func (h *harness) expand(text string) string {
+	text = strings.ReplaceAll(text, "$LINK", h.link)
+	for {
+		i := strings.Index(text, "$ADDR(")
+		if i < 0 {
+			return text
+		}
+		j := strings.Index(text[i:], ")")
+		name := text[i+6 : i+j]
+		text = text[:i] + h.sim.ListenerAddr(name) + text[i+j+1:]
+	}
+}
+
+// instance returns the record with the given id from a snapshot.
+func instance(snap []registry.Record, id string) (registry.Record, bool) {
+	for _, r := range snap {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return registry.Record{}, false
 }

@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -18,15 +20,30 @@ const (
 )
 
 // Endpoint says where an instance is reached. Modbus RTU uses Bus, Device, Baud, Unit;
-// Modbus TCP uses Host, Port, Unit. Zero fields are omitted from JSON.
+// Modbus TCP uses Host, Port, Unit; a non-Modbus module checked by "tcp" or "http" uses
+// Host, Port (and URL for http). Zero fields are omitted from JSON, except Unit on the
+// Modbus transports (unit 0 is valid on Modbus TCP).
 type Endpoint struct {
-	Transport string `json:"transport"`        // "modbus-rtu" | "modbus-tcp"
+	Transport string `json:"transport"`        // "modbus-rtu" | "modbus-tcp" | "tcp" | "http"
 	Bus       string `json:"bus,omitempty"`    // configured bus name (RTU)
 	Device    string `json:"device,omitempty"` // serial device path (RTU)
 	Baud      int    `json:"baud,omitempty"`   // bits/s (RTU)
 	Host      string `json:"host,omitempty"`   // IP address or host name (TCP)
 	Port      int    `json:"port,omitempty"`   // TCP port (TCP)
-	Unit      int    `json:"unit"`             // Modbus unit ID, 0–247
+	Unit      int    `json:"unit"`             // Modbus unit ID, 0–247 (0 and 255 on TCP)
+	URL       string `json:"url,omitempty"`    // checked URL (http)
+}
+
+// MarshalJSON implements json.Marshaler: unit is written for the Modbus transports only.
+func (e Endpoint) MarshalJSON() ([]byte, error) {
+	type plain Endpoint
+	if strings.HasPrefix(e.Transport, "modbus-") {
+		return json.Marshal(plain(e))
+	}
+	return json.Marshal(struct {
+		plain
+		Unit *int `json:"unit,omitempty"`
+	}{plain: plain(e)})
 }
 
 // Identity is what the device said about itself (FC 0x2B objects and/or profile

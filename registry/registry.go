@@ -51,6 +51,11 @@ type Registration struct {
 	// Check carries interval_ms, timeout_ms and detect_budget_ms; Failures and RTTMS are
 	// filled in by the registry.
 	Check Check
+	// Owner names the poller that registered the instance (e.g. "rtu:bus1",
+	// "tcp:10.0.0.5:502"); not published. When the same device (same id) is registered
+	// by another owner — it moved to another address or port — only the new owner's
+	// observations count; the old owner learns from Observe that it lost the instance.
+	Owner string
 }
 
 // Options configures a Registry.
@@ -122,15 +127,16 @@ func (r *Registry) Register(reg Registration, first Observation) Record {
 	return rec
 }
 
-// Observe feeds a poll outcome of instance id. It emits an Upsert when the status or the
+// Observe feeds a poll outcome of instance id, polled by owner. It emits an Upsert when the status or the
 // decoded state changed or the refresh interval elapsed, and a Deregister once the
 // instance has been critical for DeregisterCriticalAfter. It returns live=false when the
 // instance is (now) deregistered or unknown, so the caller stops polling it as a known
-// device.
-func (r *Registry) Observe(id string, o Observation) (live bool) {
+// device. It also returns false, ignoring o, when owner is not the instance's owner
+// any more (the device was registered again through another endpoint).
+func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 	r.mu.Lock()
 	e, ok := r.instances[id]
-	if !ok || !e.live {
+	if !ok || !e.live || e.reg.Owner != owner {
 		r.mu.Unlock()
 		return false
 	}

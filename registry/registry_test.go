@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -23,6 +24,7 @@ func testReg(id string) Registration {
 		Identity:     Identity{Vendor: "v", Serial: "s"},
 		DiscoveredBy: []string{"rtu-sweep"},
 		Check:        Check{IntervalMS: 100, TimeoutMS: 20, DetectBudgetMS: 400},
+		Owner:        "o",
 	}
 }
 
@@ -43,7 +45,7 @@ func TestRegistryLifecycle(t *testing.T) {
 	for i := 1; i < 5; i++ {
 		o := obs('o', i)
 		o.State = map[string]any{"cia402": "operation_enabled", "fault": false}
-		if !r.Observe("v-s", o) {
+		if !r.Observe("v-s", "o", o) {
 			t.Fatal("instance not live")
 		}
 	}
@@ -53,13 +55,13 @@ func TestRegistryLifecycle(t *testing.T) {
 	// State change publishes even without a status change.
 	o := obs('o', 5)
 	o.State = map[string]any{"cia402": "switched_on", "fault": false}
-	r.Observe("v-s", o)
+	r.Observe("v-s", "o", o)
 	if len(rec.events) != 2 || rec.events[1].Transition {
 		t.Fatalf("state change: events %+v", rec.events)
 	}
 	// Three failures: critical.
 	for i := 6; i <= 8; i++ {
-		r.Observe("v-s", obs('x', i))
+		r.Observe("v-s", "o", obs('x', i))
 	}
 	last := rec.events[len(rec.events)-1]
 	if last.Record.Status != Critical || !last.Transition || last.Record.Check.Failures != 3 {
@@ -68,7 +70,7 @@ func TestRegistryLifecycle(t *testing.T) {
 	// Still critical 1 s later: deregistered, and no longer live.
 	var live bool
 	for i := 9; i <= 20; i++ {
-		live = r.Observe("v-s", obs('x', i))
+		live = r.Observe("v-s", "o", obs('x', i))
 	}
 	if live {
 		t.Fatal("still live after deregister_critical_after")
@@ -95,7 +97,7 @@ func TestRegistryRefreshInterval(t *testing.T) {
 	r.Register(testReg("a"), obs('o', 0))
 	o := obs('o', 0)
 	o.At = t0.Add(10 * time.Second)
-	r.Observe("a", o)
+	r.Observe("a", "o", o)
 	if len(rec.events) != 2 {
 		t.Fatalf("no refresh after refresh_interval: %d events", len(rec.events))
 	}
@@ -154,5 +156,39 @@ func TestRegistrySetCheck(t *testing.T) {
 	r.SetCheck("unknown", chk) // no panic, nothing published
 	if len(rec.events) != 2 {
 		t.Fatal("unknown instance published")
+	}
+}
+
+func TestRegistryOwnerMove(t *testing.T) {
+	rec := &recorder{}
+	r := newTestRegistry(rec)
+	r.Register(testReg("a"), obs('o', 0))
+	moved := testReg("a")
+	moved.Owner = "new"
+	moved.Endpoint.Bus = "bus2"
+	moved.DiscoveredBy = []string{"mdns"}
+	got := r.Register(moved, obs('o', 1))
+	if got.Endpoint.Bus != "bus2" || len(got.DiscoveredBy) != 2 {
+		t.Fatalf("moved record %+v", got)
+	}
+	if r.Observe("a", "o", obs('x', 2)) {
+		t.Fatal("old owner still counted")
+	}
+	if !r.Observe("a", "new", obs('o', 2)) {
+		t.Fatal("new owner refused")
+	}
+	if rec, _ := r.Get("a"); rec.Check.Failures != 0 {
+		t.Fatalf("old owner's failure counted: %+v", rec.Check)
+	}
+}
+
+func TestEndpointJSON(t *testing.T) {
+	b, _ := json.Marshal(Endpoint{Transport: "modbus-tcp", Host: "h", Port: 502, Unit: 0})
+	if string(b) != `{"transport":"modbus-tcp","host":"h","port":502,"unit":0}` {
+		t.Fatalf("modbus endpoint %s", b)
+	}
+	b, _ = json.Marshal(Endpoint{Transport: "http", Host: "h", Port: 80, URL: "http://h:80/"})
+	if string(b) != `{"transport":"http","host":"h","port":80,"url":"http://h:80/"}` {
+		t.Fatalf("http endpoint %s", b)
 	}
 }

@@ -102,18 +102,60 @@ type UnitMeta struct {
 	Meta map[string]string `yaml:"meta"`
 }
 
-// TCPTarget is a static Modbus TCP endpoint (not implemented yet: see README).
+// TCPTarget is a static Modbus TCP endpoint: one connection shared by its unit IDs.
 type TCPTarget struct {
-	Name    string `yaml:"name"`
+	// Name is used in logs and in fallback instance ids: [a-z0-9._-], unique.
+	Name string `yaml:"name"`
+	// Address is host:port (port 502 is the Modbus TCP default).
 	Address string `yaml:"address"`
-	Units   string `yaml:"units"`
+	// Units to sweep behind the endpoint: "1", "1-4". Default "1".
+	Units string `yaml:"units"`
+	// Timeout is the reply timeout of one request. Default 500 ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// PollInterval overrides health.poll_interval for this endpoint.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// Meta is copied into the meta of every instance behind this endpoint.
+	Meta map[string]string `yaml:"meta"`
+	// Devices adds meta per unit ID.
+	Devices []UnitMeta `yaml:"devices"`
+
+	// UnitList is Units parsed. Set by Load.
+	UnitList []int `yaml:"-"`
 }
 
-// MDNS configures DNS-SD browsing (not implemented yet: see README).
+// MDNS configures DNS-SD browsing (RFC 6763). An announcement never makes a module
+// live by itself: Modbus candidates are identified and polled over Modbus TCP, other
+// services get the configured check.
 type MDNS struct {
-	Enabled      bool     `yaml:"enabled"`
+	// Enabled turns browsing on. Default false in a config file; on without --config.
+	Enabled bool `yaml:"enabled"`
+	// ServiceTypes to browse, "_name._tcp". Default ["_modbus._tcp"]. Types other than
+	// _modbus._tcp need an entry in Checks.
 	ServiceTypes []string `yaml:"service_types"`
-	Interfaces   []string `yaml:"interfaces"`
+	// Interfaces to browse on, by name; empty = every multicast interface.
+	Interfaces []string `yaml:"interfaces"`
+	// Window is one browse window; Every the gap between windows. Defaults 2 s and 5 s.
+	Window time.Duration `yaml:"window"`
+	Every  time.Duration `yaml:"every"`
+	// Timeout is the Modbus TCP reply timeout for devices found over mDNS. Default 500 ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// Checks give non-Modbus service types their heartbeat.
+	Checks []ServiceCheck `yaml:"checks"`
+}
+
+// ServiceCheck is the heartbeat of a non-Modbus module announced over mDNS.
+type ServiceCheck struct {
+	// ServiceType is the DNS-SD type it applies to, e.g. "_http._tcp".
+	ServiceType string `yaml:"service_type"`
+	// Type: "tcp" (a TCP connect succeeds) or "http" (GET returns 2xx).
+	Type string `yaml:"type"`
+	// Path of the HTTP GET. Default "/".
+	Path string `yaml:"path"`
+	// Service is the catalog service name, e.g. "vision-module". Default: the service
+	// type's name without underscores and protocol ("_http._tcp" → "http").
+	Service string `yaml:"service"`
+	// Timeout of one check. Default 500 ms.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Health holds the health policy (DESIGN.md, "Health semantics").
@@ -140,9 +182,10 @@ type HTTP struct {
 }
 
 // Default returns the configuration used without --config (DESIGN.md "Commands"):
-// embedded broker on 127.0.0.1:1883, no serial buses.
+// embedded broker on 127.0.0.1:1883, mDNS on, no serial buses.
 func Default() *Config {
 	c := &Config{}
+	c.Discovery.MDNS.Enabled = true
 	c.applyDefaults()
 	return c
 }
@@ -207,6 +250,44 @@ func (c *Config) applyDefaults() {
 	if h.RefreshInterval == 0 {
 		h.RefreshInterval = 10 * time.Second
 	}
+	for i := range c.Discovery.TCP {
+		t := &c.Discovery.TCP[i]
+		if t.Units == "" {
+			t.Units = "1"
+		}
+		if t.Timeout == 0 {
+			t.Timeout = 500 * time.Millisecond
+		}
+		if t.PollInterval == 0 {
+			t.PollInterval = h.PollInterval
+		}
+	}
+	md := &c.Discovery.MDNS
+	if len(md.ServiceTypes) == 0 {
+		md.ServiceTypes = []string{"_modbus._tcp"}
+	}
+	if md.Window == 0 {
+		md.Window = 2 * time.Second
+	}
+	if md.Every == 0 {
+		md.Every = 5 * time.Second
+	}
+	if md.Timeout == 0 {
+		md.Timeout = 500 * time.Millisecond
+	}
+	for i := range md.Checks {
+		ck := &md.Checks[i]
+		if ck.Path == "" {
+			ck.Path = "/"
+		}
+		if ck.Timeout == 0 {
+			ck.Timeout = 500 * time.Millisecond
+		}
+		if ck.Service == "" {
+			name, _, _ := strings.Cut(strings.TrimPrefix(ck.ServiceType, "_"), ".")
+			ck.Service = name
+		}
+	}
 	for i := range c.Discovery.Serial {
 		b := &c.Discovery.Serial[i]
 		if b.Baud == 0 {
@@ -236,7 +317,10 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-var reID = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+var (
+	reID          = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+	reServiceType = regexp.MustCompile(`^_[A-Za-z0-9-]{1,15}\._(tcp|udp)$`)
+)
 
 func slugish(s string) string {
 	s = strings.ToLower(s)
@@ -309,11 +393,56 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 			}
 		}
 	}
-	if len(c.Discovery.TCP) > 0 {
-		return doc.Errorf("discovery.tcp", "Modbus TCP targets are not supported by this version yet")
+	for i, t := range c.Discovery.TCP {
+		key := fmt.Sprintf("discovery.tcp[%d]", i)
+		if !reID.MatchString(t.Name) {
+			return doc.Errorf(key+".name", "expected a name of 1–64 characters [a-z0-9._-], got %q", t.Name)
+		}
+		if j, dup := names[t.Name]; dup {
+			return doc.Errorf(key+".name", "name %q is already used by another serial bus or TCP target (%d)", t.Name, j)
+		}
+		names[t.Name] = i
+		if host, port, err := net.SplitHostPort(t.Address); err != nil || host == "" || port == "" {
+			return doc.Errorf(key+".address", "expected host:port, e.g. 192.168.1.20:502, got %q", t.Address)
+		}
+		units, err := parseUnitsTCP(t.Units)
+		if err != nil {
+			return doc.Errorf(key+".units", "%v", err)
+		}
+		c.Discovery.TCP[i].UnitList = units
+		if t.Timeout < time.Millisecond {
+			return doc.Errorf(key+".timeout", "expected a duration of at least 1ms, got %v", t.Timeout)
+		}
 	}
-	if c.Discovery.MDNS.Enabled {
-		return doc.Errorf("discovery.mdns.enabled", "mDNS discovery is not supported by this version yet; set it to false")
+	md := c.Discovery.MDNS
+	checks := map[string]bool{}
+	for i, ck := range md.Checks {
+		key := fmt.Sprintf("discovery.mdns.checks[%d]", i)
+		if !reServiceType.MatchString(ck.ServiceType) {
+			return doc.Errorf(key+".service_type", `expected a DNS-SD service type such as "_http._tcp", got %q`, ck.ServiceType)
+		}
+		if ck.Type != "tcp" && ck.Type != "http" {
+			return doc.Errorf(key+".type", `expected "tcp" or "http", got %q`, ck.Type)
+		}
+		if !strings.HasPrefix(ck.Path, "/") {
+			return doc.Errorf(key+".path", `expected a path starting with "/", got %q`, ck.Path)
+		}
+		if !reID.MatchString(ck.Service) {
+			return doc.Errorf(key+".service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", ck.Service)
+		}
+		checks[ck.ServiceType] = true
+	}
+	for i, st := range md.ServiceTypes {
+		key := fmt.Sprintf("discovery.mdns.service_types[%d]", i)
+		if !reServiceType.MatchString(st) {
+			return doc.Errorf(key, `expected a DNS-SD service type such as "_modbus._tcp", got %q`, st)
+		}
+		if st != "_modbus._tcp" && !checks[st] {
+			return doc.Errorf(key, "%s is not Modbus: add a discovery.mdns.checks entry (type tcp or http) for it", st)
+		}
+	}
+	if md.Window <= 0 || md.Every < 0 || md.Timeout < time.Millisecond {
+		return doc.Errorf("discovery.mdns", "window, every and timeout must be positive durations")
 	}
 	if c.HTTP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
@@ -347,6 +476,18 @@ func (c *Config) validateMQTT(doc *yamlx.Doc) error {
 		return doc.Errorf("mqtt.tls", "cert_file and key_file go together")
 	}
 	return nil
+}
+
+// parseUnitsTCP is ParseUnits for Modbus TCP, where unit IDs 0 and 255 are also used
+// (Modbus Messaging on TCP/IP Implementation Guide V1.0b §4.4.2: 0xFF "not used").
+func parseUnitsTCP(s string) ([]int, error) {
+	switch strings.TrimSpace(s) {
+	case "0":
+		return []int{0}, nil
+	case "255":
+		return []int{255}, nil
+	}
+	return ParseUnits(s)
 }
 
 // ParseUnits parses a unit ID list such as "1-32" or "1,3,5-7" into ascending unique

@@ -362,6 +362,9 @@ func (p *Proc) WaitLine(t testing.TB, prefix string, timeout time.Duration) Line
 	}
 }
 
+// Stdin is the child's standard input, for commands to a helper (one per line).
+func (p *Proc) Stdin() io.Writer { return p.stdin }
+
 // CloseStdin closes the child's stdin, which tells a helper to finish.
 func (p *Proc) CloseStdin() { _ = p.stdin.Close() }
 

@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/devices"
+	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/protocols/mdns"
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// poller is a master or a service checker run by the discovery manager.
+type poller interface {
+	run(ctx context.Context) error
+	setHints(h hints)
+	liveDevices() int
+}
+
+// endpoint is one network endpoint the manager polls, with how it is known.
+type endpoint struct {
+	p       poller
+	cancel  context.CancelFunc
+	done    chan struct{}
+	static  *config.TCPTarget // non-nil: configured in discovery.tcp
+	inMDNS  map[string]bool   // service types whose last snapshot holds it
+	txtMeta map[string]string // TXT of the last mDNS announcement
+}
+
+// discovery runs the network side: static Modbus TCP targets and what mDNS browsing
+// finds. Each endpoint (host:port) gets one poller — for Modbus, one master and so one
+// connection shared by its unit IDs; an mDNS announcement only creates a candidate, and
+// the module is registered when a poll succeeds. An endpoint that leaves mDNS is
+// stopped once none of its devices is live any more (liveness comes from polls, not
+// from announcements); a device that moved to another address keeps its id, and its
+// old endpoint loses it (registry owners).
+type discovery struct {
+	cfg      *config.Config
+	profiles *devices.Profiles
+	reg      *registry.Registry
+	log      *slog.Logger
+
+	ctx       context.Context
+	wg        sync.WaitGroup
+	endpoints map[string]*endpoint // key: "tcp:host:port" / "svc:host:port"
+}
+
+func newDiscovery(ctx context.Context, cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger) *discovery {
+	return &discovery{cfg: cfg, profiles: profiles, reg: reg, log: log, ctx: ctx, endpoints: map[string]*endpoint{}}
+}
+
+// run starts the static targets, then applies mDNS snapshots until ctx ends; it returns
+// after every poller has stopped.
+func (d *discovery) run(snapshots <-chan mdns.Snapshot) {
+	for i := range d.cfg.Discovery.TCP {
+		t := &d.cfg.Discovery.TCP[i]
+		ep := d.startModbus(t.Address, t.Name, t.UnitList, t.Timeout, t.PollInterval)
+		ep.static = t
+		d.refreshHints(ep)
+	}
+	for {
+		select {
+		case <-d.ctx.Done():
+			d.wg.Wait()
+			return
+		case s := <-snapshots:
+			d.apply(s)
+		}
+	}
+}
+
+// startModbus starts the master of a Modbus TCP endpoint.
+func (d *discovery) startModbus(address, scope string, units []int, timeout, interval time.Duration) *endpoint {
+	host, portStr, _ := net.SplitHostPort(address)
+	port, _ := strconv.Atoi(portStr)
+	mc := masterConfig{
+		Name: address, Owner: "tcp:" + address, IDScope: scope, Units: units,
+		PollInterval: interval, Timeout: timeout, ProbeShare: 0.2, CyclePause: max(interval, time.Second),
+		Endpoint: func(unit int) registry.Endpoint {
+			return registry.Endpoint{Transport: "modbus-tcp", Host: host, Port: port, Unit: unit}
+		},
+		Open: func() (modbus.Client, error) {
+			return modbus.NewTCP(modbus.TCPConfig{Address: address, Timeout: timeout})
+		},
+	}
+	m := newMaster(mc, hints{}, d.cfg.Gateway.ID, d.profiles, d.reg, d.log.With("endpoint", address))
+	return d.start("tcp:"+address, m)
+}
+
+func (d *discovery) start(key string, p poller) *endpoint {
+	ctx, cancel := context.WithCancel(d.ctx)
+	ep := &endpoint{p: p, cancel: cancel, done: make(chan struct{}), inMDNS: map[string]bool{}}
+	d.endpoints[key] = ep
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer close(ep.done)
+		_ = p.run(ctx)
+	}()
+	return ep
+}
+
+// refreshHints recomputes discovered_by and meta of an endpoint from how it is known.
+func (d *discovery) refreshHints(ep *endpoint) {
+	var h hints
+	meta := map[string]string{}
+	if len(ep.inMDNS) > 0 {
+		h.DiscoveredBy = append(h.DiscoveredBy, "mdns")
+		maps.Copy(meta, ep.txtMeta)
+	}
+	if ep.static != nil {
+		h.DiscoveredBy = append(h.DiscoveredBy, "tcp-static")
+		maps.Copy(meta, ep.static.Meta) // configured meta wins over TXT
+		h.UnitMeta = unitMeta(ep.static.Devices)
+	}
+	h.Meta = meta
+	ep.p.setHints(h)
+}
+
+// apply takes one browse snapshot of a service type.
+func (d *discovery) apply(s mdns.Snapshot) {
+	seen := map[string]bool{}
+	for _, c := range s.Candidates {
+		addr, ok := firstIPv4(c.Addrs)
+		if !ok || c.Port <= 0 || c.Port > 65535 {
+			d.log.Debug("mdns candidate without usable address", "service", s.Service, "instance", c.Instance)
+			continue
+		}
+		hostport := net.JoinHostPort(addr.String(), strconv.Itoa(c.Port))
+		var key string
+		var ep *endpoint
+		if s.Service == "_modbus._tcp" {
+			key = "tcp:" + hostport
+			if ep = d.endpoints[key]; ep == nil {
+				unit := 1
+				if u, err := strconv.Atoi(c.TXT["unit"]); err == nil && u >= 0 && u <= 255 {
+					unit = u
+				}
+				md := d.cfg.Discovery.MDNS
+				ep = d.startModbus(hostport, c.Host, []int{unit}, md.Timeout, d.cfg.Health.PollInterval)
+				d.log.Info("mdns candidate", "service", s.Service, "instance", c.Instance, "endpoint", hostport, "unit", unit)
+			}
+		} else {
+			ck, found := d.serviceCheck(s.Service)
+			if !found {
+				continue
+			}
+			key = "svc:" + hostport
+			if ep = d.endpoints[key]; ep == nil {
+				sc := newServiceChecker(ck, addr.String(), c.Port, c.Instance, d.cfg.Gateway.ID, d.cfg.Health.PollInterval,
+					hints{}, d.reg, d.log.With("endpoint", hostport, "check", ck.Type))
+				ep = d.start(key, sc)
+				d.log.Info("mdns candidate", "service", s.Service, "instance", c.Instance, "endpoint", hostport, "check", ck.Type)
+			}
+		}
+		seen[key] = true
+		ep.inMDNS[s.Service] = true
+		ep.txtMeta = c.TXT
+		d.refreshHints(ep)
+	}
+	// Endpoints of this service type that left the snapshot: forget the announcement;
+	// stop them once nothing is live there (static targets always stay).
+	for key, ep := range d.endpoints {
+		if seen[key] || !ep.inMDNS[s.Service] {
+			if !seen[key] && len(ep.inMDNS) == 0 && ep.static == nil && ep.p.liveDevices() == 0 {
+				d.stop(key, ep)
+			}
+			continue
+		}
+		delete(ep.inMDNS, s.Service)
+		d.refreshHints(ep)
+		if len(ep.inMDNS) == 0 && ep.static == nil && ep.p.liveDevices() == 0 {
+			d.stop(key, ep)
+		}
+	}
+}
+
+func (d *discovery) stop(key string, ep *endpoint) {
+	ep.cancel()
+	<-ep.done
+	delete(d.endpoints, key)
+	d.log.Info("endpoint dropped: not announced and nothing live there", "endpoint", key)
+}
+
+func (d *discovery) serviceCheck(serviceType string) (config.ServiceCheck, bool) {
+	for _, ck := range d.cfg.Discovery.MDNS.Checks {
+		if ck.ServiceType == serviceType {
+			return ck, true
+		}
+	}
+	return config.ServiceCheck{}, false
+}
+
+func firstIPv4(addrs []netip.Addr) (netip.Addr, bool) {
+	i := slices.IndexFunc(addrs, func(a netip.Addr) bool { return a.Is4() })
+	if i < 0 {
+		return netip.Addr{}, false
+	}
+	return addrs[i], true
+}

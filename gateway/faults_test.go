@@ -1,0 +1,94 @@
+package gateway_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// TestFaultModes injects each firmware-sim fault mode into one drive on an RTU bus and
+// one behind a Modbus TCP endpoint, and checks the health outcome DESIGN.md prescribes
+// ("Health semantics"): no valid answer → critical; an answer that reports a fault, an
+// exception, or a round trip over slow_rtt → warning. A bystander on the same bus or
+// endpoint stays passing, and clearing the fault brings the drive back to passing.
+func TestFaultModes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	faults := []struct {
+		name  string
+		fault slave.Fault
+		want  registry.Status
+	}{
+		{"silent", slave.Fault{Mode: slave.FaultSilent}, registry.Critical},
+		{"garbage", slave.Fault{Mode: slave.FaultGarbage}, registry.Critical},
+		{"slow past timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 400 * time.Millisecond}, registry.Critical},
+		{"slow within timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 60 * time.Millisecond}, registry.Warning},
+		{"exception", slave.Fault{Mode: slave.FaultException, Code: 4}, registry.Warning},
+		{"cia402 fault", slave.Fault{Mode: slave.FaultDevice}, registry.Warning},
+	}
+	transports := []struct {
+		name, where       string
+		victim, bystander string
+	}{
+		{"rtu", "bus1", "rollcall-firmware-sim-sim-0002", "rollcall-firmware-sim-sim-0001"},
+		{"tcp", "tcp1", "rollcall-firmware-sim-sim-0102", "rollcall-firmware-sim-sim-0101"},
+	}
+	for _, tr := range transports {
+		for _, f := range faults {
+			t.Run(tr.name+"/"+f.name, func(t *testing.T) {
+				h := newHarness(t)
+				s := h.startSimYAML(`
+buses:
+  - name: bus1
+    link: $LINK
+    baud: 115200
+    turnaround: 1ms
+    drives: [{unit: 1, serial: SIM-0001}, {unit: 2, serial: SIM-0002}]
+tcp:
+  - name: tcp1
+    listen: 127.0.0.1:0
+    drives: [{unit: 1, serial: SIM-0101}, {unit: 2, serial: SIM-0102}]
+`)
+				g := h.startGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2", timeout: 100ms}]
+  tcp: [{name: tcp1, address: "$ADDR(tcp1)", units: "1-2", timeout: 100ms}]
+health: {poll_interval: 50ms, slow_rtt: 40ms, deregister_critical_after: 1m}
+`)
+				waitCatalog(t, g, 15*time.Second, "4 passing instances", func(r []registry.Record) bool {
+					n := 0
+					for _, rec := range r {
+						if rec.Status == registry.Passing {
+							n++
+						}
+					}
+					return n == 4
+				})
+				if err := s.SetFault(tr.where, 2, f.fault); err != nil {
+					t.Fatal(err)
+				}
+				snap := waitCatalog(t, g, 10*time.Second, fmt.Sprintf("%s %s", tr.victim, f.want), func(r []registry.Record) bool {
+					rec, ok := instance(r, tr.victim)
+					return ok && rec.Status == f.want
+				})
+				if by, _ := instance(snap, tr.bystander); by.Status != registry.Passing {
+					t.Errorf("bystander %s is %s", tr.bystander, by.Status)
+				}
+				if v, _ := instance(snap, tr.victim); f.fault.Mode == slave.FaultDevice && v.State["fault"] != true {
+					t.Errorf("faulted drive state %v", v.State)
+				}
+				if err := s.SetFault(tr.where, 2, slave.Fault{Mode: slave.FaultNone}); err != nil {
+					t.Fatal(err)
+				}
+				waitCatalog(t, g, 10*time.Second, tr.victim+" passing again", func(r []registry.Record) bool {
+					rec, ok := instance(r, tr.victim)
+					return ok && rec.Status == registry.Passing
+				})
+			})
+		}
+	}
+}

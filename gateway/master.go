@@ -1,0 +1,324 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/devices"
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// masterConfig describes one Modbus master: an RS-485 bus, or one Modbus TCP endpoint
+// (one connection shared by its unit IDs).
+type masterConfig struct {
+	Name         string        // bus name, or host:port, for logs
+	Owner        string        // registry owner key: "rtu:<bus>", "tcp:<host:port>"
+	IDScope      string        // <bus or host> in fallback instance ids
+	Units        []int         // unit IDs to sweep, ascending
+	PollInterval time.Duration // heartbeat period per device
+	Timeout      time.Duration // reply timeout per request
+	// ProbeShare is the largest share of the master's time given to probing absent units
+	// while devices are known (0 < share ≤ 1).
+	ProbeShare float64
+	// CyclePause is waited after each full sweep of the absent units (0 on a bus, where
+	// a probe of an absent unit already costs a timeout; > 0 on TCP, where a dead
+	// endpoint fails at once).
+	CyclePause time.Duration
+	Endpoint   func(unit int) registry.Endpoint
+	Open       func() (modbus.Client, error)
+}
+
+// hints are what discovery knows about a master's devices beyond the wire: how it was
+// found and meta from config and mDNS TXT. They can change while the master runs.
+type hints struct {
+	DiscoveredBy []string
+	Meta         map[string]string         // for every unit
+	UnitMeta     map[int]map[string]string // per unit, overrides Meta
+}
+
+// master is the single master of one bus or TCP endpoint. One goroutine (run) owns all
+// its state: health polls of known devices come first, each on its own interval; probes
+// of absent unit IDs (the sweep that finds new and returning devices) use the idle time,
+// limited to ProbeShare of the master's time while devices are known.
+type master struct {
+	cfg      masterConfig
+	gateway  string
+	profiles *devices.Profiles
+	reg      *registry.Registry
+	policy   registry.Policy
+	log      *slog.Logger
+
+	hints atomic.Pointer[hints]
+	live  atomic.Int32 // number of registered devices, readable from other goroutines
+
+	failCost  time.Duration   // master time of one failed request: timeout + resync listening
+	known     map[int]*device // registered units
+	absent    []int           // units to probe, ascending
+	sweepPos  int             // index into absent of the next probe
+	nextProbe time.Time       // earliest start of the next probe
+}
+
+// device is a registered unit.
+type device struct {
+	unit     int
+	id       string
+	profile  *devices.Profile
+	hasDevID bool
+	next     time.Time // when its next poll is due
+}
+
+func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger) *master {
+	m := &master{
+		cfg: cfg, gateway: gatewayID, profiles: profiles, reg: reg, policy: reg.Policy(),
+		log:    log,
+		known:  map[int]*device{},
+		absent: slices.Clone(cfg.Units),
+	}
+	m.hints.Store(&h)
+	return m
+}
+
+// setHints replaces the discovery hints; used at the next registration.
+func (m *master) setHints(h hints) { m.hints.Store(&h) }
+
+// liveDevices is the number of devices the master has registered now.
+func (m *master) liveDevices() int { return int(m.live.Load()) }
+
+// run opens the port or endpoint (retrying with capped backoff while it is missing, e.g.
+// a USB adapter not yet plugged in) and schedules polls and probes until ctx ends.
+func (m *master) run(ctx context.Context) error {
+	client, err := m.openRetry(ctx)
+	if err != nil {
+		return nil // ctx ended while waiting for the port
+	}
+	defer client.Close()
+	m.failCost = client.Timeout()
+	if rtu, ok := client.(*modbus.RTU); ok {
+		m.failCost += rtu.Config().Resync
+	}
+	m.log.Info("master open", "units", len(m.cfg.Units))
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+		now := time.Now()
+		d := m.earliest()
+		if d != nil && !d.next.After(now) {
+			m.poll(ctx, client, d)
+			continue
+		}
+		if len(m.absent) > 0 && !now.Before(m.nextProbe) {
+			m.probe(ctx, client)
+			continue
+		}
+		wake := now.Add(time.Hour)
+		if d != nil {
+			wake = d.next
+		}
+		if len(m.absent) > 0 && m.nextProbe.Before(wake) {
+			wake = m.nextProbe
+		}
+		timer.Reset(time.Until(wake))
+		select {
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+	}
+	m.live.Store(0)
+	return nil
+}
+
+func (m *master) openRetry(ctx context.Context) (modbus.Client, error) {
+	backoff := 500 * time.Millisecond
+	for {
+		c, err := m.cfg.Open()
+		if err == nil {
+			return c, nil
+		}
+		m.log.Warn("cannot open, retrying", "retry_in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// earliest returns the known device whose poll is due first, or nil.
+func (m *master) earliest() *device {
+	var best *device
+	for _, d := range m.known {
+		if best == nil || d.next.Before(best.next) || (d.next.Equal(best.next) && d.unit < best.unit) {
+			best = d
+		}
+	}
+	return best
+}
+
+// poll runs one heartbeat of d and feeds the registry. A device deregistered by the
+// registry, or registered meanwhile through another endpoint, goes back to the sweep.
+func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
+	o := devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID)
+	if ctx.Err() != nil {
+		return // shutting down: a cancelled request says nothing about the device
+	}
+	interval := m.cfg.PollInterval
+	d.next = d.next.Add(interval)
+	if late := time.Since(d.next); late > interval {
+		d.next = time.Now().Add(interval) // fell behind (e.g. a slow bus): skip, don't burst
+	}
+	if live := m.reg.Observe(d.id, m.cfg.Owner, o); !live {
+		delete(m.known, d.unit)
+		m.live.Store(int32(len(m.known)))
+		m.addAbsent(d.unit)
+		m.updateChecks()
+		m.log.Info("device dropped, back to sweep", "unit", d.unit, "instance", d.id)
+	}
+}
+
+// probe tries the next absent unit: identify, match a profile, read its identity, poll
+// once; only a device that answers all of that is registered.
+func (m *master) probe(ctx context.Context, c modbus.Client) {
+	if m.sweepPos >= len(m.absent) {
+		m.sweepPos = 0
+	}
+	unit := m.absent[m.sweepPos]
+	m.sweepPos++
+	start := time.Now()
+	err := m.register(ctx, c, unit)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, modbus.ErrTimeout) && !errors.Is(err, modbus.ErrUnreachable) {
+		m.log.Debug("probe", "unit", unit, "err", err)
+	}
+	now := time.Now()
+	m.nextProbe = now
+	if len(m.known) > 0 {
+		share := m.cfg.ProbeShare
+		m.nextProbe = now.Add(time.Duration(float64(now.Sub(start)) * (1 - share) / share))
+	}
+	if m.sweepPos >= len(m.absent) && m.cfg.CyclePause > 0 {
+		m.nextProbe = later(m.nextProbe, now.Add(m.cfg.CyclePause))
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func (m *master) register(ctx context.Context, c modbus.Client, unit int) error {
+	ident, err := devices.Identify(ctx, c, byte(unit))
+	if err != nil {
+		return err
+	}
+	p := m.profiles.Match(ident.Objects)
+	identity, err := devices.ReadIdentity(ctx, c, byte(unit), p, ident)
+	if err != nil {
+		m.log.Warn("device answers but its identity cannot be read", "unit", unit, "profile", p.Name, "err", err)
+		return err
+	}
+	o := devices.Poll(ctx, c, byte(unit), p, ident.Objects != nil)
+	if !o.Answered {
+		return fmt.Errorf("first poll: %w", o.Err)
+	}
+	h := m.hints.Load()
+	d := &device{unit: unit, id: m.instanceID(identity, unit), profile: p, hasDevID: ident.Objects != nil}
+	d.next = o.At.Add(m.cfg.PollInterval)
+	m.reg.Register(registry.Registration{
+		ID:           d.id,
+		Service:      p.Service,
+		Profile:      p.Name,
+		Endpoint:     m.cfg.Endpoint(unit),
+		Identity:     identity,
+		Meta:         m.meta(p, h, unit),
+		DiscoveredBy: h.DiscoveredBy,
+		Check:        m.check(len(m.known) + 1),
+		Owner:        m.cfg.Owner,
+	}, o)
+	m.known[unit] = d
+	m.live.Store(int32(len(m.known)))
+	m.removeAbsent(unit)
+	m.updateChecks()
+	m.log.Info("device registered", "unit", unit, "instance", d.id, "profile", p.Name, "serial", identity.Serial)
+	return nil
+}
+
+// detectBudget is the worst case from a device's death to critical with n devices on
+// the master. Its last good poll may have happened just before it died; the next
+// failures_before_critical polls are due one interval apart, and the last of them needs
+// a full timeout to fail. On the way each poll may wait behind one probe of an absent
+// unit and behind the polls of the other n−1 devices; each of those occupies the master
+// at most failCost (timeout + resync listening, when it fails too).
+func (m *master) detectBudget(n int) time.Duration {
+	return time.Duration(m.policy.FailuresBeforeCritical)*m.cfg.PollInterval + m.cfg.Timeout +
+		time.Duration(n)*m.failCost
+}
+
+func (m *master) check(n int) registry.Check {
+	return registry.Check{
+		IntervalMS:     m.cfg.PollInterval.Milliseconds(),
+		TimeoutMS:      m.cfg.Timeout.Milliseconds(),
+		DetectBudgetMS: m.detectBudget(n).Milliseconds(),
+	}
+}
+
+// updateChecks republishes the check (detect budget) of every device of the master
+// after the number of devices changed.
+func (m *master) updateChecks() {
+	chk := m.check(len(m.known))
+	for _, d := range m.known {
+		m.reg.SetCheck(d.id, chk)
+	}
+}
+
+// instanceID is <vendor>-<serial> when the device gave a serial number, else
+// <gateway>-<bus or host>-u<unit> (DESIGN.md, instance record "id"), slugged.
+func (m *master) instanceID(id registry.Identity, unit int) string {
+	if id.Serial != "" {
+		vendor := id.Vendor
+		if vendor == "" {
+			vendor = "unknown"
+		}
+		return mqtt.Slug(vendor + "-" + id.Serial)
+	}
+	return mqtt.Slug(m.gateway + "-" + m.cfg.IDScope + "-u" + strconv.Itoa(unit))
+}
+
+func (m *master) meta(p *devices.Profile, h *hints, unit int) map[string]string {
+	out := maps.Clone(p.Meta)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, h.Meta)
+	maps.Copy(out, h.UnitMeta[unit])
+	return out
+}
+
+func (m *master) addAbsent(unit int) {
+	i, found := slices.BinarySearch(m.absent, unit)
+	if !found {
+		m.absent = slices.Insert(m.absent, i, unit)
+		if i < m.sweepPos {
+			m.sweepPos++
+		}
+	}
+}
+
+func (m *master) removeAbsent(unit int) {
+	if i, found := slices.BinarySearch(m.absent, unit); found {
+		m.absent = slices.Delete(m.absent, i, i+1)
+		if i < m.sweepPos {
+			m.sweepPos--
+		}
+	}
+}
