@@ -1,10 +1,12 @@
 // Package modbus is rollcall's Modbus master: an RTU transport over a serial port (one
-// master per bus, line timing per Modbus over Serial Line V1.02), FC 0x2B/0x0E Read
-// Device Identification, and typed errors so callers can tell a dead link from a live
-// device that refuses a request.
+// master per bus, line timing per Modbus over Serial Line V1.02), a Modbus TCP transport
+// (one connection per endpoint, MBAP framing per Modbus Messaging on TCP/IP
+// Implementation Guide V1.0b), FC 0x2B/0x0E Read Device Identification, and typed errors
+// so callers can tell a dead link from a live device that refuses a request.
 //
-// Framing (ADU encode, CRC, verify, decode) uses the packagers of github.com/goburrow/modbus
-// v0.1.0; its transports are not used (see ../../../shared/LIBRARIES.md).
+// RTU framing (ADU encode, CRC, verify, decode) uses the packager of
+// github.com/goburrow/modbus v0.1.0; the MBAP header is written and checked here. No
+// goburrow transport is used (see ../../../shared/LIBRARIES.md).
 package modbus
 
 import (
@@ -52,11 +54,12 @@ type DeviceIdentification struct {
 }
 
 // Client is one Modbus master endpoint: an RTU bus (many unit IDs behind one serial port)
-// or, later, a Modbus TCP connection. Implementations serialise requests: at most one
-// transaction is on the wire at a time. Every method honours ctx cancellation and its
-// own per-request timeout, and returns the typed errors of errors.go
-// (ErrTimeout, ErrCRC, *ExceptionError, *WrongUnitError, ErrShortFrame, ...), wrapped
-// with %w so errors.Is/As work.
+// or a Modbus TCP endpoint (many unit IDs behind one connection, e.g. a TCP/RTU
+// gateway). Implementations serialise requests: at most one transaction is on the wire
+// at a time. Every method honours ctx cancellation and its own per-request timeout, and
+// returns the typed errors of errors.go (ErrTimeout, ErrCRC, *ExceptionError,
+// *WrongUnitError, ErrShortFrame, ErrUnreachable, ...), wrapped with %w so errors.Is/As
+// work.
 type Client interface {
 	// ReadRegisters reads qty (1–125) 16-bit registers starting at 0-based address addr
 	// with function fn, which must be FuncReadHoldingRegisters or FuncReadInputRegisters.

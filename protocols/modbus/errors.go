@@ -9,25 +9,35 @@ import (
 var (
 	// ErrTimeout: not one byte of a reply within the request timeout. The device may be
 	// absent or silent; the bus is resynchronised (a late reply listened for and
-	// discarded, input flushed) before the next request.
+	// discarded, input flushed) before the next request. On Modbus TCP the connection is
+	// closed and the next request redials.
 	ErrTimeout = errors.New("modbus: timeout waiting for reply")
 	// ErrCRC: a reply of the expected length arrived with a bad CRC-16
 	// (Modbus over Serial Line V1.02 §2.5.1.2).
 	ErrCRC = errors.New("modbus: CRC error")
 	// ErrShortFrame: some bytes of a reply arrived, but the reply ended (inter-frame
-	// silence, or the deadline) before its expected length.
+	// silence, or the deadline; on Modbus TCP also the peer closing the connection)
+	// before its expected length.
 	ErrShortFrame = errors.New("modbus: short frame")
 	// ErrBadFrame: the reply is malformed: a function code that is neither the
 	// request's nor its exception (seen as soon as the second byte arrives), a byte
 	// count or echo that disagrees with the request, an unparsable 0x2B object list, or
-	// extra bytes run on after a complete frame (no inter-frame silence).
+	// extra bytes run on after a complete frame (no inter-frame silence). On Modbus TCP
+	// also an MBAP header with a protocol identifier other than 0, a length field out of
+	// range, or a transaction identifier that was never sent on the connection.
 	ErrBadFrame = errors.New("modbus: malformed reply")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("modbus: client closed")
 	// ErrInvalidRequest: the request was refused before anything was sent: a quantity
 	// out of range, an unsupported function or read device ID code, a unit address
-	// above 247, or broadcast (unit 0) for a request that needs a reply.
+	// above 247, or broadcast (unit 0) for a request that needs a reply (RTU; Modbus TCP
+	// accepts every unit ID 0–255).
 	ErrInvalidRequest = errors.New("modbus: invalid request")
+	// ErrUnreachable: a Modbus TCP endpoint has no connection and cannot get one now:
+	// the dial of this call failed, or an earlier dial failed and the reconnect backoff
+	// has not run out yet (the call fails at once, without dialling). The error wraps the
+	// last dial error (e.g. syscall.ECONNREFUSED, a dial timeout).
+	ErrUnreachable = errors.New("modbus: endpoint not connected, in reconnect backoff")
 )
 
 // ExceptionError is a Modbus exception reply (function code | 0x80, one exception code
@@ -68,7 +78,9 @@ func ExceptionName(code byte) string {
 }
 
 // WrongUnitError: a reply with a valid CRC came from another unit ID than the one asked
-// (two slaves with one address, or a late reply to an earlier request).
+// (two slaves with one address, or a late reply to an earlier request). On Modbus TCP:
+// the reply carries the request's transaction identifier but another MBAP unit
+// identifier.
 type WrongUnitError struct {
 	Want, Got byte
 }

@@ -174,6 +174,40 @@ func ParseDeviceIDReply(pduData []byte) (DeviceIDPart, error) {
 	return part, nil
 }
 
+// followDeviceID runs the "more follows" loop of Read Device Identification (Modbus
+// Application Protocol V1.1b3 §6.21) for a transport: read(objectID) runs one 0x2B/0x0E
+// request and returns its reply (its errors are returned as they are); the loop starts
+// at object 0, asks again from each reply's next object id while the device has more,
+// up to MaxDeviceIDContinuations times, and merges the objects. Conformity is that of
+// the first reply. Its own errors (ErrBadFrame: the next object id does not advance, or
+// still more after MaxDeviceIDContinuations continuations) are passed through wrap.
+func followDeviceID(read func(objectID byte) (DeviceIDPart, error), wrap func(error) error) (*DeviceIdentification, error) {
+	id := &DeviceIdentification{Objects: make(map[byte]string)}
+	obj := byte(0)
+	for i := 0; ; i++ {
+		part, err := read(obj)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			id.Conformity = part.Conformity
+		}
+		for _, o := range part.Objects {
+			id.Objects[o.ID] = o.Value
+		}
+		if !part.MoreFollows {
+			return id, nil
+		}
+		if i == MaxDeviceIDContinuations {
+			return nil, wrap(fmt.Errorf("%w: device identification still has more after %d continuations", ErrBadFrame, i))
+		}
+		if part.NextObject <= obj {
+			return nil, wrap(fmt.Errorf("%w: next object id 0x%02X after a request from 0x%02X", ErrBadFrame, part.NextObject, obj))
+		}
+		obj = part.NextObject
+	}
+}
+
 // PDU builders (Modbus Application Protocol V1.1b3 §6).
 
 func pduReadRegisters(fn byte, addr, qty uint16) gmodbus.ProtocolDataUnit {

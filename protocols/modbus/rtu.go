@@ -331,30 +331,9 @@ func (r *RTU) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte) (
 // ReadDeviceIDPart, and ErrBadFrame when the next object id does not advance or the
 // device still has more after MaxDeviceIDContinuations continuations.
 func (r *RTU) ReadDeviceIdentification(ctx context.Context, unit byte, code byte) (*DeviceIdentification, error) {
-	id := &DeviceIdentification{Objects: make(map[byte]string)}
-	obj := byte(0)
-	for i := 0; ; i++ {
-		part, err := r.ReadDeviceIDPart(ctx, unit, code, obj)
-		if err != nil {
-			return nil, err
-		}
-		if i == 0 {
-			id.Conformity = part.Conformity
-		}
-		for _, o := range part.Objects {
-			id.Objects[o.ID] = o.Value
-		}
-		if !part.MoreFollows {
-			return id, nil
-		}
-		if i == MaxDeviceIDContinuations {
-			return nil, r.wrap(unit, fmt.Errorf("%w: device identification still has more after %d continuations", ErrBadFrame, i))
-		}
-		if part.NextObject <= obj {
-			return nil, r.wrap(unit, fmt.Errorf("%w: next object id 0x%02X after a request from 0x%02X", ErrBadFrame, part.NextObject, obj))
-		}
-		obj = part.NextObject
-	}
+	return followDeviceID(
+		func(obj byte) (DeviceIDPart, error) { return r.ReadDeviceIDPart(ctx, unit, code, obj) },
+		func(err error) error { return r.wrap(unit, err) })
 }
 
 // checkUnit enforces the serial line address range (§2.2 of Modbus over Serial Line
