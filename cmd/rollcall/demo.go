@@ -30,6 +30,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	listen := fs.String("listen", "127.0.0.1:1883", "embedded broker address (a free port is used if this one is taken)")
 	control := fs.String("control", "127.0.0.1:18081", "firmware-sim control API address (fault injection)")
 	poll := fs.Duration("poll", 100*time.Millisecond, "poll interval per drive")
+	noSchedule := fs.Bool("no-schedule", false, "keep every drive healthy (no scripted silence of the last bus drive)")
 	newLogger := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -53,13 +54,28 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer wg.Wait()
 	defer cancel()
 
-	// firmware-sim: N drives at units 1..N on one bus at 115200 baud.
+	// firmware-sim: N drives at units 1..N on one bus at 115200 baud, the last of them on
+	// a scripted schedule (silent 20 s in, back 15 s later, every minute); two Modbus TCP
+	// drives on loopback announced over mDNS on the loopback interface.
+	lo, err := loopbackName()
+	if err != nil {
+		return err
+	}
 	link := filepath.Join(dir, "bus1")
 	var simYAML strings.Builder
 	fmt.Fprintf(&simYAML, "control: {listen: %q}\nbuses:\n  - name: bus1\n    link: %s\n    baud: 115200\n    turnaround: 1ms\n    drives:\n",
 		freeAddr(*control), link)
 	for u := 1; u <= *drives; u++ {
-		fmt.Fprintf(&simYAML, "      - {unit: %d, serial: SIM-%04d}\n", u, u)
+		fmt.Fprintf(&simYAML, "      - {unit: %d, serial: SIM-%04d", u, u)
+		if u == *drives && !*noSchedule {
+			fmt.Fprint(&simYAML, ", schedule: [{after: 20s, mode: silent}, {after: 35s, mode: none}], repeat: 60s")
+		}
+		fmt.Fprint(&simYAML, "}\n")
+	}
+	fmt.Fprint(&simYAML, "tcp:\n")
+	for i, axis := range []int{5, 6} {
+		fmt.Fprintf(&simYAML, "  - name: tcp%d\n    listen: 127.0.0.1:0\n    drives: [{unit: 1, serial: SIM-01%02d}]\n", i+1, axis)
+		fmt.Fprintf(&simYAML, "    mdns: {instance: axis-%d, host: axis-%d-sim, interfaces: [%s], txt: {cell: \"1\", axis: \"%d\"}}\n", axis, axis, lo, axis)
 	}
 	simCfg, err := sim.ParseConfig("demo-sim.yaml", []byte(simYAML.String()))
 	if err != nil {
@@ -81,12 +97,13 @@ mqtt: {broker: embedded, embedded_listen: %q}
 discovery:
   serial:
     - {name: bus1, device: %s, baud: 115200, units: "1-16", timeout: 20ms, meta: {cell: "1"}}
+  mdns: {enabled: true, interfaces: [%s], window: 1s, every: 1s, timeout: 200ms}
 health:
   poll_interval: %s
   failures_before_critical: 3
   successes_before_passing: 2
   deregister_critical_after: 10s
-`, filepath.Join(dir, "state"), freeAddr(*listen), link, *poll)
+`, filepath.Join(dir, "state"), freeAddr(*listen), link, lo, *poll)
 	cfg, err := config.Parse("demo-gateway.yaml", []byte(gwYAML))
 	if err != nil {
 		return err
@@ -103,8 +120,11 @@ health:
 	case err := <-gwErr:
 		return err
 	}
-	fmt.Fprintf(stdout, "rollcall demo: broker %s, %d simulated drives on %s (115200 baud), fault injection at http://%s\n",
-		g.BrokerURL(), *drives, link, s.ControlAddr())
+	fmt.Fprintf(stdout, "rollcall demo: broker %s, %d simulated drives on RS-485 bus %s (115200 baud), 2 Modbus TCP drives announced over mDNS on %s, fault injection at http://%s\n",
+		g.BrokerURL(), *drives, link, lo, s.ControlAddr())
+	if !*noSchedule {
+		fmt.Fprintf(stdout, "  scripted: drive %d on bus1 goes silent 20 s in and answers again 15 s later (every minute)\n", *drives)
+	}
 	fmt.Fprintf(stdout, "  try: curl -X POST -d '{\"mode\":\"silent\"}' http://%s/v1/devices/bus1/2/fault   (then {\"mode\":\"none\"})\n", s.ControlAddr())
 	if host, port, err := net.SplitHostPort(strings.TrimPrefix(g.BrokerURL(), "tcp://")); err == nil {
 		fmt.Fprintf(stdout, "  subscribe: mosquitto_sub -h %s -p %s -t 'rollcall/v1/#' -v\n", host, port)
@@ -123,6 +143,20 @@ health:
 		return err
 	}
 	return nil
+}
+
+// loopbackName is the name of the loopback interface (mDNS stays on it in the demo).
+func loopbackName() (string, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback != 0 && i.Flags&net.FlagUp != 0 {
+			return i.Name, nil
+		}
+	}
+	return "", fmt.Errorf("demo: no loopback interface is up")
 }
 
 // freeAddr returns addr when it can be listened on now, else the same host with port 0
@@ -200,14 +234,18 @@ func (v *catalogView) print() {
 	}
 	fmt.Fprintln(v.out)
 	tw := tabwriter.NewWriter(v.out, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "INSTANCE\tSERVICE\tSTATUS\tSTATE\tUNIT\tRTT ms\tLAST SEEN\tREVISION")
+	fmt.Fprintln(tw, "INSTANCE\tSERVICE\tSTATUS\tSTATE\tENDPOINT\tFOUND BY\tRTT ms\tLAST SEEN\tREVISION")
 	for _, r := range recs {
 		state := fmt.Sprint(r.State["cia402"])
 		if r.State["fault"] == true {
 			state += fmt.Sprintf(" (fault 0x%04X)", toInt(r.State["error_code"]))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/%d\t%.2f\t%s\t%d\n", r.ID, r.Service, r.Status, state,
-			r.Endpoint.Bus, r.Endpoint.Unit, r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), r.Revision)
+		where := fmt.Sprintf("%s/%d", r.Endpoint.Bus, r.Endpoint.Unit)
+		if r.Endpoint.Transport != "modbus-rtu" {
+			where = fmt.Sprintf("%s:%d/%d", r.Endpoint.Host, r.Endpoint.Port, r.Endpoint.Unit)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%d\n", r.ID, r.Service, r.Status, state,
+			where, strings.Join(r.DiscoveredBy, ","), r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), r.Revision)
 	}
 	if len(recs) == 0 {
 		fmt.Fprintln(tw, "(no instances yet)")
