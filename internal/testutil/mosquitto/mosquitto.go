@@ -1,0 +1,257 @@
+// Package mosquitto starts a real Mosquitto broker for tests (DESIGN.md, "Real
+// components and how they start": Mosquitto from Debian, started by the test harness on
+// a free loopback port with its own config file).
+package mosquitto
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// StartTimeout bounds how long Start and Restart wait for the broker to accept TCP
+// connections.
+const StartTimeout = 10 * time.Second
+
+// stopTimeout is how long Stop waits after SIGTERM before it sends SIGKILL.
+const stopTimeout = 5 * time.Second
+
+// Mosquitto is one broker process listening on 127.0.0.1:Port(), with persistence off
+// and anonymous access. Its methods are safe for concurrent use; they fail the test
+// (t.Fatal) on errors.
+type Mosquitto struct {
+	t        testing.TB
+	bin      string
+	dir      string
+	confPath string
+	logPath  string
+	port     int
+
+	mu   sync.Mutex
+	proc *process // nil while stopped
+}
+
+// process is one run of the broker.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once Wait returned
+	err    error         // Wait's result, valid after exited
+}
+
+// Find returns the path of the mosquitto binary: from PATH, else /usr/sbin/mosquitto
+// (Debian installs it there, often outside a user's PATH). It returns "" if neither
+// exists.
+func Find() string {
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// Start starts Mosquitto on a free loopback port with a config file written to
+// t.TempDir() (listener PORT 127.0.0.1, allow_anonymous true, persistence false, log to
+// mosquitto.log in that directory), waits until it accepts a TCP connection (at most
+// StartTimeout) and stops it in t.Cleanup, where its log is printed if the test failed.
+// Without the binary the test is skipped, or failed when CI=true.
+func Start(t testing.TB) *Mosquitto {
+	t.Helper()
+	bin := Find()
+	if bin == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto not found in PATH or /usr/sbin (apt-get install -y mosquitto); required when CI=true")
+		}
+		t.Skip("mosquitto not found in PATH or /usr/sbin (apt-get install -y mosquitto)")
+	}
+	dir := t.TempDir()
+	m := &Mosquitto{t: t, bin: bin, dir: dir, logPath: filepath.Join(dir, "mosquitto.log")}
+	t.Cleanup(func() {
+		m.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(m.logPath); err == nil {
+				t.Logf("mosquitto log (%s):\n%s", m.logPath, b)
+			}
+		}
+	})
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ { // the free port may be taken before mosquitto binds it
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("mosquitto: pick a free port: %v", err)
+		}
+		m.port = port
+		if err := m.writeConfig(); err != nil {
+			t.Fatalf("mosquitto: %v", err)
+		}
+		m.mu.Lock()
+		lastErr = m.startLocked()
+		m.mu.Unlock()
+		if lastErr == nil {
+			return m
+		}
+	}
+	t.Fatalf("mosquitto: %v", lastErr)
+	return nil
+}
+
+// URL returns the broker URL, tcp://127.0.0.1:PORT.
+func (m *Mosquitto) URL() string { return "tcp://" + m.Addr() }
+
+// Addr returns the listen address, 127.0.0.1:PORT.
+func (m *Mosquitto) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.port)) }
+
+// Port returns the TCP port; it stays the same across Restart.
+func (m *Mosquitto) Port() int { return m.port }
+
+// LogPath returns the path of the broker's log file.
+func (m *Mosquitto) LogPath() string { return m.logPath }
+
+// Stop terminates the broker (SIGTERM, then SIGKILL after 5 s) and waits for the
+// process to exit. Clients see their connection closed; retained messages are lost
+// (persistence is off). Stopping a stopped broker does nothing.
+func (m *Mosquitto) Stop() { m.stop(syscall.SIGTERM) }
+
+// Kill ends the broker with SIGKILL (a crash) and waits for the process to exit.
+func (m *Mosquitto) Kill() { m.stop(syscall.SIGKILL) }
+
+// Restart stops the broker if it runs and starts it again on the same port, waiting
+// until it accepts connections.
+func (m *Mosquitto) Restart() {
+	m.t.Helper()
+	m.Stop()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.startLocked(); err != nil {
+		m.t.Fatalf("mosquitto: restart on port %d: %v", m.port, err)
+	}
+}
+
+func (m *Mosquitto) stop(sig syscall.Signal) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.proc
+	if p == nil {
+		return
+	}
+	m.proc = nil
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+		return
+	case <-time.After(stopTimeout):
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+func (m *Mosquitto) writeConfig() error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "listener %d 127.0.0.1\n", m.port)
+	b.WriteString("allow_anonymous true\npersistence false\n")
+	fmt.Fprintf(&b, "log_dest file %s\n", m.logPath)
+	b.WriteString("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
+	b.WriteString("connection_messages true\nlog_timestamp true\nlog_timestamp_format %H:%M:%S\n")
+	if os.Geteuid() == 0 {
+		// As root, mosquitto switches to user "mosquitto", which cannot write the log
+		// file in our temporary directory: stay the current user.
+		if u, err := user.Current(); err == nil {
+			fmt.Fprintf(&b, "user %s\n", u.Username)
+		}
+	}
+	m.confPath = filepath.Join(m.dir, "mosquitto.conf")
+	if err := os.WriteFile(m.confPath, b.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// startLocked starts the process and waits until it accepts connections; m.mu held.
+func (m *Mosquitto) startLocked() error {
+	out, err := os.OpenFile(filepath.Join(m.dir, "mosquitto.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close() // the child has its own descriptor
+	cmd := exec.Command(m.bin, "-c", m.confPath)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", m.bin, err)
+	}
+	p := &process{cmd: cmd, exited: make(chan struct{})}
+	go func() { // ends when the process exits; Stop waits for it
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	if err := m.waitReady(p); err != nil {
+		_ = cmd.Process.Kill()
+		<-p.exited
+		return err
+	}
+	m.proc = p
+	return nil
+}
+
+// waitReady polls until the broker logged that it runs and accepts a TCP connection,
+// or the process exited, or StartTimeout passed.
+func (m *Mosquitto) waitReady(p *process) error {
+	deadline := time.NewTimer(StartTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// The log line proves that this process bound the port (and not some other
+		// process that grabbed the "free" port); the dial proves it accepts.
+		if running, err := m.loggedRunning(); err == nil && running {
+			if c, err := net.DialTimeout("tcp", m.Addr(), time.Second); err == nil {
+				_ = c.Close()
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			b, _ := os.ReadFile(m.logPath)
+			o, _ := os.ReadFile(filepath.Join(m.dir, "mosquitto.out"))
+			return fmt.Errorf("mosquitto exited during start (%v); log:\n%s%s", p.err, b, o)
+		case <-deadline.C:
+			return errors.New("mosquitto did not accept connections within " + StartTimeout.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// loggedRunning reports whether the log's last start says "mosquitto version … running".
+func (m *Mosquitto) loggedRunning() (bool, error) {
+	b, err := os.ReadFile(m.logPath)
+	if err != nil {
+		return false, err
+	}
+	// The log is appended to across restarts: look after the last "starting" line.
+	if i := bytes.LastIndex(b, []byte(" starting")); i >= 0 {
+		b = b[i:]
+	}
+	return bytes.Contains(b, []byte(" running")), nil
+}
+
+// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,196 @@
+// Package embedded runs rollcall's in-process MQTT broker (DESIGN.md, "Real components
+// and how they start": embedded by default in `rollcall gateway` and `rollcall demo`),
+// built on github.com/mochi-mqtt/server/v2 v2.7.9, with one TCP listener.
+package embedded
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// DefaultListen is the listen address used when Options.Listen is empty
+// (DESIGN.md, "Commands": embedded broker on 127.0.0.1:1883).
+const DefaultListen = "127.0.0.1:1883"
+
+// Options configures the embedded broker.
+type Options struct {
+	// Listen is the TCP address to listen on, host:port; default DefaultListen.
+	// Port 0 picks a free port: read it back with Broker.Addr.
+	Listen string
+	// Logger receives mochi's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Auth is the authentication/ACL hook. nil installs mochi's allow-all hook
+	// (auth.AllowHook): every client may connect, publish and subscribe anywhere.
+	// This is the seam for the broker auth/ACL configuration: pass an *auth.Hook with
+	// a ledger (users, and ACLs such as <prefix>/catalog/+/<gateway>/# per gateway).
+	// Without any auth hook mochi denies everything.
+	Auth mochi.Hook
+	// AuthConfig is passed with Auth to mochi's AddHook (e.g. *auth.Options).
+	AuthConfig any
+}
+
+// Broker is a running embedded broker. Close it when done.
+type Broker struct {
+	srv    *mochi.Server
+	ln     *trackedListener
+	closed sync.Once
+	err    error
+}
+
+// Start starts the broker and returns once it is listening. Retained messages never
+// expire (Capabilities.MaximumMessageExpiryInterval = 0; mochi's default would drop
+// them after 24 h, LIBRARIES.md). Errors: the hook could not be added, or the address
+// could not be listened on.
+func Start(o Options) (*Broker, error) {
+	if o.Listen == "" {
+		o.Listen = DefaultListen
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumMessageExpiryInterval = 0 // retained records must not expire
+	srv := mochi.New(&mochi.Options{
+		Capabilities: caps,
+		Logger:       o.Logger.With("component", "mqtt-broker"),
+	})
+	hook, cfg := o.Auth, o.AuthConfig
+	if hook == nil {
+		hook, cfg = new(auth.AllowHook), nil
+	}
+	if err := srv.AddHook(hook, cfg); err != nil {
+		return nil, fmt.Errorf("embedded broker: auth hook %s: %w", hook.ID(), err)
+	}
+	if err := srv.AddHook(new(retainOrderHook), nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	ln := &trackedListener{TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Listen}), served: make(chan struct{})}
+	if err := srv.AddListener(ln); err != nil { // Init: binds the address
+		return nil, fmt.Errorf("embedded broker: listen on %s: %w", o.Listen, err)
+	}
+	if err := srv.Serve(); err != nil { // starts the accept loop in a goroutine
+		_ = srv.Close()
+		return nil, fmt.Errorf("embedded broker: serve: %w", err)
+	}
+	return &Broker{srv: srv, ln: ln}, nil
+}
+
+// Addr returns the bound listen address, host:port (the real port when Listen had
+// port 0).
+func (b *Broker) Addr() string { return b.ln.Address() }
+
+// URL returns the broker URL for clients: "tcp://" + Addr().
+func (b *Broker) URL() string { return "tcp://" + b.Addr() }
+
+// Close stops accepting connections, disconnects every client, waits for the accept
+// loop and every client goroutine to end, and stops the server. mochi's housekeeping
+// goroutine is told to stop but cannot be waited for (mochi offers no handle); it ends
+// promptly. Close is idempotent and returns nil.
+//
+// It does not leave the client disconnection to mochi's Server.Close: in v2.7.9 that
+// path (closeListenerClients → Clients.GetByListener) takes the clients' read lock
+// twice, and deadlocks when a client leaves (Clients.Delete) in between.
+func (b *Broker) Close() error {
+	b.closed.Do(func() {
+		b.ln.Close(func(string) {}) // stop accepting; mochi's later Close skips its client sweep
+		<-b.ln.served
+		clientsDone := make(chan struct{})
+		go func() { // ends once every client goroutine ended, which the loop below brings about
+			b.srv.Listeners.ClientsWg.Wait()
+			close(clientsDone)
+		}()
+		tick := time.NewTicker(20 * time.Millisecond) // repeat for clients still attaching
+		defer tick.Stop()
+		for done := false; !done; {
+			for _, cl := range b.srv.Clients.GetAll() {
+				if !cl.Net.Inline && !cl.Closed() {
+					_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+				}
+			}
+			select {
+			case <-clientsDone:
+				done = true
+			case <-tick.C:
+			}
+		}
+		b.err = b.srv.Close()
+	})
+	return b.err
+}
+
+// trackedListener is mochi's TCP listener plus a signal when its accept loop ended,
+// which mochi does not wait for itself.
+type trackedListener struct {
+	*listeners.TCP
+	served chan struct{}
+	once   sync.Once
+}
+
+// Serve runs the accept loop and signals when it returned.
+func (l *trackedListener) Serve(establish listeners.EstablishFn) {
+	defer l.once.Do(func() { close(l.served) })
+	l.TCP.Serve(establish)
+}
+
+var _ listeners.Listener = (*trackedListener)(nil)
+
+// retainOrderHook works around a data race in mochi v2.7.9 (upstream issue #200):
+// TopicsIndex.scanMessages, run when a client subscribes with a wildcard, reads each
+// topic particle's retainPath without a lock, while RetainMessage (a retained publish
+// or a retained will) writes it under the particle's lock. Nothing orders a completed
+// scan before a later write, so the race detector reports every retained publish to a
+// topic some earlier wildcard subscription scanned, and on a weakly ordered machine
+// the reader has no guarantee either.
+//
+// The hook passes through one mutex after each SUBSCRIBE was processed (scan done) and
+// before each retained publish or will is stored, which orders every retained write
+// after every scan that completed before it. It holds the mutex for no I/O. A write
+// that truly overlaps a scan still races inside mochi; that needs a mochi fix.
+type retainOrderHook struct {
+	mochi.HookBase
+	mu sync.Mutex
+}
+
+// ID implements mochi.Hook.
+func (h *retainOrderHook) ID() string { return "rollcall-retain-order" }
+
+// Provides implements mochi.Hook.
+func (h *retainOrderHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{mochi.OnPacketProcessed, mochi.OnPublish, mochi.OnWill}, []byte{b})
+}
+
+func (h *retainOrderHook) sync() {
+	h.mu.Lock()
+	h.mu.Unlock() // the empty critical section is the point: a happens-before edge
+}
+
+// OnPacketProcessed implements mochi.Hook: after a SUBSCRIBE, its retained scan is done.
+func (h *retainOrderHook) OnPacketProcessed(_ *mochi.Client, pk packets.Packet, _ error) {
+	if pk.FixedHeader.Type == packets.Subscribe {
+		h.sync()
+	}
+}
+
+// OnPublish implements mochi.Hook: before a retained publish is stored.
+func (h *retainOrderHook) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Retain {
+		h.sync()
+	}
+	return pk, nil
+}
+
+// OnWill implements mochi.Hook: before a retained will is stored.
+func (h *retainOrderHook) OnWill(_ *mochi.Client, will mochi.Will) (mochi.Will, error) {
+	if will.Retain {
+		h.sync()
+	}
+	return will, nil
+}

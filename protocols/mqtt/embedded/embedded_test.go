@@ -1,0 +1,135 @@
+package embedded
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func start(t *testing.T, o Options) *Broker {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = quiet
+	}
+	b, err := Start(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func client(t *testing.T, url, id string, h paho.MessageHandler) paho.Client {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetProtocolVersion(4).
+		SetAutoReconnect(false).SetDefaultPublishHandler(h))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", url, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(250) })
+	return c
+}
+
+func TestStartPortZeroRetained(t *testing.T) {
+	b := start(t, Options{Listen: "127.0.0.1:0"})
+	host, port, err := net.SplitHostPort(b.Addr())
+	if err != nil || host != "127.0.0.1" || port == "0" {
+		t.Fatalf("Addr() = %q (%v), want 127.0.0.1 and a real port", b.Addr(), err)
+	}
+	if b.URL() != "tcp://"+b.Addr() {
+		t.Fatalf("URL() = %q", b.URL())
+	}
+	if got := b.srv.Options.Capabilities.MaximumMessageExpiryInterval; got != 0 {
+		t.Fatalf("MaximumMessageExpiryInterval = %d, want 0 (retained messages never expire)", got)
+	}
+
+	pub := client(t, b.URL(), "pub", nil)
+	if tok := pub.Publish("rollcall/v1/x", 1, true, "kept"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	got := make(chan string, 1)
+	sub := client(t, b.URL(), "sub", func(_ paho.Client, m paho.Message) {
+		if m.Retained() {
+			got <- string(m.Payload())
+		}
+	})
+	if tok := sub.Subscribe("rollcall/v1/#", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	select {
+	case p := <-got:
+		if p != "kept" {
+			t.Fatalf("retained payload %q", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no retained message")
+	}
+}
+
+func TestClose(t *testing.T) {
+	b, err := Start(Options{Listen: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan struct{})
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetAutoReconnect(false).
+		SetConnectionLostHandler(func(paho.Client, error) { close(lost) }))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("client not disconnected by Close")
+	}
+	c.Disconnect(0)
+	if conn, err := net.DialTimeout("tcp", b.Addr(), time.Second); err == nil {
+		conn.Close()
+		t.Fatal("still listening after Close")
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	b := start(t, Options{Listen: "127.0.0.1:0"})
+	if _, err := Start(Options{Listen: b.Addr(), Logger: quiet}); err == nil || !strings.Contains(err.Error(), b.Addr()) {
+		t.Fatalf("second broker on %s: %v, want a listen error naming the address", b.Addr(), err)
+	}
+}
+
+// denyHook refuses every connection: proves Options.Auth replaces the allow-all hook.
+type denyHook struct{ auth.AllowHook }
+
+func (*denyHook) ID() string                                               { return "deny" }
+func (*denyHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return false }
+
+func TestAuthSeam(t *testing.T) {
+	b := start(t, Options{Listen: "127.0.0.1:0", Auth: &denyHook{}})
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetProtocolVersion(4).SetAutoReconnect(false))
+	tok := c.Connect()
+	if !tok.WaitTimeout(5 * time.Second) {
+		t.Fatal("connect did not complete")
+	}
+	if tok.Error() == nil {
+		c.Disconnect(0)
+		t.Fatal("connected through a deny-all auth hook")
+	}
+}

@@ -1,0 +1,372 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/goleak"
+
+	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// waitFor is the deadline of every wait in these tests.
+const waitFor = 15 * time.Second
+
+// testLogger logs to the test's output until the test's last cleanup ran; later writes
+// (from goroutines of libraries winding down) are dropped instead of panicking.
+func testLogger(t testing.TB, level slog.Level) *slog.Logger {
+	w := &guardedWriter{t: t}
+	t.Cleanup(w.close) // registered first, so it runs last
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type guardedWriter struct {
+	mu     sync.Mutex
+	t      testing.TB
+	closed bool
+}
+
+func (g *guardedWriter) Write(b []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return len(b), nil
+	}
+	g.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
+
+func (g *guardedWriter) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+// broker is a running broker under test.
+type broker struct {
+	url, addr string
+	mosq      *mosquitto.Mosquitto // nil for the embedded broker
+}
+
+// forEachBroker runs fn as a subtest against the embedded broker (port 0) and against
+// Mosquitto.
+func forEachBroker(t *testing.T, fn func(t *testing.T, b broker)) {
+	t.Run("embedded", func(t *testing.T) {
+		fn(t, startEmbedded(t))
+	})
+	t.Run("mosquitto", func(t *testing.T) {
+		m := mosquitto.Start(t)
+		fn(t, broker{url: m.URL(), addr: m.Addr(), mosq: m})
+	})
+}
+
+func startEmbedded(t *testing.T) broker {
+	t.Helper()
+	b, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", Logger: testLogger(t, slog.LevelError)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return broker{url: b.URL(), addr: b.Addr()}
+}
+
+func testGateway(id string, epoch int64) registry.GatewayRecord {
+	return registry.GatewayRecord{
+		Gateway: id, Epoch: epoch, Version: "test-1.0",
+		Started: registry.Time{Time: time.Date(2025, 6, 7, 8, 9, 10, 11_000_000, time.UTC)},
+	}
+}
+
+// startPublisher creates a publisher and runs it until the returned stop is called
+// (or the test ends). stop returns once Run returned and fails the test if Run did
+// not return nil within waitFor.
+func startPublisher(t *testing.T, o PublisherOptions, before func(*Publisher)) (*Publisher, func()) {
+	t.Helper()
+	if o.Logger == nil {
+		o.Logger = testLogger(t, slog.LevelInfo)
+	}
+	p, err := NewPublisher(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != nil {
+		before(p)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v", err)
+				}
+			case <-time.After(waitFor):
+				t.Errorf("Run did not return within %v of cancel", waitFor)
+			}
+			if n := p.resumeTimeouts.Load(); n != 0 {
+				t.Errorf("waitResumed timed out %d times: paho's resume did not behave as expected", n)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return p, stop
+}
+
+// testWatch collects Watch's events.
+type testWatch struct {
+	cat  chan CatalogEvent
+	gw   chan GatewayEvent
+	conn chan bool
+	// events received but not yet taken (test goroutine only)
+	catBacklog []CatalogEvent
+	gwBacklog  []GatewayEvent
+}
+
+// startWatch runs Watch until the test ends and waits until it is subscribed.
+func startWatch(t *testing.T, url, service string) *testWatch {
+	t.Helper()
+	w := &testWatch{cat: make(chan CatalogEvent, 4096), gw: make(chan GatewayEvent, 4096), conn: make(chan bool, 64)}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	marker := "watch-ready-" + hex.EncodeToString(rnd[:])
+	mp, err := EncodeGatewayRecord(registry.GatewayRecord{State: StateOnline, Gateway: marker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawPublish(t, url, topics.GatewayStatus(marker), true, mp)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(ctx, WatchOptions{
+			BrokerURL:    url,
+			Service:      service,
+			Logger:       testLogger(t, slog.LevelInfo),
+			OnConnection: func(up bool) { w.conn <- up },
+		}, func(e CatalogEvent) { w.cat <- e }, func(e GatewayEvent) { w.gw <- e })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Watch returned %v", err)
+			}
+		case <-time.After(waitFor):
+			t.Errorf("Watch did not return within %v of cancel", waitFor)
+		}
+	})
+	select {
+	case up := <-w.conn:
+		if !up {
+			t.Fatal("Watch reported a lost connection before connecting")
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Watch did not connect")
+	}
+	// Wait until the subscription is in place (and the broker's retained scan done):
+	// the retained marker published before Watch started arrives, then its removal.
+	w.gateway(t, "ready marker", func(e GatewayEvent) bool { return e.Gateway == marker && e.Record != nil && e.Retained })
+	rawPublish(t, url, topics.GatewayStatus(marker), true, nil)
+	w.gateway(t, "ready marker removed", func(e GatewayEvent) bool { return e.Gateway == marker && e.Record == nil })
+	return w
+}
+
+// gateway returns the first gateway event not yet taken that matches pred, waiting
+// for it if needed. Events that do not match stay available for later calls.
+func (w *testWatch) gateway(t *testing.T, what string, pred func(GatewayEvent) bool) GatewayEvent {
+	t.Helper()
+	return take(t, "gateway event "+what, w.gw, &w.gwBacklog, pred)
+}
+
+// catalog is gateway for catalog events.
+func (w *testWatch) catalog(t *testing.T, what string, pred func(CatalogEvent) bool) CatalogEvent {
+	t.Helper()
+	return take(t, "catalog event "+what, w.cat, &w.catBacklog, pred)
+}
+
+func take[E any](t *testing.T, what string, ch <-chan E, backlog *[]E, pred func(E) bool) E {
+	t.Helper()
+	for i, e := range *backlog {
+		if pred(e) {
+			*backlog = append((*backlog)[:i:i], (*backlog)[i+1:]...)
+			return e
+		}
+	}
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case e := <-ch:
+			if pred(e) {
+				return e
+			}
+			*backlog = append(*backlog, e)
+		case <-deadline:
+			t.Fatalf("no %s within %v", what, waitFor)
+		}
+	}
+}
+
+func isState(gateway, state string) func(GatewayEvent) bool {
+	return func(e GatewayEvent) bool {
+		return e.Gateway == Slug(gateway) && e.Record != nil && e.Record.State == state
+	}
+}
+
+func isRecord(topic string, revision int64) func(CatalogEvent) bool {
+	return func(e CatalogEvent) bool {
+		return e.Topic == topic && e.Record != nil && e.Record.Revision == revision
+	}
+}
+
+func isGone(topic string) func(CatalogEvent) bool {
+	return func(e CatalogEvent) bool { return e.Topic == topic && e.Record == nil }
+}
+
+// retained returns the retained messages a fresh subscriber to filters receives, by
+// topic. It ends the collection with a barrier: after the SUBACK for filters it
+// subscribes to a topic holding a retained marker of its own; brokers deliver the
+// retained messages of one SUBSCRIBE before handling the next, so once the marker
+// arrives every retained message of filters has been received.
+func retained(t *testing.T, url string, filters ...string) map[string][]byte {
+	t.Helper()
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	barrier := "test/barrier/" + hex.EncodeToString(rnd[:])
+	var (
+		mu   sync.Mutex
+		got  = map[string][]byte{}
+		done = make(chan struct{})
+		once sync.Once
+	)
+	o := paho.NewClientOptions().AddBroker(url).SetClientID("snapshot-" + hex.EncodeToString(rnd[:])).
+		SetCleanSession(true).SetOrderMatters(true).SetProtocolVersion(4).SetAutoReconnect(false).
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+			if m.Topic() == barrier {
+				once.Do(func() { close(done) })
+				return
+			}
+			if m.Retained() {
+				mu.Lock()
+				got[m.Topic()] = bytes.Clone(m.Payload())
+				mu.Unlock()
+			}
+		})
+	c := paho.NewClient(o)
+	mustToken(t, "connect", c.Connect())
+	defer c.Disconnect(250)
+	mustToken(t, "publish barrier", c.Publish(barrier, 1, true, "x"))
+	defer func() { mustToken(t, "clear barrier", c.Publish(barrier, 1, true, "")) }()
+	// QoS 0: mochi v2.7.9 refuses (SUBACK 0x80) a SUBSCRIBE whose packet id equals one
+	// of its unacknowledged QoS 1 deliveries to the same client.
+	f := map[string]byte{}
+	for _, fl := range filters {
+		f[fl] = 0
+	}
+	mustSubscribe(t, "subscribe", c.SubscribeMultiple(f, nil))
+	mustSubscribe(t, "subscribe barrier", c.Subscribe(barrier, 0, nil))
+	select {
+	case <-done:
+	case <-time.After(waitFor):
+		t.Fatal("retained: barrier message not received")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return got
+}
+
+func mustToken(t *testing.T, what string, tok paho.Token) {
+	t.Helper()
+	if !tok.WaitTimeout(waitFor) {
+		t.Fatalf("%s: timeout", what)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// mustSubscribe is mustToken plus a check of the SUBACK return codes.
+func mustSubscribe(t *testing.T, what string, tok paho.Token) {
+	t.Helper()
+	mustToken(t, what, tok)
+	if err := subscribeError(tok); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// rawPublish publishes one message with a plain paho client.
+func rawPublish(t *testing.T, url, topic string, retained bool, payload []byte) {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetProtocolVersion(4).SetAutoReconnect(false))
+	mustToken(t, "connect", c.Connect())
+	defer c.Disconnect(250)
+	mustToken(t, "publish "+topic, c.Publish(topic, 1, retained, payload))
+}
+
+// eventually polls cond every 10 ms until it returns nil or waitFor passed.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %v after %v", what, err, waitFor)
+		}
+		<-tick.C
+	}
+}
+
+func decodeRetained(t *testing.T, snap map[string][]byte, topic string) *registry.Record {
+	t.Helper()
+	b, ok := snap[topic]
+	if !ok {
+		t.Fatalf("no retained record at %s; retained topics: %s", topic, keys(snap))
+	}
+	rec, err := DecodeRecord(b)
+	if err != nil || rec == nil {
+		t.Fatalf("retained record at %s: %v, %v", topic, rec, err)
+	}
+	return rec
+}
+
+func decodeStatus(t *testing.T, snap map[string][]byte, topic string) *registry.GatewayRecord {
+	t.Helper()
+	b, ok := snap[topic]
+	if !ok {
+		t.Fatalf("no retained status at %s; retained topics: %s", topic, keys(snap))
+	}
+	g, err := DecodeGatewayRecord(b)
+	if err != nil || g == nil {
+		t.Fatalf("retained status at %s: %v, %v", topic, g, err)
+	}
+	return g
+}
+
+func keys(m map[string][]byte) string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return fmt.Sprintf("[%s]", strings.Join(ks, " "))
+}

@@ -1,0 +1,665 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// Defaults of PublisherOptions.
+const (
+	DefaultKeepAlive            = 5 * time.Second
+	DefaultPingTimeout          = 3 * time.Second
+	DefaultConnectTimeout       = 5 * time.Second
+	DefaultMaxReconnectInterval = 2 * time.Second
+	DefaultPublishTimeout       = 5 * time.Second
+	DefaultShutdownTimeout      = 2 * time.Second
+	DefaultRetryInterval        = 1 * time.Second
+)
+
+// publishBatch is how many publications the worker has in flight at once.
+const publishBatch = 128
+
+// ErrAlreadyRun is returned by a second call of Publisher.Run.
+var ErrAlreadyRun = errors.New("mqtt: Publisher.Run called more than once")
+
+// PublisherOptions configures a Publisher. Zero durations take the documented default.
+type PublisherOptions struct {
+	// BrokerURL is the broker, scheme://host:port with scheme tcp, ssl (TLS), ws or wss
+	// (paho's aliases mqtt, mqtts, tls, tcps and unix work too). Required. A password in
+	// the URL's user info is never logged.
+	BrokerURL string
+	// ClientID is the MQTT client identifier; it must be stable across restarts and
+	// unique per gateway. Default "rollcall-" + Slug(Gateway.Gateway).
+	ClientID string
+	// Topics gives the topic prefix (zero value: DefaultPrefix).
+	Topics Topics
+	// Gateway is this gateway's record: Gateway (id, required), Epoch, Started, Version.
+	// State is ignored: the publisher sets "online" and "offline" (DESIGN.md, "Health
+	// semantics").
+	Gateway registry.GatewayRecord
+	// Username and Password authenticate to the broker when Username is not empty.
+	Username, Password string
+	// TLSConfig is used for ssl/wss URLs; nil means Go's defaults.
+	TLSConfig *tls.Config
+	// Logger receives connection events and failures (keys: gateway, broker, instance,
+	// topic, err). Default slog.Default().
+	Logger *slog.Logger
+
+	// KeepAlive is the MQTT keep-alive (whole seconds, at least 1 s; default 5 s). The
+	// broker treats the gateway as dead, and publishes its will (status "offline"),
+	// after 1.5 × KeepAlive without a packet from it (MQTT 3.1.1 §3.1.2.10): 7.5 s by
+	// default. The publisher itself pings after KeepAlive of silence.
+	KeepAlive time.Duration
+	// PingTimeout is how long the publisher waits for a PINGRESP before it drops the
+	// connection and reconnects (default 3 s): a dead broker is noticed within about
+	// KeepAlive + PingTimeout.
+	PingTimeout time.Duration
+	// ConnectTimeout bounds one connection attempt (TCP, TLS and CONNACK; default 5 s).
+	ConnectTimeout time.Duration
+	// MaxReconnectInterval caps the back-off between connection attempts (default 2 s;
+	// paho starts at 1 s and doubles).
+	MaxReconnectInterval time.Duration
+	// PublishTimeout is how long the worker waits for the broker to acknowledge a batch
+	// of publications before it counts them failed and retries them (default 5 s). It
+	// also bounds how long one paho write may block.
+	PublishTimeout time.Duration
+	// RetryInterval is how long the worker waits before it retries publications that
+	// failed while the connection stayed up (default 1 s). After a reconnect everything
+	// is republished at once.
+	RetryInterval time.Duration
+	// ShutdownTimeout bounds the clean shutdown: publishing status "offline" and then
+	// the pending records (default 2 s).
+	ShutdownTimeout time.Duration
+}
+
+// PublisherStats are counters of a Publisher since NewPublisher.
+type PublisherStats struct {
+	Connects   uint64 // connections established (the first one included)
+	Reconnects uint64 // connections after the first: Connects - 1 (or 0)
+	Published  uint64 // publications acknowledged by the broker: records, empty records, status
+	Failed     uint64 // publications that failed or timed out; each is retried later
+	Rejected   uint64 // records refused by Publish: invalid, too large, or another gateway's
+	Instances  int    // instance topics held in memory: current records + unconfirmed deregistrations
+	Pending    int    // of Instances, those with a change the broker has not acknowledged
+	// Synced: connected, "online" published on this connection, and no change pending:
+	// the broker holds exactly what the gateway wants published.
+	Synced bool
+}
+
+// entry is the latest state the gateway wants retained at one instance topic.
+type entry struct {
+	instance string // instance id as given (for logs)
+	payload  []byte // JSON record; nil = deregistered (empty retained payload)
+	rev      uint64 // sequence number of the latest change
+	done     uint64 // rev acknowledged by the broker on the current connection
+}
+
+// outgoing is one publication of a batch.
+type outgoing struct {
+	topic    string
+	instance string
+	payload  []byte
+	rev      uint64
+}
+
+// Publisher is the gateway side of the MQTT contract v1 (DESIGN.md, "MQTT contract
+// (v1)" and "Health semantics"):
+//
+//   - the gateway status record, retained QoS 1, "online" after every (re)connect and
+//     "offline" on clean shutdown; the same record with "offline" is the MQTT will,
+//     so the broker publishes it when the gateway dies or its link goes silent;
+//   - one retained QoS 1 record per instance, an empty retained payload on
+//     deregistration;
+//   - after every reconnect: "online", then the current record of every instance and
+//     the empty record of every instance deregistered while disconnected.
+//
+// Publish and Deregister never block: they store the latest wanted state per instance
+// topic in memory (coalescing, latest wins) and wake the worker that Run runs, which
+// publishes pending changes and waits for the broker's acknowledgements. Create it
+// with NewPublisher; run it once with Run. Methods are safe for concurrent use.
+//
+// MQTT session: stable client id, persistent session (CleanSession false), paho's
+// automatic reconnect. On each connection the worker first lets paho finish resending
+// what it had stored (see trackingStore), then subscribes (QoS 0) to its own status
+// topic: should a live "offline" arrive while it runs (a will published late, after a
+// session takeover), it publishes "online" again.
+type Publisher struct {
+	o         PublisherOptions
+	log       *slog.Logger
+	broker    string // redacted URL, for logs
+	gwSlug    string
+	statusTop string
+	online    []byte
+	offline   []byte
+	client    paho.Client
+	store     *trackingStore
+	started   atomic.Bool
+	connGen   atomic.Uint64 // OnConnect calls so far
+	connEv    chan struct{} // 1-slot: connection came up or went down
+	kick      chan struct{} // 1-slot: something to publish
+	published atomic.Uint64
+	failed    atomic.Uint64
+	rejected  atomic.Uint64
+	// resumeTimeouts counts waitResumed giving up (tests expect 0).
+	resumeTimeouts atomic.Uint64
+	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
+	syncedGen      atomic.Uint64 // connection generation whose resync completed (for Stats)
+	mu             sync.Mutex
+	entries        map[string]*entry // by instance topic
+	current        map[string]string // Slug(instance id) → topic of its current record
+	seq            uint64            // last rev handed out
+	lostErr        error             // why the connection was lost (for the worker's log)
+	lostLogged     bool
+}
+
+// NewPublisher checks o, applies defaults and prepares the MQTT client (it does not
+// connect: Run does). Errors: an invalid BrokerURL or topic prefix, an empty
+// Gateway.Gateway, or a KeepAlive below one second.
+func NewPublisher(o PublisherOptions) (*Publisher, error) {
+	broker, err := parseBrokerURL(o.BrokerURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.Topics.Validate(); err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	if o.Gateway.Gateway == "" {
+		return nil, errors.New("mqtt: PublisherOptions.Gateway.Gateway (the gateway id) is empty")
+	}
+	setDefault(&o.KeepAlive, DefaultKeepAlive)
+	setDefault(&o.PingTimeout, DefaultPingTimeout)
+	setDefault(&o.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&o.MaxReconnectInterval, DefaultMaxReconnectInterval)
+	setDefault(&o.PublishTimeout, DefaultPublishTimeout)
+	setDefault(&o.RetryInterval, DefaultRetryInterval)
+	setDefault(&o.ShutdownTimeout, DefaultShutdownTimeout)
+	if o.KeepAlive < time.Second {
+		return nil, fmt.Errorf("mqtt: KeepAlive %v is below the MQTT minimum of 1s", o.KeepAlive)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.ClientID == "" {
+		o.ClientID = "rollcall-" + Slug(o.Gateway.Gateway)
+	}
+
+	p := &Publisher{
+		o:         o,
+		broker:    broker,
+		gwSlug:    Slug(o.Gateway.Gateway),
+		statusTop: o.Topics.GatewayStatus(o.Gateway.Gateway),
+		store:     newTrackingStore(),
+		connEv:    make(chan struct{}, 1),
+		kick:      make(chan struct{}, 1),
+		entries:   map[string]*entry{},
+		current:   map[string]string{},
+	}
+	p.log = o.Logger.With("gateway", o.Gateway.Gateway)
+	g := o.Gateway
+	g.State = StateOnline
+	if p.online, err = EncodeGatewayRecord(g); err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	g.State = StateOffline
+	if p.offline, err = EncodeGatewayRecord(g); err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+
+	co := paho.NewClientOptions().
+		AddBroker(o.BrokerURL).
+		SetClientID(o.ClientID).
+		SetProtocolVersion(4). // MQTT 3.1.1, no silent fallback to 3.1
+		SetCleanSession(false).
+		SetOrderMatters(false).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(min(time.Second, o.MaxReconnectInterval)).
+		SetMaxReconnectInterval(o.MaxReconnectInterval).
+		SetConnectTimeout(o.ConnectTimeout).
+		SetKeepAlive(o.KeepAlive).
+		SetPingTimeout(o.PingTimeout).
+		SetWriteTimeout(o.PublishTimeout).
+		SetBinaryWill(p.statusTop, p.offline, 1, true).
+		SetStore(p.store).
+		SetResumeSubs(false).
+		SetDefaultPublishHandler(p.onStatusMessage).
+		SetOnConnectHandler(func(paho.Client) {
+			// Runs in a goroutine of paho's: only signal the worker.
+			p.connGen.Add(1)
+			signal(p.connEv)
+		}).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			p.mu.Lock()
+			p.lostErr, p.lostLogged = err, false
+			p.mu.Unlock()
+			signal(p.connEv)
+		})
+	if o.Username != "" {
+		co.SetUsername(o.Username).SetPassword(o.Password)
+	}
+	if o.TLSConfig != nil {
+		co.SetTLSConfig(o.TLSConfig)
+	}
+	p.client = paho.NewClient(co)
+	return p, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// Connected reports whether the publisher holds an open connection to the broker now.
+func (p *Publisher) Connected() bool { return p.client.IsConnectionOpen() }
+
+// Stats returns a snapshot of the publisher's counters.
+func (p *Publisher) Stats() PublisherStats {
+	s := PublisherStats{
+		Connects:  p.connGen.Load(),
+		Published: p.published.Load(),
+		Failed:    p.failed.Load(),
+		Rejected:  p.rejected.Load(),
+	}
+	if s.Connects > 0 {
+		s.Reconnects = s.Connects - 1
+	}
+	synced := s.Connects > 0 && p.syncedGen.Load() == s.Connects && p.client.IsConnectionOpen() && !p.statusStale.Load()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s.Instances = len(p.entries)
+	for _, e := range p.entries {
+		if e.rev != e.done {
+			s.Pending++
+		}
+	}
+	s.Synced = synced && s.Pending == 0
+	return s
+}
+
+// Publish makes rec the record retained at Topics.Instance(rec.Service, rec.Gateway,
+// rec.ID), QoS 1. It never blocks: the record is encoded now (later changes to its maps
+// do not leak in), kept in memory as the latest state of that instance, replacing any
+// not yet published, and published by Run's worker (again after every reconnect).
+//
+// An empty rec.Gateway is set to this gateway, an empty rec.Schema to registry.Schema.
+// A record of another gateway, or one EncodeRecord refuses, is logged, counted in
+// Stats().Rejected and dropped. If the instance's topic changed (another service), the
+// old topic gets an empty record. Records published before Run are sent once it
+// connects; after Run returned nothing is sent.
+func (p *Publisher) Publish(rec registry.Record) {
+	if rec.Gateway == "" {
+		rec.Gateway = p.o.Gateway.Gateway
+	}
+	if Slug(rec.Gateway) != p.gwSlug {
+		p.rejected.Add(1)
+		p.log.Error("mqtt: record of another gateway not published", "instance", rec.ID, "record_gateway", rec.Gateway)
+		return
+	}
+	payload, err := EncodeRecord(rec)
+	if err != nil {
+		p.rejected.Add(1)
+		p.log.Error("mqtt: record not published", "instance", rec.ID, "err", err)
+		return
+	}
+	topic := p.o.Topics.Instance(rec.Service, rec.Gateway, rec.ID)
+	idSlug := Slug(rec.ID)
+	p.mu.Lock()
+	if old, ok := p.current[idSlug]; ok && old != topic {
+		p.setLocked(old, rec.ID, nil)
+	}
+	p.current[idSlug] = topic
+	p.setLocked(topic, rec.ID, payload)
+	p.mu.Unlock()
+	signal(p.kick)
+}
+
+// Deregister publishes an empty retained payload (QoS 1) at Topics.Instance(service,
+// <this gateway>, id), which removes the retained record from the broker, and at the
+// topic of the instance's current record if that differs. It never blocks; the
+// instance is dropped from memory once the broker acknowledged the empty record, and
+// until then it is republished after every reconnect.
+func (p *Publisher) Deregister(service, id string) {
+	topic := p.o.Topics.Instance(service, p.o.Gateway.Gateway, id)
+	idSlug := Slug(id)
+	p.mu.Lock()
+	p.setLocked(topic, id, nil)
+	if cur, ok := p.current[idSlug]; ok {
+		if cur != topic {
+			p.setLocked(cur, id, nil)
+		}
+		delete(p.current, idSlug)
+	}
+	p.mu.Unlock()
+	signal(p.kick)
+}
+
+// setLocked records a new wanted state for topic; p.mu must be held.
+func (p *Publisher) setLocked(topic, instance string, payload []byte) {
+	e := p.entries[topic]
+	if e == nil {
+		e = &entry{}
+		p.entries[topic] = e
+	}
+	p.seq++
+	e.instance, e.payload, e.rev = instance, payload, p.seq
+}
+
+// Run connects to the broker and publishes until ctx ends; it blocks until then and
+// returns nil (or ErrAlreadyRun if called twice). The broker may be unreachable at
+// first: paho keeps trying every MaxReconnectInterval at most.
+//
+// On ctx end (clean shutdown, DESIGN.md "Health semantics"): if connected, it publishes
+// status "offline" (retained, QoS 1) and waits for the acknowledgement, then flushes
+// pending records, all within ShutdownTimeout; then it disconnects (the broker drops
+// the will on a clean DISCONNECT). If not connected, the broker has already published
+// the will. Run returns after its worker stopped and paho's connection goroutines
+// ended (waiting at most ConnectTimeout + MaxReconnectInterval + 1 s for those).
+func (p *Publisher) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return ErrAlreadyRun
+	}
+	p.log.Info("mqtt: connecting", "broker", p.broker, "client_id", p.o.ClientID)
+	connectTok := p.client.Connect()
+	p.work(ctx)
+	p.shutdown(ctx)
+	if !stopClient(p.client, connectTok, 250, p.o.ConnectTimeout+p.o.MaxReconnectInterval+time.Second) {
+		p.log.Warn("mqtt: client still connecting after shutdown; giving up waiting", "broker", p.broker)
+	}
+	p.log.Info("mqtt: publisher stopped", "broker", p.broker)
+	return nil
+}
+
+// work is the worker loop: it runs in Run's goroutine until ctx ends.
+func (p *Publisher) work(ctx context.Context) {
+	var (
+		syncedGen uint64 // connection generation whose resync completed
+		retry     *time.Timer
+		retryC    <-chan time.Time
+	)
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		p.logLoss()
+		gen := p.connGen.Load()
+		if gen > 0 && p.client.IsConnectionOpen() {
+			ok := true
+			if gen != syncedGen {
+				if ok = p.resync(ctx, gen); ok {
+					syncedGen = gen
+					p.syncedGen.Store(gen)
+				}
+			}
+			if ok {
+				ok = p.healStatus(ctx)
+			}
+			if ok {
+				ok = p.flush(ctx, gen)
+			}
+			if !ok && ctx.Err() == nil && retryC == nil {
+				if retry == nil {
+					retry = time.NewTimer(p.o.RetryInterval)
+				} else {
+					retry.Reset(p.o.RetryInterval)
+				}
+				retryC = retry.C
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-p.connEv:
+		case <-retryC:
+			retryC = nil
+		}
+	}
+}
+
+// logLoss logs a lost connection once, from the worker (paho's handler only records it).
+func (p *Publisher) logLoss() {
+	p.mu.Lock()
+	err, logged := p.lostErr, p.lostLogged
+	p.lostLogged = true
+	p.mu.Unlock()
+	if err != nil && !logged {
+		p.log.Warn("mqtt: connection to broker lost; reconnecting", "broker", p.broker, "err", err)
+	}
+}
+
+// resumeBase is how many times paho v1.5.1 calls Store.All inside Connect itself
+// (reserveStoredPublishIDs, done with ConnectRetry and a persistent session), before
+// the first connection's resume.
+const resumeBase = 1
+
+// waitResumed waits until paho's resume() of connection gen has taken its snapshot of
+// the store and the broker acknowledged every PUBLISH stored before (see trackingStore),
+// so that nothing we publish next is resent by paho or overtaken by a stale record.
+// It returns false if ctx ended or the connection changed; after PublishTimeout it logs
+// and returns true anyway.
+func (p *Publisher) waitResumed(ctx context.Context, gen uint64) bool {
+	wctx, cancel := context.WithTimeout(ctx, p.o.PublishTimeout)
+	defer cancel()
+	for {
+		calls, outstanding, changed := p.store.State()
+		if calls >= resumeBase+gen && outstanding == 0 {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-p.connEv:
+			if !p.client.IsConnectionOpen() || p.connGen.Load() != gen {
+				signal(p.connEv) // let the worker loop re-evaluate
+				return false
+			}
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return false
+			}
+			p.resumeTimeouts.Add(1)
+			p.log.Warn("mqtt: paho did not finish resending stored publications; publishing anyway",
+				"broker", p.broker, "store_snapshots", calls, "outstanding", outstanding)
+			return true
+		}
+	}
+}
+
+// resync runs once per connection, before anything else is published on it: it waits
+// for paho's resume (waitResumed), publishes status "online", and marks every known
+// instance for republishing. It reports success; on failure the worker retries.
+func (p *Publisher) resync(ctx context.Context, gen uint64) bool {
+	if !p.waitResumed(ctx, gen) {
+		return false
+	}
+	// Watch our own status topic, to repair a stale "offline" (see healStatus).
+	sctx, cancel := context.WithTimeoutCause(ctx, p.o.PublishTimeout, errors.New("no SUBACK within PublishTimeout"))
+	// QoS 0: nothing is queued for us while disconnected, and the broker has no QoS 1
+	// delivery to us in flight (mochi v2.7.9 shares one packet-id space between both
+	// directions and mishandles a collision).
+	tok := p.client.Subscribe(p.statusTop, 0, nil)
+	err := await(sctx, tok)
+	if err == nil {
+		err = subscribeError(tok)
+	}
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		p.log.Warn("mqtt: cannot watch own status topic; a late will would not be repaired",
+			"topic", p.statusTop, "err", err)
+	}
+	p.statusStale.Store(false)
+	if !p.publishOnline(ctx) {
+		return false
+	}
+	p.mu.Lock()
+	n := len(p.entries)
+	for _, e := range p.entries {
+		e.done = 0
+	}
+	p.mu.Unlock()
+	p.log.Info("mqtt: connected; status online, republishing instances",
+		"broker", p.broker, "topic", p.statusTop, "connects", gen, "instances", n)
+	return true
+}
+
+// publishOnline publishes status "online" and waits for the acknowledgement.
+func (p *Publisher) publishOnline(ctx context.Context) bool {
+	sctx, cancel := context.WithTimeoutCause(ctx, p.o.PublishTimeout, errors.New("no PUBACK within PublishTimeout"))
+	defer cancel()
+	if err := await(sctx, p.client.Publish(p.statusTop, 1, true, p.online)); err != nil {
+		p.failed.Add(1)
+		if ctx.Err() == nil {
+			p.log.Warn("mqtt: publishing status online failed", "topic", p.statusTop, "err", err)
+		}
+		return false
+	}
+	p.published.Add(1)
+	return true
+}
+
+// onStatusMessage is paho's handler for messages on our own status topic (it runs in a
+// paho goroutine: only look and signal). A live message that is not "online" while we
+// run means our status was overwritten: typically the will of our previous
+// connection, which a broker may publish after our new session's "online" when we
+// reconnected before it noticed the old connection died (mochi does, on session
+// takeover). Retained messages are the state before our resync, which republishes
+// "online" anyway. The order of handler calls does not matter (OrderMatters(false)):
+// each such message triggers one republish.
+func (p *Publisher) onStatusMessage(_ paho.Client, m paho.Message) {
+	if m.Topic() != p.statusTop || m.Retained() {
+		return
+	}
+	if g, err := DecodeGatewayRecord(m.Payload()); err == nil && g != nil && g.State == StateOnline {
+		return
+	}
+	p.statusStale.Store(true)
+	signal(p.kick)
+}
+
+// healStatus republishes "online" if onStatusMessage saw our status overwritten.
+func (p *Publisher) healStatus(ctx context.Context) bool {
+	if !p.statusStale.Swap(false) {
+		return true
+	}
+	p.log.Warn("mqtt: own status overwritten while connected (late will?); republishing online", "topic", p.statusTop)
+	if !p.publishOnline(ctx) {
+		p.statusStale.Store(true)
+		return false
+	}
+	return true
+}
+
+// flush publishes pending changes in batches until none is left (true) or a
+// publication failed, the connection changed, or ctx ended (false).
+func (p *Publisher) flush(ctx context.Context, gen uint64) bool {
+	for {
+		if ctx.Err() != nil || !p.client.IsConnectionOpen() || p.connGen.Load() != gen {
+			return false
+		}
+		batch := p.pending(publishBatch)
+		if len(batch) == 0 {
+			return true
+		}
+		if !p.publishBatch(ctx, batch) {
+			return false
+		}
+	}
+}
+
+// pending returns up to max pending publications.
+func (p *Publisher) pending(max int) []outgoing {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []outgoing
+	for topic, e := range p.entries {
+		if e.rev == e.done {
+			continue
+		}
+		out = append(out, outgoing{topic: topic, instance: e.instance, payload: e.payload, rev: e.rev})
+		if len(out) == max {
+			break
+		}
+	}
+	return out
+}
+
+// publishBatch publishes a batch and waits for every acknowledgement (bounded by
+// PublishTimeout). It reports whether all were acknowledged.
+func (p *Publisher) publishBatch(ctx context.Context, batch []outgoing) bool {
+	toks := make([]paho.Token, len(batch))
+	for i, it := range batch {
+		payload := it.payload
+		if payload == nil {
+			payload = []byte{}
+		}
+		toks[i] = p.client.Publish(it.topic, 1, true, payload)
+	}
+	bctx, cancel := context.WithTimeoutCause(ctx, p.o.PublishTimeout, errors.New("no PUBACK within PublishTimeout"))
+	defer cancel()
+	ok := true
+	for i, tok := range toks {
+		it := batch[i]
+		if err := await(bctx, tok); err != nil {
+			p.failed.Add(1)
+			ok = false
+			if ctx.Err() == nil {
+				p.log.Warn("mqtt: publication failed; will retry", "instance", it.instance, "topic", it.topic, "err", err)
+			}
+			continue
+		}
+		p.published.Add(1)
+		p.confirm(it)
+	}
+	return ok
+}
+
+// confirm marks a publication acknowledged; a deregistration is then forgotten.
+func (p *Publisher) confirm(it outgoing) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entries[it.topic]
+	if e == nil || e.rev != it.rev {
+		return // changed meanwhile: still pending
+	}
+	e.done = e.rev
+	if e.payload == nil {
+		delete(p.entries, it.topic)
+	}
+}
+
+// shutdown is the clean shutdown of Run (ctx has ended).
+func (p *Publisher) shutdown(parent context.Context) {
+	ctx, cancel := context.WithTimeoutCause(context.WithoutCancel(parent), p.o.ShutdownTimeout,
+		errors.New("ShutdownTimeout reached"))
+	defer cancel()
+	if !p.client.IsConnectionOpen() {
+		p.log.Info("mqtt: not connected at shutdown; the will of the last connection, if any, reports offline", "broker", p.broker)
+		return
+	}
+	p.waitResumed(ctx, p.connGen.Load())
+	if err := await(ctx, p.client.Publish(p.statusTop, 1, true, p.offline)); err != nil {
+		p.failed.Add(1)
+		p.log.Warn("mqtt: publishing status offline failed", "topic", p.statusTop, "err", err)
+	} else {
+		p.published.Add(1)
+		p.log.Info("mqtt: status offline published", "topic", p.statusTop)
+	}
+	if !p.flush(ctx, p.connGen.Load()) {
+		p.log.Warn("mqtt: shutdown with unpublished changes", "pending", p.Stats().Pending)
+	}
+}

@@ -1,0 +1,429 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/internal/testutil/tcpproxy"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+var topics Topics // default prefix
+
+// TestPublisherContract: online status with epoch, a retained record with every
+// field, an empty retained payload after Deregister, offline on clean shutdown.
+func TestPublisherContract(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		const gw = "Cell2-GW"
+		w := startWatch(t, b.url, "")
+		rec := fullRecord(gw, "ACME SN/0001", 1)
+		instTopic := topics.Instance(rec.Service, gw, rec.ID)
+		statusTopic := topics.GatewayStatus(gw)
+		p, stop := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 7)}, nil)
+		p.Publish(rec)
+
+		on := w.gateway(t, "online", isState(gw, StateOnline))
+		want := testGateway(gw, 7)
+		want.State = StateOnline
+		if on.Topic != statusTopic || !reflect.DeepEqual(*on.Record, want) {
+			t.Fatalf("online event %s %+v, want %s %+v", on.Topic, *on.Record, statusTopic, want)
+		}
+		ev := w.catalog(t, "record", isRecord(instTopic, 1))
+		if ev.Service != "servo-drive" || ev.Gateway != "cell2-gw" || ev.Instance != "acme-sn-0001" {
+			t.Fatalf("event levels %q %q %q", ev.Service, ev.Gateway, ev.Instance)
+		}
+		if !reflect.DeepEqual(*ev.Record, rec) {
+			t.Fatalf("record event:\n got %+v\nwant %+v", *ev.Record, rec)
+		}
+		if !p.Connected() {
+			t.Fatal("Connected() = false while publishing")
+		}
+
+		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+		if got := decodeRetained(t, snap, instTopic); !reflect.DeepEqual(*got, rec) {
+			t.Fatalf("retained record:\n got %+v\nwant %+v", *got, rec)
+		}
+		if g := decodeStatus(t, snap, statusTopic); g.State != StateOnline || g.Epoch != 7 {
+			t.Fatalf("retained status %+v", *g)
+		}
+
+		p.Deregister(rec.Service, rec.ID)
+		w.catalog(t, "deregistration", isGone(instTopic))
+		snap = retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+		if _, ok := snap[instTopic]; ok {
+			t.Fatalf("record still retained after Deregister: %s", snap[instTopic])
+		}
+		eventually(t, "deregistered instance dropped from memory", func() error {
+			if s := p.Stats(); s.Instances != 0 || s.Pending != 0 {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+
+		stop()
+		off := w.gateway(t, "offline after clean shutdown", isState(gw, StateOffline))
+		want.State = StateOffline
+		if !reflect.DeepEqual(*off.Record, want) {
+			t.Fatalf("offline record %+v, want %+v", *off.Record, want)
+		}
+		if g := decodeStatus(t, retained(t, b.url, topics.GatewayStatusFilter()), statusTopic); g.State != StateOffline || g.Epoch != 7 {
+			t.Fatalf("retained status after shutdown %+v", *g)
+		}
+		if s := p.Stats(); s.Connects != 1 || s.Reconnects != 0 || s.Published < 4 || s.Rejected != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
+// TestPublisherWillOnCut: the TCP connection is reset under the publisher (no
+// DISCONNECT): the broker publishes the will; the publisher reconnects and is online
+// again with its records.
+func TestPublisherWillOnCut(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		const gw = "gw-cut"
+		proxy := tcpproxy.Start(t, b.addr)
+		w := startWatch(t, b.url, "")
+		rec := fullRecord(gw, "drive-1", 1)
+		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 3)}, nil)
+		p.Publish(rec)
+		w.gateway(t, "online", isState(gw, StateOnline))
+		w.catalog(t, "record", isRecord(topics.Instance(rec.Service, gw, rec.ID), 1))
+
+		// Reset the connection and refuse new ones until the will is seen: a gateway
+		// that reconnects before the broker noticed would take its session over first.
+		if proxy.Links() != 1 {
+			t.Fatalf("%d proxied connections, want 1", proxy.Links())
+		}
+		proxy.SetDown(true)
+		off := w.gateway(t, "offline from the will", isState(gw, StateOffline))
+		want := testGateway(gw, 3)
+		want.State = StateOffline
+		if !reflect.DeepEqual(*off.Record, want) {
+			t.Fatalf("will record %+v, want %+v", *off.Record, want)
+		}
+		proxy.SetDown(false)
+		w.gateway(t, "online after reconnect", isState(gw, StateOnline))
+		eventually(t, "reconnected and in sync", func() error {
+			if s := p.Stats(); s.Reconnects < 1 || !s.Synced {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+		decodeRetained(t, snap, topics.Instance(rec.Service, gw, rec.ID))
+		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline {
+			t.Fatalf("status after reconnect %+v", *g)
+		}
+	})
+}
+
+// TestPublisherHealsStatus: while the publisher runs, its status topic is overwritten
+// with "offline" (as by the will of its previous connection, published late after a
+// session takeover): the publisher republishes "online".
+func TestPublisherHealsStatus(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		const gw = "gw-heal"
+		w := startWatch(t, b.url, "")
+		p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 2)}, nil)
+		w.gateway(t, "online", isState(gw, StateOnline))
+		eventually(t, "idle", func() error {
+			if s := p.Stats(); !s.Synced {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+		stale := testGateway(gw, 2)
+		stale.State = StateOffline
+		payload, err := EncodeGatewayRecord(stale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rawPublish(t, b.url, topics.GatewayStatus(gw), true, payload)
+		w.gateway(t, "stale offline", isState(gw, StateOffline))
+		w.gateway(t, "online again", isState(gw, StateOnline))
+		if g := decodeStatus(t, retained(t, b.url, topics.GatewayStatusFilter()), topics.GatewayStatus(gw)); g.State != StateOnline {
+			t.Fatalf("retained status %+v", *g)
+		}
+	})
+}
+
+// TestPublisherWillOnSilence: the link goes silent (no FIN, no RST): the broker
+// declares the gateway dead after 1.5 × keep-alive and publishes the will. The
+// publisher's ping timeout is long, so the will cannot come from its side closing.
+func TestPublisherWillOnSilence(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		const gw = "gw-silent"
+		proxy := tcpproxy.Start(t, b.addr)
+		w := startWatch(t, b.url, "")
+		_, _ = startPublisher(t, PublisherOptions{
+			BrokerURL: proxy.URL(), Gateway: testGateway(gw, 9),
+			KeepAlive: time.Second, PingTimeout: time.Minute,
+		}, nil)
+		w.gateway(t, "online", isState(gw, StateOnline))
+		if n := proxy.Freeze(); n != 1 {
+			t.Fatalf("froze %d connections, want 1", n)
+		}
+		frozen := time.Now()
+		w.gateway(t, "offline from the will", isState(gw, StateOffline))
+		// 1.5 × keep-alive, plus the broker's sweep granularity: mochi reads with a
+		// deadline; Mosquitto 2.0 checks keep-alives only every 5 s.
+		bound := 4 * time.Second
+		if b.mosq != nil {
+			bound = 9 * time.Second
+		}
+		if d := time.Since(frozen); d > bound {
+			t.Fatalf("will after %v; want 1.5 × keep-alive (+ sweep), at most %v", d, bound)
+		}
+		t.Logf("will published %v after the link went silent", time.Since(frozen).Round(time.Millisecond))
+		proxy.Cut() // let the publisher notice and reconnect, for a quick clean shutdown
+		w.gateway(t, "online after reconnect", isState(gw, StateOnline))
+	})
+}
+
+// TestPublisherResyncAfterOutage: the network to the broker is down for a while; the
+// broker keeps its retained messages. Changes made meanwhile are published on
+// reconnect: the new record, the new instance, and the empty record of the instance
+// deregistered while disconnected.
+func TestPublisherResyncAfterOutage(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		const gw = "gw-outage"
+		proxy := tcpproxy.Start(t, b.addr)
+		w := startWatch(t, b.url, "")
+		a1, b1 := fullRecord(gw, "a", 1), fullRecord(gw, "b", 1)
+		ta, tb := topics.Instance(a1.Service, gw, "a"), topics.Instance(b1.Service, gw, "b")
+		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 1)}, nil)
+		p.Publish(a1)
+		p.Publish(b1)
+		w.gateway(t, "online", isState(gw, StateOnline))
+		w.catalog(t, "a rev 1", isRecord(ta, 1))
+		w.catalog(t, "b rev 1", isRecord(tb, 1))
+
+		proxy.SetDown(true)
+		w.gateway(t, "offline from the will", isState(gw, StateOffline))
+		eventually(t, "publisher disconnected", func() error {
+			if p.Connected() {
+				return errors.New("still connected")
+			}
+			return nil
+		})
+		a2 := fullRecord(gw, "a", 2)
+		a2.Status = registry.Critical
+		c1 := fullRecord(gw, "c", 1)
+		tc := topics.Instance(c1.Service, gw, "c")
+		p.Publish(a2)
+		p.Deregister(b1.Service, "b")
+		p.Publish(c1)
+		if s := p.Stats(); s.Pending < 3 {
+			t.Fatalf("pending while down: %+v", s)
+		}
+
+		proxy.SetDown(false)
+		w.gateway(t, "online after the outage", isState(gw, StateOnline))
+		eventually(t, "everything confirmed", func() error {
+			if s := p.Stats(); !s.Synced || s.Instances != 2 || s.Reconnects < 1 {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+		snap := retained(t, b.url, topics.CatalogFilter(""))
+		if got := decodeRetained(t, snap, ta); got.Revision != 2 || got.Status != registry.Critical {
+			t.Fatalf("a after outage: %+v", *got)
+		}
+		decodeRetained(t, snap, tc)
+		if _, ok := snap[tb]; ok {
+			t.Fatalf("b still retained after being deregistered during the outage")
+		}
+	})
+}
+
+// TestPublisherMosquittoRestart: Mosquitto restarts (persistence off, so it forgets
+// every retained message); on reconnect the publisher republishes status and records.
+func TestPublisherMosquittoRestart(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		if b.mosq == nil {
+			t.Skip("needs a broker process to restart")
+		}
+		const gw = "gw-restart"
+		a1, b1 := fullRecord(gw, "a", 1), fullRecord(gw, "b", 1)
+		ta, tb := topics.Instance(a1.Service, gw, "a"), topics.Instance(b1.Service, gw, "b")
+		p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 4)}, nil)
+		p.Publish(a1)
+		p.Publish(b1)
+		eventually(t, "records confirmed", func() error {
+			if s := p.Stats(); !s.Synced || s.Connects != 1 {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+
+		b.mosq.Stop()
+		eventually(t, "publisher disconnected", func() error {
+			if p.Connected() {
+				return errors.New("still connected")
+			}
+			return nil
+		})
+		a2 := fullRecord(gw, "a", 2)
+		p.Publish(a2)
+		b.mosq.Restart()
+
+		eventually(t, "republished after restart", func() error {
+			if s := p.Stats(); s.Reconnects < 1 || !s.Synced {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+		if got := decodeRetained(t, snap, ta); got.Revision != 2 {
+			t.Fatalf("a after restart: revision %d, want 2", got.Revision)
+		}
+		if got := decodeRetained(t, snap, tb); !reflect.DeepEqual(*got, b1) {
+			t.Fatalf("b after restart:\n got %+v\nwant %+v", *got, b1)
+		}
+		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline || g.Epoch != 4 {
+			t.Fatalf("status after restart %+v", *g)
+		}
+	})
+}
+
+// TestPublisherCoalesces: many changes of one instance before the worker runs are one
+// publication of the latest.
+func TestPublisherCoalesces(t *testing.T) {
+	b := startEmbedded(t)
+	const gw = "gw-co"
+	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 1)}, func(p *Publisher) {
+		for i := int64(1); i <= 200; i++ {
+			rec := fullRecord(gw, "x", i)
+			p.Publish(rec)
+			rec.Meta["cell"] = "mutated after Publish" // must not leak into the published record
+		}
+		if s := p.Stats(); s.Instances != 1 || s.Pending != 1 {
+			t.Fatalf("before Run: %+v", s)
+		}
+	})
+	eventually(t, "published", func() error {
+		if s := p.Stats(); !s.Synced {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	got := decodeRetained(t, retained(t, b.url, topics.CatalogFilter("")), topics.Instance("servo-drive", gw, "x"))
+	if got.Revision != 200 || got.Meta["cell"] != "2" {
+		t.Fatalf("retained revision %d meta %v, want 200 and the original meta", got.Revision, got.Meta)
+	}
+	if s := p.Stats(); s.Published != 2 { // status online + one record
+		t.Fatalf("published %d, want 2 (coalesced)", s.Published)
+	}
+}
+
+// TestPublisherServiceChange: an instance whose service changes leaves no stale
+// record at its old topic.
+func TestPublisherServiceChange(t *testing.T) {
+	b := startEmbedded(t)
+	const gw = "gw-svc"
+	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 1)}, nil)
+	rec := fullRecord(gw, "dev", 1)
+	rec.Service = "modbus-device"
+	p.Publish(rec)
+	rec.Service, rec.Revision = "servo-drive", 2
+	p.Publish(rec)
+	eventually(t, "published", func() error {
+		if s := p.Stats(); !s.Synced || s.Instances != 1 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	snap := retained(t, b.url, topics.CatalogFilter(""))
+	if _, ok := snap[topics.Instance("modbus-device", gw, "dev")]; ok {
+		t.Fatal("stale record at the old service's topic")
+	}
+	decodeRetained(t, snap, topics.Instance("servo-drive", gw, "dev"))
+}
+
+func TestPublisherRejects(t *testing.T) {
+	p, err := NewPublisher(PublisherOptions{BrokerURL: "tcp://127.0.0.1:1", Gateway: testGateway("gw", 1), Logger: testLogger(t, 100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Publish(fullRecord("other-gw", "x", 1))
+	p.Publish(fullRecord("gw", "", 1))
+	bad := fullRecord("gw", "y", 1)
+	bad.Schema = "rollcall.instance/v2"
+	p.Publish(bad)
+	ok := fullRecord("", "z", 1) // empty gateway: this one's
+	p.Publish(ok)
+	if s := p.Stats(); s.Rejected != 3 || s.Instances != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestNewPublisherErrors(t *testing.T) {
+	gw := testGateway("gw", 1)
+	for name, o := range map[string]PublisherOptions{
+		"no url":       {Gateway: gw},
+		"bad scheme":   {BrokerURL: "http://127.0.0.1:1883", Gateway: gw},
+		"no host":      {BrokerURL: "tcp://", Gateway: gw},
+		"no gateway":   {BrokerURL: "tcp://127.0.0.1:1883"},
+		"bad prefix":   {BrokerURL: "tcp://127.0.0.1:1883", Gateway: gw, Topics: Topics{Prefix: "a/#"}},
+		"keepalive ms": {BrokerURL: "tcp://127.0.0.1:1883", Gateway: gw, KeepAlive: 500 * time.Millisecond},
+	} {
+		if _, err := NewPublisher(o); err == nil {
+			t.Errorf("%s: NewPublisher succeeded", name)
+		}
+	}
+	_, err := NewPublisher(PublisherOptions{BrokerURL: "tcp://user:s3cret@127.0.0.1:1883/", Gateway: gw, Topics: Topics{Prefix: "a/+"}})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error %v", err)
+	}
+	_, err = NewPublisher(PublisherOptions{BrokerURL: "http://user:s3cret@127.0.0.1:1883/", Gateway: gw})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error %v leaks the password", err)
+	}
+}
+
+// TestPublisherNoBroker: Run against an address nobody listens on keeps trying, and
+// returns promptly when cancelled, with nothing left running (goleak in TestMain).
+func TestPublisherNoBroker(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "tcp://" + l.Addr().String()
+	_ = l.Close()
+	p, err := NewPublisher(PublisherOptions{BrokerURL: url, Gateway: testGateway("gw", 1), Logger: testLogger(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Publish(fullRecord("gw", "x", 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	if p.Connected() {
+		t.Fatal("connected to nothing")
+	}
+	cancel()
+	start := time.Now()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Run did not return")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Run took %v to stop", d)
+	}
+	if err := p.Run(context.Background()); !errors.Is(err, ErrAlreadyRun) {
+		t.Fatalf("second Run = %v, want ErrAlreadyRun", err)
+	}
+	if s := p.Stats(); s.Pending != 1 || s.Connects != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
