@@ -137,6 +137,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		DeregisterCriticalAfter: cfg.Health.DeregisterCriticalAfter,
 		RefreshInterval:         cfg.Health.RefreshInterval,
 		SlowRTT:                 cfg.Health.SlowRTT,
+		RestartGrace:            cfg.Health.RestartGrace,
+		PublishBurst:            cfg.Health.PublishBurst,
+		PublishEvery:            cfg.Health.PublishEvery,
 	}
 	g.reg = registry.New(registry.Options{
 		Gateway: cfg.Gateway.ID, Epoch: epoch, Policy: policy,
@@ -156,6 +159,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 					"status", status, "revision", ev.Record.Revision)
 			}
 		},
+		OnLimit: func(id string) {
+			g.log.Warn("publication limit engaged: instance is flapping, holding back records",
+				"instance", id, "burst", policy.PublishBurst, "every", policy.PublishEvery)
+		},
 	})
 
 	g.log.Info("gateway starting", "epoch", epoch, "broker", brokerURL, "buses", len(cfg.Discovery.Serial), "version", g.version)
@@ -173,6 +180,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}()
 
 	var busWG sync.WaitGroup
+	busWG.Add(2)
+	go func() { defer busWG.Done(); g.readBack(ctx, pubOpts) }()
+	go func() { defer busWG.Done(); g.tick(ctx) }()
 	for _, bc := range cfg.Discovery.Serial {
 		mc, h := rtuMaster(bc)
 		m := newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, g.log.With("bus", bc.Name))
@@ -215,6 +225,47 @@ func (g *Gateway) Run(ctx context.Context) error {
 	pubWG.Wait()
 	g.log.Info("gateway stopped", "epoch", epoch)
 	return nil
+}
+
+// readBack reads this gateway's retained records left by earlier epochs and hands them
+// to the registry, which takes those no poller claims through critical to deregistered.
+// It retries while the broker cannot be reached (a broker that is down at start must not
+// leave stale records behind once it is back).
+func (g *Gateway) readBack(ctx context.Context, po mqtt.PublisherOptions) {
+	for retry := time.Second; ; retry = min(2*retry, 10*time.Second) {
+		recs, err := mqtt.ReadBack(ctx, mqtt.ReadBackOptions{
+			BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
+			Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig, Logger: g.base,
+		})
+		if err == nil {
+			n := g.reg.Adopt(recs, time.Now())
+			g.log.Info("read back retained records of earlier epochs", "records", len(recs), "adopted", n)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		g.log.Warn("cannot read back retained records, retrying", "retry_in", retry, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
+}
+
+// tick drives the registry's time-based transitions (restart grace, held-back records).
+func (g *Gateway) tick(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g.reg.Tick(now)
+		}
+	}
 }
 
 // tlsConfig builds the MQTT TLS client config; nil when no TLS file is configured.

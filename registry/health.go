@@ -31,6 +31,17 @@ type Policy struct {
 	// SlowRTT: an answered poll whose round trip exceeds it counts as degraded (warning).
 	// 0 disables the check. Default 0.
 	SlowRTT time.Duration
+	// RestartGrace: an instance read back from an earlier epoch of this gateway that no
+	// poller has claimed after this long becomes critical (and is deregistered
+	// DeregisterCriticalAfter later). Default 5 s.
+	RestartGrace time.Duration
+	// PublishBurst and PublishEvery limit each instance's record publications (token
+	// bucket: PublishBurst publications at once, one more every PublishEvery), so a
+	// flapping device cannot flood the broker. A held-back record is published when a
+	// token is free: the last state always gets out. Deregistrations are never held
+	// back. Defaults 5 and 1 s; PublishBurst < 0 disables the limit.
+	PublishBurst int
+	PublishEvery time.Duration
 }
 
 // DefaultPolicy returns the defaults documented on Policy's fields.
@@ -40,6 +51,9 @@ func DefaultPolicy() Policy {
 		SuccessesBeforePassing:  2,
 		DeregisterCriticalAfter: 30 * time.Second,
 		RefreshInterval:         10 * time.Second,
+		RestartGrace:            5 * time.Second,
+		PublishBurst:            5,
+		PublishEvery:            time.Second,
 	}
 }
 

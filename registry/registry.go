@@ -66,6 +66,9 @@ type Options struct {
 	// Sink receives every change event, synchronously, in order, with the registry's lock
 	// NOT held. It must not block for long: hand the event to a queue.
 	Sink func(Event)
+	// OnLimit is called (lock not held) when an instance's publication limit engages;
+	// for a log line. Optional.
+	OnLimit func(id string)
 }
 
 // Registry is the instance store. It is safe for concurrent use.
@@ -84,6 +87,14 @@ type entry struct {
 	seq       int64 // publications of this instance in this epoch
 	published time.Time
 	last      Record // last record emitted
+
+	adoptedAt time.Time // read back from an earlier epoch, not claimed by a poller yet (Owner "")
+
+	tokens  float64   // publication token bucket (Policy.PublishBurst, PublishEvery)
+	refill  time.Time // last refill of tokens
+	held    bool      // a change is waiting for a token
+	heldTr  bool      // the held change includes a status transition
+	limited bool      // the limit engaged and was logged, until the bucket is full again
 }
 
 // New returns an empty registry.
@@ -102,7 +113,13 @@ func (r *Registry) Register(reg Registration, first Observation) Record {
 	r.mu.Lock()
 	e, ok := r.instances[reg.ID]
 	transition := true
-	if ok && e.live {
+	if ok && e.live && !e.adoptedAt.IsZero() {
+		// Read back at start and now found again: a fresh start in this epoch.
+		e.adoptedAt = time.Time{}
+		e.reg = reg
+		e.reg.DiscoveredBy = mergeSorted(nil, reg.DiscoveredBy)
+		e.health = NewHealth(first, r.opts.Policy)
+	} else if ok && e.live {
 		// Same device seen again (another way or another address): merge, keep health.
 		reg.DiscoveredBy = mergeSorted(e.reg.DiscoveredBy, reg.DiscoveredBy)
 		e.reg = reg
@@ -122,6 +139,7 @@ func (r *Registry) Register(reg Registration, first Observation) Record {
 		e.state = first.State
 	}
 	rec := r.emitLocked(e, first.At)
+	e.take(first.At, r.opts.Policy)
 	r.mu.Unlock()
 	r.sink(Event{Kind: Upsert, Record: rec, Transition: transition})
 	return rec
@@ -156,15 +174,138 @@ func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 	}
 	// Failures count changes on every failed poll; publish it only with a transition or
 	// a refresh, like last_seen.
-	if !changed && o.At.Sub(e.published) < p.RefreshInterval {
+	if !changed && !e.held && o.At.Sub(e.published) < p.RefreshInterval {
 		r.mu.Unlock()
 		return true
 	}
+	r.publishLocked(e, o.At, changed)
+	return true
+}
+
+// publishLocked emits e's record if its publication bucket has a token, else holds it
+// back until Tick finds one. It unlocks r.mu.
+func (r *Registry) publishLocked(e *entry, now time.Time, changed bool) {
 	transition := e.last.Status != e.health.Status
-	rec := r.emitLocked(e, o.At)
+	if !e.take(now, r.opts.Policy) {
+		e.held = true
+		e.heldTr = e.heldTr || transition
+		engaged := !e.limited
+		e.limited = true
+		id := e.reg.ID
+		r.mu.Unlock()
+		if engaged && r.opts.OnLimit != nil {
+			r.opts.OnLimit(id)
+		}
+		return
+	}
+	transition = transition || e.heldTr
+	e.held, e.heldTr = false, false
+	rec := r.emitLocked(e, now)
 	r.mu.Unlock()
 	r.sink(Event{Kind: Upsert, Record: rec, Transition: transition})
+}
+
+// take takes a publication token at now, reporting false when the bucket is empty.
+func (e *entry) take(now time.Time, p Policy) bool {
+	if p.PublishBurst < 0 || p.PublishEvery <= 0 {
+		return true
+	}
+	burst := float64(max(p.PublishBurst, 1))
+	if e.refill.IsZero() {
+		e.tokens, e.refill = burst, now
+	}
+	if dt := now.Sub(e.refill); dt > 0 {
+		e.tokens = min(burst, e.tokens+float64(dt)/float64(p.PublishEvery))
+		e.refill = now
+	}
+	if e.tokens >= burst {
+		e.limited = false
+	}
+	if e.tokens < 1 {
+		return false
+	}
+	e.tokens--
 	return true
+}
+
+// Adopt takes over records that an earlier epoch of this gateway published (read back
+// from the broker's retained messages at start; DESIGN.md "Health semantics", gateway
+// start). Records of ids already registered in this epoch, and records of other
+// gateways, are ignored. An adopted instance keeps its last status until a poller
+// registers the same id again (then it starts afresh), or until Policy.RestartGrace has
+// passed: then Tick makes it critical and, DeregisterCriticalAfter later, deregisters
+// it, so a restart never leaves a stale record behind. Nothing is published by Adopt
+// itself: the read-back records are already retained.
+func (r *Registry) Adopt(recs []Record, now time.Time) (adopted int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range recs {
+		if rec.Gateway != r.opts.Gateway || rec.ID == "" || rec.Epoch >= r.opts.Epoch {
+			continue // another gateway's, or already this epoch's
+		}
+		if e, ok := r.instances[rec.ID]; ok && e.live {
+			continue
+		}
+		e := &entry{
+			reg: Registration{
+				ID: rec.ID, Service: rec.Service, Profile: rec.Profile, Endpoint: rec.Endpoint,
+				Identity: rec.Identity, Meta: rec.Meta, DiscoveredBy: rec.DiscoveredBy, Check: rec.Check,
+			},
+			health:    Health{Status: rec.Status, Since: rec.StatusSince.Time, LastSeen: rec.LastSeen.Time, Failures: rec.Check.Failures},
+			state:     rec.State,
+			live:      true,
+			adoptedAt: now,
+			last:      rec,
+		}
+		r.instances[rec.ID] = e
+		adopted++
+	}
+	return adopted
+}
+
+// Tick advances time-driven transitions; the gateway calls it periodically (e.g. every
+// 100 ms): adopted instances past RestartGrace become critical, adopted critical ones
+// past DeregisterCriticalAfter are deregistered, and records held back by the
+// publication limit are published once a token is free.
+func (r *Registry) Tick(now time.Time) {
+	p := r.opts.Policy
+	r.mu.Lock()
+	var due []*entry
+	for _, e := range r.instances {
+		if e.live && (e.held || !e.adoptedAt.IsZero()) {
+			due = append(due, e)
+		}
+	}
+	r.mu.Unlock()
+	for _, e := range due {
+		r.mu.Lock()
+		switch {
+		case !e.live:
+			r.mu.Unlock()
+		case !e.adoptedAt.IsZero() && e.health.Status != Critical && now.Sub(e.adoptedAt) >= p.RestartGrace:
+			e.health.set(Critical, now)
+			e.health.Failures = p.FailuresBeforeCritical
+			r.publishLocked(e, now, true)
+		case !e.adoptedAt.IsZero() && e.health.Status == Critical &&
+			now.Sub(later(e.health.Since, e.adoptedAt)) >= p.DeregisterCriticalAfter:
+			e.live = false
+			e.seq++
+			rec := e.last
+			r.mu.Unlock()
+			r.sink(Event{Kind: Deregister, Record: rec, Transition: true})
+		case e.held:
+			r.publishLocked(e, now, true)
+		default:
+			r.mu.Unlock()
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // SetCheck replaces the configured part of a live instance's check (interval_ms,

@@ -192,3 +192,80 @@ func TestEndpointJSON(t *testing.T) {
 		t.Fatalf("http endpoint %s", b)
 	}
 }
+
+func TestRegistryAdoptUnclaimedGoesCriticalThenAway(t *testing.T) {
+	rec := &recorder{}
+	r := newTestRegistry(rec) // RestartGrace 5 s, DeregisterCriticalAfter 1 s
+	old := Record{Schema: Schema, ID: "gone", Service: "servo-drive", Gateway: "gw1", Epoch: 2,
+		Revision: Revision(2, 7), Status: Passing, StatusSince: Time{t0.Add(-time.Hour)}}
+	foreign := old
+	foreign.ID, foreign.Gateway = "other", "gw2"
+	if n := r.Adopt([]Record{old, foreign}, t0); n != 1 {
+		t.Fatalf("adopted %d, want 1", n)
+	}
+	if len(rec.events) != 0 {
+		t.Fatal("Adopt published")
+	}
+	r.Tick(t0.Add(4 * time.Second))
+	if len(rec.events) != 0 {
+		t.Fatal("critical before the restart grace")
+	}
+	r.Tick(t0.Add(5 * time.Second))
+	if len(rec.events) != 1 || rec.events[0].Record.Status != Critical || rec.events[0].Record.Epoch != 3 ||
+		rec.events[0].Record.Revision <= old.Revision {
+		t.Fatalf("after grace: %+v", rec.events)
+	}
+	r.Tick(t0.Add(6 * time.Second))
+	if last := rec.events[len(rec.events)-1]; last.Kind != Deregister || last.Record.ID != "gone" {
+		t.Fatalf("not deregistered: %+v", rec.events)
+	}
+	if len(r.Snapshot()) != 0 {
+		t.Fatal("stale instance left")
+	}
+}
+
+func TestRegistryAdoptClaimed(t *testing.T) {
+	rec := &recorder{}
+	r := newTestRegistry(rec)
+	old := Record{Schema: Schema, ID: "a", Service: "servo-drive", Gateway: "gw1", Epoch: 2, Status: Critical,
+		StatusSince: Time{t0.Add(-time.Minute)}}
+	r.Adopt([]Record{old}, t0)
+	r.Register(testReg("a"), obs('o', 1))
+	if last := rec.events[len(rec.events)-1]; last.Record.Status != Passing {
+		t.Fatalf("claimed instance not fresh: %+v", last)
+	}
+	r.Tick(t0.Add(time.Hour))
+	if last := rec.events[len(rec.events)-1]; last.Kind != Upsert || last.Record.Status != Passing {
+		t.Fatalf("claimed instance taken down by Tick: %+v", last)
+	}
+}
+
+func TestRegistryPublicationLimit(t *testing.T) {
+	rec := &recorder{}
+	p := DefaultPolicy() // burst 5, one per second
+	var limited []string
+	r := New(Options{Gateway: "gw1", Epoch: 1, Policy: p, Sink: rec.sink, OnLimit: func(id string) { limited = append(limited, id) }})
+	r.Register(testReg("f"), obs('o', 0))
+	// A fault bit flapping on every poll for 2 s at 10 polls/s: 20 changes of state.
+	for i := 1; i <= 20; i++ {
+		o := obs('o', i)
+		o.State = map[string]any{"fault": i%2 == 1}
+		o.Degraded = i%2 == 1
+		r.Observe("f", "o", o)
+		r.Tick(o.At)
+	}
+	// 1 registration + at most burst-1 left + 2 s of refill.
+	if n := len(rec.events); n > 1+4+2 {
+		t.Fatalf("%d publications in 2 s, limit allows 7", n)
+	}
+	if len(limited) != 1 || limited[0] != "f" {
+		t.Fatalf("limit engaged log: %v", limited)
+	}
+	// Quiet afterwards: the held-back last state goes out.
+	r.Tick(t0.Add(10 * time.Second))
+	last := rec.events[len(rec.events)-1]
+	want, _ := r.Get("f")
+	if last.Record.Status != want.Status || last.Record.State["fault"] != want.State["fault"] {
+		t.Fatalf("last published %+v, registry has %+v", last.Record, want)
+	}
+}

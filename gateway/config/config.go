@@ -166,6 +166,13 @@ type Health struct {
 	DeregisterCriticalAfter time.Duration `yaml:"deregister_critical_after"` // default 30 s
 	RefreshInterval         time.Duration `yaml:"refresh_interval"`          // default 10 s
 	SlowRTT                 time.Duration `yaml:"slow_rtt"`                  // 0 = off (default)
+	// RestartGrace: records of an earlier epoch that no poller claims after this long are
+	// taken critical, then deregistered. Default 5 s.
+	RestartGrace time.Duration `yaml:"restart_grace"`
+	// PublishBurst and PublishEvery limit record publications per instance (token
+	// bucket) against flapping devices. Defaults 5 and 1 s; publish_burst -1 = no limit.
+	PublishBurst int           `yaml:"publish_burst"`
+	PublishEvery time.Duration `yaml:"publish_every"`
 }
 
 // Profiles says where device profiles are loaded from.
@@ -249,6 +256,15 @@ func (c *Config) applyDefaults() {
 	}
 	if h.RefreshInterval == 0 {
 		h.RefreshInterval = 10 * time.Second
+	}
+	if h.RestartGrace == 0 {
+		h.RestartGrace = 5 * time.Second
+	}
+	if h.PublishBurst == 0 {
+		h.PublishBurst = 5
+	}
+	if h.PublishEvery == 0 {
+		h.PublishEvery = time.Second
 	}
 	for i := range c.Discovery.TCP {
 		t := &c.Discovery.TCP[i]
@@ -351,7 +367,10 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 	if h.SuccessesBeforePassing < 1 {
 		return doc.Errorf("health.successes_before_passing", "expected an integer ≥ 1, got %d", h.SuccessesBeforePassing)
 	}
-	if h.DeregisterCriticalAfter < 0 || h.RefreshInterval < 0 || h.SlowRTT < 0 {
+	if h.PublishBurst < -1 {
+		return doc.Errorf("health.publish_burst", "expected -1 (no limit) or a positive integer, got %d", h.PublishBurst)
+	}
+	if h.DeregisterCriticalAfter < 0 || h.RefreshInterval < 0 || h.SlowRTT < 0 || h.RestartGrace < 0 || h.PublishEvery < 0 {
 		return doc.Errorf("health", "durations must not be negative")
 	}
 	names := map[string]int{}

@@ -1,0 +1,119 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// ReadBackOptions configures ReadBack.
+type ReadBackOptions struct {
+	BrokerURL string
+	// ClientID of the short-lived read-back session; default "rollcall-<gateway>-readback".
+	ClientID           string
+	Topics             Topics
+	Gateway            string // whose subtree to read
+	Username, Password string
+	TLSConfig          *tls.Config
+	Logger             *slog.Logger
+	// Timeout bounds the whole read-back (connect, subscribe, wait). Default 5 s.
+	Timeout time.Duration
+}
+
+// ReadBack returns the instance records a gateway has retained on the broker, i.e. what
+// an earlier epoch of it left behind (DESIGN.md "Health semantics": "Gateway start: read
+// back its own retained subtree"). It subscribes to <prefix>/catalog/+/<gateway>/# with a
+// clean session, then publishes a non-retained marker {"readback":"<random nonce>"} to
+// <prefix>/gateways/<gateway>/readback on the same session (docs/contract.md): the broker sends retained
+// messages when it handles the SUBSCRIBE, so they arrive before the marker, which ends
+// the read. Empty (deregistered) and malformed records are skipped (malformed ones are
+// logged). It fails when the broker cannot be reached or the marker does not come back
+// within Timeout.
+func ReadBack(ctx context.Context, o ReadBackOptions) ([]registry.Record, error) {
+	if _, err := parseBrokerURL(o.BrokerURL); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	if o.ClientID == "" {
+		o.ClientID = "rollcall-" + Slug(o.Gateway) + "-readback"
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+
+	nonceB := make([]byte, 8)
+	_, _ = rand.Read(nonceB)
+	nonce := `{"readback":"` + hex.EncodeToString(nonceB) + `"}`
+	marker := o.Topics.GatewayStatus(o.Gateway)
+	marker = marker[:len(marker)-len("status")] + "readback"
+	catalog := o.Topics.prefix() + "/catalog/+/" + Slug(o.Gateway) + "/#"
+
+	var mu sync.Mutex
+	var recs []registry.Record
+	done := make(chan struct{})
+	var once sync.Once
+	handler := func(_ paho.Client, m paho.Message) {
+		if m.Topic() == marker {
+			if string(m.Payload()) == nonce {
+				once.Do(func() { close(done) })
+			}
+			return
+		}
+		if !m.Retained() || len(m.Payload()) == 0 {
+			return
+		}
+		rec, err := DecodeRecord(m.Payload())
+		if err != nil || rec == nil {
+			o.Logger.Warn("mqtt: read-back: skipping malformed record", "topic", m.Topic(), "err", err)
+			return
+		}
+		if _, gw, _, ok := o.Topics.ParseInstanceTopic(m.Topic()); !ok || gw != Slug(o.Gateway) || rec.Gateway != o.Gateway {
+			return
+		}
+		mu.Lock()
+		recs = append(recs, *rec)
+		mu.Unlock()
+	}
+	opts := paho.NewClientOptions().AddBroker(o.BrokerURL).SetClientID(o.ClientID).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectTimeout(o.Timeout).SetOrderMatters(true).SetDefaultPublishHandler(handler)
+	if o.Username != "" {
+		opts.SetUsername(o.Username).SetPassword(o.Password)
+	}
+	if o.TLSConfig != nil {
+		opts.SetTLSConfig(o.TLSConfig)
+	}
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	if err := await(ctx, tok); err != nil {
+		stopClient(c, tok, 0, time.Second)
+		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", o.BrokerURL, err)
+	}
+	defer stopClient(c, tok, 100, time.Second)
+	if err := await(ctx, c.SubscribeMultiple(map[string]byte{catalog: 1, marker: 1}, handler)); err != nil {
+		return nil, fmt.Errorf("mqtt: read-back subscribe: %w", err)
+	}
+	if err := await(ctx, c.Publish(marker, 1, false, nonce)); err != nil {
+		return nil, fmt.Errorf("mqtt: read-back marker: %w", err)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("mqtt: read-back: marker not received within %v", o.Timeout)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return recs, nil
+}
