@@ -77,8 +77,18 @@ func (h *harness) startSimYAML(text string) *sim.Sim {
 }
 
 // startGateway starts a gateway whose config is extra (YAML) after a header naming the
-// gateway "it-gw", its state dir and the broker; the serial bus is bus1 of startSim.
+// gateway "it-gw", its state dir and the broker; $LINK and $ADDR(name) are expanded
+// (see expand). It runs until the test ends.
 func (h *harness) startGateway(broker, extra string) *gateway.Gateway {
+	h.t.Helper()
+	g, _ := h.runGateway(broker, extra)
+	return g
+}
+
+// runGateway is startGateway with a stop function that shuts the gateway down cleanly
+// and waits for it (a gateway restart in a test is stop, then runGateway again: same id
+// and state dir, so the epoch goes up).
+func (h *harness) runGateway(broker, extra string) (*gateway.Gateway, func()) {
 	h.t.Helper()
 	text := fmt.Sprintf("gateway: {id: it-gw, state_dir: %s}\nmqtt: {broker: %q, embedded_listen: \"127.0.0.1:0\"}\n%s",
 		filepath.Join(h.dir, "state"), broker, h.expand(extra))
@@ -90,15 +100,24 @@ func (h *harness) startGateway(broker, extra string) *gateway.Gateway {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(h.ctx)
 	errc := make(chan error, 1)
 	h.wg.Add(1)
-	go func() { defer h.wg.Done(); errc <- g.Run(h.ctx) }()
+	go func() { defer h.wg.Done(); errc <- g.Run(ctx) }()
 	select {
 	case <-g.Started():
 	case err := <-errc:
+		cancel()
 		h.t.Fatalf("gateway: %v", err)
 	}
-	return g
+	stopped := false
+	return g, func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-errc
+		}
+	}
 }
 
 // waitCatalog polls the gateway's registry until cond holds for its snapshot, failing the

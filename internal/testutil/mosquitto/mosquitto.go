@@ -36,6 +36,7 @@ type Mosquitto struct {
 	confPath string
 	logPath  string
 	port     int
+	persist  bool // retained messages survive Stop/Restart (saved to dir)
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -70,6 +71,19 @@ func Find() string {
 // Without the binary the test is skipped, or failed when CI=true.
 func Start(t testing.TB) *Mosquitto {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartPersistent is Start with persistence on (the database in the test's temporary
+// directory): retained messages survive Stop and Restart, as on a production broker,
+// so a test can check that a gateway clears what went stale during an outage.
+func StartPersistent(t testing.TB) *Mosquitto {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, persist bool) *Mosquitto {
+	t.Helper()
 	bin := Find()
 	if bin == "" {
 		if os.Getenv("CI") == "true" {
@@ -78,7 +92,7 @@ func Start(t testing.TB) *Mosquitto {
 		t.Skip("mosquitto not found in PATH or /usr/sbin (apt-get install -y mosquitto)")
 	}
 	dir := t.TempDir()
-	m := &Mosquitto{t: t, bin: bin, dir: dir, logPath: filepath.Join(dir, "mosquitto.log")}
+	m := &Mosquitto{t: t, bin: bin, dir: dir, logPath: filepath.Join(dir, "mosquitto.log"), persist: persist}
 	t.Cleanup(func() {
 		m.Stop()
 		if t.Failed() {
@@ -161,7 +175,12 @@ func (m *Mosquitto) stop(sig syscall.Signal) {
 func (m *Mosquitto) writeConfig() error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "listener %d 127.0.0.1\n", m.port)
-	b.WriteString("allow_anonymous true\npersistence false\n")
+	b.WriteString("allow_anonymous true\n")
+	if m.persist {
+		fmt.Fprintf(&b, "persistence true\npersistence_location %s/\nautosave_interval 1\n", m.dir)
+	} else {
+		b.WriteString("persistence false\n")
+	}
 	fmt.Fprintf(&b, "log_dest file %s\n", m.logPath)
 	b.WriteString("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n")
 	b.WriteString("connection_messages true\nlog_timestamp true\nlog_timestamp_format %H:%M:%S\n")

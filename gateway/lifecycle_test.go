@@ -1,0 +1,221 @@
+package gateway_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// view is a consumer's picture of the catalog built from messages: id → record fields
+// (a nil entry was cleared by an empty record).
+type view map[string]map[string]any
+
+func (v view) apply(m message, r map[string]any) {
+	if !isCatalog(m) {
+		return
+	}
+	id := m.topic[len("rollcall/v1/catalog/servo-drive/it-gw/"):]
+	if r == nil {
+		delete(v, id)
+		return
+	}
+	v[id] = r
+}
+
+// equalsRegistry reports whether the view holds exactly the registry's live instances
+// with the same status and revision.
+func (v view) equalsRegistry(snap []registry.Record) bool {
+	if len(v) != len(snap) {
+		return false
+	}
+	for _, rec := range snap {
+		r, ok := v[rec.ID]
+		if !ok || r["status"] != string(rec.Status) || r["revision"] != float64(rec.Revision) {
+			return false
+		}
+	}
+	return true
+}
+
+const lifecycleConfig = `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-4", timeout: 20ms}]
+health: {poll_interval: 50ms, restart_grace: 1s, deregister_critical_after: 1s}
+`
+
+// TestRestartClearsRemovedDevice: a drive removed while the gateway is down is taken
+// through critical to deregistered by the restarted gateway (epoch + 1), which read back
+// its own retained records; the other drives are claimed again, never a stale record.
+func TestRestartClearsRemovedDevice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.Start(t)
+	h := newHarness(t)
+	s := h.startSim(1, 2, 3)
+	sub := subscribe(t, broker.URL())
+	_, stop := h.runGateway(broker.URL(), lifecycleConfig)
+	v := view{}
+	sub.next(t, 15*time.Second, "3 passing records in epoch 1", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		return len(v) == 3
+	})
+	stop()
+	sub.next(t, 10*time.Second, "gateway offline", func(m message, r map[string]any) bool {
+		return m.topic == "rollcall/v1/gateways/it-gw/status" && r["state"] == "offline"
+	})
+	if err := s.SetFault("bus1", 3, slave.Fault{Mode: slave.FaultSilent}); err != nil {
+		t.Fatal(err)
+	}
+	g2, _ := h.runGateway(broker.URL(), lifecycleConfig)
+	if g2.Epoch() != 2 {
+		t.Fatalf("epoch %d after restart, want 2", g2.Epoch())
+	}
+	gone := "rollcall-firmware-sim-sim-0003"
+	sawCritical := false
+	sub.next(t, 20*time.Second, "removed drive critical then cleared, others passing in epoch 2", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		if r != nil && r["id"] == gone && r["status"] == "critical" && r["epoch"] == float64(2) {
+			sawCritical = true
+		}
+		_, stale := v[gone]
+		return !stale && len(v) == 2 && v["rollcall-firmware-sim-sim-0001"]["epoch"] == float64(2) &&
+			v["rollcall-firmware-sim-sim-0002"]["epoch"] == float64(2)
+	})
+	if !sawCritical {
+		t.Error("the removed drive was cleared without going critical first")
+	}
+	// A consumer arriving now sees exactly the two live drives.
+	late := subscribe(t, broker.URL())
+	lv := view{}
+	late.next(t, 10*time.Second, "retained view", func(m message, r map[string]any) bool {
+		lv.apply(m, r)
+		return lv.equalsRegistry(g2.Registry().Snapshot())
+	})
+}
+
+// TestBrokerOutage: Mosquitto (persistent, like a production broker) is stopped for 10 s
+// while a drive dies and another faults; the gateway keeps polling, and after the broker
+// is back the subscriber's view equals the gateway's registry: the stale record of the
+// dead drive, which the broker kept, is cleared.
+func TestBrokerOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.StartPersistent(t)
+	h := newHarness(t)
+	s := h.startSim(1, 2, 3)
+	sub := subscribe(t, broker.URL())
+	g := h.startGateway(broker.URL(), lifecycleConfig)
+	v := view{}
+	sub.next(t, 15*time.Second, "3 passing records", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		return len(v) == 3
+	})
+	down := time.Now()
+	broker.Stop()
+	if err := s.SetFault("bus1", 3, slave.Fault{Mode: slave.FaultSilent}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultDevice}); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway keeps polling: the registry follows the drives while the broker is down.
+	waitCatalog(t, g, 10*time.Second, "drive 3 deregistered and drive 2 warning during the outage", func(r []registry.Record) bool {
+		d2, ok := instance(r, "rollcall-firmware-sim-sim-0002")
+		return len(r) == 2 && ok && d2.Status == registry.Warning
+	})
+	// The outage lasts 10 s (the scenario, not a synchronisation).
+	<-time.After(time.Until(down.Add(10 * time.Second)))
+	broker.Restart()
+	after := subscribe(t, broker.URL())
+	av := view{}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for !av.equalsRegistry(g.Registry().Snapshot()) {
+		select {
+		case m := <-after.msgs:
+			r := decode(t, m)
+			av.apply(m, r)
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("after the outage the subscriber sees %v; the registry has %+v", av, g.Registry().Snapshot())
+		}
+	}
+	if _, stale := av["rollcall-firmware-sim-sim-0003"]; stale {
+		t.Fatal("stale record of the dead drive still retained")
+	}
+	t.Logf("view equals registry %v after the broker restart", time.Since(down)-10*time.Second)
+}
+
+// TestFlappingBounded: a drive whose CiA 402 fault bit toggles every 100 ms would change
+// status ~10 times a second; the per-instance publication limit (burst 5, then 1/s)
+// bounds what reaches the broker, and the last state still gets out.
+func TestFlappingBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.Start(t)
+	h := newHarness(t)
+	h.startSimYAML(`
+buses:
+  - name: bus1
+    link: $LINK
+    baud: 115200
+    turnaround: 1ms
+    drives:
+      - {unit: 1, serial: SIM-0001, schedule: [{after: 50ms, mode: fault}, {after: 150ms, mode: none}], repeat: 200ms}
+`)
+	sub := subscribe(t, broker.URL())
+	g := h.startGateway(broker.URL(), `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1", timeout: 20ms}]
+health: {poll_interval: 20ms, successes_before_passing: 1, publish_burst: 5, publish_every: 1s}
+`)
+	id := "rollcall-firmware-sim-sim-0001"
+	var first time.Time
+	count := 0
+	window := 3 * time.Second
+	timeout := time.After(20 * time.Second)
+	for first.IsZero() || time.Since(first) < window {
+		select {
+		case m := <-sub.msgs:
+			if r := decode(t, m); r != nil && r["id"] == id {
+				if first.IsZero() {
+					first = m.at
+				}
+				if m.at.Sub(first) <= window {
+					count++
+				}
+			}
+		case <-timeout:
+			t.Fatal("no records")
+		}
+	}
+	limit := 5 + int(window/time.Second) + 1
+	t.Logf("%d records published in %v for a drive flapping every 100 ms (limit %d)", count, window, limit)
+	if count > limit {
+		t.Fatalf("%d records in %v, limit allows %d", count, window, limit)
+	}
+	if count < 3 {
+		t.Fatalf("only %d records: the drive did not flap", count)
+	}
+	_ = g
+}
+
+func decode(t *testing.T, m message) map[string]any {
+	t.Helper()
+	if len(m.payload) == 0 {
+		return nil
+	}
+	var r map[string]any
+	if err := jsonUnmarshal(m.payload, &r); err != nil {
+		t.Fatalf("%s: %v", m.topic, err)
+	}
+	return r
+}
+
