@@ -218,4 +218,3 @@ func decode(t *testing.T, m message) map[string]any {
 	}
 	return r
 }
-

@@ -68,9 +68,13 @@ func forEachBroker(t *testing.T, fn func(t *testing.T, b broker)) {
 		fn(t, startEmbedded(t))
 	})
 	t.Run("mosquitto", func(t *testing.T) {
-		m := mosquitto.Start(t)
-		fn(t, broker{url: m.URL(), addr: m.Addr(), mosq: m})
+		fn(t, startMosquitto(t))
 	})
+}
+
+func startMosquitto(t *testing.T) broker {
+	m := mosquitto.Start(t)
+	return broker{url: m.URL(), addr: m.Addr(), mosq: m}
 }
 
 func startEmbedded(t *testing.T) broker {

@@ -131,8 +131,9 @@ type outgoing struct {
 // MQTT session: stable client id, persistent session (CleanSession false), paho's
 // automatic reconnect. On each connection the worker first lets paho finish resending
 // what it had stored (see trackingStore), then subscribes (QoS 0) to its own status
-// topic: should a live "offline" arrive while it runs (a will published late, after a
-// session takeover), it publishes "online" again.
+// topic: should a live "offline" arrive within 2 × KeepAlive after its "online" (the
+// will of its previous connection, published late after a session takeover), it
+// publishes "online" again.
 type Publisher struct {
 	o         PublisherOptions
 	log       *slog.Logger
@@ -154,6 +155,7 @@ type Publisher struct {
 	resumeTimeouts atomic.Uint64
 	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
 	syncedGen      atomic.Uint64 // connection generation whose resync completed (for Stats)
+	healUntil      atomic.Int64  // unix ns: until then onStatusMessage repairs our status
 	mu             sync.Mutex
 	entries        map[string]*entry // by instance topic
 	current        map[string]string // Slug(instance id) → topic of its current record
@@ -362,9 +364,10 @@ func (p *Publisher) setLocked(topic, instance string, payload []byte) {
 // On ctx end (clean shutdown, DESIGN.md "Health semantics"): if connected, it publishes
 // status "offline" (retained, QoS 1) and waits for the acknowledgement, then flushes
 // pending records, all within ShutdownTimeout; then it disconnects (the broker drops
-// the will on a clean DISCONNECT). If not connected, the broker has already published
-// the will. Run returns after its worker stopped and paho's connection goroutines
-// ended (waiting at most ConnectTimeout + MaxReconnectInterval + 1 s for those).
+// the will on a clean DISCONNECT). If not connected, the will of the last connection
+// (if there was one) reports "offline". Run returns after its worker stopped and
+// paho's connection goroutines ended (waiting at most ConnectTimeout +
+// MaxReconnectInterval + 1 s for those).
 func (p *Publisher) Run(ctx context.Context) error {
 	if !p.started.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
@@ -503,6 +506,7 @@ func (p *Publisher) resync(ctx context.Context, gen uint64) bool {
 			"topic", p.statusTop, "err", err)
 	}
 	p.statusStale.Store(false)
+	p.healUntil.Store(time.Now().Add(p.o.PublishTimeout + healWindow*p.o.KeepAlive).UnixNano())
 	if !p.publishOnline(ctx) {
 		return false
 	}
@@ -532,16 +536,25 @@ func (p *Publisher) publishOnline(ctx context.Context) bool {
 	return true
 }
 
+// healWindow is how long after publishing "online" on a new connection a live
+// non-online status is taken for a late will of our previous connection, in units of
+// KeepAlive.
+const healWindow = 2
+
 // onStatusMessage is paho's handler for messages on our own status topic (it runs in a
-// paho goroutine: only look and signal). A live message that is not "online" while we
-// run means our status was overwritten: typically the will of our previous
-// connection, which a broker may publish after our new session's "online" when we
-// reconnected before it noticed the old connection died (mochi does, on session
-// takeover). Retained messages are the state before our resync, which republishes
+// paho goroutine: only look and signal). A live message that is not "online" shortly
+// after we published "online" on a new connection means our status was overwritten by
+// the will of our previous connection: a broker may publish it after our new
+// session's "online" when we reconnected before it noticed the old connection died
+// (mochi v2.7.9 does, on session takeover; the embedded broker suppresses that, and
+// Mosquitto 2.0 does not publish wills of taken-over sessions). Later "offline"
+// messages are left alone: Mosquitto publishes the wills of connected clients when it
+// shuts down, and re-asserting "online" to a broker going down could leave a stale
+// "online" behind. Retained messages are the state before our resync, which publishes
 // "online" anyway. The order of handler calls does not matter (OrderMatters(false)):
 // each such message triggers one republish.
 func (p *Publisher) onStatusMessage(_ paho.Client, m paho.Message) {
-	if m.Topic() != p.statusTop || m.Retained() {
+	if m.Topic() != p.statusTop || m.Retained() || time.Now().UnixNano() > p.healUntil.Load() {
 		return
 	}
 	if g, err := DecodeGatewayRecord(m.Payload()); err == nil && g != nil && g.State == StateOnline {

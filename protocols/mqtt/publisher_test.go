@@ -123,6 +123,39 @@ func TestPublisherWillOnCut(t *testing.T) {
 	})
 }
 
+// TestPublisherFastReconnect: the connection is reset and the publisher reconnects at
+// once, possibly before the broker noticed (a session takeover): it ends up "online",
+// whatever the broker did with the old connection's will.
+func TestPublisherFastReconnect(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		const gw = "gw-fast"
+		proxy := tcpproxy.Start(t, b.addr)
+		rec := fullRecord(gw, "drive-1", 1)
+		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 5)}, nil)
+		p.Publish(rec)
+		eventually(t, "in sync", func() error {
+			if s := p.Stats(); !s.Synced {
+				return fmt.Errorf("stats %+v", s)
+			}
+			return nil
+		})
+		for i := 1; i <= 3; i++ {
+			proxy.Cut()
+			eventually(t, "reconnected and in sync", func() error {
+				if s := p.Stats(); s.Reconnects < uint64(i) || !s.Synced {
+					return fmt.Errorf("stats %+v", s)
+				}
+				return nil
+			})
+		}
+		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline || g.Epoch != 5 {
+			t.Fatalf("status after fast reconnects %+v", *g)
+		}
+		decodeRetained(t, snap, topics.Instance(rec.Service, gw, rec.ID))
+	})
+}
+
 // TestPublisherHealsStatus: while the publisher runs, its status topic is overwritten
 // with "offline" (as by the will of its previous connection, published late after a
 // session takeover): the publisher republishes "online".
@@ -245,51 +278,47 @@ func TestPublisherResyncAfterOutage(t *testing.T) {
 // TestPublisherMosquittoRestart: Mosquitto restarts (persistence off, so it forgets
 // every retained message); on reconnect the publisher republishes status and records.
 func TestPublisherMosquittoRestart(t *testing.T) {
-	forEachBroker(t, func(t *testing.T, b broker) {
-		if b.mosq == nil {
-			t.Skip("needs a broker process to restart")
+	b := startMosquitto(t)
+	const gw = "gw-restart"
+	a1, b1 := fullRecord(gw, "a", 1), fullRecord(gw, "b", 1)
+	ta, tb := topics.Instance(a1.Service, gw, "a"), topics.Instance(b1.Service, gw, "b")
+	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 4)}, nil)
+	p.Publish(a1)
+	p.Publish(b1)
+	eventually(t, "records confirmed", func() error {
+		if s := p.Stats(); !s.Synced || s.Connects != 1 {
+			return fmt.Errorf("stats %+v", s)
 		}
-		const gw = "gw-restart"
-		a1, b1 := fullRecord(gw, "a", 1), fullRecord(gw, "b", 1)
-		ta, tb := topics.Instance(a1.Service, gw, "a"), topics.Instance(b1.Service, gw, "b")
-		p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 4)}, nil)
-		p.Publish(a1)
-		p.Publish(b1)
-		eventually(t, "records confirmed", func() error {
-			if s := p.Stats(); !s.Synced || s.Connects != 1 {
-				return fmt.Errorf("stats %+v", s)
-			}
-			return nil
-		})
-
-		b.mosq.Stop()
-		eventually(t, "publisher disconnected", func() error {
-			if p.Connected() {
-				return errors.New("still connected")
-			}
-			return nil
-		})
-		a2 := fullRecord(gw, "a", 2)
-		p.Publish(a2)
-		b.mosq.Restart()
-
-		eventually(t, "republished after restart", func() error {
-			if s := p.Stats(); s.Reconnects < 1 || !s.Synced {
-				return fmt.Errorf("stats %+v", s)
-			}
-			return nil
-		})
-		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
-		if got := decodeRetained(t, snap, ta); got.Revision != 2 {
-			t.Fatalf("a after restart: revision %d, want 2", got.Revision)
-		}
-		if got := decodeRetained(t, snap, tb); !reflect.DeepEqual(*got, b1) {
-			t.Fatalf("b after restart:\n got %+v\nwant %+v", *got, b1)
-		}
-		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline || g.Epoch != 4 {
-			t.Fatalf("status after restart %+v", *g)
-		}
+		return nil
 	})
+
+	b.mosq.Stop()
+	eventually(t, "publisher disconnected", func() error {
+		if p.Connected() {
+			return errors.New("still connected")
+		}
+		return nil
+	})
+	a2 := fullRecord(gw, "a", 2)
+	p.Publish(a2)
+	b.mosq.Restart()
+
+	eventually(t, "republished after restart", func() error {
+		if s := p.Stats(); s.Reconnects < 1 || !s.Synced {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+	if got := decodeRetained(t, snap, ta); got.Revision != 2 {
+		t.Fatalf("a after restart: revision %d, want 2", got.Revision)
+	}
+	if got := decodeRetained(t, snap, tb); !reflect.DeepEqual(*got, b1) {
+		t.Fatalf("b after restart:\n got %+v\nwant %+v", *got, b1)
+	}
+	if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline || g.Epoch != 4 {
+		t.Fatalf("status after restart %+v", *g)
+	}
 }
 
 // TestPublisherCoalesces: many changes of one instance before the worker runs are one

@@ -69,7 +69,7 @@ func Start(o Options) (*Broker, error) {
 	if err := srv.AddHook(hook, cfg); err != nil {
 		return nil, fmt.Errorf("embedded broker: auth hook %s: %w", hook.ID(), err)
 	}
-	if err := srv.AddHook(new(retainOrderHook), nil); err != nil {
+	if err := srv.AddHook(new(consistencyHook), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	ln := &trackedListener{TCP: listeners.NewTCP(listeners.Config{ID: "tcp", Address: o.Listen}), served: make(chan struct{})}
@@ -142,55 +142,90 @@ func (l *trackedListener) Serve(establish listeners.EstablishFn) {
 
 var _ listeners.Listener = (*trackedListener)(nil)
 
-// retainOrderHook works around a data race in mochi v2.7.9 (upstream issue #200):
-// TopicsIndex.scanMessages, run when a client subscribes with a wildcard, reads each
-// topic particle's retainPath without a lock, while RetainMessage (a retained publish
-// or a retained will) writes it under the particle's lock. Nothing orders a completed
-// scan before a later write, so the race detector reports every retained publish to a
-// topic some earlier wildcard subscription scanned, and on a weakly ordered machine
-// the reader has no guarantee either.
+// consistencyHook works around two behaviours of mochi v2.7.9 that break the MQTT
+// contract's guarantees (DESIGN.md, "MQTT contract (v1)", "Health semantics").
 //
-// The hook passes through one mutex after each SUBSCRIBE was processed (scan done) and
-// before each retained publish or will is stored, which orders every retained write
-// after every scan that completed before it. It holds the mutex for no I/O. A write
-// that truly overlaps a scan still races inside mochi; that needs a mochi fix.
-type retainOrderHook struct {
+// Retained-message ordering (upstream issue #200): TopicsIndex.scanMessages, run when a
+// client subscribes with a wildcard, reads each topic particle's retainPath without a
+// lock, while RetainMessage (a retained publish or a retained will) writes it under the
+// particle's lock. Nothing orders a completed scan before a later write. The hook
+// passes through one mutex after each SUBSCRIBE was processed (scan done) and before
+// each retained publish or will is stored, which orders every retained write after
+// every scan that completed before it (the race detector stops reporting it). It holds
+// the mutex for no I/O. A write that truly overlaps a scan still races inside mochi.
+//
+// Wills of taken-over sessions: when a client reconnects with the same client id
+// before the broker noticed its old connection died, mochi disconnects the old
+// connection and publishes its will from the old connection's goroutine, which can
+// land after the new connection's first messages: a gateway that is online would be
+// left with a retained "offline". Mosquitto does not publish the will of a
+// taken-over session; this hook does the same, by remembering the newest connection
+// per client id (OnSessionEstablish runs before mochi disconnects the old one) and
+// blanking the will of any older one (an empty topic reaches no subscriber and is not
+// retained).
+type consistencyHook struct {
 	mochi.HookBase
-	mu sync.Mutex
+	mu     sync.Mutex               // also the retained-ordering barrier
+	newest map[string]*mochi.Client // client id → newest connection
 }
 
 // ID implements mochi.Hook.
-func (h *retainOrderHook) ID() string { return "rollcall-retain-order" }
+func (h *consistencyHook) ID() string { return "rollcall-consistency" }
 
 // Provides implements mochi.Hook.
-func (h *retainOrderHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mochi.OnPacketProcessed, mochi.OnPublish, mochi.OnWill}, []byte{b})
+func (h *consistencyHook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mochi.OnPacketProcessed, mochi.OnPublish, mochi.OnWill,
+		mochi.OnSessionEstablish, mochi.OnDisconnect,
+	}, []byte{b})
 }
 
-func (h *retainOrderHook) sync() {
+func (h *consistencyHook) barrier() {
 	h.mu.Lock()
 	h.mu.Unlock() // the empty critical section is the point: a happens-before edge
 }
 
 // OnPacketProcessed implements mochi.Hook: after a SUBSCRIBE, its retained scan is done.
-func (h *retainOrderHook) OnPacketProcessed(_ *mochi.Client, pk packets.Packet, _ error) {
+func (h *consistencyHook) OnPacketProcessed(_ *mochi.Client, pk packets.Packet, _ error) {
 	if pk.FixedHeader.Type == packets.Subscribe {
-		h.sync()
+		h.barrier()
 	}
 }
 
 // OnPublish implements mochi.Hook: before a retained publish is stored.
-func (h *retainOrderHook) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *consistencyHook) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Retain {
-		h.sync()
+		h.barrier()
 	}
 	return pk, nil
 }
 
-// OnWill implements mochi.Hook: before a retained will is stored.
-func (h *retainOrderHook) OnWill(_ *mochi.Client, will mochi.Will) (mochi.Will, error) {
-	if will.Retain {
-		h.sync()
+// OnSessionEstablish implements mochi.Hook: cl is now the newest connection of its id.
+func (h *consistencyHook) OnSessionEstablish(cl *mochi.Client, _ packets.Packet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.newest == nil {
+		h.newest = map[string]*mochi.Client{}
+	}
+	h.newest[cl.ID] = cl
+}
+
+// OnDisconnect implements mochi.Hook: forget a connection that was the newest.
+func (h *consistencyHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.newest[cl.ID] == cl {
+		delete(h.newest, cl.ID)
+	}
+}
+
+// OnWill implements mochi.Hook: blank the will of a taken-over connection; order a
+// retained will after completed scans.
+func (h *consistencyHook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n, ok := h.newest[cl.ID]; ok && n != cl {
+		return mochi.Will{}, nil
 	}
 	return will, nil
 }

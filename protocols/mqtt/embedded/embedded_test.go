@@ -13,6 +13,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
+
+	"github.com/rollcall-edge/rollcall/internal/testutil/tcpproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -131,5 +133,68 @@ func TestAuthSeam(t *testing.T) {
 	if tok.Error() == nil {
 		c.Disconnect(0)
 		t.Fatal("connected through a deny-all auth hook")
+	}
+}
+
+// TestTakeoverWillSuppressed: a client that reconnects with the same id before the
+// broker noticed its old connection died takes the session over; the old connection's
+// will is not published (as with Mosquitto), while a real death still publishes it.
+func TestTakeoverWillSuppressed(t *testing.T) {
+	b := start(t, Options{Listen: "127.0.0.1:0"})
+	wills := make(chan string, 16)
+	sub := client(t, b.URL(), "watcher", func(_ paho.Client, m paho.Message) { wills <- string(m.Payload()) })
+	if tok := sub.Subscribe("will/#", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	withWill := func(url, payload string, lost chan struct{}) paho.Client {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("same-id").SetProtocolVersion(4).
+			SetCleanSession(false).SetAutoReconnect(false).SetBinaryWill("will/x", []byte(payload), 1, true).
+			SetConnectionLostHandler(func(paho.Client, error) { close(lost) }))
+		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		return c
+	}
+	proxyA, proxyB := tcpproxy.Start(t, b.Addr()), tcpproxy.Start(t, b.Addr())
+	lostA, lostB := make(chan struct{}), make(chan struct{})
+	a := withWill(proxyA.URL(), "dead-A", lostA)
+	defer a.Disconnect(0)
+	bc := withWill(proxyB.URL(), "dead-B", lostB)
+	defer bc.Disconnect(0)
+	select {
+	case <-lostA: // taken over
+	case <-time.After(5 * time.Second):
+		t.Fatal("old connection not closed by the takeover")
+	}
+	proxyB.SetDown(true) // the new connection dies for real
+	select {
+	case w := <-wills:
+		if w != "dead-B" {
+			t.Fatalf("first will %q, want dead-B (the taken-over connection's will must not be published)", w)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no will after the connection died")
+	}
+}
+
+func TestConsistencyHookWill(t *testing.T) {
+	h := new(consistencyHook)
+	oldC, newC := &mochi.Client{ID: "x"}, &mochi.Client{ID: "x"}
+	will := mochi.Will{TopicName: "t", Payload: []byte("dead"), Retain: true}
+	h.OnSessionEstablish(oldC, packets.Packet{})
+	if got, _ := h.OnWill(oldC, will); got.TopicName != "t" {
+		t.Fatalf("will of the only connection changed: %+v", got)
+	}
+	h.OnSessionEstablish(newC, packets.Packet{})
+	if got, _ := h.OnWill(oldC, will); got.TopicName != "" || got.Retain {
+		t.Fatalf("will of a taken-over connection kept: %+v", got)
+	}
+	h.OnDisconnect(oldC, nil, false)
+	if got, _ := h.OnWill(newC, will); got.TopicName != "t" {
+		t.Fatalf("will of the newest connection changed: %+v", got)
+	}
+	h.OnDisconnect(newC, nil, false)
+	if len(h.newest) != 0 {
+		t.Fatalf("connections not forgotten: %v", h.newest)
 	}
 }
