@@ -31,6 +31,12 @@ type Identification struct {
 // error (timeout, CRC, framing) is returned: the unit did not answer properly.
 func Identify(ctx context.Context, c modbus.Client, unit byte) (Identification, error) {
 	basic, err := c.ReadDeviceIdentification(ctx, unit, modbus.DevIDBasic)
+	return IdentifyAfter(ctx, c, unit, basic, err)
+}
+
+// IdentifyAfter is Identify when the basic request was already made (e.g. as a bus
+// sweep probe, with a probe timeout): basic and err are its outcome.
+func IdentifyAfter(ctx context.Context, c modbus.Client, unit byte, basic *modbus.DeviceIdentification, err error) (Identification, error) {
 	if err != nil {
 		if modbus.IsAnswer(err) {
 			return Identification{}, nil

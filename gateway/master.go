@@ -35,6 +35,13 @@ type masterConfig struct {
 	CyclePause time.Duration
 	Endpoint   func(unit int) registry.Endpoint
 	Open       func() (modbus.Client, error)
+	// Baud is the serial line speed (RTU); 0 on TCP. On RTU it makes probes adaptive:
+	// a probe of an absent unit waits t3.5 + the longest turnaround observed (or
+	// Turnaround before any was observed) + margin, not the full Timeout (Modbus over
+	// Serial Line V1.02 §2.5.1.1 for t3.5).
+	Baud int
+	// Turnaround is the device turnaround assumed before one is observed (RTU).
+	Turnaround time.Duration
 }
 
 // hints are what discovery knows about a master's devices beyond the wire: how it was
@@ -61,6 +68,7 @@ type master struct {
 	live  atomic.Int32 // number of registered devices, readable from other goroutines
 
 	failCost  time.Duration   // master time of one failed request: timeout + resync listening
+	maxTA     time.Duration   // longest device turnaround observed (RTU): round trip − wire times
 	known     map[int]*device // registered units
 	absent    []int           // units to probe, ascending
 	sweepPos  int             // index into absent of the next probe
@@ -73,7 +81,19 @@ type device struct {
 	id       string
 	profile  *devices.Profile
 	hasDevID bool
-	next     time.Time // when its next poll is due
+	next     time.Time // when its next regular poll is due
+	failures int       // consecutive failed polls
+	retry    bool      // retry at once, before regular polls (a suspect device)
+}
+
+// dueAt is when d should be polled: now for a suspect device (retries go first, so a
+// dead device reaches critical in failures_before_critical back-to-back polls), else its
+// regular slot.
+func (d *device) dueAt() time.Time {
+	if d.retry {
+		return time.Time{}
+	}
+	return d.next
 }
 
 func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger) *master {
@@ -111,7 +131,7 @@ func (m *master) run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		now := time.Now()
 		d := m.earliest()
-		if d != nil && !d.next.After(now) {
+		if d != nil && !d.dueAt().After(now) {
 			m.poll(ctx, client, d)
 			continue
 		}
@@ -157,7 +177,7 @@ func (m *master) openRetry(ctx context.Context) (modbus.Client, error) {
 func (m *master) earliest() *device {
 	var best *device
 	for _, d := range m.known {
-		if best == nil || d.next.Before(best.next) || (d.next.Equal(best.next) && d.unit < best.unit) {
+		if best == nil || d.dueAt().Before(best.dueAt()) || (d.dueAt().Equal(best.dueAt()) && d.unit < best.unit) {
 			best = d
 		}
 	}
@@ -171,10 +191,23 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 	if ctx.Err() != nil {
 		return // shutting down: a cancelled request says nothing about the device
 	}
-	interval := m.cfg.PollInterval
-	d.next = d.next.Add(interval)
-	if late := time.Since(d.next); late > interval {
-		d.next = time.Now().Add(interval) // fell behind (e.g. a slow bus): skip, don't burst
+	if d.retry {
+		d.retry = false // a retry does not move the regular schedule
+	} else {
+		interval := m.cfg.PollInterval
+		d.next = d.next.Add(interval)
+		if late := time.Since(d.next); late > interval {
+			d.next = time.Now().Add(interval) // fell behind (e.g. a slow bus): skip, don't burst
+		}
+	}
+	if o.Answered {
+		d.failures = 0
+		if st := d.profile.Status; st.Read != nil && !(st.DeviceID && d.hasDevID) {
+			m.observeTurnaround(o.RTT, 8, 5+2*int(st.Read.Count))
+		}
+	} else {
+		d.failures++
+		d.retry = d.failures < m.policy.FailuresBeforeCritical
 	}
 	if live := m.reg.Observe(d.id, m.cfg.Owner, o); !live {
 		delete(m.known, d.unit)
@@ -194,7 +227,28 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 	unit := m.absent[m.sweepPos]
 	m.sweepPos++
 	start := time.Now()
-	err := m.register(ctx, c, unit)
+	// The probe is a basic Read Device Identification with the probe timeout and a
+	// short resync (nobody is expected at most unit IDs); identification goes on, if the
+	// unit answered, with the normal timeout.
+	type tunable interface{ SetTimeout(time.Duration) }
+	type resyncable interface{ SetResync(time.Duration) }
+	if tc, ok := c.(tunable); ok {
+		tc.SetTimeout(m.probeTimeout())
+	}
+	if rc, ok := c.(resyncable); ok {
+		rc.SetResync(time.Nanosecond) // raised to the bus's frame gap
+	}
+	basic, err := c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic)
+	if err == nil {
+		m.observeTurnaround(time.Since(start), 7, deviceIDReplyLen(basic))
+	}
+	if tc, ok := c.(tunable); ok {
+		tc.SetTimeout(0)
+	}
+	if rc, ok := c.(resyncable); ok {
+		rc.SetResync(0)
+	}
+	err = m.register(ctx, c, unit, basic, err)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, modbus.ErrTimeout) && !errors.Is(err, modbus.ErrUnreachable) {
 		m.log.Debug("probe", "unit", unit, "err", err)
 	}
@@ -216,8 +270,52 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-func (m *master) register(ctx context.Context, c modbus.Client, unit int) error {
-	ident, err := devices.Identify(ctx, c, byte(unit))
+// probeMargin is added to probe timeouts: scheduling jitter of the gateway and of the
+// device, and a few character times.
+const probeMargin = 2 * time.Millisecond
+
+// probeReplyAllowance is the reply length (bytes) a probe's timeout allows for: a basic
+// device identification reply with short objects. Real devices start replying after
+// their turnaround; firmware-sim (like some converters) delivers a reply whole, after
+// its wire time, so the allowance keeps present devices from timing out.
+const probeReplyAllowance = 64
+
+// probeTimeout is the reply timeout of a sweep probe: on RTU, t3.5 + the longest
+// turnaround observed on this bus (or the assumed one) + the wire time of the request
+// and of probeReplyAllowance bytes + probeMargin, at most the configured timeout; on TCP,
+// the configured timeout.
+func (m *master) probeTimeout() time.Duration {
+	if m.cfg.Baud == 0 {
+		return m.cfg.Timeout
+	}
+	ta := max(m.maxTA, m.cfg.Turnaround)
+	t := modbus.T35(m.cfg.Baud) + ta + modbus.WireTime(7+probeReplyAllowance, m.cfg.Baud) + probeMargin
+	return min(t, m.cfg.Timeout)
+}
+
+// observeTurnaround records the turnaround seen in an answered transaction of rtt with
+// the given request and reply lengths (bytes) on an RTU bus.
+func (m *master) observeTurnaround(rtt time.Duration, reqLen, replyLen int) {
+	if m.cfg.Baud == 0 {
+		return
+	}
+	ta := rtt - modbus.WireTime(reqLen+replyLen, m.cfg.Baud)
+	m.maxTA = max(m.maxTA, ta)
+}
+
+// deviceIDReplyLen is the RTU length (bytes) of a one-message Read Device
+// Identification reply holding d's objects: unit, function, MEI type, code,
+// conformity, more follows, next object, count, objects (id, length, value), CRC.
+func deviceIDReplyLen(d *modbus.DeviceIdentification) int {
+	n := 8 + 2
+	for _, v := range d.Objects {
+		n += 2 + len(v)
+	}
+	return n
+}
+
+func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic *modbus.DeviceIdentification, basicErr error) error {
+	ident, err := devices.IdentifyAfter(ctx, c, byte(unit), basic, basicErr)
 	if err != nil {
 		return err
 	}
@@ -254,14 +352,15 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int) error 
 }
 
 // detectBudget is the worst case from a device's death to critical with n devices on
-// the master. Its last good poll may have happened just before it died; the next
-// failures_before_critical polls are due one interval apart, and the last of them needs
-// a full timeout to fail. On the way each poll may wait behind one probe of an absent
-// unit and behind the polls of the other n−1 devices; each of those occupies the master
-// at most failCost (timeout + resync listening, when it fails too).
+// the master, from the real schedule: its last good poll may have happened just before
+// it died, so its next poll is due one interval later; that poll may wait behind the
+// request in flight (a probe or a poll) and the polls of the other n−1 devices due at
+// the same time; then failures_before_critical polls fail back to back (a suspect device
+// is retried before any regular poll). Each request that fails occupies the master for
+// failCost (timeout + resync listening); probes never take longer than that.
 func (m *master) detectBudget(n int) time.Duration {
-	return time.Duration(m.policy.FailuresBeforeCritical)*m.cfg.PollInterval + m.cfg.Timeout +
-		time.Duration(n)*m.failCost
+	f := time.Duration(m.policy.FailuresBeforeCritical)
+	return m.cfg.PollInterval + time.Duration(n)*m.failCost + f*m.failCost
 }
 
 func (m *master) check(n int) registry.Check {

@@ -84,6 +84,13 @@ type SerialBus struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// PollInterval overrides health.poll_interval for this bus.
 	PollInterval time.Duration `yaml:"poll_interval"`
+	// Turnaround is the slowest device turnaround assumed before one is observed: probes
+	// of absent unit IDs wait t3.5 + the longest turnaround (observed or this) + margin.
+	// Raise it for devices slower to answer than 5 ms. Default 5 ms.
+	Turnaround time.Duration `yaml:"turnaround"`
+	// FrameGap is the silence that ends a reply (and resync listening): default t3.5 +
+	// 1 ms on a pseudo-terminal, + 20 ms on a USB adapter (latency timer), + 2 ms else.
+	FrameGap time.Duration `yaml:"frame_gap"`
 	// ProbeShare is the largest share of bus time given to probing absent unit IDs while
 	// devices are being polled, 0 < share ≤ 1. Default 0.2.
 	ProbeShare float64 `yaml:"probe_share"`
@@ -329,6 +336,9 @@ func (c *Config) applyDefaults() {
 		}
 		if b.ProbeShare == 0 {
 			b.ProbeShare = 0.2
+		}
+		if b.Turnaround == 0 {
+			b.Turnaround = 5 * time.Millisecond
 		}
 	}
 }

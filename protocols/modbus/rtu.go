@@ -102,6 +102,7 @@ type RTU struct {
 	cfg       SerialConfig // normalised; read-only after OpenRTU
 	t35       time.Duration
 	timeout   atomic.Int64 // reply timeout in ns
+	resyncNs  atomic.Int64 // resync listening in ns (SetResync; starts at SerialConfig.Resync)
 	sem       chan struct{}
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -146,6 +147,7 @@ func OpenRTU(cfg SerialConfig) (*RTU, error) {
 		lastActivity: time.Now(),
 	}
 	r.timeout.Store(int64(cfg.Timeout))
+	r.resyncNs.Store(int64(cfg.Resync))
 	return r, nil
 }
 
@@ -213,6 +215,18 @@ func (r *RTU) SetTimeout(d time.Duration) {
 		d = r.cfg.Timeout
 	}
 	r.timeout.Store(int64(d))
+}
+
+// SetResync changes how long the master listens after a failed transaction (see
+// SerialConfig.Resync) for the following requests; values below FrameGap are raised to
+// it, d <= 0 restores the configured value. A bus scheduler uses a short resync for
+// sweep probes of absent unit IDs, where no late reply is expected, and the configured
+// one for health polls. Safe for concurrent use.
+func (r *RTU) SetResync(d time.Duration) {
+	if d <= 0 {
+		d = r.cfg.Resync
+	}
+	r.resyncNs.Store(int64(max(d, r.cfg.FrameGap)))
 }
 
 // Stats returns the bus counters (cheap atomic loads; fields may be mutually
@@ -623,7 +637,7 @@ func (r *RTU) decode(req, frame []byte, check func([]byte) error) error {
 func (r *RTU) resync(ctx context.Context) error {
 	r.dirty = true
 	r.stats.resyncs.Add(1)
-	quiet := later(time.Now().Add(r.cfg.Resync), r.lastActivity.Add(r.cfg.FrameGap))
+	quiet := later(time.Now().Add(time.Duration(r.resyncNs.Load())), r.lastActivity.Add(r.cfg.FrameGap))
 	stop := quiet.Add(WireTime(2*MaxADU, r.cfg.Baud) + r.cfg.FrameGap) // a babbling line
 	for {
 		now := time.Now()
