@@ -92,3 +92,37 @@ health: {poll_interval: 50ms, slow_rtt: 40ms, deregister_critical_after: 1m}
 		}
 	}
 }
+
+// TestHotPlug: a drive that starts answering while the gateway runs (plugged in) is
+// found by the sweep of absent unit IDs, which goes on in its share of bus time while
+// the known drives are polled.
+func TestHotPlug(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h := newHarness(t)
+	s := h.startSim(1, 2, 7)
+	if err := s.SetFault("bus1", 7, slave.Fault{Mode: slave.FaultSilent}); err != nil { // not plugged in yet
+		t.Fatal(err)
+	}
+	g := h.startGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-16", timeout: 20ms}]
+health: {poll_interval: 50ms}
+`)
+	waitCatalog(t, g, 15*time.Second, "drives 1 and 2", func(r []registry.Record) bool { return len(r) == 2 })
+	plugged := time.Now()
+	if err := s.SetFault("bus1", 7, slave.Fault{Mode: slave.FaultNone}); err != nil {
+		t.Fatal(err)
+	}
+	waitCatalog(t, g, 15*time.Second, "hot-plugged drive 7", func(r []registry.Record) bool {
+		rec, ok := instance(r, "rollcall-firmware-sim-sim-0007")
+		return ok && rec.Status == registry.Passing
+	})
+	t.Logf("hot-plugged drive found %v after it started answering (14 absent units, probe share 20 %%)", time.Since(plugged))
+	for _, id := range []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002"} {
+		if rec, _ := g.Registry().Get(id); rec.Status != registry.Passing || rec.Check.Failures != 0 {
+			t.Errorf("%s disturbed by the sweep: %+v", id, rec.Check)
+		}
+	}
+}
