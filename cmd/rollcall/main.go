@@ -5,7 +5,8 @@
 // Usage:
 //
 //	rollcall gateway [--config FILE] [--log-format text|json] [--log-level info]
-//	rollcall demo    [--units N] [--keep-going]
+//	rollcall demo    [--drives N] [--no-schedule]
+//	rollcall scan    --device PATH --baud N [--units 1-247] [--json]
 //	rollcall version
 package main
 
@@ -31,8 +32,11 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// errUsage marks command-line mistakes: exit status 2.
+// errUsage marks command-line mistakes and connection errors: exit status 2.
 var errUsage = errors.New("usage")
+
+// errNoneFound: the command worked but found nothing live: exit status 1 (find, scan).
+var errNoneFound = errors.New("none found")
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -47,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdGateway(ctx, args[1:], stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "scan":
+		err = cmdScan(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "rollcall", version)
 	case "help", "-h", "--help":
@@ -59,7 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, errNoneFound):
+		return 1
 	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+		if !errors.Is(err, flag.ErrHelp) && err.Error() != errUsage.Error() {
+			fmt.Fprintln(stderr, "rollcall:", err)
+		}
 		return 2
 	default:
 		fmt.Fprintln(stderr, "rollcall:", err)
@@ -71,6 +82,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   rollcall gateway [--config FILE]   run the gateway daemon
   rollcall demo                      embedded broker + simulated drives + gateway + live catalog
+  rollcall scan --device PATH --baud N [--units 1-247] [--json]
+                                     one-shot commissioning scan of a serial bus
   rollcall version                   print the version
 `)
 }

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/configs"
+	"github.com/rollcall-edge/rollcall/devices"
+	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+)
+
+// scanResult is one unit that answered a scan: who it says it is and what the gateway
+// would make of it (JSON field names as in the instance record where they overlap).
+type scanResult struct {
+	Unit     int            `json:"unit"`
+	Vendor   string         `json:"vendor,omitempty"`
+	Product  string         `json:"product_code,omitempty"`
+	Revision string         `json:"revision,omitempty"`
+	Model    string         `json:"model,omitempty"`
+	Serial   string         `json:"serial,omitempty"`
+	Profile  string         `json:"profile"`
+	Service  string         `json:"service"`
+	DeviceID bool           `json:"device_id"` // answers FC 0x2B/0x0E
+	State    map[string]any `json:"state,omitempty"`
+	RTTMS    float64        `json:"rtt_ms"`
+	Error    string         `json:"error,omitempty"` // answered the probe, but identity or poll failed
+}
+
+// cmdScan is `rollcall scan --device PATH --baud N [--units 1-247]`: a one-shot
+// commissioning scan of a serial bus. It probes each unit ID with a basic Read Device
+// Identification (FC 0x2B/0x0E), identifies every unit that answers (even with an
+// exception), matches a profile and polls it once, printing each device as it is found
+// and progress on stderr. Exit status: 0 when at least one device answered, 1 when none
+// did, 2 on usage errors or when the port cannot be opened.
+func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("scan", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	device := fset.String("device", "", "serial device, e.g. /dev/ttyUSB0 (required)")
+	baud := fset.Int("baud", 19200, "baud rate")
+	parity := fset.String("parity", "none", "parity: none, even or odd")
+	unitsFlag := fset.String("units", "1-247", `unit IDs to scan, e.g. "1-32" or "1,3,5-7"`)
+	timeout := fset.Duration("timeout", 50*time.Millisecond, "reply timeout per request")
+	asJSON := fset.Bool("json", false, "print one JSON object per device instead of a table")
+	profDir := fset.String("profiles", "", "directory of device profiles (default: the built-in ones)")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if *device == "" || fset.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: rollcall scan --device PATH --baud N [--units 1-247] [--json]")
+		return errUsage
+	}
+	units, err := config.ParseUnits(*unitsFlag)
+	if err != nil {
+		return fmt.Errorf("--units: %v: %w", err, errUsage)
+	}
+	var profiles *devices.Profiles
+	if *profDir != "" {
+		profiles, err = devices.LoadProfiles([]string{*profDir})
+	} else {
+		sub, _ := fs.Sub(configs.Profiles, "profiles")
+		profiles, err = devices.LoadProfilesFS(sub, "(built in)")
+	}
+	if err != nil {
+		return fmt.Errorf("%v: %w", err, errUsage)
+	}
+	bus, err := modbus.OpenRTU(modbus.SerialConfig{Device: *device, Baud: *baud, Parity: *parity, Timeout: *timeout})
+	if err != nil {
+		return fmt.Errorf("%v: %w", err, errUsage)
+	}
+	defer bus.Close()
+
+	tty := isTerminal(stderr)
+	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
+	if !*asJSON {
+		fmt.Fprintln(tw, "UNIT\tVENDOR\tPRODUCT\tREV\tMODEL\tSERIAL\tPROFILE\tSTATE\tRTT ms")
+		tw.Flush()
+	}
+	start := time.Now()
+	found := 0
+	for i, u := range units {
+		if ctx.Err() != nil {
+			break
+		}
+		if tty {
+			fmt.Fprintf(stderr, "\rscanning unit %d (%d/%d), %d found ", u, i+1, len(units), found)
+		} else if (i+1)%32 == 0 {
+			fmt.Fprintf(stderr, "scan: %d/%d units, %d found\n", i+1, len(units), found)
+		}
+		r, ok := scanUnit(ctx, bus, profiles, u)
+		if !ok {
+			continue
+		}
+		found++
+		if tty {
+			fmt.Fprint(stderr, "\r\033[K")
+		}
+		if *asJSON {
+			b, _ := json.Marshal(r)
+			fmt.Fprintln(stdout, string(b))
+			continue
+		}
+		state := "-"
+		if s, ok := r.State["cia402"]; ok {
+			state = fmt.Sprint(s)
+		}
+		if r.Error != "" {
+			state = "error: " + r.Error
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", r.Unit, dash(r.Vendor), dash(r.Product), dash(r.Revision),
+			dash(r.Model), dash(r.Serial), r.Profile, state, r.RTTMS)
+		tw.Flush()
+	}
+	if tty {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	fmt.Fprintf(stderr, "scan: %d of %d unit IDs answered on %s at %d baud in %.1f s\n", found, len(units), *device, *baud, time.Since(start).Seconds())
+	if ctx.Err() != nil {
+		return fmt.Errorf("scan interrupted")
+	}
+	if found == 0 {
+		return errNoneFound
+	}
+	return nil
+}
+
+// scanUnit probes one unit; ok is false when nothing answered.
+func scanUnit(ctx context.Context, bus modbus.Client, profiles *devices.Profiles, unit int) (scanResult, bool) {
+	ident, err := devices.Identify(ctx, bus, byte(unit))
+	if err != nil {
+		return scanResult{}, false
+	}
+	p := profiles.Match(ident.Objects)
+	r := scanResult{Unit: unit, Profile: p.Name, Service: p.Service, DeviceID: ident.Objects != nil}
+	id, err := devices.ReadIdentity(ctx, bus, byte(unit), p, ident)
+	r.Vendor, r.Product, r.Revision, r.Model, r.Serial = id.Vendor, id.ProductCode, id.Revision, id.Model, id.Serial
+	if err != nil {
+		r.Error = err.Error()
+		return r, true
+	}
+	o := devices.Poll(ctx, bus, byte(unit), p, r.DeviceID)
+	r.RTTMS = float64(o.RTT.Microseconds()) / 1000
+	r.State = o.State
+	if !o.Answered {
+		r.Error = fmt.Sprint(o.Err)
+	}
+	return r, true
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// isTerminal reports whether w is a character device (a terminal), for progress output.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
