@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export GORACE ?= atexit_sleep_ms=0
 
-.PHONY: build run test test-short bench lint clean
+.PHONY: build run test test-short bench fuzz lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rollcall ./cmd/rollcall
@@ -26,6 +26,17 @@ test-short:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# Every fuzz target for FUZZTIME each (go test -fuzz takes one target per run).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./protocols/modbus:FuzzExpectedReplyLength ./protocols/modbus:FuzzParseDeviceIDReply \
+	./protocols/modbus:FuzzMBAPHeader ./protocols/mqtt:FuzzInstanceTopic ./protocols/mqtt:FuzzDecodeRecord \
+	./protocols/mdns:FuzzParseTXT ./gateway/config:FuzzParse ./devices:FuzzCleanString ./devices:FuzzParseProfile
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
