@@ -30,11 +30,14 @@ type subscriber struct {
 	msgs   chan message
 }
 
-func subscribe(t *testing.T, url string) *subscriber {
+func subscribe(t *testing.T, url string, tune ...func(*paho.ClientOptions)) *subscriber {
 	t.Helper()
 	s := &subscriber{msgs: make(chan message, 1024)}
 	opts := paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("it-sub-%d", time.Now().UnixNano())).
 		SetCleanSession(true).SetOrderMatters(true)
+	for _, f := range tune {
+		f(opts)
+	}
 	s.client = paho.NewClient(opts)
 	if tok := s.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscriber connect: %v", tok.Error())

@@ -116,12 +116,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 		Username: cfg.MQTT.Username,
 		Logger:   g.base,
 	}
-	if cfg.MQTT.PasswordFile != "" {
+	switch {
+	case cfg.MQTT.PasswordFile != "":
 		pw, err := os.ReadFile(cfg.MQTT.PasswordFile)
 		if err != nil {
 			return fmt.Errorf("mqtt.password_file: %w", err)
 		}
-		pubOpts.Password = strings.TrimRight(string(pw), "\r\n")
+		pubOpts.Password, _, _ = strings.Cut(strings.TrimRight(string(pw), "\r\n"), "\n")
+	case cfg.MQTT.PasswordEnv != "":
+		pw, ok := os.LookupEnv(cfg.MQTT.PasswordEnv)
+		if !ok {
+			return fmt.Errorf("mqtt.password_env: environment variable %s is not set", cfg.MQTT.PasswordEnv)
+		}
+		pubOpts.Password = pw
 	}
 	if pubOpts.TLSConfig, err = tlsConfig(cfg.MQTT.TLS); err != nil {
 		return err

@@ -28,6 +28,9 @@ type harness struct {
 	wg   *sync.WaitGroup
 	sim  *sim.Sim
 	link string
+	// mqttExtra is appended inside the gateway config's mqtt mapping, e.g.
+	// `, username: it-gw, password_file: /x`.
+	mqttExtra string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -90,8 +93,8 @@ func (h *harness) startGateway(broker, extra string) *gateway.Gateway {
 // and state dir, so the epoch goes up).
 func (h *harness) runGateway(broker, extra string) (*gateway.Gateway, func()) {
 	h.t.Helper()
-	text := fmt.Sprintf("gateway: {id: it-gw, state_dir: %s}\nmqtt: {broker: %q, embedded_listen: \"127.0.0.1:0\"}\n%s",
-		filepath.Join(h.dir, "state"), broker, h.expand(extra))
+	text := fmt.Sprintf("gateway: {id: it-gw, state_dir: %s}\nmqtt: {broker: %q, embedded_listen: \"127.0.0.1:0\"%s}\n%s",
+		filepath.Join(h.dir, "state"), broker, h.mqttExtra, h.expand(extra))
 	cfg, err := config.Parse("gateway.yaml", []byte(text))
 	if err != nil {
 		h.t.Fatal(err)

@@ -46,8 +46,11 @@ type MQTT struct {
 	TopicPrefix string `yaml:"topic_prefix"`
 	// ClientID: default "rollcall-<gateway id>".
 	ClientID     string `yaml:"client_id"`
-	Username     string `yaml:"username"`
+	Username string `yaml:"username"`
+	// PasswordFile holds the password (first line; trailing newline ignored). Or
+	// PasswordEnv names an environment variable holding it. Never logged.
 	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
 	TLS          TLS    `yaml:"tls"`
 }
 
@@ -500,6 +503,12 @@ func (c *Config) validateMQTT(doc *yamlx.Doc) error {
 	if m.TopicPrefix == "" || strings.ContainsAny(m.TopicPrefix, "+#\x00") || strings.HasPrefix(m.TopicPrefix, "/") ||
 		strings.HasSuffix(m.TopicPrefix, "/") || strings.Contains(m.TopicPrefix, "//") {
 		return doc.Errorf("mqtt.topic_prefix", "expected topic levels without wildcards or empty levels, got %q", m.TopicPrefix)
+	}
+	if m.PasswordFile != "" && m.PasswordEnv != "" {
+		return doc.Errorf("mqtt.password_env", "give password_file or password_env, not both")
+	}
+	if (m.PasswordFile != "" || m.PasswordEnv != "") && m.Username == "" {
+		return doc.Errorf("mqtt.username", "a password is configured but no username")
 	}
 	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
 		return doc.Errorf("mqtt.tls", "cert_file and key_file go together")

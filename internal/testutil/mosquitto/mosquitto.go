@@ -36,7 +36,8 @@ type Mosquitto struct {
 	confPath string
 	logPath  string
 	port     int
-	persist  bool // retained messages survive Stop/Restart (saved to dir)
+	persist  bool    // retained messages survive Stop/Restart (saved to dir)
+	secure   *Secure // TLS listener, password file and ACL instead of anonymous TCP
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
@@ -71,7 +72,7 @@ func Find() string {
 // Without the binary the test is skipped, or failed when CI=true.
 func Start(t testing.TB) *Mosquitto {
 	t.Helper()
-	return start(t, false)
+	return start(t, false, nil)
 }
 
 // StartPersistent is Start with persistence on (the database in the test's temporary
@@ -79,10 +80,51 @@ func Start(t testing.TB) *Mosquitto {
 // so a test can check that a gateway clears what went stale during an outage.
 func StartPersistent(t testing.TB) *Mosquitto {
 	t.Helper()
-	return start(t, true)
+	return start(t, true, nil)
 }
 
-func start(t testing.TB, persist bool) *Mosquitto {
+// Secure configures StartSecure: a TLS listener (certificates in PEM files) with
+// password authentication and an ACL file, as a plant broker would run.
+type Secure struct {
+	CAFile, CertFile, KeyFile string // server certificate and the CA that signed clients
+	RequireClientCert         bool   // require_certificate true
+	PasswordFile              string // mosquitto_passwd format (see PasswordFile helper)
+	ACLFile                   string // mosquitto acl_file
+}
+
+// StartSecure is Start with a TLS listener, no anonymous access, a password file and an
+// ACL (mosquitto.conf: cafile, certfile, keyfile, password_file, acl_file); the log
+// includes debug lines so a test can find "Denied PUBLISH". URL returns ssl://….
+func StartSecure(t testing.TB, sec Secure) *Mosquitto {
+	t.Helper()
+	m := start(t, false, &sec)
+	return m
+}
+
+// PasswordFile writes a mosquitto password file for the given users (user → password)
+// with mosquitto_passwd, into the test's temporary directory, and returns its path.
+func PasswordFile(t testing.TB, users map[string]string) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto_passwd not found (apt-get install -y mosquitto); required when CI=true")
+		}
+		t.Skip("mosquitto_passwd not found")
+	}
+	path := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for u, p := range users {
+		if out, err := exec.Command(bin, "-b", path, u, p).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+		}
+	}
+	return path
+}
+
+func start(t testing.TB, persist bool, sec ...*Secure) *Mosquitto {
 	t.Helper()
 	bin := Find()
 	if bin == "" {
@@ -93,6 +135,9 @@ func start(t testing.TB, persist bool) *Mosquitto {
 	}
 	dir := t.TempDir()
 	m := &Mosquitto{t: t, bin: bin, dir: dir, logPath: filepath.Join(dir, "mosquitto.log"), persist: persist}
+	if len(sec) > 0 {
+		m.secure = sec[0]
+	}
 	t.Cleanup(func() {
 		m.Stop()
 		if t.Failed() {
@@ -123,7 +168,12 @@ func start(t testing.TB, persist bool) *Mosquitto {
 }
 
 // URL returns the broker URL, tcp://127.0.0.1:PORT.
-func (m *Mosquitto) URL() string { return "tcp://" + m.Addr() }
+func (m *Mosquitto) URL() string {
+	if m.secure != nil {
+		return "ssl://" + m.Addr()
+	}
+	return "tcp://" + m.Addr()
+}
 
 // Addr returns the listen address, 127.0.0.1:PORT.
 func (m *Mosquitto) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.port)) }
@@ -175,7 +225,12 @@ func (m *Mosquitto) stop(sig syscall.Signal) {
 func (m *Mosquitto) writeConfig() error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "listener %d 127.0.0.1\n", m.port)
-	b.WriteString("allow_anonymous true\n")
+	if sec := m.secure; sec != nil {
+		fmt.Fprintf(&b, "cafile %s\ncertfile %s\nkeyfile %s\nrequire_certificate %v\n", sec.CAFile, sec.CertFile, sec.KeyFile, sec.RequireClientCert)
+		fmt.Fprintf(&b, "allow_anonymous false\npassword_file %s\nacl_file %s\nlog_type debug\n", sec.PasswordFile, sec.ACLFile)
+	} else {
+		b.WriteString("allow_anonymous true\n")
+	}
 	if m.persist {
 		fmt.Fprintf(&b, "persistence true\npersistence_location %s/\nautosave_interval 1\n", m.dir)
 	} else {
