@@ -170,7 +170,7 @@ health: {poll_interval: 50ms}
 		}
 		defer c.Disconnect(100)
 		for _, pub := range []struct{ topic, payload string }{{topic, `{"schema":"rollcall.instance/v1","id":"forged"}`}, {marker, `{"marker":true}`}} {
-			if tok := c.Publish(pub.topic, 1, true, pub.payload); !tok.WaitTimeout(10*time.Second) {
+			if tok := c.Publish(pub.topic, 1, true, pub.payload); !tok.WaitTimeout(10 * time.Second) {
 				t.Fatalf("%s publish %s: no acknowledgement", user, pub.topic)
 			}
 		}

@@ -45,7 +45,7 @@ type MQTT struct {
 	// TopicPrefix is <prefix> of the contract. Default "rollcall/v1".
 	TopicPrefix string `yaml:"topic_prefix"`
 	// ClientID: default "rollcall-<gateway id>".
-	ClientID     string `yaml:"client_id"`
+	ClientID string `yaml:"client_id"`
 	Username string `yaml:"username"`
 	// PasswordFile holds the password (first line; trailing newline ignored). Or
 	// PasswordEnv names an environment variable holding it. Never logged.

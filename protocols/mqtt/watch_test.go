@@ -76,9 +76,17 @@ func TestWatchService(t *testing.T) {
 	}
 	rawPublish(t, b.url, topics.Instance(ioRec.Service, "gw", ioRec.ID), true, nil)
 	rawPublish(t, b.url, topics.Instance(servo.Service, "gw", servo.ID), true, nil)
-	e = w.catalog(t, "deregistration", func(CatalogEvent) bool { return true })
-	if e.Record != nil || e.Instance != "servo-1" {
-		t.Fatalf("second event %+v, want servo-1 deregistered (io-module filtered out)", e)
+	for {
+		e = w.catalog(t, "deregistration", func(CatalogEvent) bool { return true })
+		if e.Service != "servo-drive" {
+			t.Fatalf("event of another service: %+v", e)
+		}
+		if e.Record == nil {
+			break // (a live copy of the servo record may come first: mochi forwards after its PUBACK)
+		}
+	}
+	if e.Instance != "servo-1" || e.Retained {
+		t.Fatalf("deregistration event %+v", e)
 	}
 }
 
