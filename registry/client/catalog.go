@@ -1,0 +1,414 @@
+package client
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// Gateway states of Instance.GatewayState.
+const (
+	GatewayOnline  = mqtt.StateOnline  // the gateway's status record says "online"
+	GatewayOffline = mqtt.StateOffline // "offline": clean shutdown, or the broker's will
+	GatewayUnknown = "unknown"         // no status record known for the gateway
+)
+
+// Instance is one catalog entry: the instance record as its gateway last published it,
+// plus what the client knows about how current it is.
+type Instance struct {
+	registry.Record
+	// Stale: the record has not been confirmed by a broker since this process started
+	// (it comes from the cache file), or, with Options.StaleAfter > 0, not for longer
+	// than StaleAfter. Pick skips stale entries unless AllowStale is given.
+	Stale bool
+	// Age is how long ago the record was last known to be current. It is 0 while the
+	// broker connection that delivered it is up (the broker pushes every change, so the
+	// record is current); during an outage it is the time since the connection was
+	// lost; for an entry read from the cache file, the time since the process that
+	// wrote it last had it confirmed.
+	Age time.Duration
+	// GatewayState is the state of the publishing gateway: GatewayOnline,
+	// GatewayOffline or GatewayUnknown.
+	GatewayState string
+	// GatewayEpoch is the epoch of the gateway's status record (0 when unknown): the
+	// gateway's current epoch. Pick never returns an instance whose Epoch is below it.
+	GatewayEpoch int64
+}
+
+// ChangeKind says what happened to an instance.
+type ChangeKind int
+
+// Kinds of Change.
+const (
+	// Added: a new entry (a record on a topic the client did not know).
+	Added ChangeKind = iota + 1
+	// Updated: the record was replaced (new revision, status, epoch …), a cached entry
+	// was confirmed by a broker, or its gateway's status or epoch changed.
+	Updated
+	// Removed: deregistered (empty retained record), or not confirmed by the broker at
+	// a resynchronisation. Change.Instance is the last known state.
+	Removed
+)
+
+// String returns "added", "updated" or "removed".
+func (k ChangeKind) String() string {
+	switch k {
+	case Added:
+		return "added"
+	case Updated:
+		return "updated"
+	case Removed:
+		return "removed"
+	}
+	return "unknown"
+}
+
+// Change is one change of one catalog entry, delivered by Subscribe.
+type Change struct {
+	Kind ChangeKind
+	// Instance is the entry after the change (for Removed, the last known state), with
+	// Stale, Age and GatewayState as of the change.
+	Instance Instance
+	// Missed is the number of changes dropped just before this one because the
+	// subscriber's buffer was full (drop-oldest). A subscriber that sees Missed > 0
+	// and needs the whole picture re-reads it with Instances.
+	Missed uint64
+}
+
+// entry is one instance topic's record.
+type entry struct {
+	topic         string
+	svc, gw, inst string // topic levels (slugs)
+	rec           *registry.Record
+	gen           uint64    // connection generation that last delivered it; 0: the cache file
+	confirmed     time.Time // when last known current (meaningful when not live)
+	cached        bool      // read from the cache file, not confirmed since
+}
+
+// gwEntry is one gateway's status record.
+type gwEntry struct {
+	topic     string
+	rec       *registry.GatewayRecord
+	gen       uint64
+	confirmed time.Time
+	cached    bool
+}
+
+// liveLocked reports whether gen is the generation of the connection that is up: a
+// record it delivered is current.
+func (c *Client) liveLocked(gen uint64) bool {
+	return c.conn.connected && gen != 0 && gen == c.conn.gen
+}
+
+// instanceLocked builds the Instance view of e at now; c.mu held.
+func (c *Client) instanceLocked(e *entry, now time.Time) Instance {
+	in := Instance{Record: cloneRecord(e.rec), GatewayState: GatewayUnknown}
+	if !c.liveLocked(e.gen) {
+		in.Age = max(now.Sub(e.confirmed), 0)
+	}
+	in.Stale = e.cached || (c.o.StaleAfter > 0 && in.Age > c.o.StaleAfter)
+	if g := c.gateways[e.gw]; g != nil {
+		in.GatewayState, in.GatewayEpoch = g.rec.State, g.rec.Epoch
+	}
+	return in
+}
+
+// cloneRecord copies a record with its maps and slices, so callers may keep or modify it.
+func cloneRecord(r *registry.Record) registry.Record {
+	out := *r
+	out.State = maps.Clone(r.State)
+	out.Meta = maps.Clone(r.Meta)
+	out.DiscoveredBy = slices.Clone(r.DiscoveredBy)
+	return out
+}
+
+// apply applies one message on a catalog or gateway status topic (the loop's own).
+func (c *Client) apply(in inbound) {
+	t := c.o.Topics
+	if svc, gw, inst, ok := t.ParseInstanceTopic(in.topic); ok {
+		if len(c.services) > 0 && !c.services[svc] {
+			return
+		}
+		rec, err := mqtt.DecodeRecord(in.payload)
+		if err != nil {
+			c.log.Warn("client: malformed instance record skipped", "topic", in.topic, "err", err)
+			return
+		}
+		if rec != nil && (mqtt.Slug(rec.Service) != svc || mqtt.Slug(rec.Gateway) != gw || mqtt.Slug(rec.ID) != inst) {
+			c.log.Warn("client: instance record does not match its topic; skipped", "topic", in.topic,
+				"instance", rec.ID, "service", rec.Service, "gateway", rec.Gateway)
+			return
+		}
+		c.applyInstance(in, svc, gw, inst, rec)
+		return
+	}
+	if gw, ok := t.ParseGatewayStatusTopic(in.topic); ok {
+		rec, err := mqtt.DecodeGatewayRecord(in.payload)
+		if err != nil {
+			c.log.Warn("client: malformed gateway record skipped", "topic", in.topic, "err", err)
+			return
+		}
+		if rec != nil && mqtt.Slug(rec.Gateway) != gw {
+			c.log.Warn("client: gateway record does not match its topic; skipped", "topic", in.topic, "gateway", rec.Gateway)
+			return
+		}
+		c.applyGateway(in, gw, rec)
+		return
+	}
+	c.log.Debug("client: message on an unexpected topic skipped", "topic", in.topic)
+}
+
+func (c *Client) applyInstance(in inbound, svc, gw, inst string, rec *registry.Record) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[in.topic]
+	if rec == nil {
+		if e == nil {
+			return
+		}
+		delete(c.entries, in.topic)
+		c.log.Debug("client: instance deregistered", "service", svc, "gateway", gw, "instance", inst)
+		c.emitLocked(Removed, e, now)
+		return
+	}
+	kind := Updated
+	switch {
+	case e == nil:
+		kind = Added
+		e = &entry{topic: in.topic, svc: svc, gw: gw, inst: inst}
+		c.entries[in.topic] = e
+	case rec.Epoch == e.rec.Epoch && rec.Revision < e.rec.Revision:
+		// An older publication of the same gateway run, delivered late: the instance
+		// exists on the broker, but the record held is newer. (Across epochs the
+		// broker's record wins: a gateway whose state directory was reset starts
+		// again at epoch 1.)
+		c.log.Debug("client: older revision of the same epoch ignored", "service", svc, "gateway", gw,
+			"instance", inst, "revision", rec.Revision, "held", e.rec.Revision)
+		rec = e.rec
+		if !e.cached {
+			kind = 0
+		}
+	case !e.cached && e.rec.Revision == rec.Revision && e.rec.Status == rec.Status && e.rec.Epoch == rec.Epoch:
+		kind = 0 // the same record again (a resynchronisation): confirmed, not changed
+	}
+	e.rec, e.gen, e.confirmed, e.cached = rec, in.gen, now, false
+	c.dirty = true
+	if kind != 0 {
+		c.emitLocked(kind, e, now)
+	}
+}
+
+func (c *Client) applyGateway(in inbound, gw string, rec *registry.GatewayRecord) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.gateways[gw]
+	if rec == nil {
+		if old == nil {
+			return
+		}
+		delete(c.gateways, gw)
+	} else {
+		c.gateways[gw] = &gwEntry{topic: in.topic, rec: rec, gen: in.gen, confirmed: now}
+	}
+	c.dirty = true
+	if old == nil || rec == nil || old.rec.State != rec.State || old.rec.Epoch != rec.Epoch || old.cached {
+		state := GatewayUnknown
+		if rec != nil {
+			state = rec.State
+		}
+		c.log.Info("client: gateway status", "gateway", gw, "state", state)
+		c.emitGatewayLocked(gw, now)
+	}
+}
+
+// emitGatewayLocked sends an Updated change for every instance of gateway gw.
+func (c *Client) emitGatewayLocked(gw string, now time.Time) {
+	for _, e := range c.sortedLocked("") {
+		if e.gw == gw {
+			c.emitLocked(Updated, e, now)
+		}
+	}
+}
+
+// sweep ends the resynchronisation of connection gen: entries and gateway statuses it
+// did not deliver are gone from the broker, and are removed.
+func (c *Client) sweep(gen uint64) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.conn.connected || c.conn.gen != gen {
+		return
+	}
+	removed := 0
+	for _, e := range c.sortedLocked("") {
+		if e.gen != gen {
+			delete(c.entries, e.topic)
+			c.emitLocked(Removed, e, now)
+			removed++
+		}
+	}
+	for gw, g := range c.gateways {
+		if g.gen != gen {
+			delete(c.gateways, gw)
+			c.emitGatewayLocked(gw, now)
+		}
+	}
+	c.conn.synced = true
+	c.gwComplete = true
+	c.dirty = true
+	if !c.isReady {
+		c.isReady = true
+		close(c.ready)
+	}
+	c.notifyLocked()
+	c.log.Info("client: catalog synchronised", "broker", c.conn.broker, "instances", len(c.entries), "removed", removed)
+}
+
+// markLostLocked records that the current connection is gone at now: what it
+// delivered was current until now.
+func (c *Client) markLostLocked(now time.Time) {
+	for _, e := range c.entries {
+		if c.liveLocked(e.gen) {
+			e.confirmed = now
+		}
+	}
+	for _, g := range c.gateways {
+		if c.liveLocked(g.gen) {
+			g.confirmed = now
+		}
+	}
+	c.conn.connected, c.conn.synced, c.conn.since = false, false, now
+	c.dirty = true
+}
+
+// sortedLocked returns the entries of service slug svc ("" = all), ordered by service,
+// gateway and instance.
+func (c *Client) sortedLocked(svc string) []*entry {
+	out := make([]*entry, 0, len(c.entries))
+	for _, e := range c.entries {
+		if svc == "" || e.svc == svc {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b *entry) int {
+		if d := strings.Compare(a.svc, b.svc); d != 0 {
+			return d
+		}
+		if d := strings.Compare(a.gw, b.gw); d != 0 {
+			return d
+		}
+		return strings.Compare(a.inst, b.inst)
+	})
+	return out
+}
+
+// Instances returns every entry of service (slugged; "" = every service), of any status,
+// stale ones included, ordered by service, gateway and instance id. Use Pick or Live to
+// get only what may be used.
+func (c *Client) Instances(service string) []Instance {
+	svc := ""
+	if service != "" {
+		svc = mqtt.Slug(service)
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	es := c.sortedLocked(svc)
+	out := make([]Instance, 0, len(es))
+	for _, e := range es {
+		out = append(out, c.instanceLocked(e, now))
+	}
+	return out
+}
+
+// notifyLocked wakes every Wait.
+func (c *Client) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// emitLocked sends a change of e to every subscriber and wakes every Wait.
+func (c *Client) emitLocked(kind ChangeKind, e *entry, now time.Time) {
+	ch := Change{Kind: kind, Instance: c.instanceLocked(e, now)}
+	for s := range c.subs {
+		s.send(ch)
+	}
+	c.notifyLocked()
+}
+
+// subscription is one Subscribe channel.
+type subscription struct {
+	mu     sync.Mutex
+	ch     chan Change
+	closed bool
+}
+
+// send queues ch without blocking: when the buffer is full the oldest queued change is
+// dropped and counted in the Missed of the change queued now. The client is the only
+// sender.
+func (s *subscription) send(ch Change) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	for {
+		select {
+		case s.ch <- ch:
+			return
+		default:
+		}
+		select {
+		case old := <-s.ch:
+			ch.Missed += 1 + old.Missed
+		default:
+		}
+	}
+}
+
+func (s *subscription) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.ch)
+	}
+}
+
+// Subscribe returns a channel of catalog changes and a function that cancels the
+// subscription (idempotent; it closes the channel). The channel holds up to buffer
+// changes (values below 1 count as 1). The client never blocks on a subscriber: when
+// the buffer is full it drops the OLDEST queued change to make room, and the change
+// queued then carries the count of dropped ones in Missed (drop-oldest). The channel
+// is also closed when Run returns (at once if Run has already returned).
+//
+// Changes are sent for every instance added, replaced, removed, confirmed after being
+// read from the cache file, or affected by its gateway's status or epoch changing. A
+// change says nothing about whether Pick would return the instance: call Pick (or
+// Live) with the filters that matter to you.
+func (c *Client) Subscribe(buffer int) (<-chan Change, func()) {
+	s := &subscription{ch: make(chan Change, max(buffer, 1))}
+	c.mu.Lock()
+	if c.done {
+		s.close()
+	} else {
+		c.subs[s] = struct{}{}
+	}
+	c.mu.Unlock()
+	var once sync.Once
+	return s.ch, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.subs, s)
+			c.mu.Unlock()
+			s.close()
+		})
+	}
+}

@@ -1,0 +1,357 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// ErrNoneLive is returned (wrapped, with the service, the filters and why the known
+// instances were refused) by Pick when no instance qualifies, and by Wait when its
+// context ends first. Test with errors.Is.
+var ErrNoneLive = errors.New("no live instance")
+
+// PickOption is a filter, a relaxation or a Strategy for Pick, Live and Wait.
+type PickOption interface {
+	applyPick(*pickSpec)
+}
+
+type pickFunc func(*pickSpec)
+
+func (f pickFunc) applyPick(p *pickSpec) { f(p) }
+
+// pickSpec is the combined PickOptions of one call.
+type pickSpec struct {
+	meta          [][2]string
+	ids           []string
+	gateways      []string
+	identity      []func(registry.Identity) bool
+	allowWarning  bool
+	allowStale    bool
+	requireOnline bool
+	strategy      Strategy
+}
+
+// WithMeta keeps instances whose meta has key k with value v exactly. Repeatable: every
+// pair must match.
+func WithMeta(k, v string) PickOption {
+	return pickFunc(func(p *pickSpec) { p.meta = append(p.meta, [2]string{k, v}) })
+}
+
+// WithID keeps the instance with this id (compared as given, or slugged as in its
+// topic). Given twice, nothing can match both unless the ids are the same.
+func WithID(id string) PickOption {
+	return pickFunc(func(p *pickSpec) { p.ids = append(p.ids, id) })
+}
+
+// WithGateway keeps instances published by gateway g (compared slugged).
+func WithGateway(g string) PickOption {
+	return pickFunc(func(p *pickSpec) { p.gateways = append(p.gateways, g) })
+}
+
+// WithIdentity keeps instances for which f returns true; f gets the identity the device
+// reported (vendor, product code, revision, model, serial). Repeatable. f is called with
+// the client's lock held: it must not call the Client.
+func WithIdentity(f func(registry.Identity) bool) PickOption {
+	return pickFunc(func(p *pickSpec) { p.identity = append(p.identity, f) })
+}
+
+// AllowWarning also accepts instances in status "warning" (answering, but degraded: a
+// device fault bit, Modbus exceptions, slow replies). By default only "passing" ones
+// qualify. A "critical" instance never does.
+func AllowWarning() PickOption { return pickFunc(func(p *pickSpec) { p.allowWarning = true }) }
+
+// AllowStale also accepts Stale entries: read from the cache file and not confirmed by a
+// broker yet (or, with Options.StaleAfter, unconfirmed for too long). Their status is
+// what their gateway said when the cache was written.
+func AllowStale() PickOption { return pickFunc(func(p *pickSpec) { p.allowStale = true }) }
+
+// RequireGatewayOnline refuses instances whose gateway's status is unknown (no status
+// record seen). Instances of an "offline" gateway are always refused; those of a
+// gateway with no known status are accepted by default once the client has the
+// broker's complete retained catalog (refused before), see the package documentation.
+func RequireGatewayOnline() PickOption {
+	return pickFunc(func(p *pickSpec) { p.requireOnline = true })
+}
+
+// Strategy chooses among the instances that qualify. A Strategy is itself a PickOption:
+// c.Pick("servo-drive", client.LowestRTT).
+type Strategy int
+
+// Strategies.
+const (
+	// RoundRobin (the default) cycles through the qualifying instances, ordered by
+	// gateway and id, with one counter per service shared by all callers.
+	RoundRobin Strategy = iota
+	// Random picks uniformly among the qualifying instances.
+	Random
+	// LowestRTT picks the instance with the lowest check.rtt_ms (the round trip of its
+	// gateway's last poll; a value ≤ 0 counts as unknown and comes last); ties go to the
+	// first by gateway and id.
+	LowestRTT
+)
+
+func (s Strategy) applyPick(p *pickSpec) { p.strategy = s }
+
+// String returns "round-robin", "random" or "lowest-rtt".
+func (s Strategy) String() string {
+	switch s {
+	case RoundRobin:
+		return "round-robin"
+	case Random:
+		return "random"
+	case LowestRTT:
+		return "lowest-rtt"
+	}
+	return fmt.Sprintf("Strategy(%d)", int(s))
+}
+
+func newPickSpec(opts []PickOption) *pickSpec {
+	p := &pickSpec{}
+	for _, o := range opts {
+		if o != nil {
+			o.applyPick(p)
+		}
+	}
+	return p
+}
+
+// describe renders the filters for error messages: " (meta axis=3, gateway gw1)".
+func (p *pickSpec) describe() string {
+	var parts []string
+	for _, kv := range p.meta {
+		parts = append(parts, "meta "+kv[0]+"="+kv[1])
+	}
+	for _, id := range p.ids {
+		parts = append(parts, "id "+id)
+	}
+	for _, g := range p.gateways {
+		parts = append(parts, "gateway "+g)
+	}
+	if n := len(p.identity); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d identity filter(s)", n))
+	}
+	if p.allowWarning {
+		parts = append(parts, "warning allowed")
+	}
+	if p.allowStale {
+		parts = append(parts, "stale allowed")
+	}
+	if p.requireOnline {
+		parts = append(parts, "gateway must be online")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// Reasons an instance is refused, in the order they are checked and reported.
+const (
+	refFilter = iota
+	refCritical
+	refWarning
+	refOffline
+	refUnknownGW
+	refPendingGW
+	refOldEpoch
+	refStale
+	refCount
+)
+
+// refusalText describes reason r in ErrNoneLive messages.
+func refusalText(r int) string {
+	switch r {
+	case refFilter:
+		return "not matching the filters"
+	case refCritical:
+		return "critical"
+	case refWarning:
+		return "warning"
+	case refOffline:
+		return "gateway offline"
+	case refUnknownGW:
+		return "gateway status unknown"
+	case refPendingGW:
+		return "gateway status not received yet"
+	case refOldEpoch:
+		return "older epoch than their gateway"
+	case refStale:
+		return "stale"
+	}
+	return "refused"
+}
+
+// matches reports whether in passes the filters of p.
+func (p *pickSpec) matches(e *entry, in *Instance) bool {
+	for _, kv := range p.meta {
+		if v, ok := in.Meta[kv[0]]; !ok || v != kv[1] {
+			return false
+		}
+	}
+	for _, id := range p.ids {
+		if id != in.ID && mqtt.Slug(id) != e.inst {
+			return false
+		}
+	}
+	for _, g := range p.gateways {
+		if mqtt.Slug(g) != e.gw {
+			return false
+		}
+	}
+	for _, f := range p.identity {
+		if !f(in.Identity) {
+			return false
+		}
+	}
+	return true
+}
+
+// refusal returns why in may not be picked under p, or -1 if it may.
+func (p *pickSpec) refusal(e *entry, in *Instance, gwComplete bool) int {
+	switch {
+	case !p.matches(e, in):
+		return refFilter
+	case in.Status == registry.Critical:
+		return refCritical
+	case in.Status == registry.Warning && !p.allowWarning:
+		return refWarning
+	case in.Status != registry.Passing && in.Status != registry.Warning:
+		return refCritical // an unknown status is not live
+	case in.GatewayState == GatewayOffline:
+		return refOffline
+	case in.GatewayState == GatewayUnknown && p.requireOnline:
+		return refUnknownGW
+	case in.GatewayState == GatewayUnknown && !gwComplete:
+		return refPendingGW // it may be on its way, and say "offline"
+	case in.GatewayState != GatewayUnknown && in.Epoch < in.GatewayEpoch:
+		return refOldEpoch
+	case in.Stale && !p.allowStale:
+		return refStale
+	}
+	return -1
+}
+
+// candidatesLocked returns the instances of service that qualify under p, ordered by
+// gateway and id, or an ErrNoneLive error explaining why none does.
+func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([]Instance, error) {
+	svc := mqtt.Slug(service)
+	var (
+		out     []Instance
+		refused [refCount]int
+		known   int
+	)
+	for _, e := range c.sortedLocked(svc) {
+		known++
+		in := c.instanceLocked(e, now)
+		if r := p.refusal(e, &in, c.gwComplete); r >= 0 {
+			refused[r]++
+			continue
+		}
+		out = append(out, in)
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	var why []string
+	for r, n := range refused {
+		if n > 0 {
+			why = append(why, fmt.Sprintf("%d %s", n, refusalText(r)))
+		}
+	}
+	msg := fmt.Sprintf("%d known", known)
+	if len(why) > 0 {
+		msg += ": " + strings.Join(why, ", ")
+	}
+	if len(c.services) > 0 && !c.services[svc] {
+		msg += "; the client does not subscribe to this service (Options.Services)"
+	}
+	return nil, fmt.Errorf("client: %w for service %q%s: %s", ErrNoneLive, service, p.describe(), msg)
+}
+
+// Pick returns one instance of service that may be used now:
+//
+//   - status "passing" ("warning" too with AllowWarning; "critical" never);
+//   - its gateway not "offline" (and, with RequireGatewayOnline, known to be
+//     "online");
+//   - its record's epoch not older than its gateway's current epoch (from the
+//     gateway's status record);
+//   - not Stale, unless AllowStale;
+//   - matching every filter (WithMeta, WithID, WithGateway, WithIdentity).
+//
+// Among those, the Strategy chooses (RoundRobin by default). Instances of the same
+// service from several gateways are one pool. Pick never blocks on the network: it
+// answers from memory, also while the broker is unreachable (see Instance.Age). When
+// nothing qualifies the error wraps ErrNoneLive and names the service, the filters and
+// how many known instances were refused for which reason.
+func (c *Client) Pick(service string, opts ...PickOption) (Instance, error) {
+	p := newPickSpec(opts)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pickLocked(service, p)
+}
+
+func (c *Client) pickLocked(service string, p *pickSpec) (Instance, error) {
+	cands, err := c.candidatesLocked(service, p, time.Now())
+	if err != nil {
+		return Instance{}, err
+	}
+	switch p.strategy {
+	case Random:
+		return cands[rand.IntN(len(cands))], nil
+	case LowestRTT:
+		best := 0
+		for i, in := range cands {
+			b := cands[best].Check.RTTMS
+			if r := in.Check.RTTMS; r > 0 && (b <= 0 || r < b) {
+				best = i
+			}
+		}
+		return cands[best], nil
+	default:
+		svc := mqtt.Slug(service)
+		n := c.rr[svc]
+		c.rr[svc] = n + 1
+		return cands[n%uint64(len(cands))], nil
+	}
+}
+
+// Live returns every instance of service that Pick could return with these options,
+// ordered by gateway and id (a Strategy among opts is ignored), or nil when there is
+// none.
+func (c *Client) Live(service string, opts ...PickOption) []Instance {
+	p := newPickSpec(opts)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out, _ := c.candidatesLocked(service, p, time.Now())
+	return out
+}
+
+// Wait returns as soon as Pick(service, opts...) succeeds, with its result: at once if
+// an instance qualifies now, else when a catalog change makes one qualify. It does not
+// poll; it wakes on every change of the catalog or of the connection. When ctx ends
+// first it returns an error wrapping both ErrNoneLive (with Pick's explanation) and
+// ctx's error (context.Canceled or context.DeadlineExceeded, or the cause).
+func (c *Client) Wait(ctx context.Context, service string, opts ...PickOption) (Instance, error) {
+	p := newPickSpec(opts)
+	for {
+		c.mu.Lock()
+		changed := c.changed
+		in, err := c.pickLocked(service, p)
+		c.mu.Unlock()
+		if err == nil {
+			return in, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return Instance{}, fmt.Errorf("%w (wait ended: %w)", err, context.Cause(ctx))
+		}
+	}
+}
