@@ -240,9 +240,9 @@ func (v *catalogView) print() {
 		if r.State["fault"] == true {
 			state += fmt.Sprintf(" (fault 0x%04X)", toInt(r.State["error_code"]))
 		}
-		where := fmt.Sprintf("%s/%d", r.Endpoint.Bus, r.Endpoint.Unit)
-		if r.Endpoint.Transport != "modbus-rtu" {
-			where = fmt.Sprintf("%s:%d/%d", r.Endpoint.Host, r.Endpoint.Port, r.Endpoint.Unit)
+		where := endpointString(r.Endpoint)
+		if r.Endpoint.Transport == "modbus-rtu" {
+			where = fmt.Sprintf("%s/%d", r.Endpoint.Bus, r.Endpoint.Unit) // the device path is long and the same for all
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%d\n", r.ID, r.Service, r.Status, state,
 			where, strings.Join(r.DiscoveredBy, ","), r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), r.Revision)

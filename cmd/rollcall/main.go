@@ -6,6 +6,8 @@
 //
 //	rollcall gateway [--config FILE] [--log-format text|json] [--log-level info]
 //	rollcall demo    [--drives N] [--no-schedule]
+//	rollcall watch   --broker URL [--service S] [--json]
+//	rollcall find    SERVICE --broker URL [--meta k=v]... [--json]
 //	rollcall scan    --device PATH --baud N [--units 1-247] [--json]
 //	rollcall version
 package main
@@ -53,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "scan":
 		err = cmdScan(ctx, args[1:], stdout, stderr)
+	case "watch":
+		err = cmdWatch(ctx, args[1:], stdout, stderr)
+	case "find":
+		err = cmdFind(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "rollcall", version)
 	case "help", "-h", "--help":
@@ -82,6 +88,10 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   rollcall gateway [--config FILE]   run the gateway daemon
   rollcall demo                      embedded broker + simulated drives + gateway + live catalog
+  rollcall watch --broker URL [--service S] [--json]
+                                     the live catalog as a table (or JSON lines)
+  rollcall find SERVICE --broker URL [--meta k=v]... [--json]
+                                     one live instance's endpoint (exit 0 found, 1 none, 2 error)
   rollcall scan --device PATH --baud N [--units 1-247] [--json]
                                      one-shot commissioning scan of a serial bus
   rollcall version                   print the version
@@ -135,3 +145,6 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return g.Run(ctx)
 }
+
+// lookupEnv returns the value of an environment variable ("" when unset).
+func lookupEnv(name string) string { return os.Getenv(name) }

@@ -15,6 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
+	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/gateway/config"
 )
 
 // zeroconf v1.0.0's (*Server).probe goroutine (the demo advertises over mDNS) is not
@@ -148,5 +150,105 @@ func TestDemo(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("demo: %v", err)
+	}
+}
+
+// TestFindAndWatch runs `rollcall find` and `rollcall watch --json` against a gateway
+// (embedded broker) with firmware-sim drives.
+func TestFindAndWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	dir := t.TempDir()
+	link := filepath.Join(dir, "bus1")
+	simCfg, err := sim.ParseConfig("sim.yaml", []byte(`
+buses:
+  - {name: bus1, link: `+link+`, baud: 115200, turnaround: 1ms, drives: [{unit: 1, serial: SIM-0001}, {unit: 2, serial: SIM-0002}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := sim.New(simCfg, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = s.Wait() }()
+	cfg, err := config.Parse("gw.yaml", []byte(`
+gateway: {id: find-gw, state_dir: `+filepath.Join(dir, "state")+`}
+mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0"}
+discovery:
+  serial:
+    - {name: bus1, device: `+link+`, baud: 115200, units: "1-2", timeout: 20ms,
+       devices: [{unit: 1, meta: {axis: "1"}}, {unit: 2, meta: {axis: "2"}}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Options{Config: cfg, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = g.Run(ctx) }()
+	<-g.Started()
+	url := g.BrokerURL()
+
+	// find: retried until the gateway has registered both drives.
+	var out, errb bytes.Buffer
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out.Reset()
+		errb.Reset()
+		code := run([]string{"find", "servo-drive", "--broker", url, "--meta", "axis=2"}, &out, &errb)
+		if code == 0 {
+			break
+		}
+		if code != 1 || time.Now().After(deadline) {
+			t.Fatalf("find: exit %d: %s", code, errb.String())
+		}
+	}
+	if got := out.String(); !strings.HasPrefix(got, "modbus-rtu bus1/2 (") || !strings.Contains(got, "rollcall-firmware-sim-sim-0002") {
+		t.Fatalf("find printed %q", got)
+	}
+	if code := run([]string{"find", "servo-drive", "--broker", url, "--meta", "axis=9"}, &out, &errb); code != 1 {
+		t.Fatalf("find with no match: exit %d, want 1", code)
+	}
+	if code := run([]string{"find", "servo-drive", "--broker", "tcp://127.0.0.1:1", "--timeout", "500ms"}, &out, &errb); code != 2 {
+		t.Fatalf("find without a broker: exit %d, want 2", code)
+	}
+	if code := run([]string{"find", "--broker", url}, &out, &errb); code != 2 {
+		t.Fatalf("find without a service: exit %d, want 2", code)
+	}
+
+	// watch --json prints the catalog as JSON lines.
+	wctx, wcancel := context.WithCancel(ctx)
+	var wout syncBuffer
+	wdone := make(chan error, 1)
+	go func() { wdone <- cmdWatch(wctx, []string{"--broker", url, "--json"}, &wout, io.Discard) }()
+	for !strings.Contains(wout.String(), "rollcall-firmware-sim-sim-0001") || !strings.Contains(wout.String(), "rollcall-firmware-sim-sim-0002") {
+		select {
+		case err := <-wdone:
+			t.Fatalf("watch ended: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	wcancel()
+	if err := <-wdone; err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	var ev struct {
+		Event    string         `json:"event"`
+		Instance map[string]any `json:"instance"`
+	}
+	if err := json.Unmarshal([]byte(strings.SplitN(wout.String(), "\n", 2)[0]), &ev); err != nil || ev.Event != "added" || ev.Instance["status"] != "passing" {
+		t.Fatalf("watch line %v %+v", err, ev)
 	}
 }
