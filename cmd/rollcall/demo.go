@@ -75,7 +75,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprint(&simYAML, "tcp:\n")
 	for i, axis := range []int{5, 6} {
 		fmt.Fprintf(&simYAML, "  - name: tcp%d\n    listen: 127.0.0.1:0\n    drives: [{unit: 1, serial: SIM-01%02d}]\n", i+1, axis)
-		fmt.Fprintf(&simYAML, "    mdns: {instance: axis-%d, host: axis-%d-sim, interfaces: [%s], txt: {cell: \"1\", axis: \"%d\"}}\n", axis, axis, lo, axis)
+		fmt.Fprintf(&simYAML, "    mdns: {instance: axis-%d, host: axis-%d-sim, interfaces: [%s], txt: {cell: \"1\", axis: \"%d\", axis_group: \"A\"}}\n", axis, axis, lo, axis)
 	}
 	simCfg, err := sim.ParseConfig("demo-sim.yaml", []byte(simYAML.String()))
 	if err != nil {
