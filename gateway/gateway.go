@@ -97,7 +97,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	brokerURL := cfg.MQTT.Broker
 	var broker *embedded.Broker
 	if brokerURL == "embedded" {
-		broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen, Logger: g.log})
+		// mochi logs a warning for every client with a keep-alive of 5 s or less (ours):
+		// only its errors are worth a line.
+		broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen,
+			Logger: slog.New(minLevel{g.log.Handler(), slog.LevelError})})
 		if err != nil {
 			return fmt.Errorf("embedded broker: %w", err)
 		}
@@ -274,6 +277,18 @@ func (g *Gateway) tick(ctx context.Context) {
 		}
 	}
 }
+
+// minLevel passes on only records at or above min.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{h.Handler.WithAttrs(a), h.min} }
+func (h minLevel) WithGroup(n string) slog.Handler      { return minLevel{h.Handler.WithGroup(n), h.min} }
 
 // tlsConfig builds the MQTT TLS client config; nil when no TLS file is configured.
 func tlsConfig(t config.TLS) (*tls.Config, error) {

@@ -102,7 +102,11 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]registry.Record, error)
 		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", o.BrokerURL, err)
 	}
 	defer stopClient(c, tok, 100, time.Second)
-	if err := await(ctx, c.SubscribeMultiple(map[string]byte{catalog: 1, marker: 1}, handler)); err != nil {
+	subTok := c.SubscribeMultiple(map[string]byte{catalog: 1, marker: 1}, handler)
+	if err := await(ctx, subTok); err != nil {
+		return nil, fmt.Errorf("mqtt: read-back subscribe: %w", err)
+	}
+	if err := subscribeError(subTok); err != nil { // a SUBACK may refuse (e.g. an ACL)
 		return nil, fmt.Errorf("mqtt: read-back subscribe: %w", err)
 	}
 	if err := await(ctx, c.Publish(marker, 1, false, nonce)); err != nil {
