@@ -5,8 +5,10 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -96,10 +98,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	brokerURL := cfg.MQTT.Broker
 	var broker *embedded.Broker
+	var self embedded.User // the gateway's own account on the embedded broker
 	if brokerURL == "embedded" {
+		access, me, err := embeddedAccess(cfg)
+		if err != nil {
+			return err
+		}
+		self = me
 		// mochi logs a warning for every client with a keep-alive of 5 s or less (ours):
 		// only its errors are worth a line.
-		broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen,
+		broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen, Auth: access,
 			Logger: slog.New(minLevel{g.log.Handler(), slog.LevelError})})
 		if err != nil {
 			return fmt.Errorf("embedded broker: %w", err)
@@ -135,6 +143,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	if pubOpts.TLSConfig, err = tlsConfig(cfg.MQTT.TLS); err != nil {
 		return err
+	}
+	if broker != nil {
+		pubOpts.Username, pubOpts.Password = self.Username, self.Password
 	}
 	pub, err := mqtt.NewPublisher(pubOpts)
 	if err != nil {
@@ -276,6 +287,46 @@ func (g *Gateway) tick(ctx context.Context) {
 			g.reg.Tick(now)
 		}
 	}
+}
+
+// embeddedAccess builds the embedded broker's access hook from mqtt.embedded_auth, plus
+// the gateway's own account: a random password made at each start, reading and writing
+// only its subtree (<prefix>/catalog/+/<gateway>/#, <prefix>/gateways/<gateway>/#).
+func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error) {
+	prefix, gw := cfg.MQTT.TopicPrefix, mqtt.Slug(cfg.Gateway.ID)
+	pw := make([]byte, 16)
+	if _, err := rand.Read(pw); err != nil {
+		return nil, embedded.User{}, err
+	}
+	own := []string{prefix + "/catalog/+/" + gw + "/#", prefix + "/gateways/" + gw + "/#"}
+	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw), Read: own, Write: own}
+	o := embedded.AccessOptions{Users: []embedded.User{self}}
+	for i, u := range cfg.MQTT.EmbeddedAuth.Users {
+		var pass string
+		if u.PasswordFile != "" {
+			b, err := os.ReadFile(u.PasswordFile)
+			if err != nil {
+				return nil, self, fmt.Errorf("mqtt.embedded_auth.users[%d].password_file: %w", i, err)
+			}
+			pass, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+		} else if v, ok := os.LookupEnv(u.PasswordEnv); ok {
+			pass = v
+		} else {
+			return nil, self, fmt.Errorf("mqtt.embedded_auth.users[%d].password_env: %s is not set", i, u.PasswordEnv)
+		}
+		eu := embedded.User{Username: u.Username, Password: pass, Read: u.Read, Write: u.Write}
+		if eu.Read == nil {
+			eu.Read = []string{prefix + "/#"}
+		}
+		if eu.Write == nil {
+			eu.Write = []string{prefix + "/consumers/#"}
+		}
+		o.Users = append(o.Users, eu)
+	}
+	if cfg.MQTT.EmbeddedAuth.AllowAnonymous {
+		o.Anonymous = &embedded.User{Read: []string{prefix + "/#"}, Write: []string{prefix + "/consumers/#"}}
+	}
+	return embedded.NewAccess(o), self, nil
 }
 
 // minLevel passes on only records at or above min.

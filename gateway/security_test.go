@@ -265,3 +265,63 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestEmbeddedBrokerAccess: the embedded broker refuses anonymous clients unless
+// allow_anonymous is set, lets configured users read the catalog but not write records,
+// and the gateway itself (its own per-start account) publishes normally.
+func TestEmbeddedBrokerAccess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h := newHarness(t)
+	h.startSim(1)
+	pw := filepath.Join(h.dir, "line1.pw")
+	if err := os.WriteFile(pw, []byte("l1ne\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.mqttExtra = ", embedded_auth: {users: [{username: line1, password_file: " + pw + "}]}"
+	g := h.startGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1", timeout: 20ms}]
+`)
+	connect := func(user, pass string) (paho.Client, error) {
+		o := paho.NewClientOptions().AddBroker(g.BrokerURL()).SetClientID("access-" + user + pass)
+		if user != "" {
+			o.SetUsername(user).SetPassword(pass)
+		}
+		c := paho.NewClient(o)
+		tok := c.Connect()
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			return nil, fmt.Errorf("connect %q: %v", user, tok.Error())
+		}
+		return c, nil
+	}
+	if c, err := connect("", ""); err == nil {
+		c.Disconnect(0)
+		t.Fatal("anonymous client accepted without allow_anonymous")
+	}
+	if c, err := connect("line1", "wrong"); err == nil {
+		c.Disconnect(0)
+		t.Fatal("wrong password accepted")
+	}
+	sub := subscribe(t, g.BrokerURL(), func(o *paho.ClientOptions) { o.SetUsername("line1").SetPassword("l1ne") })
+	sub.next(t, 15*time.Second, "the gateway's record, read by line1", func(m message, r map[string]any) bool {
+		return isCatalog(m) && r != nil && r["status"] == "passing"
+	})
+	// line1 may not write records: a forged record followed by a marker in its own
+	// consumer topic; the marker arrives, the forgery does not (MQTT 3.1.1 §4.6 order).
+	c, err := connect("line1", "l1ne")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(100)
+	forged := "rollcall/v1/catalog/servo-drive/it-gw/forged"
+	c.Publish(forged, 1, true, `{"schema":"rollcall.instance/v1"}`).WaitTimeout(5 * time.Second)
+	c.Publish("rollcall/v1/consumers/line1/sync", 1, false, `{"marker":1}`).WaitTimeout(5 * time.Second)
+	sub.next(t, 10*time.Second, "line1's marker", func(m message, r map[string]any) bool {
+		if m.topic == forged {
+			t.Fatal("line1 wrote a record")
+		}
+		return m.topic == "rollcall/v1/consumers/line1/sync"
+	})
+}

@@ -93,7 +93,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	gwYAML := fmt.Sprintf(`
 gateway: {id: demo-gw, state_dir: %s}
-mqtt: {broker: embedded, embedded_listen: %q}
+mqtt: {broker: embedded, embedded_listen: %q, embedded_auth: {allow_anonymous: true}}
 discovery:
   serial:
     - {name: bus1, device: %s, baud: 115200, units: "1-16", timeout: 20ms, meta: {cell: "1"}}

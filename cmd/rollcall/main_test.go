@@ -183,7 +183,7 @@ buses:
 	go func() { defer wg.Done(); _ = s.Wait() }()
 	cfg, err := config.Parse("gw.yaml", []byte(`
 gateway: {id: find-gw, state_dir: `+filepath.Join(dir, "state")+`}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0"}
+mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", embedded_auth: {allow_anonymous: true}}
 discovery:
   serial:
     - {name: bus1, device: `+link+`, baud: 115200, units: "1-2", timeout: 20ms,

@@ -50,7 +50,7 @@ tcp:
 	go func() { defer wg.Done(); _ = s.Wait() }()
 	cfg, err := config.Parse("gw.yaml", []byte(`
 gateway: {id: lc-gw, state_dir: `+filepath.Join(t.TempDir(), "state")+`}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0"}
+mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", embedded_auth: {allow_anonymous: true}}
 discovery:
   tcp:
     - {name: tcp1, address: "`+s.ListenerAddr("tcp1")+`", timeout: 50ms, meta: {axis_group: A, axis: "5"}}

@@ -42,6 +42,9 @@ type MQTT struct {
 	Broker string `yaml:"broker"`
 	// EmbeddedListen is the embedded broker's TCP listen address. Default 127.0.0.1:1883.
 	EmbeddedListen string `yaml:"embedded_listen"`
+	// EmbeddedAuth says who may use the embedded broker besides the gateway itself.
+	// Default: nobody (anonymous clients refused).
+	EmbeddedAuth EmbeddedAuth `yaml:"embedded_auth"`
 	// TopicPrefix is <prefix> of the contract. Default "rollcall/v1".
 	TopicPrefix string `yaml:"topic_prefix"`
 	// ClientID: default "rollcall-<gateway id>".
@@ -52,6 +55,28 @@ type MQTT struct {
 	PasswordFile string `yaml:"password_file"`
 	PasswordEnv  string `yaml:"password_env"`
 	TLS          TLS    `yaml:"tls"`
+}
+
+// EmbeddedAuth configures the embedded broker's accounts. The gateway's own client
+// always connects with a credential made at start, confined to its own subtree.
+type EmbeddedAuth struct {
+	// AllowAnonymous lets clients without a username read the catalog (<prefix>/#) and
+	// use consumer sync topics (<prefix>/consumers/#). Default false.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// Users are named accounts.
+	Users []EmbeddedUser `yaml:"users"`
+}
+
+// EmbeddedUser is one account of the embedded broker.
+type EmbeddedUser struct {
+	Username string `yaml:"username"`
+	// PasswordFile or PasswordEnv gives the password (exactly one).
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+	// Read and Write are topic filters it may subscribe and publish to. Defaults:
+	// read <prefix>/#, write <prefix>/consumers/#.
+	Read  []string `yaml:"read"`
+	Write []string `yaml:"write"`
 }
 
 // TLS configures the TLS client of an ssl:// broker.
@@ -509,6 +534,20 @@ func (c *Config) validateMQTT(doc *yamlx.Doc) error {
 	}
 	if (m.PasswordFile != "" || m.PasswordEnv != "") && m.Username == "" {
 		return doc.Errorf("mqtt.username", "a password is configured but no username")
+	}
+	for i, u := range m.EmbeddedAuth.Users {
+		key := fmt.Sprintf("mqtt.embedded_auth.users[%d]", i)
+		if u.Username == "" || strings.ContainsAny(u.Username, "+#/\x00") {
+			return doc.Errorf(key+".username", "expected a user name without + # / or NUL, got %q", u.Username)
+		}
+		if (u.PasswordFile == "") == (u.PasswordEnv == "") {
+			return doc.Errorf(key, "give exactly one of password_file or password_env")
+		}
+		for j, f := range append(append([]string{}, u.Read...), u.Write...) {
+			if f == "" || strings.Contains(f, "\x00") {
+				return doc.Errorf(key, "topic filter %d is empty or contains NUL", j)
+			}
+		}
 	}
 	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
 		return doc.Errorf("mqtt.tls", "cert_file and key_file go together")
