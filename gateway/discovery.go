@@ -6,9 +6,11 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/devices"
@@ -51,10 +53,51 @@ type discovery struct {
 	ctx       context.Context
 	wg        sync.WaitGroup
 	endpoints map[string]*endpoint // key: "tcp:host:port" / "svc:host:port"
+	allow     []*regexp.Regexp     // mdns.instance_patterns; empty: all
+	capped    bool                 // the endpoint cap was hit and logged
+	count     *atomic.Int32        // len(endpoints), readable by Gateway.Endpoints
+	ignored   map[string]bool      // instance names refused by the allowlist (logged once, bounded)
 }
 
-func newDiscovery(ctx context.Context, cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger) *discovery {
-	return &discovery{cfg: cfg, profiles: profiles, reg: reg, log: log, ctx: ctx, endpoints: map[string]*endpoint{}}
+func newDiscovery(ctx context.Context, cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger, count *atomic.Int32) *discovery {
+	d := &discovery{cfg: cfg, profiles: profiles, reg: reg, log: log, ctx: ctx, endpoints: map[string]*endpoint{},
+		ignored: map[string]bool{}, count: count}
+	for _, p := range cfg.Discovery.MDNS.InstancePatterns {
+		d.allow = append(d.allow, regexp.MustCompile(p)) // validated by config
+	}
+	return d
+}
+
+// allowed applies the instance-name allowlist, logging each refused name once (at most
+// 100 names are remembered, so a flood cannot grow memory).
+func (d *discovery) allowed(c mdns.Candidate) bool {
+	if len(d.allow) == 0 {
+		return true
+	}
+	for _, re := range d.allow {
+		if re.MatchString(c.Instance) {
+			return true
+		}
+	}
+	if !d.ignored[c.Instance] && len(d.ignored) < 100 {
+		d.ignored[c.Instance] = true
+		d.log.Info("mdns announcement ignored: instance name not in discovery.mdns.instance_patterns", "instance", c.Instance, "service", c.Service)
+	}
+	return false
+}
+
+// roomFor reports whether another endpoint may be started (limits.max_endpoints),
+// logging once when the cap is first hit.
+func (d *discovery) roomFor(key string) bool {
+	if len(d.endpoints) < d.cfg.Limits.MaxEndpoints {
+		d.capped = false
+		return true
+	}
+	if !d.capped {
+		d.capped = true
+		d.log.Warn("mdns candidate ignored: limits.max_endpoints reached", "endpoint", key, "max_endpoints", d.cfg.Limits.MaxEndpoints)
+	}
+	return false
 }
 
 // run starts the static targets, then applies mDNS snapshots until ctx ends; it returns
@@ -99,6 +142,7 @@ func (d *discovery) start(key string, p poller) *endpoint {
 	ctx, cancel := context.WithCancel(d.ctx)
 	ep := &endpoint{p: p, cancel: cancel, done: make(chan struct{}), inMDNS: map[string]bool{}}
 	d.endpoints[key] = ep
+	d.count.Store(int32(len(d.endpoints)))
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -129,6 +173,9 @@ func (d *discovery) refreshHints(ep *endpoint) {
 func (d *discovery) apply(s mdns.Snapshot) {
 	seen := map[string]bool{}
 	for _, c := range s.Candidates {
+		if !d.allowed(c) {
+			continue
+		}
 		addr, ok := firstIPv4(c.Addrs)
 		if !ok || c.Port <= 0 || c.Port > 65535 {
 			d.log.Debug("mdns candidate without usable address", "service", s.Service, "instance", c.Instance)
@@ -140,6 +187,9 @@ func (d *discovery) apply(s mdns.Snapshot) {
 		if s.Service == "_modbus._tcp" {
 			key = "tcp:" + hostport
 			if ep = d.endpoints[key]; ep == nil {
+				if !d.roomFor(key) {
+					continue
+				}
 				unit := 1
 				if u, err := strconv.Atoi(c.TXT["unit"]); err == nil && u >= 0 && u <= 255 {
 					unit = u
@@ -155,6 +205,9 @@ func (d *discovery) apply(s mdns.Snapshot) {
 			}
 			key = "svc:" + hostport
 			if ep = d.endpoints[key]; ep == nil {
+				if !d.roomFor(key) {
+					continue
+				}
 				sc := newServiceChecker(ck, addr.String(), c.Port, c.Instance, d.cfg.Gateway.ID, d.cfg.Health.PollInterval,
 					hints{}, d.reg, d.log.With("endpoint", hostport, "check", ck.Type))
 				ep = d.start(key, sc)
@@ -187,6 +240,7 @@ func (d *discovery) stop(key string, ep *endpoint) {
 	ep.cancel()
 	<-ep.done
 	delete(d.endpoints, key)
+	d.count.Store(int32(len(d.endpoints)))
 	d.log.Info("endpoint dropped: not announced and nothing live there", "endpoint", key)
 }
 

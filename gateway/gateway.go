@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/configs"
@@ -45,6 +46,7 @@ type Gateway struct {
 	brokerURL string
 	epoch     int64
 	reg       *registry.Registry
+	endpoints atomic.Int32 // network endpoints polled (static TCP + mDNS candidates)
 }
 
 // New validates what can be checked before running: profiles load and parse.
@@ -81,6 +83,10 @@ func (g *Gateway) BrokerURL() string { return g.brokerURL }
 
 // Epoch is this run's gateway epoch.
 func (g *Gateway) Epoch() int64 { return g.epoch }
+
+// Endpoints is the number of network endpoints (static Modbus TCP targets and mDNS
+// candidates) the gateway polls now; bounded by limits.max_endpoints for mDNS ones.
+func (g *Gateway) Endpoints() int { return int(g.endpoints.Load()) }
 
 // Registry is the live instance store.
 func (g *Gateway) Registry() *registry.Registry { return g.reg }
@@ -180,6 +186,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 					"status", status, "revision", ev.Record.Revision)
 			}
 		},
+		MaxInstances:   cfg.Limits.MaxInstances,
+		MaxRecordBytes: cfg.Limits.MaxRecordBytes,
 		OnLimit: func(id string) {
 			g.log.Warn("publication limit engaged: instance is flapping, holding back records",
 				"instance", id, "burst", policy.PublishBurst, "every", policy.PublishEvery)
@@ -231,7 +239,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 				}
 			}()
 		}
-		d := newDiscovery(ctx, cfg, g.profiles, g.reg, g.log)
+		d := newDiscovery(ctx, cfg, g.profiles, g.reg, g.log, &g.endpoints)
 		busWG.Add(1)
 		go func() {
 			defer busWG.Done()

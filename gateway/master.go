@@ -70,6 +70,7 @@ type master struct {
 	failCost  time.Duration   // master time of one failed request: timeout + resync listening
 	maxTA     time.Duration   // longest device turnaround observed (RTU): round trip − wire times
 	known     map[int]*device // registered units
+	refused   map[int]bool    // units whose registration a limit refused (logged once)
 	absent    []int           // units to probe, ascending
 	sweepPos  int             // index into absent of the next probe
 	nextProbe time.Time       // earliest start of the next probe
@@ -99,9 +100,10 @@ func (d *device) dueAt() time.Time {
 func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger) *master {
 	m := &master{
 		cfg: cfg, gateway: gatewayID, profiles: profiles, reg: reg, policy: reg.Policy(),
-		log:    log,
-		known:  map[int]*device{},
-		absent: slices.Clone(cfg.Units),
+		log:     log,
+		known:   map[int]*device{},
+		refused: map[int]bool{},
+		absent:  slices.Clone(cfg.Units),
 	}
 	m.hints.Store(&h)
 	return m
@@ -332,7 +334,7 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 	h := m.hints.Load()
 	d := &device{unit: unit, id: m.instanceID(identity, unit), profile: p, hasDevID: ident.Objects != nil}
 	d.next = o.At.Add(m.cfg.PollInterval)
-	m.reg.Register(registry.Registration{
+	if _, err := m.reg.Register(registry.Registration{
 		ID:           d.id,
 		Service:      p.Service,
 		Profile:      p.Name,
@@ -342,7 +344,14 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 		DiscoveredBy: h.DiscoveredBy,
 		Check:        m.check(len(m.known) + 1),
 		Owner:        m.cfg.Owner,
-	}, o)
+	}, o); err != nil {
+		if !m.refused[unit] {
+			m.refused[unit] = true
+			m.log.Warn("registration refused: a limit is reached", "unit", unit, "instance", d.id, "err", err)
+		}
+		return err
+	}
+	delete(m.refused, unit)
 	m.known[unit] = d
 	m.live.Store(int32(len(m.known)))
 	m.removeAbsent(unit)

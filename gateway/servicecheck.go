@@ -93,6 +93,7 @@ func (c *serviceChecker) run(ctx context.Context) error {
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	registered := ""
+	refusedLogged := false
 	for {
 		o := c.probe(ctx)
 		if ctx.Err() != nil {
@@ -107,13 +108,13 @@ func (c *serviceChecker) run(ctx context.Context) error {
 				c.live.Store(0)
 			}
 		case o.Answered:
-			registered = c.id(h)
+			id := c.id(h)
 			ep := registry.Endpoint{Transport: c.check.Type, Host: c.host, Port: c.port}
 			if c.check.Type == "http" {
 				ep.URL = c.url()
 			}
-			c.reg.Register(registry.Registration{
-				ID: registered, Service: c.check.Service, Profile: "mdns-" + c.check.Type + "-check",
+			_, err := c.reg.Register(registry.Registration{
+				ID: id, Service: c.check.Service, Profile: "mdns-" + c.check.Type + "-check",
 				Endpoint: ep, Identity: registry.Identity{Vendor: h.Meta["vendor"], Model: h.Meta["model"], Serial: h.Meta["serial"]},
 				Meta: h.Meta, DiscoveredBy: h.DiscoveredBy, Owner: owner,
 				Check: registry.Check{
@@ -121,6 +122,14 @@ func (c *serviceChecker) run(ctx context.Context) error {
 					DetectBudgetMS: (time.Duration(c.reg.Policy().FailuresBeforeCritical)*c.interval + c.check.Timeout).Milliseconds(),
 				},
 			}, o)
+			if err != nil {
+				if !refusedLogged {
+					refusedLogged = true
+					c.log.Warn("registration refused: a limit is reached", "instance", id, "err", err)
+				}
+				break
+			}
+			registered = id
 			c.live.Store(1)
 		}
 		select {

@@ -1,6 +1,9 @@
 package registry
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -69,7 +72,19 @@ type Options struct {
 	// OnLimit is called (lock not held) when an instance's publication limit engages;
 	// for a log line. Optional.
 	OnLimit func(id string)
+	// MaxInstances caps the live instances of this gateway (0: no cap). A registration
+	// beyond it is refused with ErrTooManyInstances.
+	MaxInstances int
+	// MaxRecordBytes caps the JSON size of one record (0: no cap). A registration whose
+	// record would be larger is refused with ErrRecordTooLarge.
+	MaxRecordBytes int
 }
+
+// Registration refusals (Register).
+var (
+	ErrTooManyInstances = errors.New("registry: instance cap reached")
+	ErrRecordTooLarge   = errors.New("registry: record too large")
+)
 
 // Registry is the instance store. It is safe for concurrent use.
 type Registry struct {
@@ -109,9 +124,16 @@ func (r *Registry) Policy() Policy { return r.opts.Policy }
 // revision keeps increasing), or updates the endpoint, identity, meta and discovery
 // sources of a live one. first must be an answered observation: a device is registered
 // only after a successful poll. It emits an Upsert event and returns the record.
-func (r *Registry) Register(reg Registration, first Observation) Record {
+// A new instance beyond Options.MaxInstances, or whose record would exceed
+// Options.MaxRecordBytes, is refused (ErrTooManyInstances, ErrRecordTooLarge) and
+// nothing changes.
+func (r *Registry) Register(reg Registration, first Observation) (Record, error) {
 	r.mu.Lock()
 	e, ok := r.instances[reg.ID]
+	if err := r.admitLocked(reg, ok && e.live); err != nil {
+		r.mu.Unlock()
+		return Record{}, err
+	}
 	transition := true
 	if ok && e.live && !e.adoptedAt.IsZero() {
 		// Read back at start and now found again: a fresh start in this epoch.
@@ -142,7 +164,31 @@ func (r *Registry) Register(reg Registration, first Observation) Record {
 	e.take(first.At, r.opts.Policy)
 	r.mu.Unlock()
 	r.sink(Event{Kind: Upsert, Record: rec, Transition: transition})
-	return rec
+	return rec, nil
+}
+
+// admitLocked applies the caps to a registration; live says the id is live already.
+func (r *Registry) admitLocked(reg Registration, live bool) error {
+	if n := r.opts.MaxInstances; n > 0 && !live {
+		count := 0
+		for _, e := range r.instances {
+			if e.live {
+				count++
+			}
+		}
+		if count >= n {
+			return fmt.Errorf("%w (%d): %s not registered", ErrTooManyInstances, n, reg.ID)
+		}
+	}
+	if max := r.opts.MaxRecordBytes; max > 0 {
+		b, err := json.Marshal(Record{Schema: Schema, ID: reg.ID, Service: reg.Service, Gateway: r.opts.Gateway,
+			Endpoint: reg.Endpoint, Identity: reg.Identity, Profile: reg.Profile, Check: reg.Check,
+			DiscoveredBy: reg.DiscoveredBy, Meta: reg.Meta})
+		if err == nil && len(b)+256 > max { // + status, times, revision and state
+			return fmt.Errorf("%w: %s would take about %d bytes, the cap is %d", ErrRecordTooLarge, reg.ID, len(b)+256, max)
+		}
+	}
+	return nil
 }
 
 // Observe feeds a poll outcome of instance id, polled by owner. It emits an Upsert when the status or the

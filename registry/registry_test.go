@@ -2,6 +2,8 @@ package registry
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -112,7 +114,7 @@ func TestRegistryMergeDiscoveredBy(t *testing.T) {
 	r.Register(testReg("a"), obs('o', 0))
 	reg := testReg("a")
 	reg.DiscoveredBy = []string{"mdns"}
-	got := r.Register(reg, obs('o', 1))
+	got, _ := r.Register(reg, obs('o', 1))
 	if len(got.DiscoveredBy) != 2 || got.DiscoveredBy[0] != "mdns" || got.DiscoveredBy[1] != "rtu-sweep" {
 		t.Fatalf("discovered_by %v", got.DiscoveredBy)
 	}
@@ -167,7 +169,7 @@ func TestRegistryOwnerMove(t *testing.T) {
 	moved.Owner = "new"
 	moved.Endpoint.Bus = "bus2"
 	moved.DiscoveredBy = []string{"mdns"}
-	got := r.Register(moved, obs('o', 1))
+	got, _ := r.Register(moved, obs('o', 1))
 	if got.Endpoint.Bus != "bus2" || len(got.DiscoveredBy) != 2 {
 		t.Fatalf("moved record %+v", got)
 	}
@@ -267,5 +269,29 @@ func TestRegistryPublicationLimit(t *testing.T) {
 	want, _ := r.Get("f")
 	if last.Record.Status != want.Status || last.Record.State["fault"] != want.State["fault"] {
 		t.Fatalf("last published %+v, registry has %+v", last.Record, want)
+	}
+}
+
+func TestRegistryCaps(t *testing.T) {
+	rec := &recorder{}
+	r := New(Options{Gateway: "gw1", Epoch: 1, Policy: DefaultPolicy(), Sink: rec.sink, MaxInstances: 2, MaxRecordBytes: 2048})
+	for _, id := range []string{"a", "b"} {
+		if _, err := r.Register(testReg(id), obs('o', 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Register(testReg("c"), obs('o', 0)); !errors.Is(err, ErrTooManyInstances) {
+		t.Fatalf("third instance: %v", err)
+	}
+	if _, err := r.Register(testReg("a"), obs('o', 1)); err != nil {
+		t.Fatalf("re-registering a live instance at the cap: %v", err)
+	}
+	big := testReg("a")
+	big.Meta = map[string]string{"x": strings.Repeat("y", 4000)}
+	if _, err := r.Register(big, obs('o', 2)); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("oversized record: %v", err)
+	}
+	if len(r.Snapshot()) != 2 {
+		t.Fatal("refused registrations changed the catalog")
 	}
 }

@@ -24,6 +24,18 @@ type Config struct {
 	Health    Health    `yaml:"health"`
 	Profiles  Profiles  `yaml:"profiles"`
 	HTTP      HTTP      `yaml:"http"`
+	Limits    Limits    `yaml:"limits"`
+}
+
+// Limits bound what the wire can make the gateway hold and publish. A cap that is hit
+// is logged.
+type Limits struct {
+	// MaxInstances caps the live instances of the gateway. Default 2000.
+	MaxInstances int `yaml:"max_instances"`
+	// MaxRecordBytes caps one instance record's JSON size. Default 16384.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
+	// MaxEndpoints caps the network endpoints polled for mDNS candidates. Default 512.
+	MaxEndpoints int `yaml:"max_endpoints"`
 }
 
 // Gateway identifies this gateway.
@@ -174,6 +186,9 @@ type MDNS struct {
 	Every  time.Duration `yaml:"every"`
 	// Timeout is the Modbus TCP reply timeout for devices found over mDNS. Default 500 ms.
 	Timeout time.Duration `yaml:"timeout"`
+	// InstancePatterns, when not empty, is an allowlist: only announcements whose
+	// instance name matches one of these regular expressions (RE2) are considered.
+	InstancePatterns []string `yaml:"instance_patterns"`
 	// Checks give non-Modbus service types their heartbeat.
 	Checks []ServiceCheck `yaml:"checks"`
 }
@@ -312,6 +327,15 @@ func (c *Config) applyDefaults() {
 		if t.PollInterval == 0 {
 			t.PollInterval = h.PollInterval
 		}
+	}
+	if c.Limits.MaxInstances == 0 {
+		c.Limits.MaxInstances = 2000
+	}
+	if c.Limits.MaxRecordBytes == 0 {
+		c.Limits.MaxRecordBytes = 16384
+	}
+	if c.Limits.MaxEndpoints == 0 {
+		c.Limits.MaxEndpoints = 512
 	}
 	md := &c.Discovery.MDNS
 	if len(md.ServiceTypes) == 0 {
@@ -497,6 +521,14 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 		if st != "_modbus._tcp" && !checks[st] {
 			return doc.Errorf(key, "%s is not Modbus: add a discovery.mdns.checks entry (type tcp or http) for it", st)
 		}
+	}
+	for i, pat := range md.InstancePatterns {
+		if _, err := regexp.Compile(pat); err != nil {
+			return doc.Errorf(fmt.Sprintf("discovery.mdns.instance_patterns[%d]", i), "expected a regular expression: %v", err)
+		}
+	}
+	if l := c.Limits; l.MaxInstances < 1 || l.MaxRecordBytes < 1024 || l.MaxEndpoints < 1 {
+		return doc.Errorf("limits", "max_instances and max_endpoints must be ≥ 1, max_record_bytes ≥ 1024")
 	}
 	if md.Window <= 0 || md.Every < 0 || md.Timeout < time.Millisecond {
 		return doc.Errorf("discovery.mdns", "window, every and timeout must be positive durations")
