@@ -13,7 +13,8 @@ import (
 // one behind a Modbus TCP endpoint, and checks the health outcome DESIGN.md prescribes
 // ("Health semantics"): no valid answer → critical; an answer that reports a fault, an
 // exception, or a round trip over slow_rtt → warning. A bystander on the same bus or
-// endpoint stays passing, and clearing the fault brings the drive back to passing.
+// endpoint keeps answering every poll, and clearing the fault brings the drive back to
+// passing.
 func TestFaultModes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -25,8 +26,8 @@ func TestFaultModes(t *testing.T) {
 	}{
 		{"silent", slave.Fault{Mode: slave.FaultSilent}, registry.Critical},
 		{"garbage", slave.Fault{Mode: slave.FaultGarbage}, registry.Critical},
-		{"slow past timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 400 * time.Millisecond}, registry.Critical},
-		{"slow within timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 60 * time.Millisecond}, registry.Warning},
+		{"slow past timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 600 * time.Millisecond}, registry.Critical},
+		{"slow within timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 150 * time.Millisecond}, registry.Warning},
 		{"exception", slave.Fault{Mode: slave.FaultException, Code: 4}, registry.Warning},
 		{"cia402 fault", slave.Fault{Mode: slave.FaultDevice}, registry.Warning},
 	}
@@ -55,9 +56,9 @@ tcp:
 `)
 				g := h.startGateway("embedded", `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2", timeout: 100ms}]
-  tcp: [{name: tcp1, address: "$ADDR(tcp1)", units: "1-2", timeout: 100ms}]
-health: {poll_interval: 50ms, slow_rtt: 40ms, deregister_critical_after: 1m}
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2", timeout: 300ms}]
+  tcp: [{name: tcp1, address: "$ADDR(tcp1)", units: "1-2", timeout: 300ms}]
+health: {poll_interval: 50ms, slow_rtt: 100ms, deregister_critical_after: 1m}
 `)
 				waitCatalog(t, g, 15*time.Second, "4 passing instances", func(r []registry.Record) bool {
 					n := 0
@@ -75,8 +76,10 @@ health: {poll_interval: 50ms, slow_rtt: 40ms, deregister_critical_after: 1m}
 					rec, ok := instance(r, tr.victim)
 					return ok && rec.Status == f.want
 				})
-				if by, _ := instance(snap, tr.bystander); by.Status != registry.Passing {
-					t.Errorf("bystander %s is %s", tr.bystander, by.Status)
+				// The other device on the bus or endpoint keeps answering: every poll of it
+				// succeeds (its round trip may grow while the victim holds the bus).
+				if by, _ := instance(snap, tr.bystander); by.Status == registry.Critical || by.Check.Failures != 0 {
+					t.Errorf("bystander %s: %s, %d failed polls", tr.bystander, by.Status, by.Check.Failures)
 				}
 				if v, _ := instance(snap, tr.victim); f.fault.Mode == slave.FaultDevice && v.State["fault"] != true {
 					t.Errorf("faulted drive state %v", v.State)
