@@ -527,8 +527,12 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 			return doc.Errorf(fmt.Sprintf("discovery.mdns.instance_patterns[%d]", i), "expected a regular expression: %v", err)
 		}
 	}
-	if l := c.Limits; l.MaxInstances < 1 || l.MaxRecordBytes < 1024 || l.MaxEndpoints < 1 {
-		return doc.Errorf("limits", "max_instances and max_endpoints must be ≥ 1, max_record_bytes ≥ 1024")
+	if l := c.Limits; l.MaxInstances < 1 {
+		return doc.Errorf("limits.max_instances", "expected an integer ≥ 1, got %d", l.MaxInstances)
+	} else if l.MaxRecordBytes < 1024 {
+		return doc.Errorf("limits.max_record_bytes", "expected at least 1024 bytes, got %d", l.MaxRecordBytes)
+	} else if l.MaxEndpoints < 1 {
+		return doc.Errorf("limits.max_endpoints", "expected an integer ≥ 1, got %d", l.MaxEndpoints)
 	}
 	if md.Window <= 0 || md.Every < 0 || md.Timeout < time.Millisecond {
 		return doc.Errorf("discovery.mdns", "window, every and timeout must be positive durations")

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -26,14 +27,32 @@ func TestGoodConfig(t *testing.T) {
 // (file, line, key, what is expected), as Prometheus's config/testdata corpus does.
 func TestBadConfigs(t *testing.T) {
 	want := map[string]string{
-		"baud-type.bad.yml":     `testdata/baud-type.bad.yml:6: discovery.serial[0].baud: expected an integer, got str "fast"`,
-		"unknown-key.bad.yml":   `testdata/unknown-key.bad.yml:6: discovery.serial[0].unit: unknown key "unit"`,
-		"units-range.bad.yml":   `testdata/units-range.bad.yml:6: discovery.serial[0].units: unit IDs must be 1–247 in ascending ranges, got "0-300"`,
-		"gateway-id.bad.yml":    `testdata/gateway-id.bad.yml:1: gateway.id: expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got "Cell 2/gw"`,
-		"dup-bus.bad.yml":       `testdata/dup-bus.bad.yml:4: discovery.serial[1].name: bus name "bus1" is already used by discovery.serial[0]`,
-		"broker-scheme.bad.yml": `testdata/broker-scheme.bad.yml:2: mqtt.broker: unsupported URL scheme "http" (tcp, ssl, ws, wss)`,
-		"duration.bad.yml":      `testdata/duration.bad.yml:2: health.poll_interval: expected a duration such as "250ms" or "30s", got str "soon"`,
-		"parity.bad.yml":        `testdata/parity.bad.yml:3: discovery.serial[0].parity: expected "none", "even" or "odd", got "mark"`,
+		"baud-type.bad.yml":          "testdata/baud-type.bad.yml:6: discovery.serial[0].baud: expected an integer, got str \"fast\"",
+		"broker-scheme.bad.yml":      "testdata/broker-scheme.bad.yml:2: mqtt.broker: unsupported URL scheme \"http\" (tcp, ssl, ws, wss)",
+		"check-type.bad.yml":         "testdata/check-type.bad.yml:4: discovery.mdns.checks[0].type: expected \"tcp\" or \"http\", got \"ping\"",
+		"dup-bus.bad.yml":            "testdata/dup-bus.bad.yml:4: discovery.serial[1].name: bus name \"bus1\" is already used by discovery.serial[0]",
+		"duration.bad.yml":           "testdata/duration.bad.yml:2: health.poll_interval: expected a duration such as \"250ms\" or \"30s\", got str \"soon\"",
+		"embedded-user.bad.yml":      "testdata/embedded-user.bad.yml:4: mqtt.embedded_auth.users[0]: give exactly one of password_file or password_env",
+		"failures.bad.yml":           "testdata/failures.bad.yml:2: health.failures_before_critical: expected an integer ≥ 1, got -1",
+		"gateway-id.bad.yml":         "testdata/gateway-id.bad.yml:1: gateway.id: expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got \"Cell 2/gw\"",
+		"instance-pattern.bad.yml":   "testdata/instance-pattern.bad.yml:3: discovery.mdns.instance_patterns[0]: expected a regular expression: error parsing regexp: missing closing ]: `[`",
+		"limits.bad.yml":             "testdata/limits.bad.yml:2: limits.max_record_bytes: expected at least 1024 bytes, got 100",
+		"mdns-check-missing.bad.yml": "testdata/mdns-check-missing.bad.yml:4: discovery.mdns.service_types[0]: _http._tcp is not Modbus: add a discovery.mdns.checks entry (type tcp or http) for it",
+		"parity.bad.yml":             "testdata/parity.bad.yml:3: discovery.serial[0].parity: expected \"none\", \"even\" or \"odd\", got \"mark\"",
+		"password-both.bad.yml":      "testdata/password-both.bad.yml:4: mqtt.password_env: give password_file or password_env, not both",
+		"password-no-user.bad.yml":   "testdata/password-no-user.bad.yml:1: mqtt.username: a password is configured but no username",
+		"probe-share.bad.yml":        "testdata/probe-share.bad.yml:3: discovery.serial[0].probe_share: expected a share 0 < share ≤ 1, got 1.5",
+		"stop-bits.bad.yml":          "testdata/stop-bits.bad.yml:3: discovery.serial[0].stop_bits: expected 1 or 2, got 3",
+		"tcp-address.bad.yml":        "testdata/tcp-address.bad.yml:3: discovery.tcp[0].address: expected host:port, e.g. 192.168.1.20:502, got \"10.0.0.5\"",
+		"tls-pair.bad.yml":           "testdata/tls-pair.bad.yml:2: mqtt.tls: cert_file and key_file go together",
+		"two-docs.bad.yml":           "testdata/two-docs.bad.yml:2: only one YAML document is allowed",
+		"units-range.bad.yml":        "testdata/units-range.bad.yml:6: discovery.serial[0].units: unit IDs must be 1–247 in ascending ranges, got \"0-300\"",
+		"unknown-key.bad.yml":        "testdata/unknown-key.bad.yml:6: discovery.serial[0].unit: unknown key \"unit\"",
+		"unknown-top.bad.yml":        "testdata/unknown-top.bad.yml:5: discovery.serial_buses: unknown key \"serial_buses\"",
+	}
+	files, _ := filepath.Glob("testdata/*.bad.yml")
+	if len(files) != len(want) {
+		t.Errorf("%d bad configs in testdata, %d expected messages: every file needs one", len(files), len(want))
 	}
 	for file, msg := range want {
 		t.Run(file, func(t *testing.T) {
