@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export GORACE ?= atexit_sleep_ms=0
 
-.PHONY: build run test test-short bench fuzz lint clean
+.PHONY: build run test test-short bench fuzz lint dist clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rollcall ./cmd/rollcall
@@ -24,8 +24,13 @@ test:
 test-short:
 	$(GO) test -count=1 -short ./...
 
+# Go micro-benchmarks, then the figures of issue 4 against their floors (cmd/rollcall-bench:
+# needs Mosquitto; about 4 minutes). BENCHFLAGS=-quick for a smoke run, e.g.
+# BENCHFLAGS='-only rtu_poll,sweep'.
+BENCHFLAGS ?=
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	$(GO) run ./cmd/rollcall-bench $(BENCHFLAGS)
 
 # Every fuzz target for FUZZTIME each (go test -fuzz takes one target per run).
 FUZZTIME ?= 10s
@@ -41,6 +46,23 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# Static binaries (CGO off) for the edge boxes rollcall runs on, version stamped in
+# (`rollcall version`), with SHA256SUMS. Targets: linux/amd64, linux/arm64, linux/arm/v7.
+DIST_TARGETS := linux/amd64 linux/arm64 linux/arm/7
+dist:
+	@rm -rf dist && mkdir -p dist
+	@set -e; for t in $(DIST_TARGETS); do \
+		os=$${t%%/*}; rest=$${t#*/}; arch=$${rest%%/*}; arm=$${rest#*/}; [ "$$arm" = "$$rest" ] && arm=""; \
+		suffix=$$os-$$arch$${arm:+v$$arm}; \
+		for cmd in rollcall firmware-sim; do \
+			echo "dist/$$cmd-$$suffix"; \
+			CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+				-o dist/$$cmd-$$suffix ./cmd/$$cmd; \
+		done; \
+	done
+	cp packaging/systemd/rollcall.service configs/edge-box.yaml dist/
+	cd dist && sha256sum rollcall-* firmware-sim-* > SHA256SUMS
 
 clean:
 	rm -rf bin dist

@@ -75,3 +75,12 @@ func TestParseUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedConfigs: the sample configs in configs/ load.
+func TestShippedConfigs(t *testing.T) {
+	for _, f := range []string{"../../configs/gateway.yaml", "../../configs/edge-box.yaml"} {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
