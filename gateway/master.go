@@ -64,8 +64,9 @@ type master struct {
 	policy   registry.Policy
 	log      *slog.Logger
 
-	hints atomic.Pointer[hints]
-	live  atomic.Int32 // number of registered devices, readable from other goroutines
+	hints   atomic.Pointer[hints]
+	applied *hints       // the hints the registered devices were last updated with
+	live    atomic.Int32 // number of registered devices, readable from other goroutines
 
 	failCost  time.Duration   // master time of one failed request: timeout + resync listening
 	maxTA     time.Duration   // longest device turnaround observed (RTU): round trip − wire times
@@ -131,6 +132,9 @@ func (m *master) run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for ctx.Err() == nil {
+		if h := m.hints.Load(); h != m.applied {
+			m.applyHints(h)
+		}
 		now := time.Now()
 		d := m.earliest()
 		if d != nil && !d.dueAt().After(now) {
@@ -172,6 +176,15 @@ func (m *master) openRetry(ctx context.Context) (modbus.Client, error) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// applyHints passes changed discovery hints (discovered_by, meta) on to the devices
+// already registered.
+func (m *master) applyHints(h *hints) {
+	m.applied = h
+	for _, d := range m.known {
+		m.reg.UpdateSources(d.id, m.cfg.Owner, h.DiscoveredBy, m.meta(d.profile, h, d.unit))
 	}
 }
 

@@ -354,6 +354,26 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+// UpdateSources records new discovery facts about a live instance polled by owner: the
+// ways it was seen are merged into discovered_by (it lists every way the device was
+// seen), and its meta is replaced (e.g. mDNS TXT changed, or the device is now also a
+// configured target). An Upsert is emitted when something changed.
+func (r *Registry) UpdateSources(id, owner string, discoveredBy []string, meta map[string]string) {
+	r.mu.Lock()
+	e, ok := r.instances[id]
+	if !ok || !e.live || e.reg.Owner != owner {
+		r.mu.Unlock()
+		return
+	}
+	db := mergeSorted(e.reg.DiscoveredBy, discoveredBy)
+	if slices.Equal(db, e.reg.DiscoveredBy) && maps.Equal(meta, e.reg.Meta) {
+		r.mu.Unlock()
+		return
+	}
+	e.reg.DiscoveredBy, e.reg.Meta = db, maps.Clone(meta)
+	r.publishLocked(e, time.Now(), true)
+}
+
 // SetCheck replaces the configured part of a live instance's check (interval_ms,
 // timeout_ms, detect_budget_ms) and emits an Upsert when it changed. Failures and RTTMS
 // are kept by the registry.
