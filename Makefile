@@ -25,7 +25,7 @@ test-short:
 	$(GO) test -count=1 -short ./...
 
 # Go micro-benchmarks, then the figures of issue 4 against their floors (cmd/rollcall-bench:
-# needs Mosquitto; about 4 minutes). BENCHFLAGS=-quick for a smoke run, e.g.
+# needs Mosquitto; about 2–3 minutes). BENCHFLAGS=-quick for a smoke run, e.g.
 # BENCHFLAGS='-only rtu_poll,sweep'.
 BENCHFLAGS ?=
 bench:
