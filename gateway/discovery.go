@@ -15,6 +15,7 @@ import (
 
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/gateway/metrics"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 	"github.com/rollcall-edge/rollcall/registry"
@@ -48,6 +49,7 @@ type discovery struct {
 	cfg      *config.Config
 	profiles *devices.Profiles
 	reg      *registry.Registry
+	metrics  *metrics.Metrics
 	log      *slog.Logger
 
 	ctx       context.Context
@@ -59,8 +61,9 @@ type discovery struct {
 	ignored   map[string]bool      // instance names refused by the allowlist (logged once, bounded)
 }
 
-func newDiscovery(ctx context.Context, cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger, count *atomic.Int32) *discovery {
-	d := &discovery{cfg: cfg, profiles: profiles, reg: reg, log: log, ctx: ctx, endpoints: map[string]*endpoint{},
+func newDiscovery(ctx context.Context, cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry,
+	mx *metrics.Metrics, log *slog.Logger, count *atomic.Int32) *discovery {
+	d := &discovery{cfg: cfg, profiles: profiles, reg: reg, metrics: mx, log: log, ctx: ctx, endpoints: map[string]*endpoint{},
 		ignored: map[string]bool{}, count: count}
 	for _, p := range cfg.Discovery.MDNS.InstancePatterns {
 		d.allow = append(d.allow, regexp.MustCompile(p)) // validated by config
@@ -134,7 +137,7 @@ func (d *discovery) startModbus(address, scope string, units []int, timeout, int
 			return modbus.NewTCP(modbus.TCPConfig{Address: address, Timeout: timeout})
 		},
 	}
-	m := newMaster(mc, hints{}, d.cfg.Gateway.ID, d.profiles, d.reg, d.log.With("endpoint", address))
+	m := newMaster(mc, hints{}, d.cfg.Gateway.ID, d.profiles, d.reg, d.metrics, d.log.With("endpoint", address))
 	return d.start("tcp:"+address, m)
 }
 
@@ -209,7 +212,7 @@ func (d *discovery) apply(s mdns.Snapshot) {
 					continue
 				}
 				sc := newServiceChecker(ck, addr.String(), c.Port, c.Instance, d.cfg.Gateway.ID, d.cfg.Health.PollInterval,
-					hints{}, d.reg, d.log.With("endpoint", hostport, "check", ck.Type))
+					hints{}, d.reg, d.metrics, d.log.With("endpoint", hostport, "check", ck.Type))
 				ep = d.start(key, sc)
 				d.log.Info("mdns candidate", "service", s.Service, "instance", c.Instance, "endpoint", hostport, "check", ck.Type)
 			}

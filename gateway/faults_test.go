@@ -129,3 +129,27 @@ health: {poll_interval: 50ms}
 		}
 	}
 }
+
+// TestBusyBusStillFindsDrives: on a bus kept busy by polls (24 drives polled every
+// 50 ms at 115200 baud need ~150 ms of bus time per round), probes still get their share
+// of bus time, so every drive is found; before, probes ran only when no poll was due and
+// drives past the first ~8 were never registered.
+func TestBusyBusStillFindsDrives(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h := newHarness(t)
+	units := make([]int, 24)
+	for i := range units {
+		units[i] = i + 1
+	}
+	h.startSim(units...)
+	g := h.startGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-32", timeout: 20ms}]
+health: {poll_interval: 50ms}
+`)
+	start := time.Now()
+	waitCatalog(t, g, 60*time.Second, "24 drives registered", func(r []registry.Record) bool { return len(r) == 24 })
+	t.Logf("24 drives on an overloaded bus registered in %v", time.Since(start))
+}

@@ -9,18 +9,25 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/rollcall-edge/rollcall/configs"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/gateway/httpapi"
+	"github.com/rollcall-edge/rollcall/gateway/metrics"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
@@ -47,6 +54,8 @@ type Gateway struct {
 	epoch     int64
 	reg       *registry.Registry
 	endpoints atomic.Int32 // network endpoints polled (static TCP + mDNS candidates)
+	httpAddr  string       // actual address of the HTTP listener; "" when off
+	stopping  atomic.Bool  // Run's ctx ended: not ready any more
 }
 
 // New validates what can be checked before running: profiles load and parse.
@@ -81,6 +90,10 @@ func (g *Gateway) Started() <-chan struct{} { return g.started }
 // BrokerURL is the URL the gateway publishes to (the embedded broker's actual address).
 func (g *Gateway) BrokerURL() string { return g.brokerURL }
 
+// HTTPAddr is the actual address (host:port) of the HTTP listener (http.listen; with
+// port 0 the OS picks one), or "" when the listener is off. Valid after Started.
+func (g *Gateway) HTTPAddr() string { return g.httpAddr }
+
 // Epoch is this run's gateway epoch.
 func (g *Gateway) Epoch() int64 { return g.epoch }
 
@@ -91,9 +104,11 @@ func (g *Gateway) Endpoints() int { return int(g.endpoints.Load()) }
 // Registry is the live instance store.
 func (g *Gateway) Registry() *registry.Registry { return g.reg }
 
-// Run runs the gateway until ctx ends, then shuts down in order: buses stop polling, the
-// publisher publishes status offline and disconnects, the embedded broker closes. It
-// returns an error only when startup fails (state dir, broker listen, TLS files).
+// Run runs the gateway until ctx ends, then shuts down in order: buses stop polling
+// (and the HTTP event streams end), the publisher publishes status offline and
+// disconnects, the HTTP listener (if any) closes, the embedded broker closes. It
+// returns an error only when startup fails (state dir, broker or HTTP listen, TLS
+// files).
 func (g *Gateway) Run(ctx context.Context) error {
 	cfg := g.cfg
 	epoch, err := BumpEpoch(cfg.Gateway.StateDir)
@@ -168,6 +183,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		PublishBurst:            cfg.Health.PublishBurst,
 		PublishEvery:            cfg.Health.PublishEvery,
 	}
+	mx := metrics.New(metrics.Options{Gateway: cfg.Gateway.ID, Epoch: epoch, Version: g.version})
+	mx.Publisher(pub.Stats, pub.Connected)
+	var hub *httpapi.Hub // event stream of the dashboard; nil when HTTP is off
+	if cfg.HTTP.Listen != "" {
+		hub = httpapi.NewHub(0)
+		mx.EventStream(hub.Clients, hub.Resyncs)
+	}
 	g.reg = registry.New(registry.Options{
 		Gateway: cfg.Gateway.ID, Epoch: epoch, Policy: policy,
 		Sink: func(ev registry.Event) {
@@ -177,6 +199,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 			case registry.Deregister:
 				pub.Deregister(ev.Record.Service, ev.Record.ID)
 			}
+			mx.Event(ev)
+			hub.Publish(ev)
 			if ev.Transition {
 				status := string(ev.Record.Status)
 				if ev.Kind == registry.Deregister {
@@ -194,7 +218,24 @@ func (g *Gateway) Run(ctx context.Context) error {
 		},
 	})
 
-	g.log.Info("gateway starting", "epoch", epoch, "broker", brokerURL, "buses", len(cfg.Discovery.Serial), "version", g.version)
+	if cfg.HTTP.Listen != "" {
+		gwRec := pubOpts.Gateway
+		gwRec.State = "online"
+		stop, err := g.serveHTTP(ctx, cfg.HTTP.Listen, httpapi.New(httpapi.Options{
+			Catalog: g.reg.Snapshot,
+			Gateway: func() registry.GatewayRecord { return gwRec },
+			Ready:   func() error { return g.ready(pub) },
+			Metrics: promhttp.HandlerFor(mx.Registry(), promhttp.HandlerOpts{}),
+			Events:  hub,
+		}))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	g.log.Info("gateway starting", "epoch", epoch, "broker", brokerURL, "buses", len(cfg.Discovery.Serial), "version", g.version,
+		"http", g.httpAddr)
 
 	// Publisher outlives the buses so their last changes and the offline status get out.
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
@@ -210,11 +251,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	var busWG sync.WaitGroup
 	busWG.Add(2)
-	go func() { defer busWG.Done(); g.readBack(ctx, pubOpts) }()
+	go func() { defer busWG.Done(); g.readBack(ctx, pubOpts, mx) }()
 	go func() { defer busWG.Done(); g.tick(ctx) }()
 	for _, bc := range cfg.Discovery.Serial {
 		mc, h := rtuMaster(bc)
-		m := newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, g.log.With("bus", bc.Name))
+		m := newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, mx, g.log.With("bus", bc.Name))
 		busWG.Add(1)
 		go func() {
 			defer busWG.Done()
@@ -239,7 +280,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 				}
 			}()
 		}
-		d := newDiscovery(ctx, cfg, g.profiles, g.reg, g.log, &g.endpoints)
+		d := newDiscovery(ctx, cfg, g.profiles, g.reg, mx, g.log, &g.endpoints)
 		busWG.Add(1)
 		go func() {
 			defer busWG.Done()
@@ -249,6 +290,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	close(g.started)
 
 	<-ctx.Done()
+	g.stopping.Store(true)
 	busWG.Wait()
 	stopPub()
 	pubWG.Wait()
@@ -260,7 +302,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // to the registry, which takes those no poller claims through critical to deregistered.
 // It retries while the broker cannot be reached (a broker that is down at start must not
 // leave stale records behind once it is back).
-func (g *Gateway) readBack(ctx context.Context, po mqtt.PublisherOptions) {
+func (g *Gateway) readBack(ctx context.Context, po mqtt.PublisherOptions, mx *metrics.Metrics) {
 	for retry := time.Second; ; retry = min(2*retry, 10*time.Second) {
 		recs, err := mqtt.ReadBack(ctx, mqtt.ReadBackOptions{
 			BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
@@ -268,6 +310,7 @@ func (g *Gateway) readBack(ctx context.Context, po mqtt.PublisherOptions) {
 		})
 		if err == nil {
 			n := g.reg.Adopt(recs, time.Now())
+			mx.Adopted(recs)
 			g.log.Info("read back retained records of earlier epochs", "records", len(recs), "adopted", n)
 			return
 		}
@@ -281,6 +324,55 @@ func (g *Gateway) readBack(ctx context.Context, po mqtt.PublisherOptions) {
 		case <-time.After(retry):
 		}
 	}
+}
+
+// serveHTTP starts the HTTP listener on addr and sets g.httpAddr. Handlers see ctx
+// (event streams end with it); stop shuts the server down and waits for it.
+func (g *Gateway) serveHTTP(ctx context.Context, addr string, h http.Handler) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.listen: %w", err)
+	}
+	g.httpAddr = ln.Addr().String()
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+		<-done
+	}, nil
+}
+
+// ready is nil when the gateway is ready (/readyz): started, not stopping, and the
+// publisher connected to the broker; else the reason.
+func (g *Gateway) ready(pub *mqtt.Publisher) error {
+	select {
+	case <-g.started:
+	default:
+		return errors.New("gateway starting")
+	}
+	if g.stopping.Load() {
+		return errors.New("gateway stopping")
+	}
+	if !pub.Connected() {
+		return errors.New("MQTT publisher not connected to the broker")
+	}
+	return nil
 }
 
 // tick drives the registry's time-based transitions (restart grace, held-back records).

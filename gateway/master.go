@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/devices"
+	"github.com/rollcall-edge/rollcall/gateway/metrics"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/registry"
@@ -62,6 +63,7 @@ type master struct {
 	profiles *devices.Profiles
 	reg      *registry.Registry
 	policy   registry.Policy
+	metrics  *metrics.Metrics
 	log      *slog.Logger
 
 	hints   atomic.Pointer[hints]
@@ -75,6 +77,7 @@ type master struct {
 	absent    []int           // units to probe, ascending
 	sweepPos  int             // index into absent of the next probe
 	nextProbe time.Time       // earliest start of the next probe
+	stats     *metrics.Master // set by run
 }
 
 // device is a registered unit.
@@ -86,6 +89,7 @@ type device struct {
 	next     time.Time // when its next regular poll is due
 	failures int       // consecutive failed polls
 	retry    bool      // retry at once, before regular polls (a suspect device)
+	stats    *metrics.Unit
 }
 
 // dueAt is when d should be polled: now for a suspect device (retries go first, so a
@@ -98,9 +102,10 @@ func (d *device) dueAt() time.Time {
 	return d.next
 }
 
-func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Profiles, reg *registry.Registry, log *slog.Logger) *master {
+func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Profiles, reg *registry.Registry,
+	mx *metrics.Metrics, log *slog.Logger) *master {
 	m := &master{
-		cfg: cfg, gateway: gatewayID, profiles: profiles, reg: reg, policy: reg.Policy(),
+		cfg: cfg, gateway: gatewayID, profiles: profiles, reg: reg, policy: reg.Policy(), metrics: mx,
 		log:     log,
 		known:   map[int]*device{},
 		refused: map[int]bool{},
@@ -119,11 +124,15 @@ func (m *master) liveDevices() int { return int(m.live.Load()) }
 // run opens the port or endpoint (retrying with capped backoff while it is missing, e.g.
 // a USB adapter not yet plugged in) and schedules polls and probes until ctx ends.
 func (m *master) run(ctx context.Context) error {
+	m.stats = m.metrics.Master(m.cfg.Name)
+	defer m.stats.Close()
+	m.stats.Sweep(m.sweepPos, len(m.absent))
 	client, err := m.openRetry(ctx)
 	if err != nil {
 		return nil // ctx ended while waiting for the port
 	}
 	defer client.Close()
+	m.stats.SetClient(client)
 	m.failCost = client.Timeout()
 	if rtu, ok := client.(*modbus.RTU); ok {
 		m.failCost += rtu.Config().Resync
@@ -137,12 +146,20 @@ func (m *master) run(ctx context.Context) error {
 		}
 		now := time.Now()
 		d := m.earliest()
-		if d != nil && !d.dueAt().After(now) {
+		// Order: suspect devices are retried first (a dead one reaches critical in back-
+		// to-back polls); then a probe whose share of bus time has come — the share is
+		// guaranteed, not only a cap, so a bus kept busy by polls still finds new drives;
+		// then the regular polls that are due.
+		if d != nil && d.retry {
 			m.poll(ctx, client, d)
 			continue
 		}
 		if len(m.absent) > 0 && !now.Before(m.nextProbe) {
 			m.probe(ctx, client)
+			continue
+		}
+		if d != nil && !d.dueAt().After(now) {
+			m.poll(ctx, client, d)
 			continue
 		}
 		wake := now.Add(time.Hour)
@@ -206,6 +223,7 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 	if ctx.Err() != nil {
 		return // shutting down: a cancelled request says nothing about the device
 	}
+	d.stats.Poll(o)
 	if d.retry {
 		d.retry = false // a retry does not move the regular schedule
 	} else {
@@ -228,6 +246,7 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 		delete(m.known, d.unit)
 		m.live.Store(int32(len(m.known)))
 		m.addAbsent(d.unit)
+		m.stats.Sweep(m.sweepPos, len(m.absent))
 		m.updateChecks()
 		m.log.Info("device dropped, back to sweep", "unit", d.unit, "instance", d.id)
 	}
@@ -268,6 +287,8 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 		m.log.Debug("probe", "unit", unit, "err", err)
 	}
 	now := time.Now()
+	m.stats.Probe(now.Sub(start), m.sweepPos >= len(m.absent))
+	m.stats.Sweep(m.sweepPos, len(m.absent))
 	m.nextProbe = now
 	if len(m.known) > 0 {
 		share := m.cfg.ProbeShare
@@ -345,7 +366,8 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 		return fmt.Errorf("first poll: %w", o.Err)
 	}
 	h := m.hints.Load()
-	d := &device{unit: unit, id: m.instanceID(identity, unit), profile: p, hasDevID: ident.Objects != nil}
+	d := &device{unit: unit, id: m.instanceID(identity, unit), profile: p, hasDevID: ident.Objects != nil,
+		stats: m.stats.Unit(strconv.Itoa(unit))}
 	d.next = o.At.Add(m.cfg.PollInterval)
 	if _, err := m.reg.Register(registry.Registration{
 		ID:           d.id,

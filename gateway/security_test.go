@@ -309,15 +309,18 @@ discovery:
 		return isCatalog(m) && r != nil && r["status"] == "passing"
 	})
 	// line1 may not write records: a forged record followed by a marker in its own
-	// consumer topic; the marker arrives, the forgery does not (MQTT 3.1.1 §4.6 order).
+	// consumer topic; the marker arrives, the forgery does not (one client's messages
+	// keep their order, MQTT 3.1.1 §4.6). QoS 0: mochi answers a refused QoS 1 publish
+	// of an MQTT 3.1.1 client by closing its connection (§3.3.5 allows either), and a
+	// refused QoS 0 publish by dropping it.
 	c, err := connect("line1", "l1ne")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Disconnect(100)
 	forged := "rollcall/v1/catalog/servo-drive/it-gw/forged"
-	c.Publish(forged, 1, true, `{"schema":"rollcall.instance/v1"}`).WaitTimeout(5 * time.Second)
-	c.Publish("rollcall/v1/consumers/line1/sync", 1, false, `{"marker":1}`).WaitTimeout(5 * time.Second)
+	c.Publish(forged, 0, true, `{"schema":"rollcall.instance/v1"}`).WaitTimeout(5 * time.Second)
+	c.Publish("rollcall/v1/consumers/line1/sync", 0, false, `{"marker":1}`).WaitTimeout(5 * time.Second)
 	sub.next(t, 10*time.Second, "line1's marker", func(m message, r map[string]any) bool {
 		if m.topic == forged {
 			t.Fatal("line1 wrote a record")

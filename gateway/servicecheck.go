@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/gateway/metrics"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/registry"
 )
@@ -27,6 +28,7 @@ type serviceChecker struct {
 	gateway  string
 	interval time.Duration
 	reg      *registry.Registry
+	metrics  *metrics.Metrics
 	log      *slog.Logger
 	client   *http.Client
 
@@ -35,9 +37,9 @@ type serviceChecker struct {
 }
 
 func newServiceChecker(ck config.ServiceCheck, host string, port int, instance, gatewayID string, interval time.Duration,
-	h hints, reg *registry.Registry, log *slog.Logger) *serviceChecker {
+	h hints, reg *registry.Registry, mx *metrics.Metrics, log *slog.Logger) *serviceChecker {
 	c := &serviceChecker{check: ck, host: host, port: port, instance: instance, gateway: gatewayID, interval: interval,
-		reg: reg, log: log, client: &http.Client{Timeout: ck.Timeout}}
+		reg: reg, metrics: mx, log: log, client: &http.Client{Timeout: ck.Timeout}}
 	c.hints.Store(&h)
 	return c
 }
@@ -92,6 +94,9 @@ func (c *serviceChecker) run(ctx context.Context) error {
 	owner := "svc:" + c.addr()
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
+	master := c.metrics.Master(c.addr())
+	defer master.Close()
+	stats := master.Unit("")
 	registered := ""
 	refusedLogged := false
 	for {
@@ -103,6 +108,7 @@ func (c *serviceChecker) run(ctx context.Context) error {
 		h := c.hints.Load()
 		switch {
 		case registered != "":
+			stats.Poll(o)
 			if !c.reg.Observe(registered, owner, o) {
 				registered = ""
 				c.live.Store(0)

@@ -29,6 +29,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	drives := fs.Int("drives", 4, "number of simulated drives on the bus (1–16)")
 	listen := fs.String("listen", "127.0.0.1:1883", "embedded broker address (a free port is used if this one is taken)")
 	control := fs.String("control", "127.0.0.1:18081", "firmware-sim control API address (fault injection)")
+	httpAddr := fs.String("http", config.DefaultHTTPListen, "gateway HTTP address: dashboard, /metrics, /v1/catalog (a free port is used if this one is taken)")
 	poll := fs.Duration("poll", 100*time.Millisecond, "poll interval per drive")
 	noSchedule := fs.Bool("no-schedule", false, "keep every drive healthy (no scripted silence of the last bus drive)")
 	newLogger := logFlags(fs)
@@ -103,7 +104,8 @@ health:
   failures_before_critical: 3
   successes_before_passing: 2
   deregister_critical_after: 10s
-`, filepath.Join(dir, "state"), freeAddr(*listen), link, lo, *poll)
+http: {listen: %q}
+`, filepath.Join(dir, "state"), freeAddr(*listen), link, lo, *poll, freeAddr(*httpAddr))
 	cfg, err := config.Parse("demo-gateway.yaml", []byte(gwYAML))
 	if err != nil {
 		return err
@@ -125,6 +127,7 @@ health:
 	if !*noSchedule {
 		fmt.Fprintf(stdout, "  scripted: drive %d on bus1 goes silent 20 s in and answers again 15 s later (every minute)\n", *drives)
 	}
+	fmt.Fprintf(stdout, "  dashboard: http://%s/   metrics: http://%s/metrics\n", g.HTTPAddr(), g.HTTPAddr())
 	fmt.Fprintf(stdout, "  try: curl -X POST -d '{\"mode\":\"silent\"}' http://%s/v1/devices/bus1/2/fault   (then {\"mode\":\"none\"})\n", s.ControlAddr())
 	if host, port, err := net.SplitHostPort(strings.TrimPrefix(g.BrokerURL(), "tcp://")); err == nil {
 		fmt.Fprintf(stdout, "  subscribe: mosquitto_sub -h %s -p %s -t 'rollcall/v1/#' -v\n", host, port)

@@ -121,7 +121,7 @@ func logFlags(fs *flag.FlagSet) func(w io.Writer) (*slog.Logger, error) {
 func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "gateway config file (YAML); default: embedded broker on 127.0.0.1:1883, no buses")
+	cfgPath := fs.String("config", "", "gateway config file (YAML); default: embedded broker on 127.0.0.1:1883, no buses, HTTP on "+config.DefaultHTTPListen)
 	newLogger := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -232,17 +232,26 @@ type Profiles struct {
 	Dirs []string `yaml:"dirs"`
 }
 
-// HTTP configures the HTTP listener (metrics, catalog API, dashboard; not implemented
-// yet, the key is accepted so configs written for later versions load).
+// HTTP configures the HTTP listener: /metrics (Prometheus), /healthz, /readyz, the
+// catalog API (/v1/catalog, /v1/events) and the live dashboard at /.
 type HTTP struct {
+	// Listen is host:port to listen on, e.g. 127.0.0.1:9180 (port 0: any free port).
+	// Empty (the default in a config file): no HTTP listener. The config used without
+	// --config listens on DefaultHTTPListen.
 	Listen string `yaml:"listen"`
 }
 
+// DefaultHTTPListen is the HTTP listener of the config used without --config: loopback
+// only.
+const DefaultHTTPListen = "127.0.0.1:9180"
+
 // Default returns the configuration used without --config (DESIGN.md "Commands"):
-// embedded broker on 127.0.0.1:1883, mDNS on, no serial buses.
+// embedded broker on 127.0.0.1:1883, mDNS on, no serial buses, HTTP on
+// DefaultHTTPListen.
 func Default() *Config {
 	c := &Config{}
 	c.Discovery.MDNS.Enabled = true
+	c.HTTP.Listen = DefaultHTTPListen
 	c.applyDefaults()
 	return c
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -82,5 +83,22 @@ func TestShippedConfigs(t *testing.T) {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+// http.listen: off unless configured in a file; loopback:9180 without --config.
+func TestHTTPListenDefaults(t *testing.T) {
+	c, err := Parse("gw.yaml", []byte("gateway: {id: gw}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTP.Listen != "" {
+		t.Errorf("config file without http: listen %q, want off", c.HTTP.Listen)
+	}
+	if l := Default().HTTP.Listen; l != "127.0.0.1:9180" {
+		t.Errorf("default config: listen %q, want 127.0.0.1:9180", l)
+	}
+	if _, err := Parse("gw.yaml", []byte("http: {listen: nowhere}\n")); err == nil || !strings.Contains(err.Error(), "http.listen") {
+		t.Errorf("bad http.listen: %v", err)
 	}
 }

@@ -1,0 +1,295 @@
+// Package metrics holds the Prometheus collectors of one rollcall gateway: heartbeat
+// polls and their round trips, the Modbus masters' transaction counters and time on
+// the bus, sweep progress, catalog changes (registrations, deregistrations, status
+// transitions, instances by status) and the MQTT publisher's counters.
+//
+// Each gateway run owns one *Metrics with its own prometheus.Registry; nothing is
+// registered in the client library's global default registry. The hot path (one
+// heartbeat poll) costs atomic additions only: the collectors a device needs are
+// resolved once, when it is registered (Master.Unit), not on every poll.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// RoundTripBuckets returns the upper bounds (seconds) of the poll round-trip histogram:
+// 1 ms to 500 ms, dense where RS-485 polls (about 2–20 ms) and LAN Modbus TCP polls
+// fall.
+func RoundTripBuckets() []float64 {
+	return []float64{0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5}
+}
+
+// UtilisationWindow is the shortest window over which rollcall_master_utilisation_ratio
+// is computed.
+const UtilisationWindow = 10 * time.Second
+
+// Options identifies the gateway in rollcall_gateway_info and rollcall_gateway_epoch,
+// and decides which read-back records Adopted takes.
+type Options struct {
+	Gateway string // gateway id
+	Epoch   int64  // this run's gateway epoch
+	Version string // build version
+}
+
+// Metrics is the set of collectors of one gateway run. Its methods are safe for
+// concurrent use. The zero value is not usable: call New.
+type Metrics struct {
+	opts Options
+	reg  *prometheus.Registry
+
+	polls           *prometheus.CounterVec   // master, unit, outcome
+	roundTrip       *prometheus.HistogramVec // master
+	registrations   prometheus.Counter
+	deregistrations prometheus.Counter
+	transitions     *prometheus.CounterVec // from, to
+	instances       *prometheus.GaugeVec   // status
+
+	mu       sync.Mutex
+	masters  map[string]*Master    // by name
+	statuses map[string]instStatus // by instance id: last status and revision seen in events
+}
+
+// instStatus is what the catalog tracker remembers of an instance (the registry keeps
+// deregistered instances too, to continue their revisions; so does this map).
+type instStatus struct {
+	status   registry.Status
+	revision int64
+	live     bool
+}
+
+// New creates the collectors and a registry holding them, plus the Go runtime and
+// process collectors.
+func New(o Options) *Metrics {
+	m := &Metrics{
+		opts:     o,
+		reg:      prometheus.NewRegistry(),
+		masters:  map[string]*Master{},
+		statuses: map[string]instStatus{},
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollcall_polls_total",
+			Help: "Heartbeat polls by master (RTU bus name or Modbus TCP host:port), unit and outcome " +
+				"(ok, exception, timeout, bad_frame: CRC error, short, malformed or wrong-unit reply, other).",
+		}, []string{"master", "unit", "outcome"}),
+		roundTrip: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rollcall_poll_round_trip_seconds",
+			Help:    "Round trip of answered heartbeat polls (request sent to reply parsed), by master.",
+			Buckets: RoundTripBuckets(),
+		}, []string{"master"}),
+		registrations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollcall_registrations_total",
+			Help: "Instances registered (new, or back after a deregistration).",
+		}),
+		deregistrations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollcall_deregistrations_total",
+			Help: "Instances deregistered (empty retained record published).",
+		}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollcall_status_transitions_total",
+			Help: "Status changes of live instances, by previous and new status (passing, warning, critical).",
+		}, []string{"from", "to"}),
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rollcall_instances",
+			Help: "Live instances of this gateway by status.",
+		}, []string{"status"}),
+	}
+	statuses := []registry.Status{registry.Passing, registry.Warning, registry.Critical}
+	for _, s := range statuses {
+		m.instances.WithLabelValues(string(s)).Set(0)
+		for _, to := range statuses {
+			if to != s {
+				m.transitions.WithLabelValues(string(s), string(to)) // series exist from the start, at 0
+			}
+		}
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "rollcall_gateway_info",
+		Help:        "Always 1; labels name the gateway and its version.",
+		ConstLabels: prometheus.Labels{"gateway": o.Gateway, "version": o.Version},
+	})
+	info.Set(1)
+	epoch := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "rollcall_gateway_epoch",
+		Help: "Gateway epoch of this run (+1 on every start).",
+	})
+	epoch.Set(float64(o.Epoch))
+	m.reg.MustRegister(m.polls, m.roundTrip, m.registrations, m.deregistrations, m.transitions, m.instances,
+		info, epoch, masterCollector{m, newMasterDescs()},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry is the registry holding every collector, for promhttp.HandlerFor.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Publisher registers the MQTT publisher's metrics, read at scrape time from stats
+// ((*mqtt.Publisher).Stats) and connected ((*mqtt.Publisher).Connected):
+// rollcall_mqtt_publications_total, rollcall_mqtt_publication_failures_total,
+// rollcall_mqtt_rejected_records_total, rollcall_mqtt_reconnects_total,
+// rollcall_mqtt_pending_instances and rollcall_mqtt_connected. Call it once.
+func (m *Metrics) Publisher(stats func() mqtt.PublisherStats, connected func() bool) {
+	counter := func(name, help string, v func(mqtt.PublisherStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(v(stats())) })
+	}
+	m.reg.MustRegister(
+		counter("rollcall_mqtt_publications_total", "Publications acknowledged by the broker: records, empty records and gateway status.",
+			func(s mqtt.PublisherStats) uint64 { return s.Published }),
+		counter("rollcall_mqtt_publication_failures_total", "Publications that failed or timed out (each is retried).",
+			func(s mqtt.PublisherStats) uint64 { return s.Failed }),
+		counter("rollcall_mqtt_rejected_records_total", "Records refused before publication: invalid, too large, or another gateway's.",
+			func(s mqtt.PublisherStats) uint64 { return s.Rejected }),
+		counter("rollcall_mqtt_reconnects_total", "Connections to the broker after the first one.",
+			func(s mqtt.PublisherStats) uint64 { return s.Reconnects }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rollcall_mqtt_pending_instances",
+			Help: "Instance topics with a change the broker has not acknowledged yet.",
+		}, func() float64 { return float64(stats().Pending) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rollcall_mqtt_connected",
+			Help: "1 while the publisher holds an open connection to the broker, else 0.",
+		}, func() float64 {
+			if connected() {
+				return 1
+			}
+			return 0
+		}),
+	)
+}
+
+// EventStream registers the metrics of the dashboard's event stream, read at scrape
+// time: rollcall_http_event_clients (connected server-sent-event clients) and
+// rollcall_http_event_resyncs_total (times a slow client lost events and was sent a
+// fresh snapshot). Call it once.
+func (m *Metrics) EventStream(clients func() int, resyncs func() uint64) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rollcall_http_event_clients",
+			Help: "Clients connected to /v1/events.",
+		}, func() float64 { return float64(clients()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rollcall_http_event_resyncs_total",
+			Help: "Times a slow /v1/events client lost events (oldest dropped) and was resynchronised from a snapshot.",
+		}, func() float64 { return float64(resyncs()) }),
+	)
+}
+
+// Event counts one registry change event: call it from the registry's Sink. An Upsert
+// of an instance not live before counts as a registration, one whose status differs
+// from the last one seen as a transition; a Deregister as a deregistration. Events
+// older (by revision) than one already seen for the instance are ignored, so events
+// delivered out of order by concurrent callers cannot corrupt the counts.
+func (m *Metrics) Event(ev registry.Event) {
+	rec := ev.Record
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev, known := m.statuses[rec.ID]
+	switch ev.Kind {
+	case registry.Upsert:
+		if known && (rec.Revision < prev.revision || (!prev.live && rec.Revision <= prev.revision)) {
+			return // stale: older than what was counted (or than the deregistration)
+		}
+		m.statuses[rec.ID] = instStatus{status: rec.Status, revision: rec.Revision, live: true}
+		switch {
+		case !prev.live:
+			m.registrations.Inc()
+			m.instances.WithLabelValues(string(rec.Status)).Inc()
+		case prev.status != rec.Status:
+			m.transitions.WithLabelValues(string(prev.status), string(rec.Status)).Inc()
+			m.instances.WithLabelValues(string(prev.status)).Dec()
+			m.instances.WithLabelValues(string(rec.Status)).Inc()
+		}
+	case registry.Deregister:
+		if !prev.live || rec.Revision < prev.revision {
+			return
+		}
+		m.statuses[rec.ID] = instStatus{status: prev.status, revision: rec.Revision} // kept: later stale upserts are ignored
+		m.deregistrations.Inc()
+		m.instances.WithLabelValues(string(prev.status)).Dec()
+	}
+}
+
+// Adopted tells the catalog tracker about records read back from an earlier epoch of
+// this gateway (the ones registry.Adopt takes: this gateway's, of an earlier epoch,
+// not live already): they count as live instances, not as registrations, and their
+// later status changes count from their read-back status.
+func (m *Metrics) Adopted(recs []registry.Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rec := range recs {
+		if rec.Gateway != m.opts.Gateway || rec.ID == "" || rec.Epoch >= m.opts.Epoch {
+			continue
+		}
+		if prev, known := m.statuses[rec.ID]; known && prev.live {
+			continue
+		}
+		// Revision 0: every event of this epoch is newer.
+		m.statuses[rec.ID] = instStatus{status: rec.Status, live: true}
+		m.instances.WithLabelValues(string(rec.Status)).Inc()
+	}
+}
+
+// Outcome classifies a heartbeat poll for rollcall_polls_total.
+type Outcome int
+
+// Poll outcomes; String gives the label value.
+const (
+	OK        Outcome = iota // valid reply
+	Exception                // Modbus exception reply: alive, but refusing
+	Timeout                  // no reply within the timeout
+	BadFrame                 // CRC error, short or malformed frame, reply from another unit
+	Other                    // anything else: connection or serial port errors, unreachable endpoint
+	numOutcomes
+)
+
+// String is the outcome's label value: ok, exception, timeout, bad_frame or other.
+func (o Outcome) String() string {
+	switch o {
+	case OK:
+		return "ok"
+	case Exception:
+		return "exception"
+	case Timeout:
+		return "timeout"
+	case BadFrame:
+		return "bad_frame"
+	}
+	return "other"
+}
+
+// Classify returns the outcome of a poll observation. It does not allocate for
+// answered polls.
+func Classify(o registry.Observation) Outcome {
+	switch {
+	case o.Err == nil && o.Answered:
+		return OK
+	case o.Err == nil:
+		return Other
+	case o.Answered:
+		return Exception
+	case errors.Is(o.Err, modbus.ErrTimeout), errors.Is(o.Err, context.DeadlineExceeded):
+		return Timeout
+	case errors.Is(o.Err, modbus.ErrCRC), errors.Is(o.Err, modbus.ErrShortFrame), errors.Is(o.Err, modbus.ErrBadFrame):
+		return BadFrame
+	}
+	var wu *modbus.WrongUnitError
+	if errors.As(o.Err, &wu) {
+		return BadFrame
+	}
+	var ne net.Error
+	if errors.As(o.Err, &ne) && ne.Timeout() {
+		return Timeout
+	}
+	return Other
+}

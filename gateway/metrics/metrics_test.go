@@ -1,0 +1,226 @@
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+	"github.com/rollcall-edge/rollcall/registry"
+)
+
+// series gathers m's registry into "name{label="value",...}" → value (counters, gauges,
+// and histogram sample counts as name_count).
+func series(t *testing.T, m *Metrics) map[string]float64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			var ls []string
+			for _, lp := range mt.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
+			}
+			sort.Strings(ls)
+			key := mf.GetName()
+			if len(ls) > 0 {
+				key += "{" + strings.Join(ls, ",") + "}"
+			}
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				out[key] = mt.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				out[key] = mt.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[strings.Replace(key, mf.GetName(), mf.GetName()+"_count", 1)] = float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+func expect(t *testing.T, got map[string]float64, want map[string]float64) {
+	t.Helper()
+	for k, v := range want {
+		g, ok := got[k]
+		if !ok {
+			t.Errorf("series %s missing", k)
+		} else if g != v {
+			t.Errorf("%s = %v, want %v", k, g, v)
+		}
+	}
+}
+
+func rec(id string, st registry.Status, rev int64) registry.Record {
+	return registry.Record{ID: id, Service: "servo-drive", Gateway: "gw", Epoch: 2, Revision: rev, Status: st}
+}
+
+func TestCatalogEvents(t *testing.T) {
+	m := New(Options{Gateway: "gw", Epoch: 2, Version: "test"})
+	up := func(id string, st registry.Status, rev int64, tr bool) {
+		m.Event(registry.Event{Kind: registry.Upsert, Record: rec(id, st, rev), Transition: tr})
+	}
+	// An instance read back from epoch 1, warning: live, not a registration.
+	old := rec("old", registry.Warning, 1<<32+5)
+	old.Epoch = 1
+	other := rec("foreign", registry.Passing, 1)
+	other.Gateway = "another-gw"
+	m.Adopted([]registry.Record{old, other})
+
+	up("a", registry.Passing, 10, true)
+	up("b", registry.Passing, 10, true)
+	up("a", registry.Passing, 11, false) // refresh
+	up("a", registry.Critical, 12, true)
+	up("a", registry.Passing, 11, false) // late, older: ignored
+	up("old", registry.Critical, 2<<32+1, true)
+	m.Event(registry.Event{Kind: registry.Deregister, Record: rec("b", registry.Passing, 10), Transition: true})
+	m.Event(registry.Event{Kind: registry.Deregister, Record: rec("b", registry.Passing, 10), Transition: true}) // twice: once
+	up("b", registry.Passing, 10, false)                                                                         // late, from before the deregistration: ignored
+	up("b", registry.Warning, 13, true)                                                                          // back
+
+	got := series(t, m)
+	expect(t, got, map[string]float64{
+		`rollcall_registrations_total`:                                    3,
+		`rollcall_deregistrations_total`:                                  1,
+		`rollcall_status_transitions_total{from="passing",to="critical"}`: 1,
+		`rollcall_status_transitions_total{from="warning",to="critical"}`: 1,
+		`rollcall_status_transitions_total{from="critical",to="passing"}`: 0,
+		`rollcall_instances{status="passing"}`:                            0,
+		`rollcall_instances{status="warning"}`:                            1,
+		`rollcall_instances{status="critical"}`:                           2,
+		`rollcall_gateway_epoch`:                                          2,
+		`rollcall_gateway_info{gateway="gw",version="test"}`:              1,
+	})
+	if _, ok := got[`rollcall_status_transitions_total{from="critical",to="critical"}`]; ok {
+		t.Error("a transition from a status to itself is exported")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		o    registry.Observation
+		want Outcome
+	}{
+		{registry.Observation{Answered: true}, OK},
+		{registry.Observation{Answered: true, Degraded: true}, OK}, // CiA 402 fault bit: a valid reply
+		{registry.Observation{Answered: true, Degraded: true, Err: &modbus.ExceptionError{Function: 3, Code: 6}}, Exception},
+		{registry.Observation{Err: fmt.Errorf("read: %w", modbus.ErrTimeout)}, Timeout},
+		{registry.Observation{Err: modbus.ErrCRC}, BadFrame},
+		{registry.Observation{Err: modbus.ErrShortFrame}, BadFrame},
+		{registry.Observation{Err: modbus.ErrBadFrame}, BadFrame},
+		{registry.Observation{Err: &modbus.WrongUnitError{Want: 2, Got: 3}}, BadFrame},
+		{registry.Observation{Err: fmt.Errorf("%w: refused", modbus.ErrUnreachable)}, Other},
+		{registry.Observation{Err: io.EOF}, Other},
+		{registry.Observation{Err: errors.New("x")}, Other},
+	} {
+		if got := Classify(c.o); got != c.want {
+			t.Errorf("Classify(%+v) = %v, want %v", c.o, got, c.want)
+		}
+	}
+}
+
+func TestMasterPollsAndClose(t *testing.T) {
+	m := New(Options{Gateway: "gw", Epoch: 1})
+	mm := m.Master("bus1")
+	u := mm.Unit("2")
+	u.Poll(registry.Observation{Answered: true, RTT: 4 * time.Millisecond})
+	u.Poll(registry.Observation{Answered: true, RTT: 6 * time.Millisecond})
+	u.Poll(registry.Observation{Err: modbus.ErrTimeout, RTT: 20 * time.Millisecond})
+	mm.Probe(10*time.Millisecond, false)
+	mm.Probe(10*time.Millisecond, true)
+	mm.Sweep(0, 14)
+	got := series(t, m)
+	expect(t, got, map[string]float64{
+		`rollcall_polls_total{master="bus1",outcome="ok",unit="2"}`:        2,
+		`rollcall_polls_total{master="bus1",outcome="timeout",unit="2"}`:   1,
+		`rollcall_polls_total{master="bus1",outcome="exception",unit="2"}`: 0,
+		`rollcall_poll_round_trip_seconds_count{master="bus1"}`:            2,
+		`rollcall_sweep_absent_units{master="bus1"}`:                       14,
+		`rollcall_sweep_probed_units{master="bus1"}`:                       0,
+		`rollcall_sweep_cycles_total{master="bus1"}`:                       1,
+	})
+	if b := got[`rollcall_master_busy_seconds_total{master="bus1"}`]; b < 0.0499 || b > 0.0501 {
+		t.Errorf("busy seconds %v, want 0.05", b)
+	}
+	if u := got[`rollcall_master_utilisation_ratio{master="bus1"}`]; u <= 0 || u > 1 {
+		t.Errorf("utilisation %v, want within (0, 1]", u)
+	}
+	mm.Close()
+	for k := range series(t, m) {
+		if strings.Contains(k, `master="bus1"`) {
+			t.Errorf("series %s left after Close", k)
+		}
+	}
+	// nil receivers do nothing (a master without metrics).
+	var none *Metrics
+	none.Master("x").Unit("1").Poll(registry.Observation{Answered: true})
+	none.Master("x").Close()
+}
+
+func TestMasterSharedName(t *testing.T) {
+	m := New(Options{})
+	a, b := m.Master("10.0.0.5:502"), m.Master("10.0.0.5:502")
+	a.Unit("1").Poll(registry.Observation{Answered: true})
+	a.Close()
+	if _, ok := series(t, m)[`rollcall_polls_total{master="10.0.0.5:502",outcome="ok",unit="1"}`]; !ok {
+		t.Fatal("closing one of two masters of the same name removed the series of the other")
+	}
+	b.Close()
+	if _, ok := series(t, m)[`rollcall_polls_total{master="10.0.0.5:502",outcome="ok",unit="1"}`]; ok {
+		t.Fatal("series left after both closed")
+	}
+}
+
+func TestUtilisationWindow(t *testing.T) {
+	m := New(Options{})
+	mm := m.Master("bus1")
+	t0 := mm.started
+	mm.busyNs.Add(int64(2 * time.Second))
+	if got := mm.utilisation(t0.Add(4 * time.Second)); got != 0.5 {
+		t.Errorf("first partial window: %v, want 0.5", got)
+	}
+	mm.busyNs.Add(int64(3 * time.Second))
+	if got := mm.utilisation(t0.Add(10 * time.Second)); got != 0.5 {
+		t.Errorf("first full window: %v, want 0.5", got)
+	}
+	mm.busyNs.Add(int64(time.Second))
+	if got := mm.utilisation(t0.Add(15 * time.Second)); got != 0.5 {
+		t.Errorf("within the next window: %v, want the last complete one (0.5)", got)
+	}
+	if got := mm.utilisation(t0.Add(20 * time.Second)); got != 0.1 {
+		t.Errorf("second window: %v, want 0.1", got)
+	}
+}
+
+// The heartbeat path must not allocate (issue 7: no allocation per poll).
+func TestUnitPollDoesNotAllocate(t *testing.T) {
+	m := New(Options{})
+	u := m.Master("bus1").Unit("1")
+	ok := registry.Observation{Answered: true, RTT: 5 * time.Millisecond}
+	timeout := registry.Observation{Err: fmt.Errorf("x: %w", modbus.ErrTimeout), RTT: 20 * time.Millisecond}
+	if n := testing.AllocsPerRun(1000, func() { u.Poll(ok) }); n != 0 {
+		t.Errorf("answered poll: %v allocations", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() { u.Poll(timeout) }); n != 0 {
+		t.Errorf("timed-out poll: %v allocations", n)
+	}
+}
+
+func BenchmarkUnitPoll(b *testing.B) {
+	m := New(Options{})
+	u := m.Master("bus1").Unit("1")
+	o := registry.Observation{Answered: true, RTT: 5 * time.Millisecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		u.Poll(o)
+	}
+}
