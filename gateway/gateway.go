@@ -168,6 +168,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if broker != nil {
 		pubOpts.Username, pubOpts.Password = self.Username, self.Password
 	}
+	mx := metrics.New(metrics.Options{Gateway: cfg.Gateway.ID, Epoch: epoch, Version: g.version})
+	pubOpts.OnPublished = mx.PublishLatency
 	pub, err := mqtt.NewPublisher(pubOpts)
 	if err != nil {
 		return err
@@ -183,7 +185,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		PublishBurst:            cfg.Health.PublishBurst,
 		PublishEvery:            cfg.Health.PublishEvery,
 	}
-	mx := metrics.New(metrics.Options{Gateway: cfg.Gateway.ID, Epoch: epoch, Version: g.version})
 	mx.Publisher(pub.Stats, pub.Connected)
 	var hub *httpapi.Hub // event stream of the dashboard; nil when HTTP is off
 	if cfg.HTTP.Listen != "" {

@@ -209,6 +209,7 @@ func TestHTTPAPI(t *testing.T) {
 	checkMetric(m1, `rollcall_mqtt_connected`, eq(1), "1")
 	checkMetric(m1, `rollcall_mqtt_publications_total`, func(v float64) bool { return v >= 4 }, "≥ 4")
 	checkMetric(m1, `rollcall_mqtt_publication_failures_total`, eq(0), "0")
+	checkMetric(m1, `rollcall_mqtt_publish_latency_seconds_count`, func(v float64) bool { return v >= 3 }, "≥ 3 (registrations and the critical record)")
 	checkMetric(m1, `rollcall_http_event_clients`, eq(1), "1")
 	checkMetric(m1, `rollcall_gateway_epoch`, eq(float64(g.Epoch())), "the epoch")
 	if _, ok := m1[`rollcall_modbus_crc_errors_total{master="bus1"}`]; !ok {

@@ -56,9 +56,10 @@ type Metrics struct {
 	transitions     *prometheus.CounterVec // from, to
 	instances       *prometheus.GaugeVec   // status
 
-	mu       sync.Mutex
-	masters  map[string]*Master    // by name
-	statuses map[string]instStatus // by instance id: last status and revision seen in events
+	mu             sync.Mutex
+	publishLatency prometheus.Histogram
+	masters        map[string]*Master    // by name
+	statuses       map[string]instStatus // by instance id: last status and revision seen in events
 }
 
 // instStatus is what the catalog tracker remembers of an instance (the registry keeps
@@ -124,11 +125,21 @@ func New(o Options) *Metrics {
 		Help: "Gateway epoch of this run (+1 on every start).",
 	})
 	epoch.Set(float64(o.Epoch))
-	m.reg.MustRegister(m.polls, m.roundTrip, m.registrations, m.deregistrations, m.transitions, m.instances,
+	m.publishLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "rollcall_mqtt_publish_latency_seconds",
+		Help: "Time from a registry change to the broker's acknowledgement of its record (QoS 1 PUBACK); " +
+			"a broker outage counts in full.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	})
+	m.reg.MustRegister(m.publishLatency, m.polls, m.roundTrip, m.registrations, m.deregistrations, m.transitions, m.instances,
 		info, epoch, masterCollector{m, newMasterDescs()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// PublishLatency records one acknowledged record publication (for
+// mqtt.PublisherOptions.OnPublished): rollcall_mqtt_publish_latency_seconds.
+func (m *Metrics) PublishLatency(d time.Duration) { m.publishLatency.Observe(d.Seconds()) }
 
 // Registry is the registry holding every collector, for promhttp.HandlerFor.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }

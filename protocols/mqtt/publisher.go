@@ -80,6 +80,11 @@ type PublisherOptions struct {
 	// ShutdownTimeout bounds the clean shutdown: publishing status "offline" and then
 	// the pending records (default 2 s).
 	ShutdownTimeout time.Duration
+	// OnPublished, if set, is called for every record (or empty record) the broker
+	// acknowledged, with the time from the Publish or Deregister call that made it to
+	// the PUBACK (an outage counts in full: it is the time the change took to get out).
+	// Called from the publisher's worker goroutine; it must not block.
+	OnPublished func(latency time.Duration)
 }
 
 // PublisherStats are counters of a Publisher since NewPublisher.
@@ -98,10 +103,11 @@ type PublisherStats struct {
 
 // entry is the latest state the gateway wants retained at one instance topic.
 type entry struct {
-	instance string // instance id as given (for logs)
-	payload  []byte // JSON record; nil = deregistered (empty retained payload)
-	rev      uint64 // sequence number of the latest change
-	done     uint64 // rev acknowledged by the broker on the current connection
+	instance string    // instance id as given (for logs)
+	payload  []byte    // JSON record; nil = deregistered (empty retained payload)
+	rev      uint64    // sequence number of the latest change
+	done     uint64    // rev acknowledged by the broker on the current connection
+	changed  time.Time // when rev was set (Publish/Deregister), for OnPublished
 }
 
 // outgoing is one publication of a batch.
@@ -110,6 +116,7 @@ type outgoing struct {
 	instance string
 	payload  []byte
 	rev      uint64
+	changed  time.Time
 }
 
 // Publisher is the gateway side of the MQTT contract v1 (DESIGN.md, "MQTT contract
@@ -354,7 +361,7 @@ func (p *Publisher) setLocked(topic, instance string, payload []byte) {
 		p.entries[topic] = e
 	}
 	p.seq++
-	e.instance, e.payload, e.rev = instance, payload, p.seq
+	e.instance, e.payload, e.rev, e.changed = instance, payload, p.seq, time.Now()
 }
 
 // Run connects to the broker and publishes until ctx ends; it blocks until then and
@@ -603,7 +610,7 @@ func (p *Publisher) pending(max int) []outgoing {
 		if e.rev == e.done {
 			continue
 		}
-		out = append(out, outgoing{topic: topic, instance: e.instance, payload: e.payload, rev: e.rev})
+		out = append(out, outgoing{topic: topic, instance: e.instance, payload: e.payload, rev: e.rev, changed: e.changed})
 		if len(out) == max {
 			break
 		}
@@ -636,6 +643,9 @@ func (p *Publisher) publishBatch(ctx context.Context, batch []outgoing) bool {
 			continue
 		}
 		p.published.Add(1)
+		if p.o.OnPublished != nil && !it.changed.IsZero() {
+			p.o.OnPublished(time.Since(it.changed))
+		}
 		p.confirm(it)
 	}
 	return ok
