@@ -51,7 +51,7 @@ func await(ctx context.Context, tok paho.Token) error {
 // after the caller returns. quiesce is passed to Disconnect (ms); with no open
 // connection it is forced to 0, since no DISCONNECT can be written. It reports whether
 // paho settled within bound.
-func stopClient(c paho.Client, connectTok paho.Token, quiesce uint, bound time.Duration) bool {
+func StopClient(c paho.Client, connectTok paho.Token, quiesce uint, bound time.Duration) bool {
 	if !c.IsConnectionOpen() {
 		quiesce = 0
 	}

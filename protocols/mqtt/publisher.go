@@ -383,7 +383,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	connectTok := p.client.Connect()
 	p.work(ctx)
 	p.shutdown(ctx)
-	if !stopClient(p.client, connectTok, 250, p.o.ConnectTimeout+p.o.MaxReconnectInterval+time.Second) {
+	if !StopClient(p.client, connectTok, 250, p.o.ConnectTimeout+p.o.MaxReconnectInterval+time.Second) {
 		p.log.Warn("mqtt: client still connecting after shutdown; giving up waiting", "broker", p.broker)
 	}
 	p.log.Info("mqtt: publisher stopped", "broker", p.broker)

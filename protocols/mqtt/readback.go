@@ -98,10 +98,10 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]registry.Record, error)
 	c := paho.NewClient(opts)
 	tok := c.Connect()
 	if err := await(ctx, tok); err != nil {
-		stopClient(c, tok, 0, time.Second)
+		StopClient(c, tok, 0, time.Second)
 		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", o.BrokerURL, err)
 	}
-	defer stopClient(c, tok, 100, time.Second)
+	defer StopClient(c, tok, 100, time.Second)
 	subTok := c.SubscribeMultiple(map[string]byte{catalog: 1, marker: 1}, handler)
 	if err := await(ctx, subTok); err != nil {
 		return nil, fmt.Errorf("mqtt: read-back subscribe: %w", err)

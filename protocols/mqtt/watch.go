@@ -174,7 +174,7 @@ func Watch(ctx context.Context, o WatchOptions, onCatalog func(CatalogEvent), on
 	w.log.Info("mqtt: watching", "broker", broker, "client_id", o.ClientID, "service", o.Service)
 	connectTok := w.client.Connect()
 	w.loop(ctx)
-	if !stopClient(w.client, connectTok, 250, o.ConnectTimeout+o.MaxReconnectInterval+time.Second) {
+	if !StopClient(w.client, connectTok, 250, o.ConnectTimeout+o.MaxReconnectInterval+time.Second) {
 		w.log.Warn("mqtt: client still connecting after shutdown; giving up waiting", "broker", broker)
 	}
 	return nil

@@ -343,7 +343,7 @@ func (c *Client) Run(ctx context.Context) error {
 	connectTok := pc.Connect()
 	(&session{c: c, pc: pc}).loop(ctx)
 	stopSaver()
-	if !stopClient(pc, connectTok, 250, c.o.ConnectTimeout*time.Duration(len(c.o.Brokers))+c.o.MaxReconnectInterval+time.Second) {
+	if !mqtt.StopClient(pc, connectTok, 250, c.o.ConnectTimeout*time.Duration(len(c.o.Brokers))+c.o.MaxReconnectInterval+time.Second) {
 		c.log.Warn("client: MQTT client still connecting after shutdown; gave up waiting")
 	}
 	wg.Wait()
@@ -593,36 +593,6 @@ func subscribeResult(tok paho.Token, syncTopic string) (syncGranted bool, err er
 		return false, fmt.Errorf("broker refused subscription %q (SUBACK 0x%02x)", filter, code)
 	}
 	return syncGranted, nil
-}
-
-// stopClient disconnects a paho client and waits, at most bound, until paho's own
-// connect/reconnect goroutines have finished. It reports whether paho settled.
-func stopClient(c paho.Client, connectTok paho.Token, quiesce uint, bound time.Duration) bool {
-	if !c.IsConnectionOpen() {
-		quiesce = 0
-	}
-	c.Disconnect(quiesce)
-	deadline := time.NewTimer(bound)
-	defer deadline.Stop()
-	if connectTok != nil {
-		select {
-		case <-connectTok.Done():
-		case <-deadline.C:
-			return false
-		}
-	}
-	// paho exposes no completion signal for an abandoned reconnect loop; IsConnected
-	// turns false once its status reaches "disconnected".
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for c.IsConnected() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			return false
-		}
-	}
-	return true
 }
 
 // signal does a non-blocking send on a 1-slot channel (a coalescing trigger).
