@@ -338,8 +338,10 @@ func (s *Sim) Start(ctx context.Context) (err error) {
 		s.log.Info("bus ready", "bus", b.cfg.Name, "link", b.cfg.Link, "pts", b.term.name,
 			"baud", b.cfg.Baud, "units", len(b.byUnit))
 	}
-	for _, l := range s.listeners {
-		s.log.Info("listener ready", "listener", l.cfg.Name, "addr", l.getAddr(), "units", len(l.byUnit))
+	for i, l := range s.listeners {
+		// The address bound above, not l.getAddr(): the listener's goroutine may already
+		// be tearing down (and clearing it) if ctx ended during Start.
+		s.log.Info("listener ready", "listener", l.cfg.Name, "addr", tcpLn[i].Addr().String(), "units", len(l.byUnit))
 	}
 	base := time.Now()
 	for _, g := range s.allGroups() {
