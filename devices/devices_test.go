@@ -2,12 +2,10 @@ package devices
 
 import (
 	"context"
-	"io/fs"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/configs"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
 
@@ -155,11 +153,7 @@ func TestIdentifyAndSerial(t *testing.T) {
 }
 
 func TestEmbeddedProfiles(t *testing.T) {
-	sub, err := fs.Sub(configs.Profiles, "profiles")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := LoadProfilesFS(sub, "(built in)")
+	ps, err := BuiltinProfiles()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/rollcall-edge/rollcall/configs"
 	"github.com/rollcall-edge/rollcall/internal/yamlx"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
@@ -128,6 +129,16 @@ func LoadProfiles(dirs []string) (*Profiles, error) {
 		all = append(all, ps...)
 	}
 	return NewProfiles(all)
+}
+
+// BuiltinProfiles loads the profiles shipped in the binary (configs/profiles of the
+// source tree, embedded by package configs).
+func BuiltinProfiles() (*Profiles, error) {
+	sub, err := fs.Sub(configs.Profiles, "profiles")
+	if err != nil {
+		return nil, err
+	}
+	return LoadProfilesFS(sub, "(built in)")
 }
 
 // LoadProfilesFS is LoadProfiles for the *.yaml files at the root of fsys (e.g. the

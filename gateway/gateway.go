@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/rollcall-edge/rollcall/configs"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/gateway/httpapi"
@@ -69,8 +67,7 @@ func New(o Options) (*Gateway, error) {
 	var ps *devices.Profiles
 	var err error
 	if len(o.Config.Profiles.Dirs) == 0 {
-		sub, _ := fs.Sub(configs.Profiles, "profiles")
-		ps, err = devices.LoadProfilesFS(sub, "(built in)")
+		ps, err = devices.BuiltinProfiles()
 	} else {
 		ps, err = devices.LoadProfiles(o.Config.Profiles.Dirs)
 	}
@@ -148,19 +145,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		Username: cfg.MQTT.Username,
 		Logger:   g.base,
 	}
-	switch {
-	case cfg.MQTT.PasswordFile != "":
-		pw, err := os.ReadFile(cfg.MQTT.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("mqtt.password_file: %w", err)
-		}
-		pubOpts.Password, _, _ = strings.Cut(strings.TrimRight(string(pw), "\r\n"), "\n")
-	case cfg.MQTT.PasswordEnv != "":
-		pw, ok := os.LookupEnv(cfg.MQTT.PasswordEnv)
-		if !ok {
-			return fmt.Errorf("mqtt.password_env: environment variable %s is not set", cfg.MQTT.PasswordEnv)
-		}
-		pubOpts.Password = pw
+	if pubOpts.Password, err = readSecret("mqtt", cfg.MQTT.PasswordFile, cfg.MQTT.PasswordEnv); err != nil {
+		return err
 	}
 	if pubOpts.TLSConfig, err = tlsConfig(cfg.MQTT.TLS); err != nil {
 		return err
@@ -390,6 +376,28 @@ func (g *Gateway) tick(ctx context.Context) {
 	}
 }
 
+// readSecret returns a password from file (its first line, without the line end) or
+// from the environment variable env; "" when neither is set. Errors name the config key
+// (key + ".password_file" / ".password_env"), never the secret.
+func readSecret(key, file, env string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s.password_file: %w", key, err)
+		}
+		pw, _, _ := strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+		return pw, nil
+	case env != "":
+		pw, ok := os.LookupEnv(env)
+		if !ok {
+			return "", fmt.Errorf("%s.password_env: environment variable %s is not set", key, env)
+		}
+		return pw, nil
+	}
+	return "", nil
+}
+
 // embeddedAccess builds the embedded broker's access hook from mqtt.embedded_auth, plus
 // the gateway's own account: a random password made at each start, reading and writing
 // only its subtree (<prefix>/catalog/+/<gateway>/#, <prefix>/gateways/<gateway>/#).
@@ -403,17 +411,9 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw), Read: own, Write: own}
 	o := embedded.AccessOptions{Users: []embedded.User{self}}
 	for i, u := range cfg.MQTT.EmbeddedAuth.Users {
-		var pass string
-		if u.PasswordFile != "" {
-			b, err := os.ReadFile(u.PasswordFile)
-			if err != nil {
-				return nil, self, fmt.Errorf("mqtt.embedded_auth.users[%d].password_file: %w", i, err)
-			}
-			pass, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
-		} else if v, ok := os.LookupEnv(u.PasswordEnv); ok {
-			pass = v
-		} else {
-			return nil, self, fmt.Errorf("mqtt.embedded_auth.users[%d].password_env: %s is not set", i, u.PasswordEnv)
+		pass, err := readSecret(fmt.Sprintf("mqtt.embedded_auth.users[%d]", i), u.PasswordFile, u.PasswordEnv)
+		if err != nil {
+			return nil, self, err
 		}
 		eu := embedded.User{Username: u.Username, Password: pass, Read: u.Read, Write: u.Write}
 		if eu.Read == nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -74,7 +75,7 @@ func (c *consumerFlags) start(ctx context.Context, services []string, stderr io.
 	}
 	o.Topics.Prefix = c.prefix
 	if c.pwEnv != "" {
-		o.Password = lookupEnv(c.pwEnv)
+		o.Password = os.Getenv(c.pwEnv)
 	}
 	cl, err := client.New(o)
 	if err != nil {

@@ -145,6 +145,3 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return g.Run(ctx)
 }
-
-// lookupEnv returns the value of an environment variable ("" when unset).
-func lookupEnv(name string) string { return os.Getenv(name) }

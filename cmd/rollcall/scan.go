@@ -6,12 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"text/tabwriter"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/configs"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
@@ -65,8 +63,7 @@ func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *profDir != "" {
 		profiles, err = devices.LoadProfiles([]string{*profDir})
 	} else {
-		sub, _ := fs.Sub(configs.Profiles, "profiles")
-		profiles, err = devices.LoadProfilesFS(sub, "(built in)")
+		profiles, err = devices.BuiltinProfiles()
 	}
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errUsage)
