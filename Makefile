@@ -36,7 +36,7 @@ bench:
 FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./protocols/modbus:FuzzExpectedReplyLength ./protocols/modbus:FuzzParseDeviceIDReply \
-	./protocols/modbus:FuzzMBAPHeader ./protocols/mqtt:FuzzInstanceTopic ./protocols/mqtt:FuzzDecodeRecord \
+	./protocols/modbus:FuzzMBAPHeader ./contract:FuzzInstanceTopic ./contract:FuzzDecodeRecord \
 	./protocols/mdns:FuzzParseTXT ./gateway/config:FuzzParse ./devices:FuzzCleanString ./devices:FuzzParseProfile
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/devices/cia402"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 	"github.com/rollcall-edge/rollcall/registry"
@@ -99,9 +100,9 @@ func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
 // revision and model from the identification objects (ModelName, else ProductName), and
 // the serial number from the profile's identity.serial source. A failed serial read is
 // returned as an error (the caller retries identification later).
-func ReadIdentity(ctx context.Context, c modbus.Client, unit byte, p *Profile, id Identification) (registry.Identity, error) {
+func ReadIdentity(ctx context.Context, c modbus.Client, unit byte, p *Profile, id Identification) (contract.Identity, error) {
 	o := id.Objects
-	ident := registry.Identity{
+	ident := contract.Identity{
 		Vendor:      o[modbus.ObjVendorName],
 		ProductCode: o[modbus.ObjProductCode],
 		Revision:    o[modbus.ObjMajorMinorRevision],

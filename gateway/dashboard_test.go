@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // row is what the dashboard shows of one instance.
@@ -64,10 +64,10 @@ http: {listen: "127.0.0.1:0"}
 	}
 	want := []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002",
 		"rollcall-firmware-sim-sim-0005", "rollcall-firmware-sim-sim-0009"}
-	waitCatalog(t, g, 15*time.Second, "4 passing drives", func(recs []registry.Record) bool {
+	waitCatalog(t, g, 15*time.Second, "4 passing drives", func(recs []contract.Record) bool {
 		n := 0
 		for _, r := range recs {
-			if r.Status == registry.Passing {
+			if r.Status == contract.Passing {
 				n++
 			}
 		}
@@ -104,7 +104,7 @@ http: {listen: "127.0.0.1:0"}
 	}
 	var registryAt time.Time // when the registry had it critical (polled alongside the page)
 	waitRows(t, br, 10*time.Second, victim+" critical on screen", func(rows []row) bool {
-		if rec, ok := g.Registry().Get(victim); ok && rec.Status == registry.Critical && registryAt.IsZero() {
+		if rec, ok := g.Registry().Get(victim); ok && rec.Status == contract.Critical && registryAt.IsZero() {
 			registryAt = time.Now()
 		}
 		for _, r := range rows {

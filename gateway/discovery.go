@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/gateway/metrics"
@@ -130,8 +131,8 @@ func (d *discovery) startModbus(address, scope string, units []int, timeout, int
 	mc := masterConfig{
 		Name: address, Owner: "tcp:" + address, IDScope: scope, Units: units,
 		PollInterval: interval, Timeout: timeout, ProbeShare: 0.2, CyclePause: max(interval, time.Second),
-		Endpoint: func(unit int) registry.Endpoint {
-			return registry.Endpoint{Transport: "modbus-tcp", Host: host, Port: port, Unit: unit}
+		Endpoint: func(unit int) contract.Endpoint {
+			return contract.Endpoint{Transport: "modbus-tcp", Host: host, Port: port, Unit: unit}
 		},
 		Open: func() (modbus.Client, error) {
 			return modbus.NewTCP(modbus.TCPConfig{Address: address, Timeout: timeout})

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // TestFaultModes injects each firmware-sim fault mode into one drive on an RTU bus and
@@ -22,14 +22,14 @@ func TestFaultModes(t *testing.T) {
 	faults := []struct {
 		name  string
 		fault slave.Fault
-		want  registry.Status
+		want  contract.Status
 	}{
-		{"silent", slave.Fault{Mode: slave.FaultSilent}, registry.Critical},
-		{"garbage", slave.Fault{Mode: slave.FaultGarbage}, registry.Critical},
-		{"slow past timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 600 * time.Millisecond}, registry.Critical},
-		{"slow within timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 150 * time.Millisecond}, registry.Warning},
-		{"exception", slave.Fault{Mode: slave.FaultException, Code: 4}, registry.Warning},
-		{"cia402 fault", slave.Fault{Mode: slave.FaultDevice}, registry.Warning},
+		{"silent", slave.Fault{Mode: slave.FaultSilent}, contract.Critical},
+		{"garbage", slave.Fault{Mode: slave.FaultGarbage}, contract.Critical},
+		{"slow past timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 600 * time.Millisecond}, contract.Critical},
+		{"slow within timeout", slave.Fault{Mode: slave.FaultSlow, Delay: 150 * time.Millisecond}, contract.Warning},
+		{"exception", slave.Fault{Mode: slave.FaultException, Code: 4}, contract.Warning},
+		{"cia402 fault", slave.Fault{Mode: slave.FaultDevice}, contract.Warning},
 	}
 	transports := []struct {
 		name, where       string
@@ -60,10 +60,10 @@ discovery:
   tcp: [{name: tcp1, address: "$ADDR(tcp1)", units: "1-2", timeout: 300ms}]
 health: {poll_interval: 50ms, slow_rtt: 100ms, deregister_critical_after: 1m}
 `)
-				waitCatalog(t, g, 15*time.Second, "4 passing instances", func(r []registry.Record) bool {
+				waitCatalog(t, g, 15*time.Second, "4 passing instances", func(r []contract.Record) bool {
 					n := 0
 					for _, rec := range r {
-						if rec.Status == registry.Passing {
+						if rec.Status == contract.Passing {
 							n++
 						}
 					}
@@ -72,13 +72,13 @@ health: {poll_interval: 50ms, slow_rtt: 100ms, deregister_critical_after: 1m}
 				if err := s.SetFault(tr.where, 2, f.fault); err != nil {
 					t.Fatal(err)
 				}
-				snap := waitCatalog(t, g, 10*time.Second, fmt.Sprintf("%s %s", tr.victim, f.want), func(r []registry.Record) bool {
+				snap := waitCatalog(t, g, 10*time.Second, fmt.Sprintf("%s %s", tr.victim, f.want), func(r []contract.Record) bool {
 					rec, ok := instance(r, tr.victim)
 					return ok && rec.Status == f.want
 				})
 				// The other device on the bus or endpoint keeps answering: every poll of it
 				// succeeds (its round trip may grow while the victim holds the bus).
-				if by, _ := instance(snap, tr.bystander); by.Status == registry.Critical || by.Check.Failures != 0 {
+				if by, _ := instance(snap, tr.bystander); by.Status == contract.Critical || by.Check.Failures != 0 {
 					t.Errorf("bystander %s: %s, %d failed polls", tr.bystander, by.Status, by.Check.Failures)
 				}
 				if v, _ := instance(snap, tr.victim); f.fault.Mode == slave.FaultDevice && v.State["fault"] != true {
@@ -87,9 +87,9 @@ health: {poll_interval: 50ms, slow_rtt: 100ms, deregister_critical_after: 1m}
 				if err := s.SetFault(tr.where, 2, slave.Fault{Mode: slave.FaultNone}); err != nil {
 					t.Fatal(err)
 				}
-				waitCatalog(t, g, 10*time.Second, tr.victim+" passing again", func(r []registry.Record) bool {
+				waitCatalog(t, g, 10*time.Second, tr.victim+" passing again", func(r []contract.Record) bool {
 					rec, ok := instance(r, tr.victim)
-					return ok && rec.Status == registry.Passing
+					return ok && rec.Status == contract.Passing
 				})
 			})
 		}
@@ -113,18 +113,18 @@ discovery:
   serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-16", timeout: 20ms}]
 health: {poll_interval: 50ms}
 `)
-	waitCatalog(t, g, 15*time.Second, "drives 1 and 2", func(r []registry.Record) bool { return len(r) == 2 })
+	waitCatalog(t, g, 15*time.Second, "drives 1 and 2", func(r []contract.Record) bool { return len(r) == 2 })
 	plugged := time.Now()
 	if err := s.SetFault("bus1", 7, slave.Fault{Mode: slave.FaultNone}); err != nil {
 		t.Fatal(err)
 	}
-	waitCatalog(t, g, 15*time.Second, "hot-plugged drive 7", func(r []registry.Record) bool {
+	waitCatalog(t, g, 15*time.Second, "hot-plugged drive 7", func(r []contract.Record) bool {
 		rec, ok := instance(r, "rollcall-firmware-sim-sim-0007")
-		return ok && rec.Status == registry.Passing
+		return ok && rec.Status == contract.Passing
 	})
 	t.Logf("hot-plugged drive found %v after it started answering (14 absent units, probe share 20 %%)", time.Since(plugged))
 	for _, id := range []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002"} {
-		if rec, _ := g.Registry().Get(id); rec.Status != registry.Passing || rec.Check.Failures != 0 {
+		if rec, _ := g.Registry().Get(id); rec.Status != contract.Passing || rec.Check.Failures != 0 {
 			t.Errorf("%s disturbed by the sweep: %+v", id, rec.Check)
 		}
 	}
@@ -150,6 +150,6 @@ discovery:
 health: {poll_interval: 50ms}
 `)
 	start := time.Now()
-	waitCatalog(t, g, 60*time.Second, "24 drives registered", func(r []registry.Record) bool { return len(r) == 24 })
+	waitCatalog(t, g, 60*time.Second, "24 drives registered", func(r []contract.Record) bool { return len(r) == 24 })
 	t.Logf("24 drives on an overloaded bus registered in %v", time.Since(start))
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/gateway/httpapi"
@@ -138,9 +139,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	pubOpts := mqtt.PublisherOptions{
 		BrokerURL: brokerURL,
 		ClientID:  cfg.MQTT.ClientID,
-		Topics:    mqtt.Topics{Prefix: cfg.MQTT.TopicPrefix},
-		Gateway: registry.GatewayRecord{
-			Gateway: cfg.Gateway.ID, Epoch: epoch, Started: registry.Time{Time: time.Now()}, Version: g.version,
+		Topics:    contract.Topics{Prefix: cfg.MQTT.TopicPrefix},
+		Gateway: contract.GatewayRecord{
+			Gateway: cfg.Gateway.ID, Epoch: epoch, Started: contract.Time{Time: time.Now()}, Version: g.version,
 		},
 		Username: cfg.MQTT.Username,
 		Logger:   g.base,
@@ -210,7 +211,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		gwRec.State = "online"
 		stop, err := g.serveHTTP(ctx, cfg.HTTP.Listen, httpapi.New(httpapi.Options{
 			Catalog: g.reg.Snapshot,
-			Gateway: func() registry.GatewayRecord { return gwRec },
+			Gateway: func() contract.GatewayRecord { return gwRec },
 			Ready:   func() error { return g.ready(pub) },
 			Metrics: promhttp.HandlerFor(mx.Registry(), promhttp.HandlerOpts{}),
 			Events:  hub,
@@ -402,12 +403,13 @@ func readSecret(key, file, env string) (string, error) {
 // the gateway's own account: a random password made at each start, reading and writing
 // only its subtree (<prefix>/catalog/+/<gateway>/#, <prefix>/gateways/<gateway>/#).
 func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error) {
-	prefix, gw := cfg.MQTT.TopicPrefix, mqtt.Slug(cfg.Gateway.ID)
+	topics := contract.Topics{Prefix: cfg.MQTT.TopicPrefix}
+	gw := contract.Slug(cfg.Gateway.ID)
 	pw := make([]byte, 16)
 	if _, err := rand.Read(pw); err != nil {
 		return nil, embedded.User{}, err
 	}
-	own := []string{prefix + "/catalog/+/" + gw + "/#", prefix + "/gateways/" + gw + "/#"}
+	own := topics.GatewayACL(cfg.Gateway.ID)
 	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw), Read: own, Write: own}
 	o := embedded.AccessOptions{Users: []embedded.User{self}}
 	for i, u := range cfg.MQTT.EmbeddedAuth.Users {
@@ -417,15 +419,15 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 		}
 		eu := embedded.User{Username: u.Username, Password: pass, Read: u.Read, Write: u.Write}
 		if eu.Read == nil {
-			eu.Read = []string{prefix + "/#"}
+			eu.Read = []string{topics.ReadAllFilter()}
 		}
 		if eu.Write == nil {
-			eu.Write = []string{prefix + "/consumers/#"}
+			eu.Write = []string{topics.ConsumersFilter()}
 		}
 		o.Users = append(o.Users, eu)
 	}
 	if cfg.MQTT.EmbeddedAuth.AllowAnonymous {
-		o.Anonymous = &embedded.User{Read: []string{prefix + "/#"}, Write: []string{prefix + "/consumers/#"}}
+		o.Anonymous = &embedded.User{Read: []string{topics.ReadAllFilter()}, Write: []string{topics.ConsumersFilter()}}
 	}
 	return embedded.NewAccess(o), self, nil
 }

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // harness runs a firmware-sim and a gateway in-process for one test; both stop (and
@@ -125,7 +125,7 @@ func (h *harness) runGateway(broker, extra string) (*gateway.Gateway, func()) {
 
 // waitCatalog polls the gateway's registry until cond holds for its snapshot, failing the
 // test at the deadline. (Polling the registry, not sleeping: the condition decides.)
-func waitCatalog(t *testing.T, g *gateway.Gateway, deadline time.Duration, what string, cond func([]registry.Record) bool) []registry.Record {
+func waitCatalog(t *testing.T, g *gateway.Gateway, deadline time.Duration, what string, cond func([]contract.Record) bool) []contract.Record {
 	t.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -159,11 +159,11 @@ func (h *harness) expand(text string) string {
 }
 
 // instance returns the record with the given id from a snapshot.
-func instance(snap []registry.Record, id string) (registry.Record, bool) {
+func instance(snap []contract.Record, id string) (contract.Record, bool) {
 	for _, r := range snap {
 		if r.ID == id {
 			return r, true
 		}
 	}
-	return registry.Record{}, false
+	return contract.Record{}, false
 }

@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // view is a consumer's picture of the catalog built from messages: id → record fields
@@ -27,7 +27,7 @@ func (v view) apply(m message, r map[string]any) {
 
 // equalsRegistry reports whether the view holds exactly the registry's live instances
 // with the same status and revision.
-func (v view) equalsRegistry(snap []registry.Record) bool {
+func (v view) equalsRegistry(snap []contract.Record) bool {
 	if len(v) != len(snap) {
 		return false
 	}
@@ -124,9 +124,9 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The gateway keeps polling: the registry follows the drives while the broker is down.
-	waitCatalog(t, g, 10*time.Second, "drive 3 deregistered and drive 2 warning during the outage", func(r []registry.Record) bool {
+	waitCatalog(t, g, 10*time.Second, "drive 3 deregistered and drive 2 warning during the outage", func(r []contract.Record) bool {
 		d2, ok := instance(r, "rollcall-firmware-sim-sim-0002")
-		return len(r) == 2 && ok && d2.Status == registry.Warning
+		return len(r) == 2 && ok && d2.Status == contract.Warning
 	})
 	// The outage lasts 10 s (the scenario, not a synchronisation).
 	<-time.After(time.Until(down.Add(10 * time.Second)))

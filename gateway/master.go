@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/metrics"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
-	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/registry"
 )
 
@@ -34,7 +34,7 @@ type masterConfig struct {
 	// a probe of an absent unit already costs a timeout; > 0 on TCP, where a dead
 	// endpoint fails at once).
 	CyclePause time.Duration
-	Endpoint   func(unit int) registry.Endpoint
+	Endpoint   func(unit int) contract.Endpoint
 	Open       func() (modbus.Client, error)
 	// Baud is the serial line speed (RTU); 0 on TCP. On RTU it makes probes adaptive:
 	// a probe of an absent unit waits t3.5 + the longest turnaround observed (or
@@ -407,8 +407,8 @@ func (m *master) detectBudget(n int) time.Duration {
 	return m.cfg.PollInterval + time.Duration(n)*m.failCost + f*m.failCost
 }
 
-func (m *master) check(n int) registry.Check {
-	return registry.Check{
+func (m *master) check(n int) contract.Check {
+	return contract.Check{
 		IntervalMS:     m.cfg.PollInterval.Milliseconds(),
 		TimeoutMS:      m.cfg.Timeout.Milliseconds(),
 		DetectBudgetMS: m.detectBudget(n).Milliseconds(),
@@ -424,17 +424,9 @@ func (m *master) updateChecks() {
 	}
 }
 
-// instanceID is <vendor>-<serial> when the device gave a serial number, else
-// <gateway>-<bus or host>-u<unit> (DESIGN.md, instance record "id"), slugged.
-func (m *master) instanceID(id registry.Identity, unit int) string {
-	if id.Serial != "" {
-		vendor := id.Vendor
-		if vendor == "" {
-			vendor = "unknown"
-		}
-		return mqtt.Slug(vendor + "-" + id.Serial)
-	}
-	return mqtt.Slug(m.gateway + "-" + m.cfg.IDScope + "-u" + strconv.Itoa(unit))
+// instanceID applies contract.InstanceID with the local part <bus or host>-u<unit>.
+func (m *master) instanceID(id contract.Identity, unit int) string {
+	return contract.InstanceID(id, m.gateway, contract.UnitLocal(m.cfg.IDScope, unit))
 }
 
 func (m *master) meta(p *devices.Profile, h *hints, unit int) map[string]string {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 	"github.com/rollcall-edge/rollcall/internal/testutil/netns"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 const helperEnv = "ROLLCALL_GATEWAY_NETNS_HELPER"
@@ -59,7 +59,7 @@ health: {poll_interval: 50ms, deregister_critical_after: 1m}
 	fmt.Println("READY")
 	done := make(chan struct{})
 	go func() { defer close(done); _, _ = bufio.NewReader(os.Stdin).ReadString(0) }()
-	last := map[string]registry.Status{}
+	last := map[string]contract.Status{}
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {

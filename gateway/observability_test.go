@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // httpClient has no keep-alive, so no idle connection outlives a test (goleak).
@@ -83,11 +83,11 @@ health:
 http: {listen: "127.0.0.1:0"}
 `
 
-func passing(n int) func([]registry.Record) bool {
-	return func(recs []registry.Record) bool {
+func passing(n int) func([]contract.Record) bool {
+	return func(recs []contract.Record) bool {
 		c := 0
 		for _, r := range recs {
-			if r.Status == registry.Passing {
+			if r.Status == contract.Passing {
 				c++
 			}
 		}
@@ -126,7 +126,7 @@ func TestHTTPAPI(t *testing.T) {
 			}
 		}
 	}
-	var recs []registry.Record
+	var recs []contract.Record
 	if err := json.Unmarshal([]byte(body), &recs); err != nil {
 		t.Fatal(err)
 	}
@@ -174,8 +174,8 @@ func TestHTTPAPI(t *testing.T) {
 			if !ok {
 				t.Fatal("event stream ended")
 			}
-			var r registry.Record
-			if ev.name == "upsert" && json.Unmarshal([]byte(ev.data), &r) == nil && r.ID == victim && r.Status == registry.Critical {
+			var r contract.Record
+			if ev.name == "upsert" && json.Unmarshal([]byte(ev.data), &r) == nil && r.ID == victim && r.Status == contract.Critical {
 				critical = true
 			}
 		case <-deadline:
@@ -364,9 +364,9 @@ func TestLogsAtDefaultLevel(t *testing.T) {
 	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultSilent}); err != nil {
 		t.Fatal(err)
 	}
-	waitCatalog(t, g, 10*time.Second, "critical", func(recs []registry.Record) bool {
+	waitCatalog(t, g, 10*time.Second, "critical", func(recs []contract.Record) bool {
 		r, ok := instance(recs, victim)
-		return ok && r.Status == registry.Critical
+		return ok && r.Status == contract.Critical
 	})
 	p1 := polls()
 	waitFor(t, 10*time.Second, "50 more polls while critical", func() bool { return polls() >= p1+50 })

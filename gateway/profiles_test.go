@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // TestProfilesOnRealBus checks profile matching against firmware-sim on a pty bus with
@@ -45,9 +45,9 @@ discovery:
 health: {poll_interval: 50ms}
 profiles: {dirs: [`+pdir+`]}
 `)
-			snap := waitCatalog(t, g, 15*time.Second, "2 instances", func(r []registry.Record) bool { return len(r) == 2 })
+			snap := waitCatalog(t, g, 15*time.Second, "2 instances", func(r []contract.Record) bool { return len(r) == 2 })
 			r := snap[0]
-			if r.ID != tc.firstID || r.Profile != tc.profile || r.Service != tc.service || r.Status != registry.Passing {
+			if r.ID != tc.firstID || r.Profile != tc.profile || r.Service != tc.service || r.Status != contract.Passing {
 				t.Fatalf("instance %+v", r)
 			}
 			if r.Identity.Vendor != "rollcall firmware-sim" || r.Identity.Serial != "" {

@@ -9,9 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/grandcat/zeroconf"
-
-	"github.com/rollcall-edge/rollcall/protocols/mqtt"
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // TestRogueMDNS: hostile mDNS announcements (names and TXT with / + # $, control
@@ -57,9 +55,9 @@ discovery:
 health: {poll_interval: 100ms}
 limits: {max_endpoints: 5}
 `)
-	snap := waitCatalog(t, g, 15*time.Second, "the rogue-announced drive", func(r []registry.Record) bool { return len(r) == 1 })
+	snap := waitCatalog(t, g, 15*time.Second, "the rogue-announced drive", func(r []contract.Record) bool { return len(r) == 1 })
 	rec := snap[0]
-	topic := mqtt.Topics{}.Instance(rec.Service, rec.Gateway, rec.ID)
+	topic := contract.Topics{}.Instance(rec.Service, rec.Gateway, rec.ID)
 	if levels := strings.Split(topic, "/"); len(levels) != 6 || strings.ContainsAny(topic, "+#$\x00") {
 		t.Fatalf("topic %q", topic)
 	}

@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/gateway/metrics"
-	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/registry"
 )
 
@@ -49,12 +49,10 @@ func (c *serviceChecker) liveDevices() int { return int(c.live.Load()) }
 
 func (c *serviceChecker) addr() string { return net.JoinHostPort(c.host, strconv.Itoa(c.port)) }
 
-// id is <vendor>-<serial> from TXT when both are announced, else <gateway>-<instance>.
+// id applies contract.InstanceID with the vendor and serial announced in TXT and the
+// mDNS instance name as the local part.
 func (c *serviceChecker) id(h *hints) string {
-	if v, s := h.Meta["vendor"], h.Meta["serial"]; v != "" && s != "" {
-		return mqtt.Slug(v + "-" + s)
-	}
-	return mqtt.Slug(c.gateway + "-" + c.instance)
+	return contract.InstanceID(contract.Identity{Vendor: h.Meta["vendor"], Serial: h.Meta["serial"]}, c.gateway, c.instance)
 }
 
 // probe runs one check.
@@ -115,15 +113,15 @@ func (c *serviceChecker) run(ctx context.Context) error {
 			}
 		case o.Answered:
 			id := c.id(h)
-			ep := registry.Endpoint{Transport: c.check.Type, Host: c.host, Port: c.port}
+			ep := contract.Endpoint{Transport: c.check.Type, Host: c.host, Port: c.port}
 			if c.check.Type == "http" {
 				ep.URL = c.url()
 			}
 			_, err := c.reg.Register(registry.Registration{
 				ID: id, Service: c.check.Service, Profile: "mdns-" + c.check.Type + "-check",
-				Endpoint: ep, Identity: registry.Identity{Vendor: h.Meta["vendor"], Model: h.Meta["model"], Serial: h.Meta["serial"]},
+				Endpoint: ep, Identity: contract.Identity{Vendor: h.Meta["vendor"], Model: h.Meta["model"], Serial: h.Meta["serial"]},
 				Meta: h.Meta, DiscoveredBy: h.DiscoveredBy, Owner: owner,
-				Check: registry.Check{
+				Check: contract.Check{
 					IntervalMS: c.interval.Milliseconds(), TimeoutMS: c.check.Timeout.Milliseconds(),
 					DetectBudgetMS: (time.Duration(c.reg.Policy().FailuresBeforeCritical)*c.interval + c.check.Timeout).Milliseconds(),
 				},

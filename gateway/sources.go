@@ -5,9 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // rtuMaster describes the master of one configured serial bus.
@@ -15,8 +15,8 @@ func rtuMaster(b config.SerialBus) (masterConfig, hints) {
 	cfg := masterConfig{
 		Name: b.Name, Owner: "rtu:" + b.Name, IDScope: b.Name,
 		Units: b.UnitList, PollInterval: b.PollInterval, Timeout: b.Timeout, ProbeShare: b.ProbeShare,
-		Endpoint: func(unit int) registry.Endpoint {
-			return registry.Endpoint{Transport: "modbus-rtu", Bus: b.Name, Device: b.Device, Baud: b.Baud, Unit: unit}
+		Endpoint: func(unit int) contract.Endpoint {
+			return contract.Endpoint{Transport: "modbus-rtu", Bus: b.Name, Device: b.Device, Baud: b.Baud, Unit: unit}
 		},
 		Open: func() (modbus.Client, error) {
 			gap := b.FrameGap

@@ -6,8 +6,7 @@ import (
 	"time"
 
 	"github.com/grandcat/zeroconf"
-
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // TestTCPCheckAndBothSources: a non-Modbus module announced over mDNS with a `tcp`
@@ -58,10 +57,10 @@ discovery:
     checks: [{service_type: _plc._tcp, type: tcp, service: plc}]
 health: {poll_interval: 50ms, deregister_critical_after: 1m}
 `)
-	snap := waitCatalog(t, g, 15*time.Second, "the drive seen both ways and the PLC passing", func(r []registry.Record) bool {
+	snap := waitCatalog(t, g, 15*time.Second, "the drive seen both ways and the PLC passing", func(r []contract.Record) bool {
 		d, ok := instance(r, "rollcall-firmware-sim-sim-0501")
 		p, ok2 := instance(r, "acme-plc-1")
-		return ok && ok2 && len(d.DiscoveredBy) == 2 && p.Status == registry.Passing
+		return ok && ok2 && len(d.DiscoveredBy) == 2 && p.Status == contract.Passing
 	})
 	d, _ := instance(snap, "rollcall-firmware-sim-sim-0501")
 	if d.DiscoveredBy[0] != "mdns" || d.DiscoveredBy[1] != "tcp-static" || d.Meta["axis"] != "9" || d.Meta["line"] != "press" {
@@ -75,8 +74,8 @@ health: {poll_interval: 50ms, deregister_critical_after: 1m}
 		t.Fatalf("PLC record %+v", p)
 	}
 	plc.Close()
-	waitCatalog(t, g, 10*time.Second, "the PLC critical once it stops accepting", func(r []registry.Record) bool {
+	waitCatalog(t, g, 10*time.Second, "the PLC critical once it stops accepting", func(r []contract.Record) bool {
 		p, ok := instance(r, "acme-plc-1")
-		return ok && p.Status == registry.Critical
+		return ok && p.Status == contract.Critical
 	})
 }

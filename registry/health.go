@@ -11,6 +11,8 @@ package registry
 
 import (
 	"time"
+
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // Policy holds the health thresholds of DESIGN.md ("Health semantics"). The zero value is
@@ -78,12 +80,12 @@ type Observation struct {
 // Health is the health state machine of one instance. Its zero value is not valid: start
 // it with NewHealth from the first answered observation.
 type Health struct {
-	Status    Status        // current status
-	Since     time.Time     // when Status last changed
-	LastSeen  time.Time     // last answered poll
-	RTT       time.Duration // round trip of the last answered poll
-	Failures  int           // consecutive unanswered polls
-	successes int           // consecutive answered polls counted toward leaving the current status
+	Status    contract.Status // current status
+	Since     time.Time       // when Status last changed
+	LastSeen  time.Time       // last answered poll
+	RTT       time.Duration   // round trip of the last answered poll
+	Failures  int             // consecutive unanswered polls
+	successes int             // consecutive answered polls counted toward leaving the current status
 }
 
 // NewHealth starts a state machine from the first observation, which the caller requires
@@ -94,11 +96,11 @@ func NewHealth(o Observation, p Policy) Health {
 	return h
 }
 
-func target(o Observation, p Policy) Status {
+func target(o Observation, p Policy) contract.Status {
 	if o.Degraded || (p.SlowRTT > 0 && o.RTT > p.SlowRTT) {
-		return Warning
+		return contract.Warning
 	}
-	return Passing
+	return contract.Passing
 }
 
 // Observe feeds one poll outcome into the state machine and reports whether Status changed.
@@ -114,8 +116,8 @@ func (h *Health) Observe(o Observation, p Policy) bool {
 	if !o.Answered {
 		h.successes = 0
 		h.Failures++
-		if h.Failures >= p.FailuresBeforeCritical && h.Status != Critical {
-			h.set(Critical, o.At)
+		if h.Failures >= p.FailuresBeforeCritical && h.Status != contract.Critical {
+			h.set(contract.Critical, o.At)
 			return true
 		}
 		return false
@@ -128,7 +130,7 @@ func (h *Health) Observe(o Observation, p Policy) bool {
 	case want == h.Status:
 		h.successes = 0
 		return false
-	case h.Status == Passing: // → warning: the device says so, believe it now
+	case h.Status == contract.Passing: // → warning: the device says so, believe it now
 		h.set(want, o.At)
 		return true
 	default: // critical → anything, or warning → passing: hysteresis
@@ -141,7 +143,7 @@ func (h *Health) Observe(o Observation, p Policy) bool {
 	}
 }
 
-func (h *Health) set(s Status, at time.Time) {
+func (h *Health) set(s contract.Status, at time.Time) {
 	h.Status = s
 	h.Since = at
 	h.successes = 0

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -57,7 +59,7 @@ func TestHealthTransitions(t *testing.T) {
 				if changed != (prev != h.Status) {
 					t.Fatalf("step %d: changed=%v but %s→%s", i, changed, prev, h.Status)
 				}
-				got += map[Status]string{Passing: "P", Warning: "W", Critical: "C"}[h.Status]
+				got += map[contract.Status]string{contract.Passing: "P", contract.Warning: "W", contract.Critical: "C"}[h.Status]
 			}
 			if got != tc.want {
 				t.Fatalf("script %q: got %s, want %s", tc.script, got, tc.want)
@@ -73,7 +75,7 @@ func TestHealthSinceAndLastSeen(t *testing.T) {
 	for i := 2; i <= 4; i++ {
 		h.Observe(obs('x', i), p)
 	}
-	if h.Status != Critical {
+	if h.Status != contract.Critical {
 		t.Fatalf("status %s, want critical", h.Status)
 	}
 	if want := obs('x', 4).At; !h.Since.Equal(want) {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // EventKind says what a change event asks the publisher to do.
@@ -36,7 +38,7 @@ func (k EventKind) String() string {
 // published, with its Service and ID naming the topic to clear.
 type Event struct {
 	Kind   EventKind
-	Record Record
+	Record contract.Record
 	// Transition is true when the instance's status changed with this event (or it was
 	// registered or deregistered), false for a refresh or a state-only change.
 	Transition bool
@@ -47,13 +49,13 @@ type Registration struct {
 	ID           string // stable instance id (see DESIGN.md; built by package devices)
 	Service      string
 	Profile      string
-	Endpoint     Endpoint
-	Identity     Identity
+	Endpoint     contract.Endpoint
+	Identity     contract.Identity
 	Meta         map[string]string
 	DiscoveredBy []string
 	// Check carries interval_ms, timeout_ms and detect_budget_ms; Failures and RTTMS are
 	// filled in by the registry.
-	Check Check
+	Check contract.Check
 	// Owner names the poller that registered the instance (e.g. "rtu:bus1",
 	// "tcp:10.0.0.5:502"); not published. When the same device (same id) is registered
 	// by another owner — it moved to another address or port — only the new owner's
@@ -101,7 +103,7 @@ type entry struct {
 	live      bool  // false once deregistered (kept to continue its revision)
 	seq       int64 // publications of this instance in this epoch
 	published time.Time
-	last      Record // last record emitted
+	last      contract.Record // last record emitted
 
 	adoptedAt time.Time // read back from an earlier epoch, not claimed by a poller yet (Owner "")
 
@@ -127,12 +129,12 @@ func (r *Registry) Policy() Policy { return r.opts.Policy }
 // A new instance beyond Options.MaxInstances, or whose record would exceed
 // Options.MaxRecordBytes, is refused (ErrTooManyInstances, ErrRecordTooLarge) and
 // nothing changes.
-func (r *Registry) Register(reg Registration, first Observation) (Record, error) {
+func (r *Registry) Register(reg Registration, first Observation) (contract.Record, error) {
 	r.mu.Lock()
 	e, ok := r.instances[reg.ID]
 	if err := r.admitLocked(reg, ok && e.live); err != nil {
 		r.mu.Unlock()
-		return Record{}, err
+		return contract.Record{}, err
 	}
 	transition := true
 	if ok && e.live && !e.adoptedAt.IsZero() {
@@ -181,7 +183,7 @@ func (r *Registry) admitLocked(reg Registration, live bool) error {
 		}
 	}
 	if max := r.opts.MaxRecordBytes; max > 0 {
-		b, err := json.Marshal(Record{Schema: Schema, ID: reg.ID, Service: reg.Service, Gateway: r.opts.Gateway,
+		b, err := json.Marshal(contract.Record{Schema: contract.Schema, ID: reg.ID, Service: reg.Service, Gateway: r.opts.Gateway,
 			Endpoint: reg.Endpoint, Identity: reg.Identity, Profile: reg.Profile, Check: reg.Check,
 			DiscoveredBy: reg.DiscoveredBy, Meta: reg.Meta})
 		if err == nil && len(b)+256 > max { // + status, times, revision and state
@@ -210,7 +212,7 @@ func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 		e.state = o.State
 		changed = true
 	}
-	if e.health.Status == Critical && o.At.Sub(e.health.Since) >= p.DeregisterCriticalAfter {
+	if e.health.Status == contract.Critical && o.At.Sub(e.health.Since) >= p.DeregisterCriticalAfter {
 		e.live = false
 		e.seq++
 		rec := e.last
@@ -282,7 +284,7 @@ func (e *entry) take(now time.Time, p Policy) bool {
 // passed: then Tick makes it critical and, DeregisterCriticalAfter later, deregisters
 // it, so a restart never leaves a stale record behind. Nothing is published by Adopt
 // itself: the read-back records are already retained.
-func (r *Registry) Adopt(recs []Record, now time.Time) (adopted int) {
+func (r *Registry) Adopt(recs []contract.Record, now time.Time) (adopted int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rec := range recs {
@@ -328,11 +330,11 @@ func (r *Registry) Tick(now time.Time) {
 		switch {
 		case !e.live:
 			r.mu.Unlock()
-		case !e.adoptedAt.IsZero() && e.health.Status != Critical && now.Sub(e.adoptedAt) >= p.RestartGrace:
-			e.health.set(Critical, now)
+		case !e.adoptedAt.IsZero() && e.health.Status != contract.Critical && now.Sub(e.adoptedAt) >= p.RestartGrace:
+			e.health.set(contract.Critical, now)
 			e.health.Failures = p.FailuresBeforeCritical
 			r.publishLocked(e, now, true)
-		case !e.adoptedAt.IsZero() && e.health.Status == Critical &&
+		case !e.adoptedAt.IsZero() && e.health.Status == contract.Critical &&
 			now.Sub(later(e.health.Since, e.adoptedAt)) >= p.DeregisterCriticalAfter:
 			e.live = false
 			e.seq++
@@ -377,7 +379,7 @@ func (r *Registry) UpdateSources(id, owner string, discoveredBy []string, meta m
 // SetCheck replaces the configured part of a live instance's check (interval_ms,
 // timeout_ms, detect_budget_ms) and emits an Upsert when it changed. Failures and RTTMS
 // are kept by the registry.
-func (r *Registry) SetCheck(id string, c Check) {
+func (r *Registry) SetCheck(id string, c contract.Check) {
 	r.mu.Lock()
 	e, ok := r.instances[id]
 	if !ok || !e.live || (e.reg.Check.IntervalMS == c.IntervalMS && e.reg.Check.TimeoutMS == c.TimeoutMS &&
@@ -392,20 +394,20 @@ func (r *Registry) SetCheck(id string, c Check) {
 }
 
 // emitLocked builds the record of e for publication at now, bumping its revision.
-func (r *Registry) emitLocked(e *entry, now time.Time) Record {
+func (r *Registry) emitLocked(e *entry, now time.Time) contract.Record {
 	e.seq++
 	e.published = now
 	e.last = r.recordLocked(e)
 	return e.last
 }
 
-func (r *Registry) recordLocked(e *entry) Record {
+func (r *Registry) recordLocked(e *entry) contract.Record {
 	chk := e.reg.Check
 	chk.Failures = e.health.Failures
 	chk.RTTMS = float64(e.health.RTT.Round(10*time.Microsecond)) / float64(time.Millisecond)
-	var lastSeen Time
+	var lastSeen contract.Time
 	if !e.health.LastSeen.IsZero() {
-		lastSeen = Time{e.health.LastSeen}
+		lastSeen = contract.Time{Time: e.health.LastSeen}
 	}
 	meta := e.reg.Meta
 	if meta == nil {
@@ -415,15 +417,15 @@ func (r *Registry) recordLocked(e *entry) Record {
 	if state == nil {
 		state = map[string]any{}
 	}
-	return Record{
-		Schema:       Schema,
+	return contract.Record{
+		Schema:       contract.Schema,
 		ID:           e.reg.ID,
 		Service:      e.reg.Service,
 		Gateway:      r.opts.Gateway,
 		Epoch:        r.opts.Epoch,
 		Revision:     Revision(r.opts.Epoch, e.seq),
 		Status:       e.health.Status,
-		StatusSince:  Time{e.health.Since},
+		StatusSince:  contract.Time{Time: e.health.Since},
 		LastSeen:     lastSeen,
 		Endpoint:     e.reg.Endpoint,
 		Identity:     e.reg.Identity,
@@ -442,21 +444,21 @@ func (r *Registry) recordLocked(e *entry) Record {
 func Revision(epoch, seq int64) int64 { return epoch<<32 + seq }
 
 // Get returns the last record emitted for a live instance.
-func (r *Registry) Get(id string) (Record, bool) {
+func (r *Registry) Get(id string) (contract.Record, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.instances[id]
 	if !ok || !e.live {
-		return Record{}, false
+		return contract.Record{}, false
 	}
 	return r.recordLocked(e), true
 }
 
 // Snapshot returns the current record of every live instance, sorted by id.
-func (r *Registry) Snapshot() []Record {
+func (r *Registry) Snapshot() []contract.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Record, 0, len(r.instances))
+	out := make([]contract.Record, 0, len(r.instances))
 	for _, e := range r.instances {
 		if e.live {
 			out = append(out, r.recordLocked(e))

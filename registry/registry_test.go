@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 type recorder struct{ events []Event }
@@ -22,10 +24,10 @@ func newTestRegistry(rec *recorder) *Registry {
 func testReg(id string) Registration {
 	return Registration{
 		ID: id, Service: "servo-drive", Profile: "p",
-		Endpoint:     Endpoint{Transport: "modbus-rtu", Bus: "bus1", Device: "/dev/x", Baud: 115200, Unit: 1},
-		Identity:     Identity{Vendor: "v", Serial: "s"},
+		Endpoint:     contract.Endpoint{Transport: "modbus-rtu", Bus: "bus1", Device: "/dev/x", Baud: 115200, Unit: 1},
+		Identity:     contract.Identity{Vendor: "v", Serial: "s"},
 		DiscoveredBy: []string{"rtu-sweep"},
-		Check:        Check{IntervalMS: 100, TimeoutMS: 20, DetectBudgetMS: 400},
+		Check:        contract.Check{IntervalMS: 100, TimeoutMS: 20, DetectBudgetMS: 400},
 		Owner:        "o",
 	}
 }
@@ -36,11 +38,11 @@ func TestRegistryLifecycle(t *testing.T) {
 	first := obs('o', 0)
 	first.State = map[string]any{"cia402": "operation_enabled", "fault": false}
 	r.Register(testReg("v-s"), first)
-	if len(rec.events) != 1 || rec.events[0].Kind != Upsert || rec.events[0].Record.Status != Passing {
+	if len(rec.events) != 1 || rec.events[0].Kind != Upsert || rec.events[0].Record.Status != contract.Passing {
 		t.Fatalf("register: events %+v", rec.events)
 	}
 	r0 := rec.events[0].Record
-	if r0.Revision != 3<<32+1 || r0.Epoch != 3 || r0.Gateway != "gw1" || r0.Schema != Schema {
+	if r0.Revision != 3<<32+1 || r0.Epoch != 3 || r0.Gateway != "gw1" || r0.Schema != contract.Schema {
 		t.Fatalf("record header %+v", r0)
 	}
 	// Unchanged good polls within the refresh interval publish nothing.
@@ -66,7 +68,7 @@ func TestRegistryLifecycle(t *testing.T) {
 		r.Observe("v-s", "o", obs('x', i))
 	}
 	last := rec.events[len(rec.events)-1]
-	if last.Record.Status != Critical || !last.Transition || last.Record.Check.Failures != 3 {
+	if last.Record.Status != contract.Critical || !last.Transition || last.Record.Check.Failures != 3 {
 		t.Fatalf("after 3 failures: %+v", last)
 	}
 	// Still critical 1 s later: deregistered, and no longer live.
@@ -88,7 +90,7 @@ func TestRegistryLifecycle(t *testing.T) {
 	prevRev := rec.events[len(rec.events)-2].Record.Revision
 	r.Register(testReg("v-s"), obs('o', 30))
 	last = rec.events[len(rec.events)-1]
-	if last.Kind != Upsert || last.Record.Status != Passing || last.Record.Revision <= prevRev {
+	if last.Kind != Upsert || last.Record.Status != contract.Passing || last.Record.Revision <= prevRev {
 		t.Fatalf("re-registration %+v (previous revision %d)", last, prevRev)
 	}
 }
@@ -130,12 +132,12 @@ func TestRevisionMonotonicAcrossEpochs(t *testing.T) {
 }
 
 func TestTimeJSON(t *testing.T) {
-	tm := Time{time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.FixedZone("x", 3600))}
+	tm := contract.Time{Time: time.Date(2026, 1, 2, 3, 4, 5, 6_000_000, time.FixedZone("x", 3600))}
 	b, _ := tm.MarshalJSON()
 	if string(b) != `"2026-01-02T02:04:05.006Z"` {
 		t.Fatalf("got %s", b)
 	}
-	var back Time
+	var back contract.Time
 	if err := back.UnmarshalJSON(b); err != nil || !back.Equal(tm.Time) {
 		t.Fatalf("round trip %v %v", back, err)
 	}
@@ -185,11 +187,11 @@ func TestRegistryOwnerMove(t *testing.T) {
 }
 
 func TestEndpointJSON(t *testing.T) {
-	b, _ := json.Marshal(Endpoint{Transport: "modbus-tcp", Host: "h", Port: 502, Unit: 0})
+	b, _ := json.Marshal(contract.Endpoint{Transport: "modbus-tcp", Host: "h", Port: 502, Unit: 0})
 	if string(b) != `{"transport":"modbus-tcp","host":"h","port":502,"unit":0}` {
 		t.Fatalf("modbus endpoint %s", b)
 	}
-	b, _ = json.Marshal(Endpoint{Transport: "http", Host: "h", Port: 80, URL: "http://h:80/"})
+	b, _ = json.Marshal(contract.Endpoint{Transport: "http", Host: "h", Port: 80, URL: "http://h:80/"})
 	if string(b) != `{"transport":"http","host":"h","port":80,"url":"http://h:80/"}` {
 		t.Fatalf("http endpoint %s", b)
 	}
@@ -198,11 +200,11 @@ func TestEndpointJSON(t *testing.T) {
 func TestRegistryAdoptUnclaimedGoesCriticalThenAway(t *testing.T) {
 	rec := &recorder{}
 	r := newTestRegistry(rec) // RestartGrace 5 s, DeregisterCriticalAfter 1 s
-	old := Record{Schema: Schema, ID: "gone", Service: "servo-drive", Gateway: "gw1", Epoch: 2,
-		Revision: Revision(2, 7), Status: Passing, StatusSince: Time{t0.Add(-time.Hour)}}
+	old := contract.Record{Schema: contract.Schema, ID: "gone", Service: "servo-drive", Gateway: "gw1", Epoch: 2,
+		Revision: Revision(2, 7), Status: contract.Passing, StatusSince: contract.Time{Time: t0.Add(-time.Hour)}}
 	foreign := old
 	foreign.ID, foreign.Gateway = "other", "gw2"
-	if n := r.Adopt([]Record{old, foreign}, t0); n != 1 {
+	if n := r.Adopt([]contract.Record{old, foreign}, t0); n != 1 {
 		t.Fatalf("adopted %d, want 1", n)
 	}
 	if len(rec.events) != 0 {
@@ -213,7 +215,7 @@ func TestRegistryAdoptUnclaimedGoesCriticalThenAway(t *testing.T) {
 		t.Fatal("critical before the restart grace")
 	}
 	r.Tick(t0.Add(5 * time.Second))
-	if len(rec.events) != 1 || rec.events[0].Record.Status != Critical || rec.events[0].Record.Epoch != 3 ||
+	if len(rec.events) != 1 || rec.events[0].Record.Status != contract.Critical || rec.events[0].Record.Epoch != 3 ||
 		rec.events[0].Record.Revision <= old.Revision {
 		t.Fatalf("after grace: %+v", rec.events)
 	}
@@ -229,15 +231,15 @@ func TestRegistryAdoptUnclaimedGoesCriticalThenAway(t *testing.T) {
 func TestRegistryAdoptClaimed(t *testing.T) {
 	rec := &recorder{}
 	r := newTestRegistry(rec)
-	old := Record{Schema: Schema, ID: "a", Service: "servo-drive", Gateway: "gw1", Epoch: 2, Status: Critical,
-		StatusSince: Time{t0.Add(-time.Minute)}}
-	r.Adopt([]Record{old}, t0)
+	old := contract.Record{Schema: contract.Schema, ID: "a", Service: "servo-drive", Gateway: "gw1", Epoch: 2, Status: contract.Critical,
+		StatusSince: contract.Time{Time: t0.Add(-time.Minute)}}
+	r.Adopt([]contract.Record{old}, t0)
 	r.Register(testReg("a"), obs('o', 1))
-	if last := rec.events[len(rec.events)-1]; last.Record.Status != Passing {
+	if last := rec.events[len(rec.events)-1]; last.Record.Status != contract.Passing {
 		t.Fatalf("claimed instance not fresh: %+v", last)
 	}
 	r.Tick(t0.Add(time.Hour))
-	if last := rec.events[len(rec.events)-1]; last.Kind != Upsert || last.Record.Status != Passing {
+	if last := rec.events[len(rec.events)-1]; last.Kind != Upsert || last.Record.Status != contract.Passing {
 		t.Fatalf("claimed instance taken down by Tick: %+v", last)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 	"github.com/rollcall-edge/rollcall/registry"
 )
@@ -231,7 +232,7 @@ health:
 			break // deadline
 		}
 		rec, err := m.record()
-		if err != nil || rec == nil || rec.Status != registry.Passing {
+		if err != nil || rec == nil || rec.Status != contract.Passing {
 			continue
 		}
 		if _, seen := ids[rec.Endpoint.Unit]; !seen {
@@ -290,7 +291,7 @@ health:
 			return nil, fmt.Errorf("trial %d: silence unit %d: %w", t, unit, err)
 		}
 		silentAt := time.Now()
-		crit, rec, err := res.waitStatus(ctx, sub, id, registry.Critical)
+		crit, rec, err := res.waitStatus(ctx, sub, id, contract.Critical)
 		if err != nil {
 			return nil, fmt.Errorf("trial %d: unit %d: %w", t, unit, err)
 		}
@@ -305,7 +306,7 @@ health:
 		if err := s.SetFault("bus1", unit, slave.Fault{Mode: slave.FaultNone}); err != nil {
 			return nil, fmt.Errorf("trial %d: restore unit %d: %w", t, unit, err)
 		}
-		back, rec, err := res.waitStatus(ctx, sub, id, registry.Passing)
+		back, rec, err := res.waitStatus(ctx, sub, id, contract.Passing)
 		if err != nil {
 			return nil, fmt.Errorf("trial %d: unit %d back: %w", t, unit, err)
 		}
@@ -325,15 +326,15 @@ health:
 
 // waitStatus waits for the record of id with status want at the subscriber, counting
 // records of other instances that are not passing.
-func (r *silenceResult) waitStatus(ctx context.Context, sub *subscriber, id string, want registry.Status) (message, *registry.Record, error) {
-	var got *registry.Record
+func (r *silenceResult) waitStatus(ctx context.Context, sub *subscriber, id string, want contract.Status) (message, *contract.Record, error) {
+	var got *contract.Record
 	m, err := sub.next(ctx, waitRecord, fmt.Sprintf("%s record of %s", want, id), func(m message) bool {
 		rec, err := m.record()
 		if err != nil || rec == nil {
 			return false
 		}
 		if rec.ID != id {
-			if rec.Status != registry.Passing {
+			if rec.Status != contract.Passing {
 				r.bystanders++
 			}
 			return false
@@ -348,7 +349,7 @@ func (r *silenceResult) waitStatus(ctx context.Context, sub *subscriber, id stri
 // poll's completion (status_since) to receipt. The registry's current record of the
 // instance gives status_since at full resolution when it is still the same revision;
 // otherwise the record's millisecond value is used (an overestimate by < 1 ms).
-func (r *silenceResult) addProp(reg *registry.Registry, m message, rec *registry.Record) {
+func (r *silenceResult) addProp(reg *registry.Registry, m message, rec *contract.Record) {
 	since := rec.StatusSince.Time
 	if cur, ok := reg.Get(rec.ID); ok && cur.Revision == rec.Revision && cur.Status == rec.Status &&
 		cur.StatusSince.Time.Truncate(time.Millisecond).Equal(rec.StatusSince.Time) {

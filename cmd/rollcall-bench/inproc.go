@@ -13,10 +13,10 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // simBusYAML is a firmware-sim config with one bus "bus1" at link, baud bits/s,
@@ -127,11 +127,11 @@ type message struct {
 }
 
 // record decodes the payload as an instance record; nil for an empty payload.
-func (m message) record() (*registry.Record, error) {
+func (m message) record() (*contract.Record, error) {
 	if len(m.payload) == 0 {
 		return nil, nil
 	}
-	var r registry.Record
+	var r contract.Record
 	if err := json.Unmarshal(m.payload, &r); err != nil {
 		return nil, fmt.Errorf("%s: %w", m.topic, err)
 	}

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // Figure tcp_scale: the gateway process alone, 1000 Modbus TCP devices polled at 1 Hz.
@@ -376,7 +376,7 @@ func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, wi
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	defer sub.Close()
-	status := map[string]registry.Status{}
+	status := map[string]contract.Status{}
 	passing := 0
 	for passing < scaleDevices {
 		m, err := sub.next(ctx, 120*time.Second, fmt.Sprintf("%d passing instances (have %d)", scaleDevices, passing),
@@ -388,11 +388,11 @@ func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, wi
 		if err != nil || rec == nil {
 			continue
 		}
-		if status[rec.ID] == registry.Passing {
+		if status[rec.ID] == contract.Passing {
 			passing--
 		}
 		status[rec.ID] = rec.Status
-		if rec.Status == registry.Passing {
+		if rec.Status == contract.Passing {
 			passing++
 		}
 	}

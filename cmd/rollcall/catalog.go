@@ -14,13 +14,13 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
 // endpointString is an endpoint in one short line: "bus1/3 (/dev/ttyUSB0 115200)",
 // "10.0.0.5:502/1", "http://10.0.0.9:80/health".
-func endpointString(ep registry.Endpoint) string {
+func endpointString(ep contract.Endpoint) string {
 	switch ep.Transport {
 	case "modbus-rtu":
 		return fmt.Sprintf("%s/%d (%s %d)", ep.Bus, ep.Unit, ep.Device, ep.Baud)

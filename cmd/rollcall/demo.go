@@ -14,11 +14,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // cmdDemo runs the whole path in one process: firmware-sim drives on a virtual RS-485
@@ -134,12 +134,12 @@ http: {listen: %q}
 	}
 	fmt.Fprintln(stdout)
 
-	view := &catalogView{out: stdout, start: time.Now(), records: map[string]*registry.Record{}, gateways: map[string]*registry.GatewayRecord{}}
+	view := &catalogView{out: stdout, start: time.Now(), records: map[string]*contract.Record{}, gateways: map[string]*contract.GatewayRecord{}}
 	wg.Add(1)
 	go func() { defer wg.Done(); view.run(ctx) }()
 	err = mqtt.Watch(ctx, mqtt.WatchOptions{
 		BrokerURL: g.BrokerURL(), ClientID: fmt.Sprintf("rollcall-demo-view-%d", os.Getpid()),
-		Topics: mqtt.Topics{Prefix: cfg.MQTT.TopicPrefix}, Logger: log,
+		Topics: contract.Topics{Prefix: cfg.MQTT.TopicPrefix}, Logger: log,
 	}, view.onCatalog, view.onGateway)
 	cancel()
 	if err != nil && ctx.Err() == nil {
@@ -181,8 +181,8 @@ type catalogView struct {
 	start time.Time
 
 	mu       sync.Mutex
-	records  map[string]*registry.Record // by topic
-	gateways map[string]*registry.GatewayRecord
+	records  map[string]*contract.Record // by topic
+	gateways map[string]*contract.GatewayRecord
 	dirty    bool
 }
 
@@ -224,7 +224,7 @@ func (v *catalogView) print() {
 		return
 	}
 	v.dirty = false
-	recs := make([]*registry.Record, 0, len(v.records))
+	recs := make([]*contract.Record, 0, len(v.records))
 	for _, r := range v.records {
 		recs = append(recs, r)
 	}

@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/registry"
 )
 
@@ -43,10 +44,10 @@ const writeTimeout = 10 * time.Second
 type Options struct {
 	// Catalog returns the live instance records sorted by id
 	// ((*registry.Registry).Snapshot). Required.
-	Catalog func() []registry.Record
+	Catalog func() []contract.Record
 	// Gateway returns the gateway record served at /v1/gateway and shown by the
 	// dashboard. Optional (404 without it).
-	Gateway func() registry.GatewayRecord
+	Gateway func() contract.GatewayRecord
 	// Ready returns nil when the gateway is ready, else why not (the body of the 503 of
 	// /readyz). Optional: always ready.
 	Ready func() error
@@ -170,10 +171,10 @@ func (s *server) catalog(w http.ResponseWriter, r *http.Request) {
 }
 
 // snapshot is the catalog, never nil (so it encodes as [] when empty).
-func (s *server) snapshot() []registry.Record {
+func (s *server) snapshot() []contract.Record {
 	recs := s.o.Catalog()
 	if recs == nil {
-		recs = []registry.Record{}
+		recs = []contract.Record{}
 	}
 	return recs
 }

@@ -18,27 +18,28 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/registry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func record(id, service string, st registry.Status, rev int64) registry.Record {
-	return registry.Record{Schema: registry.Schema, ID: id, Service: service, Gateway: "gw", Epoch: 1, Revision: rev,
-		Status: st, Endpoint: registry.Endpoint{Transport: "modbus-rtu", Bus: "bus1", Unit: 1},
+func record(id, service string, st contract.Status, rev int64) contract.Record {
+	return contract.Record{Schema: contract.Schema, ID: id, Service: service, Gateway: "gw", Epoch: 1, Revision: rev,
+		Status: st, Endpoint: contract.Endpoint{Transport: "modbus-rtu", Bus: "bus1", Unit: 1},
 		State: map[string]any{}, Meta: map[string]string{"axis": "1"}, DiscoveredBy: []string{"rtu-sweep"}}
 }
 
 // catalog is a fixed, mutable catalog for the handler.
 type catalog struct {
 	mu   sync.Mutex
-	recs []registry.Record
+	recs []contract.Record
 }
 
-func (c *catalog) snapshot() []registry.Record {
+func (c *catalog) snapshot() []contract.Record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]registry.Record(nil), c.recs...)
+	return append([]contract.Record(nil), c.recs...)
 }
 
 func get(t *testing.T, srv *httptest.Server, path string) (*http.Response, string) {
@@ -56,16 +57,16 @@ func get(t *testing.T, srv *httptest.Server, path string) (*http.Response, strin
 }
 
 func TestEndpoints(t *testing.T) {
-	cat := &catalog{recs: []registry.Record{
-		record("a-1", "servo-drive", registry.Passing, 1),
-		record("b-2", "io-module", registry.Critical, 2),
-		record("c-3", "servo-drive", registry.Warning, 3),
+	cat := &catalog{recs: []contract.Record{
+		record("a-1", "servo-drive", contract.Passing, 1),
+		record("b-2", "io-module", contract.Critical, 2),
+		record("c-3", "servo-drive", contract.Warning, 3),
 	}}
 	var notReady error = errors.New("MQTT publisher not connected to the broker")
 	var mu sync.Mutex
 	h := New(Options{
 		Catalog: cat.snapshot,
-		Gateway: func() registry.GatewayRecord { return registry.GatewayRecord{State: "online", Gateway: "gw", Epoch: 1} },
+		Gateway: func() contract.GatewayRecord { return contract.GatewayRecord{State: "online", Gateway: "gw", Epoch: 1} },
 		Ready: func() error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -96,17 +97,17 @@ func TestEndpoints(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("content type %q", ct)
 	}
-	var all []registry.Record
+	var all []contract.Record
 	if err := json.Unmarshal([]byte(body), &all); err != nil || len(all) != 3 || all[0].ID != "a-1" || all[2].ID != "c-3" {
 		t.Errorf("/v1/catalog: %v %s", err, body)
 	}
-	// Exactly the contract's record shape: the same JSON as registry.Record.
+	// Exactly the contract's record shape: the same JSON as contract.Record.
 	want, _ := json.Marshal(cat.snapshot())
 	if strings.TrimSpace(body) != string(want) {
 		t.Errorf("/v1/catalog is not the records' JSON:\n%s\n%s", body, want)
 	}
 	_, body = get(t, srv, "/v1/catalog/servo-drive")
-	var drives []registry.Record
+	var drives []contract.Record
 	if err := json.Unmarshal([]byte(body), &drives); err != nil || len(drives) != 2 || drives[0].ID != "a-1" || drives[1].ID != "c-3" {
 		t.Errorf("/v1/catalog/servo-drive: %v %s", err, body)
 	}
@@ -187,7 +188,7 @@ func (s sseReader) next(t *testing.T) (event, data string) {
 }
 
 func TestEventStream(t *testing.T) {
-	cat := &catalog{recs: []registry.Record{record("a-1", "servo-drive", registry.Passing, 1)}}
+	cat := &catalog{recs: []contract.Record{record("a-1", "servo-drive", contract.Passing, 1)}}
 	hub := NewHub(4)
 	srv := httptest.NewServer(New(Options{Catalog: cat.snapshot, Events: hub, Heartbeat: 50 * time.Millisecond}))
 	defer srv.Close()
@@ -204,18 +205,18 @@ func TestEventStream(t *testing.T) {
 	}
 	sr := sseReader{bufio.NewReader(resp.Body)}
 	ev, data := sr.next(t)
-	var snap []registry.Record
+	var snap []contract.Record
 	if ev != "snapshot" || json.Unmarshal([]byte(data), &snap) != nil || len(snap) != 1 {
 		t.Fatalf("first message %q %s", ev, data)
 	}
 	if hub.Clients() != 1 {
 		t.Errorf("clients %d", hub.Clients())
 	}
-	crit := record("a-1", "servo-drive", registry.Critical, 2)
+	crit := record("a-1", "servo-drive", contract.Critical, 2)
 	hub.Publish(registry.Event{Kind: registry.Upsert, Record: crit, Transition: true})
 	ev, data = sr.next(t)
-	var got registry.Record
-	if ev != "upsert" || json.Unmarshal([]byte(data), &got) != nil || got.Status != registry.Critical || got.Revision != 2 {
+	var got contract.Record
+	if ev != "upsert" || json.Unmarshal([]byte(data), &got) != nil || got.Status != contract.Critical || got.Revision != 2 {
 		t.Fatalf("upsert message %q %s", ev, data)
 	}
 	hub.Publish(registry.Event{Kind: registry.Deregister, Record: crit, Transition: true})
@@ -250,7 +251,7 @@ func TestHubDropsOldest(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := int64(1); i <= 1000; i++ {
-			hub.Publish(registry.Event{Kind: registry.Upsert, Record: registry.Record{ID: "a", Revision: i}})
+			hub.Publish(registry.Event{Kind: registry.Upsert, Record: contract.Record{ID: "a", Revision: i}})
 		}
 	}()
 	select {
@@ -299,7 +300,7 @@ func (w *gatedWriter) String() string {
 
 // A slow client that lost events gets a fresh snapshot instead of the lost events.
 func TestEventStreamResync(t *testing.T) {
-	cat := &catalog{recs: []registry.Record{record("a-1", "servo-drive", registry.Passing, 1)}}
+	cat := &catalog{recs: []contract.Record{record("a-1", "servo-drive", contract.Passing, 1)}}
 	hub := NewHub(1)
 	s := &server{o: Options{Catalog: cat.snapshot, Events: hub, Heartbeat: time.Hour}}
 	open := make(chan struct{})
@@ -316,14 +317,14 @@ func TestEventStreamResync(t *testing.T) {
 	w.gate = closed // the client stops reading
 	w.mu.Unlock()
 	up := func(rev int64) {
-		hub.Publish(registry.Event{Kind: registry.Upsert, Record: record("a-1", "servo-drive", registry.Critical, rev)})
+		hub.Publish(registry.Event{Kind: registry.Upsert, Record: record("a-1", "servo-drive", contract.Critical, rev)})
 	}
 	up(2)                                                    // taken by the handler, which blocks writing it
 	waitFor(t, func() bool { return w.blocked.Load() == 1 }) // handler is writing event 2
 	up(3)                                                    // queued
 	up(4)                                                    // queue full: 3 dropped, resync due
 	cat.mu.Lock()
-	cat.recs = []registry.Record{record("a-1", "servo-drive", registry.Critical, 4)}
+	cat.recs = []contract.Record{record("a-1", "servo-drive", contract.Critical, 4)}
 	cat.mu.Unlock()
 	w.mu.Lock()
 	w.gate = open

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/registry"
@@ -65,7 +66,7 @@ type Metrics struct {
 // instStatus is what the catalog tracker remembers of an instance (the registry keeps
 // deregistered instances too, to continue their revisions; so does this map).
 type instStatus struct {
-	status   registry.Status
+	status   contract.Status
 	revision int64
 	live     bool
 }
@@ -105,7 +106,7 @@ func New(o Options) *Metrics {
 			Help: "Live instances of this gateway by status.",
 		}, []string{"status"}),
 	}
-	statuses := []registry.Status{registry.Passing, registry.Warning, registry.Critical}
+	statuses := []contract.Status{contract.Passing, contract.Warning, contract.Critical}
 	for _, s := range statuses {
 		m.instances.WithLabelValues(string(s)).Set(0)
 		for _, to := range statuses {
@@ -235,7 +236,7 @@ func (m *Metrics) Event(ev registry.Event) {
 // this gateway (the ones registry.Adopt takes: this gateway's, of an earlier epoch,
 // not live already): they count as live instances, not as registrations, and their
 // later status changes count from their read-back status.
-func (m *Metrics) Adopted(recs []registry.Record) {
+func (m *Metrics) Adopted(recs []contract.Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, rec := range recs {

@@ -11,6 +11,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 	"github.com/rollcall-edge/rollcall/registry"
 )
@@ -60,32 +61,32 @@ func expect(t *testing.T, got map[string]float64, want map[string]float64) {
 	}
 }
 
-func rec(id string, st registry.Status, rev int64) registry.Record {
-	return registry.Record{ID: id, Service: "servo-drive", Gateway: "gw", Epoch: 2, Revision: rev, Status: st}
+func rec(id string, st contract.Status, rev int64) contract.Record {
+	return contract.Record{ID: id, Service: "servo-drive", Gateway: "gw", Epoch: 2, Revision: rev, Status: st}
 }
 
 func TestCatalogEvents(t *testing.T) {
 	m := New(Options{Gateway: "gw", Epoch: 2, Version: "test"})
-	up := func(id string, st registry.Status, rev int64, tr bool) {
+	up := func(id string, st contract.Status, rev int64, tr bool) {
 		m.Event(registry.Event{Kind: registry.Upsert, Record: rec(id, st, rev), Transition: tr})
 	}
 	// An instance read back from epoch 1, warning: live, not a registration.
-	old := rec("old", registry.Warning, 1<<32+5)
+	old := rec("old", contract.Warning, 1<<32+5)
 	old.Epoch = 1
-	other := rec("foreign", registry.Passing, 1)
+	other := rec("foreign", contract.Passing, 1)
 	other.Gateway = "another-gw"
-	m.Adopted([]registry.Record{old, other})
+	m.Adopted([]contract.Record{old, other})
 
-	up("a", registry.Passing, 10, true)
-	up("b", registry.Passing, 10, true)
-	up("a", registry.Passing, 11, false) // refresh
-	up("a", registry.Critical, 12, true)
-	up("a", registry.Passing, 11, false) // late, older: ignored
-	up("old", registry.Critical, 2<<32+1, true)
-	m.Event(registry.Event{Kind: registry.Deregister, Record: rec("b", registry.Passing, 10), Transition: true})
-	m.Event(registry.Event{Kind: registry.Deregister, Record: rec("b", registry.Passing, 10), Transition: true}) // twice: once
-	up("b", registry.Passing, 10, false)                                                                         // late, from before the deregistration: ignored
-	up("b", registry.Warning, 13, true)                                                                          // back
+	up("a", contract.Passing, 10, true)
+	up("b", contract.Passing, 10, true)
+	up("a", contract.Passing, 11, false) // refresh
+	up("a", contract.Critical, 12, true)
+	up("a", contract.Passing, 11, false) // late, older: ignored
+	up("old", contract.Critical, 2<<32+1, true)
+	m.Event(registry.Event{Kind: registry.Deregister, Record: rec("b", contract.Passing, 10), Transition: true})
+	m.Event(registry.Event{Kind: registry.Deregister, Record: rec("b", contract.Passing, 10), Transition: true}) // twice: once
+	up("b", contract.Passing, 10, false)                                                                         // late, from before the deregistration: ignored
+	up("b", contract.Warning, 13, true)                                                                          // back
 
 	got := series(t, m)
 	expect(t, got, map[string]float64{

@@ -15,9 +15,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"go.uber.org/goleak"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -87,10 +87,10 @@ func startEmbedded(t *testing.T) broker {
 	return broker{url: b.URL(), addr: b.Addr()}
 }
 
-func testGateway(id string, epoch int64) registry.GatewayRecord {
-	return registry.GatewayRecord{
+func testGateway(id string, epoch int64) contract.GatewayRecord {
+	return contract.GatewayRecord{
 		Gateway: id, Epoch: epoch, Version: "test-1.0",
-		Started: registry.Time{Time: time.Date(2025, 6, 7, 8, 9, 10, 11_000_000, time.UTC)},
+		Started: contract.Time{Time: time.Date(2025, 6, 7, 8, 9, 10, 11_000_000, time.UTC)},
 	}
 }
 
@@ -154,7 +154,7 @@ func startWatch(t *testing.T, url, service string) *testWatch {
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	marker := "watch-ready-" + hex.EncodeToString(rnd[:])
-	mp, err := EncodeGatewayRecord(registry.GatewayRecord{State: StateOnline, Gateway: marker})
+	mp, err := contract.EncodeGatewayRecord(contract.GatewayRecord{State: contract.StateOnline, Gateway: marker})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func take[E any](t *testing.T, what string, ch <-chan E, backlog *[]E, pred func
 
 func isState(gateway, state string) func(GatewayEvent) bool {
 	return func(e GatewayEvent) bool {
-		return e.Gateway == Slug(gateway) && e.Record != nil && e.Record.State == state
+		return e.Gateway == contract.Slug(gateway) && e.Record != nil && e.Record.State == state
 	}
 }
 
@@ -359,26 +359,26 @@ func eventually(t *testing.T, what string, cond func() error) {
 	}
 }
 
-func decodeRetained(t *testing.T, snap map[string][]byte, topic string) *registry.Record {
+func decodeRetained(t *testing.T, snap map[string][]byte, topic string) *contract.Record {
 	t.Helper()
 	b, ok := snap[topic]
 	if !ok {
 		t.Fatalf("no retained record at %s; retained topics: %s", topic, keys(snap))
 	}
-	rec, err := DecodeRecord(b)
+	rec, err := contract.DecodeRecord(b)
 	if err != nil || rec == nil {
 		t.Fatalf("retained record at %s: %v, %v", topic, rec, err)
 	}
 	return rec
 }
 
-func decodeStatus(t *testing.T, snap map[string][]byte, topic string) *registry.GatewayRecord {
+func decodeStatus(t *testing.T, snap map[string][]byte, topic string) *contract.GatewayRecord {
 	t.Helper()
 	b, ok := snap[topic]
 	if !ok {
 		t.Fatalf("no retained status at %s; retained topics: %s", topic, keys(snap))
 	}
-	g, err := DecodeGatewayRecord(b)
+	g, err := contract.DecodeGatewayRecord(b)
 	if err != nil || g == nil {
 		t.Fatalf("retained status at %s: %v, %v", topic, g, err)
 	}

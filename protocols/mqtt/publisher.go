@@ -11,8 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // Defaults of PublisherOptions.
@@ -42,11 +41,11 @@ type PublisherOptions struct {
 	// unique per gateway. Default "rollcall-" + Slug(Gateway.Gateway).
 	ClientID string
 	// Topics gives the topic prefix (zero value: DefaultPrefix).
-	Topics Topics
+	Topics contract.Topics
 	// Gateway is this gateway's record: Gateway (id, required), Epoch, Started, Version.
 	// State is ignored: the publisher sets "online" and "offline" (DESIGN.md, "Health
 	// semantics").
-	Gateway registry.GatewayRecord
+	Gateway contract.GatewayRecord
 	// Username and Password authenticate to the broker when Username is not empty.
 	Username, Password string
 	// TLSConfig is used for ssl/wss URLs; nil means Go's defaults.
@@ -199,13 +198,13 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 		o.Logger = slog.Default()
 	}
 	if o.ClientID == "" {
-		o.ClientID = "rollcall-" + Slug(o.Gateway.Gateway)
+		o.ClientID = "rollcall-" + contract.Slug(o.Gateway.Gateway)
 	}
 
 	p := &Publisher{
 		o:         o,
 		broker:    broker,
-		gwSlug:    Slug(o.Gateway.Gateway),
+		gwSlug:    contract.Slug(o.Gateway.Gateway),
 		statusTop: o.Topics.GatewayStatus(o.Gateway.Gateway),
 		store:     newTrackingStore(),
 		connEv:    make(chan struct{}, 1),
@@ -215,12 +214,12 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	}
 	p.log = o.Logger.With("gateway", o.Gateway.Gateway)
 	g := o.Gateway
-	g.State = StateOnline
-	if p.online, err = EncodeGatewayRecord(g); err != nil {
+	g.State = contract.StateOnline
+	if p.online, err = contract.EncodeGatewayRecord(g); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
-	g.State = StateOffline
-	if p.offline, err = EncodeGatewayRecord(g); err != nil {
+	g.State = contract.StateOffline
+	if p.offline, err = contract.EncodeGatewayRecord(g); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 
@@ -301,28 +300,28 @@ func (p *Publisher) Stats() PublisherStats {
 // do not leak in), kept in memory as the latest state of that instance, replacing any
 // not yet published, and published by Run's worker (again after every reconnect).
 //
-// An empty rec.Gateway is set to this gateway, an empty rec.Schema to registry.Schema.
+// An empty rec.Gateway is set to this gateway, an empty rec.Schema to contract.Schema.
 // A record of another gateway, or one EncodeRecord refuses, is logged, counted in
 // Stats().Rejected and dropped. If the instance's topic changed (another service), the
 // old topic gets an empty record. Records published before Run are sent once it
 // connects; after Run returned nothing is sent.
-func (p *Publisher) Publish(rec registry.Record) {
+func (p *Publisher) Publish(rec contract.Record) {
 	if rec.Gateway == "" {
 		rec.Gateway = p.o.Gateway.Gateway
 	}
-	if Slug(rec.Gateway) != p.gwSlug {
+	if contract.Slug(rec.Gateway) != p.gwSlug {
 		p.rejected.Add(1)
 		p.log.Error("mqtt: record of another gateway not published", "instance", rec.ID, "record_gateway", rec.Gateway)
 		return
 	}
-	payload, err := EncodeRecord(rec)
+	payload, err := contract.EncodeRecord(rec)
 	if err != nil {
 		p.rejected.Add(1)
 		p.log.Error("mqtt: record not published", "instance", rec.ID, "err", err)
 		return
 	}
 	topic := p.o.Topics.Instance(rec.Service, rec.Gateway, rec.ID)
-	idSlug := Slug(rec.ID)
+	idSlug := contract.Slug(rec.ID)
 	p.mu.Lock()
 	if old, ok := p.current[idSlug]; ok && old != topic {
 		p.setLocked(old, rec.ID, nil)
@@ -340,7 +339,7 @@ func (p *Publisher) Publish(rec registry.Record) {
 // until then it is republished after every reconnect.
 func (p *Publisher) Deregister(service, id string) {
 	topic := p.o.Topics.Instance(service, p.o.Gateway.Gateway, id)
-	idSlug := Slug(id)
+	idSlug := contract.Slug(id)
 	p.mu.Lock()
 	p.setLocked(topic, id, nil)
 	if cur, ok := p.current[idSlug]; ok {
@@ -564,7 +563,7 @@ func (p *Publisher) onStatusMessage(_ paho.Client, m paho.Message) {
 	if m.Topic() != p.statusTop || m.Retained() || time.Now().UnixNano() > p.healUntil.Load() {
 		return
 	}
-	if g, err := DecodeGatewayRecord(m.Payload()); err == nil && g != nil && g.State == StateOnline {
+	if g, err := contract.DecodeGatewayRecord(m.Payload()); err == nil && g != nil && g.State == contract.StateOnline {
 		return
 	}
 	p.statusStale.Store(true)

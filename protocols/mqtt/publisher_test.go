@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/tcpproxy"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
-var topics Topics // default prefix
+var topics contract.Topics // default prefix
 
 // TestPublisherContract: online status with epoch, a retained record with every
 // field, an empty retained payload after Deregister, offline on clean shutdown.
@@ -22,15 +23,15 @@ func TestPublisherContract(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker) {
 		const gw = "Cell2-GW"
 		w := startWatch(t, b.url, "")
-		rec := fullRecord(gw, "ACME SN/0001", 1)
+		rec := testutil.FullRecord(gw, "ACME SN/0001", 1)
 		instTopic := topics.Instance(rec.Service, gw, rec.ID)
 		statusTopic := topics.GatewayStatus(gw)
 		p, stop := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 7)}, nil)
 		p.Publish(rec)
 
-		on := w.gateway(t, "online", isState(gw, StateOnline))
+		on := w.gateway(t, "online", isState(gw, contract.StateOnline))
 		want := testGateway(gw, 7)
-		want.State = StateOnline
+		want.State = contract.StateOnline
 		if on.Topic != statusTopic || !reflect.DeepEqual(*on.Record, want) {
 			t.Fatalf("online event %s %+v, want %s %+v", on.Topic, *on.Record, statusTopic, want)
 		}
@@ -49,7 +50,7 @@ func TestPublisherContract(t *testing.T) {
 		if got := decodeRetained(t, snap, instTopic); !reflect.DeepEqual(*got, rec) {
 			t.Fatalf("retained record:\n got %+v\nwant %+v", *got, rec)
 		}
-		if g := decodeStatus(t, snap, statusTopic); g.State != StateOnline || g.Epoch != 7 {
+		if g := decodeStatus(t, snap, statusTopic); g.State != contract.StateOnline || g.Epoch != 7 {
 			t.Fatalf("retained status %+v", *g)
 		}
 
@@ -67,12 +68,12 @@ func TestPublisherContract(t *testing.T) {
 		})
 
 		stop()
-		off := w.gateway(t, "offline after clean shutdown", isState(gw, StateOffline))
-		want.State = StateOffline
+		off := w.gateway(t, "offline after clean shutdown", isState(gw, contract.StateOffline))
+		want.State = contract.StateOffline
 		if !reflect.DeepEqual(*off.Record, want) {
 			t.Fatalf("offline record %+v, want %+v", *off.Record, want)
 		}
-		if g := decodeStatus(t, retained(t, b.url, topics.GatewayStatusFilter()), statusTopic); g.State != StateOffline || g.Epoch != 7 {
+		if g := decodeStatus(t, retained(t, b.url, topics.GatewayStatusFilter()), statusTopic); g.State != contract.StateOffline || g.Epoch != 7 {
 			t.Fatalf("retained status after shutdown %+v", *g)
 		}
 		if s := p.Stats(); s.Connects != 1 || s.Reconnects != 0 || s.Published < 4 || s.Rejected != 0 {
@@ -89,10 +90,10 @@ func TestPublisherWillOnCut(t *testing.T) {
 		const gw = "gw-cut"
 		proxy := tcpproxy.Start(t, b.addr)
 		w := startWatch(t, b.url, "")
-		rec := fullRecord(gw, "drive-1", 1)
+		rec := testutil.FullRecord(gw, "drive-1", 1)
 		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 3)}, nil)
 		p.Publish(rec)
-		w.gateway(t, "online", isState(gw, StateOnline))
+		w.gateway(t, "online", isState(gw, contract.StateOnline))
 		w.catalog(t, "record", isRecord(topics.Instance(rec.Service, gw, rec.ID), 1))
 
 		// Reset the connection and refuse new ones until the will is seen: a gateway
@@ -101,14 +102,14 @@ func TestPublisherWillOnCut(t *testing.T) {
 			t.Fatalf("%d proxied connections, want 1", proxy.Links())
 		}
 		proxy.SetDown(true)
-		off := w.gateway(t, "offline from the will", isState(gw, StateOffline))
+		off := w.gateway(t, "offline from the will", isState(gw, contract.StateOffline))
 		want := testGateway(gw, 3)
-		want.State = StateOffline
+		want.State = contract.StateOffline
 		if !reflect.DeepEqual(*off.Record, want) {
 			t.Fatalf("will record %+v, want %+v", *off.Record, want)
 		}
 		proxy.SetDown(false)
-		w.gateway(t, "online after reconnect", isState(gw, StateOnline))
+		w.gateway(t, "online after reconnect", isState(gw, contract.StateOnline))
 		eventually(t, "reconnected and in sync", func() error {
 			if s := p.Stats(); s.Reconnects < 1 || !s.Synced {
 				return fmt.Errorf("stats %+v", s)
@@ -117,7 +118,7 @@ func TestPublisherWillOnCut(t *testing.T) {
 		})
 		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
 		decodeRetained(t, snap, topics.Instance(rec.Service, gw, rec.ID))
-		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline {
+		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != contract.StateOnline {
 			t.Fatalf("status after reconnect %+v", *g)
 		}
 	})
@@ -130,7 +131,7 @@ func TestPublisherFastReconnect(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker) {
 		const gw = "gw-fast"
 		proxy := tcpproxy.Start(t, b.addr)
-		rec := fullRecord(gw, "drive-1", 1)
+		rec := testutil.FullRecord(gw, "drive-1", 1)
 		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 5)}, nil)
 		p.Publish(rec)
 		eventually(t, "in sync", func() error {
@@ -149,7 +150,7 @@ func TestPublisherFastReconnect(t *testing.T) {
 			})
 		}
 		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
-		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline || g.Epoch != 5 {
+		if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != contract.StateOnline || g.Epoch != 5 {
 			t.Fatalf("status after fast reconnects %+v", *g)
 		}
 		decodeRetained(t, snap, topics.Instance(rec.Service, gw, rec.ID))
@@ -164,7 +165,7 @@ func TestPublisherHealsStatus(t *testing.T) {
 		const gw = "gw-heal"
 		w := startWatch(t, b.url, "")
 		p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 2)}, nil)
-		w.gateway(t, "online", isState(gw, StateOnline))
+		w.gateway(t, "online", isState(gw, contract.StateOnline))
 		eventually(t, "idle", func() error {
 			if s := p.Stats(); !s.Synced {
 				return fmt.Errorf("stats %+v", s)
@@ -172,15 +173,15 @@ func TestPublisherHealsStatus(t *testing.T) {
 			return nil
 		})
 		stale := testGateway(gw, 2)
-		stale.State = StateOffline
-		payload, err := EncodeGatewayRecord(stale)
+		stale.State = contract.StateOffline
+		payload, err := contract.EncodeGatewayRecord(stale)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rawPublish(t, b.url, topics.GatewayStatus(gw), true, payload)
-		w.gateway(t, "stale offline", isState(gw, StateOffline))
-		w.gateway(t, "online again", isState(gw, StateOnline))
-		if g := decodeStatus(t, retained(t, b.url, topics.GatewayStatusFilter()), topics.GatewayStatus(gw)); g.State != StateOnline {
+		w.gateway(t, "stale offline", isState(gw, contract.StateOffline))
+		w.gateway(t, "online again", isState(gw, contract.StateOnline))
+		if g := decodeStatus(t, retained(t, b.url, topics.GatewayStatusFilter()), topics.GatewayStatus(gw)); g.State != contract.StateOnline {
 			t.Fatalf("retained status %+v", *g)
 		}
 	})
@@ -198,12 +199,12 @@ func TestPublisherWillOnSilence(t *testing.T) {
 			BrokerURL: proxy.URL(), Gateway: testGateway(gw, 9),
 			KeepAlive: time.Second, PingTimeout: time.Minute,
 		}, nil)
-		w.gateway(t, "online", isState(gw, StateOnline))
+		w.gateway(t, "online", isState(gw, contract.StateOnline))
 		if n := proxy.Freeze(); n != 1 {
 			t.Fatalf("froze %d connections, want 1", n)
 		}
 		frozen := time.Now()
-		w.gateway(t, "offline from the will", isState(gw, StateOffline))
+		w.gateway(t, "offline from the will", isState(gw, contract.StateOffline))
 		// 1.5 × keep-alive, plus the broker's sweep granularity: mochi reads with a
 		// deadline; Mosquitto 2.0 checks keep-alives only every 5 s.
 		bound := 4 * time.Second
@@ -215,7 +216,7 @@ func TestPublisherWillOnSilence(t *testing.T) {
 		}
 		t.Logf("will published %v after the link went silent", time.Since(frozen).Round(time.Millisecond))
 		proxy.Cut() // let the publisher notice and reconnect, for a quick clean shutdown
-		w.gateway(t, "online after reconnect", isState(gw, StateOnline))
+		w.gateway(t, "online after reconnect", isState(gw, contract.StateOnline))
 	})
 }
 
@@ -228,26 +229,26 @@ func TestPublisherResyncAfterOutage(t *testing.T) {
 		const gw = "gw-outage"
 		proxy := tcpproxy.Start(t, b.addr)
 		w := startWatch(t, b.url, "")
-		a1, b1 := fullRecord(gw, "a", 1), fullRecord(gw, "b", 1)
+		a1, b1 := testutil.FullRecord(gw, "a", 1), testutil.FullRecord(gw, "b", 1)
 		ta, tb := topics.Instance(a1.Service, gw, "a"), topics.Instance(b1.Service, gw, "b")
 		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 1)}, nil)
 		p.Publish(a1)
 		p.Publish(b1)
-		w.gateway(t, "online", isState(gw, StateOnline))
+		w.gateway(t, "online", isState(gw, contract.StateOnline))
 		w.catalog(t, "a rev 1", isRecord(ta, 1))
 		w.catalog(t, "b rev 1", isRecord(tb, 1))
 
 		proxy.SetDown(true)
-		w.gateway(t, "offline from the will", isState(gw, StateOffline))
+		w.gateway(t, "offline from the will", isState(gw, contract.StateOffline))
 		eventually(t, "publisher disconnected", func() error {
 			if p.Connected() {
 				return errors.New("still connected")
 			}
 			return nil
 		})
-		a2 := fullRecord(gw, "a", 2)
-		a2.Status = registry.Critical
-		c1 := fullRecord(gw, "c", 1)
+		a2 := testutil.FullRecord(gw, "a", 2)
+		a2.Status = contract.Critical
+		c1 := testutil.FullRecord(gw, "c", 1)
 		tc := topics.Instance(c1.Service, gw, "c")
 		p.Publish(a2)
 		p.Deregister(b1.Service, "b")
@@ -257,7 +258,7 @@ func TestPublisherResyncAfterOutage(t *testing.T) {
 		}
 
 		proxy.SetDown(false)
-		w.gateway(t, "online after the outage", isState(gw, StateOnline))
+		w.gateway(t, "online after the outage", isState(gw, contract.StateOnline))
 		eventually(t, "everything confirmed", func() error {
 			if s := p.Stats(); !s.Synced || s.Instances != 2 || s.Reconnects < 1 {
 				return fmt.Errorf("stats %+v", s)
@@ -265,7 +266,7 @@ func TestPublisherResyncAfterOutage(t *testing.T) {
 			return nil
 		})
 		snap := retained(t, b.url, topics.CatalogFilter(""))
-		if got := decodeRetained(t, snap, ta); got.Revision != 2 || got.Status != registry.Critical {
+		if got := decodeRetained(t, snap, ta); got.Revision != 2 || got.Status != contract.Critical {
 			t.Fatalf("a after outage: %+v", *got)
 		}
 		decodeRetained(t, snap, tc)
@@ -280,7 +281,7 @@ func TestPublisherResyncAfterOutage(t *testing.T) {
 func TestPublisherMosquittoRestart(t *testing.T) {
 	b := startMosquitto(t)
 	const gw = "gw-restart"
-	a1, b1 := fullRecord(gw, "a", 1), fullRecord(gw, "b", 1)
+	a1, b1 := testutil.FullRecord(gw, "a", 1), testutil.FullRecord(gw, "b", 1)
 	ta, tb := topics.Instance(a1.Service, gw, "a"), topics.Instance(b1.Service, gw, "b")
 	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 4)}, nil)
 	p.Publish(a1)
@@ -299,7 +300,7 @@ func TestPublisherMosquittoRestart(t *testing.T) {
 		}
 		return nil
 	})
-	a2 := fullRecord(gw, "a", 2)
+	a2 := testutil.FullRecord(gw, "a", 2)
 	p.Publish(a2)
 	b.mosq.Restart()
 
@@ -316,7 +317,7 @@ func TestPublisherMosquittoRestart(t *testing.T) {
 	if got := decodeRetained(t, snap, tb); !reflect.DeepEqual(*got, b1) {
 		t.Fatalf("b after restart:\n got %+v\nwant %+v", *got, b1)
 	}
-	if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != StateOnline || g.Epoch != 4 {
+	if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != contract.StateOnline || g.Epoch != 4 {
 		t.Fatalf("status after restart %+v", *g)
 	}
 }
@@ -328,7 +329,7 @@ func TestPublisherCoalesces(t *testing.T) {
 	const gw = "gw-co"
 	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 1)}, func(p *Publisher) {
 		for i := int64(1); i <= 200; i++ {
-			rec := fullRecord(gw, "x", i)
+			rec := testutil.FullRecord(gw, "x", i)
 			p.Publish(rec)
 			rec.Meta["cell"] = "mutated after Publish" // must not leak into the published record
 		}
@@ -357,7 +358,7 @@ func TestPublisherServiceChange(t *testing.T) {
 	b := startEmbedded(t)
 	const gw = "gw-svc"
 	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 1)}, nil)
-	rec := fullRecord(gw, "dev", 1)
+	rec := testutil.FullRecord(gw, "dev", 1)
 	rec.Service = "modbus-device"
 	p.Publish(rec)
 	rec.Service, rec.Revision = "servo-drive", 2
@@ -380,12 +381,12 @@ func TestPublisherRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Publish(fullRecord("other-gw", "x", 1))
-	p.Publish(fullRecord("gw", "", 1))
-	bad := fullRecord("gw", "y", 1)
+	p.Publish(testutil.FullRecord("other-gw", "x", 1))
+	p.Publish(testutil.FullRecord("gw", "", 1))
+	bad := testutil.FullRecord("gw", "y", 1)
 	bad.Schema = "rollcall.instance/v2"
 	p.Publish(bad)
-	ok := fullRecord("", "z", 1) // empty gateway: this one's
+	ok := testutil.FullRecord("", "z", 1) // empty gateway: this one's
 	p.Publish(ok)
 	if s := p.Stats(); s.Rejected != 3 || s.Instances != 1 {
 		t.Fatalf("stats %+v", s)
@@ -399,14 +400,14 @@ func TestNewPublisherErrors(t *testing.T) {
 		"bad scheme":   {BrokerURL: "http://127.0.0.1:1883", Gateway: gw},
 		"no host":      {BrokerURL: "tcp://", Gateway: gw},
 		"no gateway":   {BrokerURL: "tcp://127.0.0.1:1883"},
-		"bad prefix":   {BrokerURL: "tcp://127.0.0.1:1883", Gateway: gw, Topics: Topics{Prefix: "a/#"}},
+		"bad prefix":   {BrokerURL: "tcp://127.0.0.1:1883", Gateway: gw, Topics: contract.Topics{Prefix: "a/#"}},
 		"keepalive ms": {BrokerURL: "tcp://127.0.0.1:1883", Gateway: gw, KeepAlive: 500 * time.Millisecond},
 	} {
 		if _, err := NewPublisher(o); err == nil {
 			t.Errorf("%s: NewPublisher succeeded", name)
 		}
 	}
-	_, err := NewPublisher(PublisherOptions{BrokerURL: "tcp://user:s3cret@127.0.0.1:1883/", Gateway: gw, Topics: Topics{Prefix: "a/+"}})
+	_, err := NewPublisher(PublisherOptions{BrokerURL: "tcp://user:s3cret@127.0.0.1:1883/", Gateway: gw, Topics: contract.Topics{Prefix: "a/+"}})
 	if err == nil || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("error %v", err)
 	}
@@ -429,7 +430,7 @@ func TestPublisherNoBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Publish(fullRecord("gw", "x", 1))
+	p.Publish(testutil.FullRecord("gw", "x", 1))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()

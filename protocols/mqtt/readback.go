@@ -11,8 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // ReadBackOptions configures ReadBack.
@@ -20,7 +19,7 @@ type ReadBackOptions struct {
 	BrokerURL string
 	// ClientID of the short-lived read-back session; default "rollcall-<gateway>-readback".
 	ClientID           string
-	Topics             Topics
+	Topics             contract.Topics
 	Gateway            string // whose subtree to read
 	Username, Password string
 	TLSConfig          *tls.Config
@@ -38,7 +37,7 @@ type ReadBackOptions struct {
 // the read. Empty (deregistered) and malformed records are skipped (malformed ones are
 // logged). It fails when the broker cannot be reached or the marker does not come back
 // within Timeout.
-func ReadBack(ctx context.Context, o ReadBackOptions) ([]registry.Record, error) {
+func ReadBack(ctx context.Context, o ReadBackOptions) ([]contract.Record, error) {
 	if _, err := parseBrokerURL(o.BrokerURL); err != nil {
 		return nil, err
 	}
@@ -49,7 +48,7 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]registry.Record, error)
 		o.Timeout = 5 * time.Second
 	}
 	if o.ClientID == "" {
-		o.ClientID = "rollcall-" + Slug(o.Gateway) + "-readback"
+		o.ClientID = "rollcall-" + contract.Slug(o.Gateway) + "-readback"
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -57,12 +56,11 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]registry.Record, error)
 	nonceB := make([]byte, 8)
 	_, _ = rand.Read(nonceB)
 	nonce := `{"readback":"` + hex.EncodeToString(nonceB) + `"}`
-	marker := o.Topics.GatewayStatus(o.Gateway)
-	marker = marker[:len(marker)-len("status")] + "readback"
-	catalog := o.Topics.prefix() + "/catalog/+/" + Slug(o.Gateway) + "/#"
+	marker := o.Topics.ReadBackMarker(o.Gateway)
+	catalog := o.Topics.GatewayCatalogFilter(o.Gateway)
 
 	var mu sync.Mutex
-	var recs []registry.Record
+	var recs []contract.Record
 	done := make(chan struct{})
 	var once sync.Once
 	handler := func(_ paho.Client, m paho.Message) {
@@ -75,12 +73,12 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]registry.Record, error)
 		if !m.Retained() || len(m.Payload()) == 0 {
 			return
 		}
-		rec, err := DecodeRecord(m.Payload())
+		rec, err := contract.DecodeRecord(m.Payload())
 		if err != nil || rec == nil {
 			o.Logger.Warn("mqtt: read-back: skipping malformed record", "topic", m.Topic(), "err", err)
 			return
 		}
-		if _, gw, _, ok := o.Topics.ParseInstanceTopic(m.Topic()); !ok || gw != Slug(o.Gateway) || rec.Gateway != o.Gateway {
+		if _, gw, _, ok := o.Topics.ParseInstanceTopic(m.Topic()); !ok || gw != contract.Slug(o.Gateway) || rec.Gateway != o.Gateway {
 			return
 		}
 		mu.Lock()

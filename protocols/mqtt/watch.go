@@ -14,8 +14,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // CatalogEvent is one message on an instance topic (DESIGN.md, "MQTT contract (v1)").
@@ -27,7 +26,7 @@ type CatalogEvent struct {
 	// Record is the decoded record, or nil when the payload was empty: the instance was
 	// deregistered (or, with Retained, never existed). A non-nil record's service,
 	// gateway and id slug to the topic's levels.
-	Record *registry.Record
+	Record *contract.Record
 	// Retained is set for a retained message the broker sent on subscription (the
 	// catalog as it stands), clear for a live change.
 	Retained bool
@@ -39,7 +38,7 @@ type GatewayEvent struct {
 	Gateway string // gateway level of the topic (a slug)
 	// Record is the decoded gateway record, nil for an empty payload (status cleared).
 	// State "offline" comes from a clean shutdown or from the broker's will.
-	Record   *registry.GatewayRecord
+	Record   *contract.GatewayRecord
 	Retained bool // as CatalogEvent.Retained
 }
 
@@ -52,7 +51,7 @@ type WatchOptions struct {
 	// catalog again.
 	ClientID string
 	// Topics gives the topic prefix (zero value: DefaultPrefix).
-	Topics Topics
+	Topics contract.Topics
 	// Service restricts the catalog to one service (slugged); "" = all services.
 	Service string
 	// Logger receives connection events and skipped messages (keys: broker, topic,
@@ -302,12 +301,12 @@ func (w *watcher) deliverOne(in inbound) {
 		if w.onCatalog == nil {
 			return
 		}
-		rec, err := DecodeRecord(in.payload)
+		rec, err := contract.DecodeRecord(in.payload)
 		if err != nil {
 			w.log.Warn("mqtt: malformed instance record skipped", "topic", in.topic, "err", err)
 			return
 		}
-		if rec != nil && (Slug(rec.Service) != svc || Slug(rec.Gateway) != gw || Slug(rec.ID) != inst) {
+		if rec != nil && (contract.Slug(rec.Service) != svc || contract.Slug(rec.Gateway) != gw || contract.Slug(rec.ID) != inst) {
 			w.log.Warn("mqtt: instance record does not match its topic; skipped", "topic", in.topic,
 				"instance", rec.ID, "service", rec.Service, "gateway", rec.Gateway)
 			return
@@ -319,12 +318,12 @@ func (w *watcher) deliverOne(in inbound) {
 		if w.onGateway == nil {
 			return
 		}
-		rec, err := DecodeGatewayRecord(in.payload)
+		rec, err := contract.DecodeGatewayRecord(in.payload)
 		if err != nil {
 			w.log.Warn("mqtt: malformed gateway record skipped", "topic", in.topic, "err", err)
 			return
 		}
-		if rec != nil && Slug(rec.Gateway) != gw {
+		if rec != nil && contract.Slug(rec.Gateway) != gw {
 			w.log.Warn("mqtt: gateway record does not match its topic; skipped", "topic", in.topic, "gateway", rec.Gateway)
 			return
 		}

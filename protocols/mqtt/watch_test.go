@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 // TestWatchSkipsMalformed: malformed payloads, records that contradict their topic and
@@ -14,13 +15,13 @@ import (
 func TestWatchSkipsMalformed(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker) {
 		w := startWatch(t, b.url, "")
-		good := fullRecord("gw", "good", 1)
-		goodPayload, err := EncodeRecord(good)
+		good := testutil.FullRecord("gw", "good", 1)
+		goodPayload, err := contract.EncodeRecord(good)
 		if err != nil {
 			t.Fatal(err)
 		}
-		mismatch := fullRecord("gw", "someone-else", 1)
-		mismatchPayload, _ := EncodeRecord(mismatch)
+		mismatch := testutil.FullRecord("gw", "someone-else", 1)
+		mismatchPayload, _ := contract.EncodeRecord(mismatch)
 		for _, m := range []struct{ topic, payload string }{
 			{topics.Instance("servo-drive", "gw", "bad-json"), "{not json"},
 			{topics.Instance("servo-drive", "gw", "bad-schema"), `{"schema":"rollcall.instance/v9","id":"bad-schema","service":"servo-drive","gateway":"gw"}`},
@@ -57,13 +58,13 @@ func TestWatchSkipsMalformed(t *testing.T) {
 // first, and deregistrations as nil records.
 func TestWatchService(t *testing.T) {
 	b := startEmbedded(t)
-	ioRec, servo := fullRecord("gw", "io-1", 1), fullRecord("gw", "servo-1", 1)
+	ioRec, servo := testutil.FullRecord("gw", "io-1", 1), testutil.FullRecord("gw", "servo-1", 1)
 	ioRec.Service = "io-module"
 	for _, r := range []struct {
 		topic string
-		rec   registry.Record
+		rec   contract.Record
 	}{{topics.Instance(ioRec.Service, "gw", ioRec.ID), ioRec}, {topics.Instance(servo.Service, "gw", servo.ID), servo}} {
-		p, err := EncodeRecord(r.rec)
+		p, err := contract.EncodeRecord(r.rec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +100,7 @@ func TestWatchErrors(t *testing.T) {
 	if err := Watch(ctx, WatchOptions{BrokerURL: "tcp://127.0.0.1:1"}, nil, nil); err == nil {
 		t.Error("no callbacks accepted")
 	}
-	if err := Watch(ctx, WatchOptions{BrokerURL: "tcp://127.0.0.1:1", Topics: Topics{Prefix: "#"}}, noop, nil); err == nil {
+	if err := Watch(ctx, WatchOptions{BrokerURL: "tcp://127.0.0.1:1", Topics: contract.Topics{Prefix: "#"}}, noop, nil); err == nil {
 		t.Error("bad prefix accepted")
 	}
 }

@@ -10,8 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/protocols/mqtt"
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // cacheFile is the JSON document of Options.CacheFile.
@@ -26,20 +25,13 @@ type cacheFile struct {
 type cachedGateway struct {
 	Topic     string                 `json:"topic"`
 	Confirmed time.Time              `json:"confirmed"` // last known current
-	Record    registry.GatewayRecord `json:"record"`
+	Record    contract.GatewayRecord `json:"record"`
 }
 
 type cachedInstance struct {
 	Topic     string          `json:"topic"`
 	Confirmed time.Time       `json:"confirmed"` // last known current
-	Record    registry.Record `json:"record"`
-}
-
-func (c *Client) prefix() string {
-	if c.o.Topics.Prefix == "" {
-		return mqtt.DefaultPrefix
-	}
-	return c.o.Topics.Prefix
+	Record    contract.Record `json:"record"`
 }
 
 // loadCache reads Options.CacheFile into the (empty) catalog; problems are logged.
@@ -59,7 +51,7 @@ func (c *Client) loadCache() {
 		c.log.Warn("client: cache file malformed; starting without it", "path", path, "err", err)
 		return
 	}
-	if f.Schema != CacheSchema || f.Prefix != c.prefix() {
+	if f.Schema != CacheSchema || f.Prefix != c.o.Topics.Root() {
 		c.log.Warn("client: cache file is of another schema or topic prefix; starting without it",
 			"path", path, "schema", f.Schema, "prefix", f.Prefix)
 		return
@@ -69,7 +61,7 @@ func (c *Client) loadCache() {
 	defer c.mu.Unlock()
 	for _, g := range f.Gateways {
 		gw, ok := t.ParseGatewayStatusTopic(g.Topic)
-		if !ok || mqtt.Slug(g.Record.Gateway) != gw || (g.Record.State != GatewayOnline && g.Record.State != GatewayOffline) {
+		if !ok || contract.Slug(g.Record.Gateway) != gw || (g.Record.State != GatewayOnline && g.Record.State != GatewayOffline) {
 			c.log.Warn("client: cache file: gateway entry skipped", "path", path, "topic", g.Topic)
 			continue
 		}
@@ -79,7 +71,7 @@ func (c *Client) loadCache() {
 	for _, ci := range f.Instances {
 		svc, gw, inst, ok := t.ParseInstanceTopic(ci.Topic)
 		r := ci.Record
-		if !ok || r.Schema != registry.Schema || mqtt.Slug(r.Service) != svc || mqtt.Slug(r.Gateway) != gw || mqtt.Slug(r.ID) != inst {
+		if !ok || r.Schema != contract.Schema || contract.Slug(r.Service) != svc || contract.Slug(r.Gateway) != gw || contract.Slug(r.ID) != inst {
 			c.log.Warn("client: cache file: instance entry skipped", "path", path, "topic", ci.Topic)
 			continue
 		}
@@ -94,7 +86,7 @@ func (c *Client) loadCache() {
 
 // snapshotLocked builds the cache document at now.
 func (c *Client) snapshotLocked(now time.Time) cacheFile {
-	f := cacheFile{Schema: CacheSchema, Prefix: c.prefix(), Saved: now,
+	f := cacheFile{Schema: CacheSchema, Prefix: c.o.Topics.Root(), Saved: now,
 		Gateways: []cachedGateway{}, Instances: []cachedInstance{}}
 	for _, gw := range sortedKeys(c.gateways) {
 		g := c.gateways[gw]

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
-	"github.com/rollcall-edge/rollcall/registry"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
@@ -23,8 +23,8 @@ func TestCacheSurvivesOutageAndRestart(t *testing.T) {
 	const svc = "servo-drive"
 	dir := t.TempDir()
 	cache := filepath.Join(dir, "catalog.json")
-	a1 := drive("gw1", 1, "drive-a", 1, registry.Passing, 1.5, 1, "axis", "1")
-	b1 := drive("gw1", 1, "drive-b", 2, registry.Passing, 1.7, 1, "axis", "2")
+	a1 := drive("gw1", 1, "drive-a", 1, contract.Passing, 1.5, 1, "axis", "1")
+	b1 := drive("gw1", 1, "drive-b", 2, contract.Passing, 1.7, 1, "axis", "2")
 	if err := publish(m.URL(), gatewayMsg("gw1", "online", 1), instanceMsg(a1), instanceMsg(b1)); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ type cacheDoc struct {
 	Instances []struct {
 		Topic     string          `json:"topic"`
 		Confirmed time.Time       `json:"confirmed"`
-		Record    registry.Record `json:"record"`
+		Record    contract.Record `json:"record"`
 	} `json:"instances"`
 	Gateways []struct {
 		Topic string `json:"topic"`
@@ -208,8 +208,8 @@ func TestCacheFileProblems(t *testing.T) {
 func TestBrokerFailover(t *testing.T) {
 	m1, m2 := mosquitto.Start(t), mosquitto.Start(t)
 	const svc = "servo-drive"
-	common := []retained{gatewayMsg("gw", "online", 2), instanceMsg(drive("gw", 2, "shared", 1, registry.Passing, 1, 1))}
-	if err := publish(m1.URL(), append(common, instanceMsg(drive("gw", 2, "only-on-m1", 2, registry.Passing, 1, 1)))...); err != nil {
+	common := []retained{gatewayMsg("gw", "online", 2), instanceMsg(drive("gw", 2, "shared", 1, contract.Passing, 1, 1))}
+	if err := publish(m1.URL(), append(common, instanceMsg(drive("gw", 2, "only-on-m1", 2, contract.Passing, 1, 1)))...); err != nil {
 		t.Fatal(err)
 	}
 	if err := publish(m2.URL(), common...); err != nil {

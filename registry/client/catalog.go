@@ -7,21 +7,20 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/protocols/mqtt"
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // Gateway states of Instance.GatewayState.
 const (
-	GatewayOnline  = mqtt.StateOnline  // the gateway's status record says "online"
-	GatewayOffline = mqtt.StateOffline // "offline": clean shutdown, or the broker's will
-	GatewayUnknown = "unknown"         // no status record known for the gateway
+	GatewayOnline  = contract.StateOnline  // the gateway's status record says "online"
+	GatewayOffline = contract.StateOffline // "offline": clean shutdown, or the broker's will
+	GatewayUnknown = "unknown"             // no status record known for the gateway
 )
 
 // Instance is one catalog entry: the instance record as its gateway last published it,
 // plus what the client knows about how current it is.
 type Instance struct {
-	registry.Record
+	contract.Record
 	// Stale: the record has not been confirmed by a broker since this process started
 	// (it comes from the cache file), or, with Options.StaleAfter > 0, not for longer
 	// than StaleAfter. Pick skips stale entries unless AllowStale is given.
@@ -84,7 +83,7 @@ type Change struct {
 type entry struct {
 	topic         string
 	svc, gw, inst string // topic levels (slugs)
-	rec           *registry.Record
+	rec           *contract.Record
 	gen           uint64    // connection generation that last delivered it; 0: the cache file
 	confirmed     time.Time // when last known current (meaningful when not live)
 	cached        bool      // read from the cache file, not confirmed since
@@ -93,7 +92,7 @@ type entry struct {
 // gwEntry is one gateway's status record.
 type gwEntry struct {
 	topic     string
-	rec       *registry.GatewayRecord
+	rec       *contract.GatewayRecord
 	gen       uint64
 	confirmed time.Time
 	cached    bool
@@ -119,7 +118,7 @@ func (c *Client) instanceLocked(e *entry, now time.Time) Instance {
 }
 
 // cloneRecord copies a record with its maps and slices, so callers may keep or modify it.
-func cloneRecord(r *registry.Record) registry.Record {
+func cloneRecord(r *contract.Record) contract.Record {
 	out := *r
 	out.State = maps.Clone(r.State)
 	out.Meta = maps.Clone(r.Meta)
@@ -134,12 +133,12 @@ func (c *Client) apply(in inbound) {
 		if len(c.services) > 0 && !c.services[svc] {
 			return
 		}
-		rec, err := mqtt.DecodeRecord(in.payload)
+		rec, err := contract.DecodeRecord(in.payload)
 		if err != nil {
 			c.log.Warn("client: malformed instance record skipped", "topic", in.topic, "err", err)
 			return
 		}
-		if rec != nil && (mqtt.Slug(rec.Service) != svc || mqtt.Slug(rec.Gateway) != gw || mqtt.Slug(rec.ID) != inst) {
+		if rec != nil && (contract.Slug(rec.Service) != svc || contract.Slug(rec.Gateway) != gw || contract.Slug(rec.ID) != inst) {
 			c.log.Warn("client: instance record does not match its topic; skipped", "topic", in.topic,
 				"instance", rec.ID, "service", rec.Service, "gateway", rec.Gateway)
 			return
@@ -148,12 +147,12 @@ func (c *Client) apply(in inbound) {
 		return
 	}
 	if gw, ok := t.ParseGatewayStatusTopic(in.topic); ok {
-		rec, err := mqtt.DecodeGatewayRecord(in.payload)
+		rec, err := contract.DecodeGatewayRecord(in.payload)
 		if err != nil {
 			c.log.Warn("client: malformed gateway record skipped", "topic", in.topic, "err", err)
 			return
 		}
-		if rec != nil && mqtt.Slug(rec.Gateway) != gw {
+		if rec != nil && contract.Slug(rec.Gateway) != gw {
 			c.log.Warn("client: gateway record does not match its topic; skipped", "topic", in.topic, "gateway", rec.Gateway)
 			return
 		}
@@ -163,7 +162,7 @@ func (c *Client) apply(in inbound) {
 	c.log.Debug("client: message on an unexpected topic skipped", "topic", in.topic)
 }
 
-func (c *Client) applyInstance(in inbound, svc, gw, inst string, rec *registry.Record) {
+func (c *Client) applyInstance(in inbound, svc, gw, inst string, rec *contract.Record) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -204,7 +203,7 @@ func (c *Client) applyInstance(in inbound, svc, gw, inst string, rec *registry.R
 	}
 }
 
-func (c *Client) applyGateway(in inbound, gw string, rec *registry.GatewayRecord) {
+func (c *Client) applyGateway(in inbound, gw string, rec *contract.GatewayRecord) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -315,7 +314,7 @@ func (c *Client) sortedLocked(svc string) []*entry {
 func (c *Client) Instances(service string) []Instance {
 	svc := ""
 	if service != "" {
-		svc = mqtt.Slug(service)
+		svc = contract.Slug(service)
 	}
 	now := time.Now()
 	c.mu.Lock()

@@ -18,6 +18,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 )
 
@@ -57,7 +58,7 @@ type Options struct {
 	// (re)connection receives the retained catalog again.
 	ClientID string
 	// Topics gives the topic prefix (zero value: rollcall/v1).
-	Topics mqtt.Topics
+	Topics contract.Topics
 	// Services restricts the catalog to these services (each slugged); empty means
 	// every service. Pick and Wait for a service outside this list find nothing.
 	Services []string
@@ -249,22 +250,18 @@ func New(o Options) (*Client, error) {
 		subs:     map[*subscription]struct{}{},
 		ready:    make(chan struct{}),
 	}
-	prefix := o.Topics.Prefix
-	if prefix == "" {
-		prefix = mqtt.DefaultPrefix
-	}
 	if len(o.Services) == 0 {
-		c.filters[prefix+"/catalog/+/#"] = 1
+		c.filters[o.Topics.CatalogFilter("")] = 1
 	}
 	for _, s := range o.Services {
-		c.services[mqtt.Slug(s)] = true
-		c.filters[prefix+"/catalog/"+mqtt.Slug(s)+"/#"] = 1
+		c.services[contract.Slug(s)] = true
+		c.filters[o.Topics.CatalogFilter(s)] = 1
 	}
 	c.filters[o.Topics.GatewayStatusFilter()] = 1
 	if !o.DisableSyncMarker {
 		c.syncTopic = o.SyncTopic
 		if c.syncTopic == "" {
-			c.syncTopic = prefix + "/consumers/" + mqtt.Slug(o.ClientID) + "/sync"
+			c.syncTopic = o.Topics.ConsumerSyncTopic(o.ClientID)
 		}
 		c.filters[c.syncTopic] = 1
 	}

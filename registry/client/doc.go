@@ -75,12 +75,12 @@
 //
 // Live returns every instance Pick could choose from; Instances returns every entry of
 // the catalog, whatever its status. Instance is the record as published
-// (registry.Record) plus Stale, Age, GatewayState and GatewayEpoch.
+// (contract.Record) plus Stale, Age, GatewayState and GatewayEpoch.
 //
 // # Filters
 //
 // Filters combine with AND: WithMeta(k, v) (repeatable: every pair must match),
-// WithID(id), WithGateway(g), WithIdentity(func(registry.Identity) bool) (vendor,
+// WithID(id), WithGateway(g), WithIdentity(func(contract.Identity) bool) (vendor,
 // product code, revision, model, serial as the device reported them). Instances of the
 // same service published by several gateways form one pool; entries are keyed by
 // gateway and instance id (by topic), so two gateways that see devices with equal ids

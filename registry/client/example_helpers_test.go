@@ -3,8 +3,8 @@ package client_test
 import (
 	"log/slog"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // startDemoBroker starts an in-process broker on a free loopback port and leaves in it
@@ -17,10 +17,10 @@ func startDemoBroker() (*embedded.Broker, error) {
 	}
 	err = publish(b.URL(),
 		gatewayMsg("cell2-gw", "online", 7),
-		instanceMsg(drive("cell2-gw", 7, "acme-sn-0031", 3, registry.Passing, 2.4, 1, "cell", "2", "axis", "3", "axis_group", "A")),
-		instanceMsg(drive("cell2-gw", 7, "acme-sn-0032", 4, registry.Passing, 1.9, 1, "cell", "2", "axis", "3", "axis_group", "A")),
-		instanceMsg(drive("cell2-gw", 7, "acme-sn-0041", 5, registry.Critical, 0, 3, "cell", "2", "axis", "4")),
-		instanceMsg(drive("cell2-gw", 7, "acme-sn-0051", 6, registry.Warning, 2.2, 2, "cell", "2", "axis", "5")),
+		instanceMsg(drive("cell2-gw", 7, "acme-sn-0031", 3, contract.Passing, 2.4, 1, "cell", "2", "axis", "3", "axis_group", "A")),
+		instanceMsg(drive("cell2-gw", 7, "acme-sn-0032", 4, contract.Passing, 1.9, 1, "cell", "2", "axis", "3", "axis_group", "A")),
+		instanceMsg(drive("cell2-gw", 7, "acme-sn-0041", 5, contract.Critical, 0, 3, "cell", "2", "axis", "4")),
+		instanceMsg(drive("cell2-gw", 7, "acme-sn-0051", 6, contract.Warning, 2.2, 2, "cell", "2", "axis", "5")),
 	)
 	if err != nil {
 		_ = b.Close()

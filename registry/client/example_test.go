@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
@@ -81,7 +81,7 @@ func ExampleClient_Pick() {
 	d, _ := c.Pick("servo-drive", axis3, client.LowestRTT)
 	fmt.Println("lowest rtt:", d.ID, d.Check.RTTMS, "ms")
 
-	d, _ = c.Pick("servo-drive", client.WithIdentity(func(id registry.Identity) bool { return id.Serial == "SN-0003" }))
+	d, _ = c.Pick("servo-drive", client.WithIdentity(func(id contract.Identity) bool { return id.Serial == "SN-0003" }))
 	fmt.Println("by serial:", d.ID)
 
 	_, err = c.Pick("servo-drive", client.WithMeta("axis", "4")) // its only drive is critical
@@ -132,7 +132,7 @@ func ExampleClient_Wait() {
 	published := make(chan error, 1)
 	go func() {
 		published <- publish(broker.URL(),
-			instanceMsg(drive("cell2-gw", 7, "acme-sn-0061", 7, registry.Passing, 2.0, 1, "cell", "2", "axis", "6")))
+			instanceMsg(drive("cell2-gw", 7, "acme-sn-0061", 7, contract.Passing, 2.0, 1, "cell", "2", "axis", "6")))
 	}()
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
@@ -175,7 +175,7 @@ func ExampleClient_Subscribe() {
 	defer unsubscribe()
 
 	// The gateway's polls of that drive fail: it publishes it critical.
-	if err := publish(broker.URL(), instanceMsg(drive("cell2-gw", 7, current.ID, current.Endpoint.Unit, registry.Critical, 0, 2,
+	if err := publish(broker.URL(), instanceMsg(drive("cell2-gw", 7, current.ID, current.Endpoint.Unit, contract.Critical, 0, 2,
 		"cell", "2", "axis", "3", "axis_group", "A"))); err != nil {
 		fmt.Println(err)
 		return

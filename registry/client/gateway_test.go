@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
-	"github.com/rollcall-edge/rollcall/registry"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
@@ -164,7 +164,7 @@ func instance(c *client.Client, gw, id string) (client.Instance, bool) {
 	return client.Instance{}, false
 }
 
-func statusIs(c *client.Client, gw, id string, st registry.Status) func() bool {
+func statusIs(c *client.Client, gw, id string, st contract.Status) func() bool {
 	return func() bool { in, ok := instance(c, gw, id); return ok && in.Status == st }
 }
 
@@ -198,7 +198,7 @@ func TestRealGatewayPickRules(t *testing.T) {
 	if err := r.sim.SetFault("bus1", 1, slave.Fault{Mode: slave.FaultSilent}); err != nil {
 		t.Fatal(err)
 	}
-	follow(t, c, changes, "drive 1 critical", statusIs(c, gw, simDrive1, registry.Critical))
+	follow(t, c, changes, "drive 1 critical", statusIs(c, gw, simDrive1, contract.Critical))
 	mustRefuse(t, c, svc, []string{"1 critical"}, client.WithID(simDrive1), client.AllowWarning(), client.AllowStale())
 	for range 10 {
 		if in := mustPick(t, c, svc); in.ID != simDrive2 {
@@ -214,7 +214,7 @@ func TestRealGatewayPickRules(t *testing.T) {
 	if err := r.sim.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultDevice}); err != nil {
 		t.Fatal(err)
 	}
-	follow(t, c, changes, "drive 2 warning", statusIs(c, gw, simDrive2, registry.Warning))
+	follow(t, c, changes, "drive 2 warning", statusIs(c, gw, simDrive2, contract.Warning))
 	mustRefuse(t, c, svc, []string{"1 warning"}, client.WithID(simDrive2))
 	if in := mustPick(t, c, svc, client.WithID(simDrive2), client.AllowWarning()); in.State["fault"] != true {
 		t.Errorf("warning drive state %v", in.State)
@@ -233,7 +233,7 @@ func TestRealGatewayPickRules(t *testing.T) {
 	})
 	mustRefuse(t, c, svc, []string{"2 known: 2 gateway offline"}, client.AllowWarning(), client.AllowStale())
 	for _, in := range c.Instances(svc) {
-		if in.Status != registry.Passing {
+		if in.Status != contract.Passing {
 			t.Errorf("%s: retained status %s, expected the last passing record", in.ID, in.Status)
 		}
 	}

@@ -8,8 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/protocols/mqtt"
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // ErrNoneLive is returned (wrapped, with the service, the filters and why the known
@@ -31,7 +30,7 @@ type pickSpec struct {
 	meta          [][2]string
 	ids           []string
 	gateways      []string
-	identity      []func(registry.Identity) bool
+	identity      []func(contract.Identity) bool
 	allowWarning  bool
 	allowStale    bool
 	requireOnline bool
@@ -58,7 +57,7 @@ func WithGateway(g string) PickOption {
 // WithIdentity keeps instances for which f returns true; f gets the identity the device
 // reported (vendor, product code, revision, model, serial). Repeatable. f is called with
 // the client's lock held: it must not call the Client.
-func WithIdentity(f func(registry.Identity) bool) PickOption {
+func WithIdentity(f func(contract.Identity) bool) PickOption {
 	return pickFunc(func(p *pickSpec) { p.identity = append(p.identity, f) })
 }
 
@@ -196,12 +195,12 @@ func (p *pickSpec) matches(e *entry, in *Instance) bool {
 		}
 	}
 	for _, id := range p.ids {
-		if id != in.ID && mqtt.Slug(id) != e.inst {
+		if id != in.ID && contract.Slug(id) != e.inst {
 			return false
 		}
 	}
 	for _, g := range p.gateways {
-		if mqtt.Slug(g) != e.gw {
+		if contract.Slug(g) != e.gw {
 			return false
 		}
 	}
@@ -218,11 +217,11 @@ func (p *pickSpec) refusal(e *entry, in *Instance, gwComplete bool) int {
 	switch {
 	case !p.matches(e, in):
 		return refFilter
-	case in.Status == registry.Critical:
+	case in.Status == contract.Critical:
 		return refCritical
-	case in.Status == registry.Warning && !p.allowWarning:
+	case in.Status == contract.Warning && !p.allowWarning:
 		return refWarning
-	case in.Status != registry.Passing && in.Status != registry.Warning:
+	case in.Status != contract.Passing && in.Status != contract.Warning:
 		return refCritical // an unknown status is not live
 	case in.GatewayState == GatewayOffline:
 		return refOffline
@@ -241,7 +240,7 @@ func (p *pickSpec) refusal(e *entry, in *Instance, gwComplete bool) int {
 // candidatesLocked returns the instances of service that qualify under p, ordered by
 // gateway and id, or an ErrNoneLive error explaining why none does.
 func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([]Instance, error) {
-	svc := mqtt.Slug(service)
+	svc := contract.Slug(service)
 	var (
 		out     []Instance
 		refused [refCount]int
@@ -315,7 +314,7 @@ func (c *Client) pickLocked(service string, p *pickSpec) (Instance, error) {
 		}
 		return cands[best], nil
 	default:
-		svc := mqtt.Slug(service)
+		svc := contract.Slug(service)
 		n := c.rr[svc]
 		c.rr[svc] = n + 1
 		return cands[n%uint64(len(cands))], nil

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
-	"github.com/rollcall-edge/rollcall/registry"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
@@ -25,12 +25,12 @@ func TestPickRules(t *testing.T) {
 		gatewayMsg("gw-a", "online", 3),
 		gatewayMsg("gw-b", "offline", 2),
 		// gw-c never published a status.
-		instanceMsg(drive("gw-a", 3, "a-pass", 1, registry.Passing, 2, 1, "axis", "1")),
-		instanceMsg(drive("gw-a", 3, "a-warn", 2, registry.Warning, 2, 1, "axis", "2")),
-		instanceMsg(drive("gw-a", 3, "a-crit", 3, registry.Critical, 0, 1, "axis", "3")),
-		instanceMsg(drive("gw-a", 2, "a-old", 4, registry.Passing, 2, 9, "axis", "4")),
-		instanceMsg(drive("gw-b", 2, "b-pass", 5, registry.Passing, 2, 1, "axis", "5")),
-		instanceMsg(drive("gw-c", 1, "c-pass", 6, registry.Passing, 2, 1, "axis", "6")),
+		instanceMsg(drive("gw-a", 3, "a-pass", 1, contract.Passing, 2, 1, "axis", "1")),
+		instanceMsg(drive("gw-a", 3, "a-warn", 2, contract.Warning, 2, 1, "axis", "2")),
+		instanceMsg(drive("gw-a", 3, "a-crit", 3, contract.Critical, 0, 1, "axis", "3")),
+		instanceMsg(drive("gw-a", 2, "a-old", 4, contract.Passing, 2, 9, "axis", "4")),
+		instanceMsg(drive("gw-b", 2, "b-pass", 5, contract.Passing, 2, 1, "axis", "5")),
+		instanceMsg(drive("gw-c", 1, "c-pass", 6, contract.Passing, 2, 1, "axis", "6")),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestPickRules(t *testing.T) {
 		t.Errorf("change on gateway status: %+v", ch)
 	}
 	mustRefuse(t, c, svc, []string{"1 older epoch"}, client.WithID("b-pass"))
-	if err := publish(m.URL(), instanceMsg(drive("gw-b", 3, "b-pass", 5, registry.Passing, 2, 1, "axis", "5"))); err != nil {
+	if err := publish(m.URL(), instanceMsg(drive("gw-b", 3, "b-pass", 5, contract.Passing, 2, 1, "axis", "5"))); err != nil {
 		t.Fatal(err)
 	}
 	if in, err := c.Wait(waitCtx(t), svc, client.WithID("b-pass")); err != nil || in.Epoch != 3 {
@@ -107,7 +107,7 @@ func TestPickRules(t *testing.T) {
 	checkInvariants(t, c, svc)
 	// a-pass goes critical and is then deregistered (empty retained record).
 	if err := publish(m.URL(), gatewayMsg("gw-a", "online", 3),
-		instanceMsg(drive("gw-a", 3, "a-pass", 1, registry.Critical, 0, 2, "axis", "1")),
+		instanceMsg(drive("gw-a", 3, "a-pass", 1, contract.Critical, 0, 2, "axis", "1")),
 		clearMsg(svc, "gw-a", "a-pass")); err != nil {
 		t.Fatal(err)
 	}
@@ -141,10 +141,10 @@ func nextChange(t *testing.T, changes <-chan client.Change, match func(client.Ch
 func TestStrategiesAndFilters(t *testing.T) {
 	m := mosquitto.Start(t)
 	const svc = "servo-drive"
-	d1 := drive("gw-a", 1, "d1", 1, registry.Passing, 3.5, 1, "axis_group", "A", "cell", "2")
-	d2 := drive("gw-a", 1, "d2", 2, registry.Passing, 1.2, 1, "axis_group", "A", "cell", "2")
-	d3 := drive("gw-b", 1, "d3", 3, registry.Passing, 0.8, 1, "axis_group", "B", "cell", "2")
-	d4 := drive("gw-b", 1, "d4", 4, registry.Passing, 0, 1, "axis_group", "B", "cell", "3")
+	d1 := drive("gw-a", 1, "d1", 1, contract.Passing, 3.5, 1, "axis_group", "A", "cell", "2")
+	d2 := drive("gw-a", 1, "d2", 2, contract.Passing, 1.2, 1, "axis_group", "A", "cell", "2")
+	d3 := drive("gw-b", 1, "d3", 3, contract.Passing, 0.8, 1, "axis_group", "B", "cell", "2")
+	d4 := drive("gw-b", 1, "d4", 4, contract.Passing, 0, 1, "axis_group", "B", "cell", "3")
 	d2.Identity.Model = "SD-800"
 	if err := publish(m.URL(), gatewayMsg("gw-a", "online", 1), gatewayMsg("gw-b", "online", 1),
 		instanceMsg(d1), instanceMsg(d2), instanceMsg(d3), instanceMsg(d4)); err != nil {
@@ -183,11 +183,11 @@ func TestStrategiesAndFilters(t *testing.T) {
 	if got := mustPick(t, c, svc, client.WithID("d4")).ID; got != "d4" {
 		t.Errorf("WithID: %s", got)
 	}
-	if got := ids(c.Live(svc, client.WithIdentity(func(id registry.Identity) bool { return id.Model == "SD-800" }))); !slices.Equal(got, []string{"gw-a/d2"}) {
+	if got := ids(c.Live(svc, client.WithIdentity(func(id contract.Identity) bool { return id.Model == "SD-800" }))); !slices.Equal(got, []string{"gw-a/d2"}) {
 		t.Errorf("WithIdentity: %v", got)
 	}
 	mustRefuse(t, c, svc, []string{"meta axis_group=A", "id d3", "4 known: 4 not matching the filters"}, groupA, client.WithID("d3"))
-	mustRefuse(t, c, svc, []string{"1 identity filter(s)", "4 not matching"}, client.WithIdentity(func(registry.Identity) bool { return false }))
+	mustRefuse(t, c, svc, []string{"1 identity filter(s)", "4 not matching"}, client.WithIdentity(func(contract.Identity) bool { return false }))
 	// A service the client does not subscribe to.
 	mustRefuse(t, c, "io-module", []string{"Options.Services"})
 	if s := fmt.Sprint(client.RoundRobin, client.Random, client.LowestRTT); s != "round-robin random lowest-rtt" {
@@ -207,9 +207,9 @@ func TestMergedGateways(t *testing.T) {
 	m := mosquitto.Start(t)
 	const svc = "servo-drive"
 	if err := publish(m.URL(), gatewayMsg("gw-a", "online", 1), gatewayMsg("gw-b", "online", 4),
-		instanceMsg(drive("gw-a", 1, "acme-sn-1", 1, registry.Passing, 1, 1)),
-		instanceMsg(drive("gw-b", 4, "acme-sn-1", 1, registry.Passing, 1, 1)),
-		instanceMsg(drive("gw-b", 4, "acme-sn-2", 2, registry.Passing, 1, 1)),
+		instanceMsg(drive("gw-a", 1, "acme-sn-1", 1, contract.Passing, 1, 1)),
+		instanceMsg(drive("gw-b", 4, "acme-sn-1", 1, contract.Passing, 1, 1)),
+		instanceMsg(drive("gw-b", 4, "acme-sn-2", 2, contract.Passing, 1, 1)),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestSubscribeDropOldest(t *testing.T) {
 	defer cancelFast()
 	var msgs []retained
 	for i := 1; i <= 5; i++ {
-		msgs = append(msgs, instanceMsg(drive("gw", 1, fmt.Sprintf("d%d", i), i, registry.Passing, 1, 1)))
+		msgs = append(msgs, instanceMsg(drive("gw", 1, fmt.Sprintf("d%d", i), i, contract.Passing, 1, 1)))
 	}
 	if err := publish(m.URL(), msgs...); err != nil {
 		t.Fatal(err)
@@ -328,8 +328,8 @@ func TestWait(t *testing.T) {
 	}()
 	// First a critical one and a passing one of another axis: Wait keeps waiting.
 	if err := publish(m.URL(), gatewayMsg("gw", "online", 1),
-		instanceMsg(drive("gw", 1, "x", 1, registry.Critical, 0, 1, "axis", "1")),
-		instanceMsg(drive("gw", 1, "y", 2, registry.Passing, 1, 1, "axis", "2")),
+		instanceMsg(drive("gw", 1, "x", 1, contract.Critical, 0, 1, "axis", "1")),
+		instanceMsg(drive("gw", 1, "y", 2, contract.Passing, 1, 1, "axis", "2")),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -341,11 +341,11 @@ func TestWait(t *testing.T) {
 		t.Fatalf("Wait returned early: %+v %v", r.in, r.err)
 	default:
 	}
-	if err := publish(m.URL(), instanceMsg(drive("gw", 1, "x", 1, registry.Passing, 1, 2, "axis", "1"))); err != nil {
+	if err := publish(m.URL(), instanceMsg(drive("gw", 1, "x", 1, contract.Passing, 1, 2, "axis", "1"))); err != nil {
 		t.Fatal(err)
 	}
 	r := <-res
-	if r.err != nil || r.in.ID != "x" || r.in.Status != registry.Passing {
+	if r.err != nil || r.in.ID != "x" || r.in.Status != contract.Passing {
 		t.Fatalf("Wait: %+v %v", r.in, r.err)
 	}
 }
@@ -358,8 +358,8 @@ func TestUnknownGatewayBeforeSync(t *testing.T) {
 	m := mosquitto.Start(t)
 	const svc = "servo-drive"
 	if err := publish(m.URL(), gatewayMsg("gw-a", "online", 1),
-		instanceMsg(drive("gw-a", 1, "a1", 1, registry.Passing, 1, 1)),
-		instanceMsg(drive("gw-x", 1, "x1", 2, registry.Passing, 1, 1)),
+		instanceMsg(drive("gw-a", 1, "a1", 1, contract.Passing, 1, 1)),
+		instanceMsg(drive("gw-x", 1, "x1", 2, contract.Passing, 1, 1)),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -395,9 +395,9 @@ func TestRevisionOrder(t *testing.T) {
 	changes, cancel := c.Subscribe(16)
 	defer cancel()
 	if err := publish(m.URL(), gatewayMsg("gw", "online", 2),
-		instanceMsg(drive("gw", 2, "d", 1, registry.Passing, 1, 5)),
-		instanceMsg(drive("gw", 2, "d", 1, registry.Critical, 0, 3)), // late and older
-		instanceMsg(drive("gw", 2, "other", 2, registry.Passing, 1, 1)),
+		instanceMsg(drive("gw", 2, "d", 1, contract.Passing, 1, 5)),
+		instanceMsg(drive("gw", 2, "d", 1, contract.Critical, 0, 3)), // late and older
+		instanceMsg(drive("gw", 2, "other", 2, contract.Passing, 1, 1)),
 	); err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +408,7 @@ func TestRevisionOrder(t *testing.T) {
 		t.Errorf("revision %#x, want the newer one", in.Revision)
 	}
 	// A gateway whose state directory was reset starts again at epoch 1.
-	if err := publish(m.URL(), gatewayMsg("gw", "online", 1), instanceMsg(drive("gw", 1, "d", 1, registry.Passing, 1, 1))); err != nil {
+	if err := publish(m.URL(), gatewayMsg("gw", "online", 1), instanceMsg(drive("gw", 1, "d", 1, contract.Passing, 1, 1))); err != nil {
 		t.Fatal(err)
 	}
 	nextChange(t, changes, func(ch client.Change) bool { return ch.Instance.ID == "d" && ch.Instance.Epoch == 1 })

@@ -1,4 +1,4 @@
-package registry
+package contract
 
 import (
 	"encoding/json"

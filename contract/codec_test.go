@@ -1,4 +1,4 @@
-package mqtt
+package contract_test
 
 import (
 	"bytes"
@@ -9,41 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
-// fullRecord returns a record with every field set; times have millisecond precision
-// and State holds JSON-native types, so a decoded copy is reflect.DeepEqual.
-func fullRecord(gateway, id string, revision int64) registry.Record {
-	return registry.Record{
-		Schema:      registry.Schema,
-		ID:          id,
-		Service:     "servo-drive",
-		Gateway:     gateway,
-		Epoch:       7,
-		Revision:    revision,
-		Status:      registry.Warning,
-		StatusSince: registry.Time{Time: time.Date(2025, 3, 4, 5, 6, 7, 123_000_000, time.UTC)},
-		LastSeen:    registry.Time{Time: time.Date(2025, 3, 4, 5, 6, 8, 456_000_000, time.UTC)},
-		Endpoint: registry.Endpoint{
-			Transport: "modbus-rtu", Bus: "bus1", Device: "/dev/ttyUSB0", Baud: 115200, Unit: 3,
-		},
-		Identity: registry.Identity{
-			Vendor: "ACME", ProductCode: "SD-200", Revision: "1.4", Model: "SD200-A", Serial: "SN/0001",
-		},
-		Profile: "acme-sd200",
-		State:   map[string]any{"cia402": "fault", "fault": true, "error_code": float64(0x2310)},
-		Check: registry.Check{
-			IntervalMS: 250, TimeoutMS: 50, Failures: 1, RTTMS: 4.37, DetectBudgetMS: 900,
-		},
-		DiscoveredBy: []string{"rtu-sweep", "mdns"},
-		Meta:         map[string]string{"cell": "2", "axis": "7"},
-	}
-}
-
 func TestRecordRoundTrip(t *testing.T) {
-	rec := fullRecord("cell2-gw", "acme-sn-0001", 42)
-	b, err := EncodeRecord(rec)
+	rec := testutil.FullRecord("cell2-gw", "acme-sn-0001", 42)
+	b, err := contract.EncodeRecord(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +30,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			t.Errorf("encoded record lacks %s:\n%s", want, b)
 		}
 	}
-	got, err := DecodeRecord(b)
+	got, err := contract.DecodeRecord(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +40,10 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestRecordTimesMilliseconds(t *testing.T) {
-	rec := fullRecord("g", "i", 1)
+	rec := testutil.FullRecord("g", "i", 1)
 	rec.StatusSince.Time = time.Date(2025, 1, 2, 3, 4, 5, 987_654_321, time.FixedZone("CET", 3600))
 	rec.LastSeen.Time = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	b, err := EncodeRecord(rec)
+	b, err := contract.EncodeRecord(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +51,7 @@ func TestRecordTimesMilliseconds(t *testing.T) {
 		!bytes.Contains(b, []byte(`"last_seen":"2025-01-02T03:04:05.000Z"`)) {
 		t.Fatalf("times not RFC 3339 UTC with milliseconds:\n%s", b)
 	}
-	got, err := DecodeRecord(b)
+	got, err := contract.DecodeRecord(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +60,7 @@ func TestRecordTimesMilliseconds(t *testing.T) {
 	}
 	// Readers accept any RFC 3339 time, e.g. with an offset and nanoseconds.
 	in := []byte(`{"schema":"rollcall.instance/v1","id":"i","service":"s","gateway":"g","last_seen":"2025-01-02T04:04:05.5+01:00","status_since":null}`)
-	got, err = DecodeRecord(in)
+	got, err = contract.DecodeRecord(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +70,8 @@ func TestRecordTimesMilliseconds(t *testing.T) {
 }
 
 func TestDecodeRecordUnknownFieldsIgnored(t *testing.T) {
-	rec := fullRecord("g", "i", 3)
-	b, err := EncodeRecord(rec)
+	rec := testutil.FullRecord("g", "i", 3)
+	b, err := contract.EncodeRecord(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +82,7 @@ func TestDecodeRecordUnknownFieldsIgnored(t *testing.T) {
 	m["future_field"] = map[string]any{"x": []int{1, 2}}
 	m["endpoint"].(map[string]any)["vlan"] = 12
 	b2, _ := json.Marshal(m)
-	got, err := DecodeRecord(b2)
+	got, err := contract.DecodeRecord(b2)
 	if err != nil {
 		t.Fatalf("unknown fields: %v", err)
 	}
@@ -121,7 +93,7 @@ func TestDecodeRecordUnknownFieldsIgnored(t *testing.T) {
 
 func TestDecodeRecordEmptyIsDeregistered(t *testing.T) {
 	for _, p := range [][]byte{nil, {}} {
-		rec, err := DecodeRecord(p)
+		rec, err := contract.DecodeRecord(p)
 		if rec != nil || err != nil {
 			t.Fatalf("DecodeRecord(%q) = %v, %v; want nil, nil", p, rec, err)
 		}
@@ -129,27 +101,27 @@ func TestDecodeRecordEmptyIsDeregistered(t *testing.T) {
 }
 
 func TestDecodeRecordErrors(t *testing.T) {
-	big := `{"schema":"rollcall.instance/v1","id":"i","service":"s","gateway":"g","profile":"` + strings.Repeat("x", MaxPayloadSize) + `"}`
+	big := `{"schema":"rollcall.instance/v1","id":"i","service":"s","gateway":"g","profile":"` + strings.Repeat("x", contract.MaxPayloadSize) + `"}`
 	tests := []struct {
 		name    string
 		payload string
 		want    error
 	}{
-		{"not json", "hello", ErrInvalidRecord},
-		{"json null", "null", ErrSchema},
-		{"array", "[]", ErrInvalidRecord},
-		{"trailing garbage", `{"schema":"rollcall.instance/v1","id":"i","service":"s","gateway":"g"} x`, ErrInvalidRecord},
-		{"no schema", `{"id":"i","service":"s","gateway":"g"}`, ErrSchema},
-		{"v2 schema", `{"schema":"rollcall.instance/v2","id":"i","service":"s","gateway":"g"}`, ErrSchema},
-		{"no id", `{"schema":"rollcall.instance/v1","service":"s","gateway":"g"}`, ErrInvalidRecord},
-		{"no service", `{"schema":"rollcall.instance/v1","id":"i","gateway":"g"}`, ErrInvalidRecord},
-		{"no gateway", `{"schema":"rollcall.instance/v1","id":"i","service":"s"}`, ErrInvalidRecord},
-		{"bad time", `{"schema":"rollcall.instance/v1","id":"i","service":"s","gateway":"g","last_seen":"yesterday"}`, ErrInvalidRecord},
-		{"too large", big, ErrPayloadTooLarge},
+		{"not json", "hello", contract.ErrInvalidRecord},
+		{"json null", "null", contract.ErrSchema},
+		{"array", "[]", contract.ErrInvalidRecord},
+		{"trailing garbage", `{"schema":"rollcall.instance/v1","id":"i","service":"s","gateway":"g"} x`, contract.ErrInvalidRecord},
+		{"no schema", `{"id":"i","service":"s","gateway":"g"}`, contract.ErrSchema},
+		{"v2 schema", `{"schema":"rollcall.instance/v2","id":"i","service":"s","gateway":"g"}`, contract.ErrSchema},
+		{"no id", `{"schema":"rollcall.instance/v1","service":"s","gateway":"g"}`, contract.ErrInvalidRecord},
+		{"no service", `{"schema":"rollcall.instance/v1","id":"i","gateway":"g"}`, contract.ErrInvalidRecord},
+		{"no gateway", `{"schema":"rollcall.instance/v1","id":"i","service":"s"}`, contract.ErrInvalidRecord},
+		{"bad time", `{"schema":"rollcall.instance/v1","id":"i","service":"s","gateway":"g","last_seen":"yesterday"}`, contract.ErrInvalidRecord},
+		{"too large", big, contract.ErrPayloadTooLarge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rec, err := DecodeRecord([]byte(tc.payload))
+			rec, err := contract.DecodeRecord([]byte(tc.payload))
 			if !errors.Is(err, tc.want) || rec != nil {
 				t.Fatalf("DecodeRecord = %v, %v; want error %v", rec, err, tc.want)
 			}
@@ -158,52 +130,52 @@ func TestDecodeRecordErrors(t *testing.T) {
 }
 
 func TestEncodeRecord(t *testing.T) {
-	rec := fullRecord("g", "i", 1)
+	rec := testutil.FullRecord("g", "i", 1)
 	rec.Schema = ""
-	b, err := EncodeRecord(rec)
+	b, err := contract.EncodeRecord(rec)
 	if err != nil || !bytes.Contains(b, []byte(`"schema":"rollcall.instance/v1"`)) {
 		t.Fatalf("empty schema not filled in: %s, %v", b, err)
 	}
 	rec.Schema = "other/v9"
-	if _, err := EncodeRecord(rec); !errors.Is(err, ErrSchema) {
+	if _, err := contract.EncodeRecord(rec); !errors.Is(err, contract.ErrSchema) {
 		t.Fatalf("foreign schema: %v, want ErrSchema", err)
 	}
-	rec = fullRecord("g", "", 1)
-	if _, err := EncodeRecord(rec); !errors.Is(err, ErrInvalidRecord) {
+	rec = testutil.FullRecord("g", "", 1)
+	if _, err := contract.EncodeRecord(rec); !errors.Is(err, contract.ErrInvalidRecord) {
 		t.Fatalf("empty id: %v, want ErrInvalidRecord", err)
 	}
-	rec = fullRecord("g", "i", 1)
-	rec.Meta["blob"] = strings.Repeat("x", MaxPayloadSize)
-	if _, err := EncodeRecord(rec); !errors.Is(err, ErrPayloadTooLarge) {
+	rec = testutil.FullRecord("g", "i", 1)
+	rec.Meta["blob"] = strings.Repeat("x", contract.MaxPayloadSize)
+	if _, err := contract.EncodeRecord(rec); !errors.Is(err, contract.ErrPayloadTooLarge) {
 		t.Fatalf("huge record: %v, want ErrPayloadTooLarge", err)
 	}
 }
 
 func TestGatewayRecordCodec(t *testing.T) {
-	g := registry.GatewayRecord{
-		State: StateOnline, Gateway: "cell2-gw", Epoch: 12, Version: "v0.1.0",
-		Started: registry.Time{Time: time.Date(2025, 5, 6, 7, 8, 9, 10_000_000, time.UTC)},
+	g := contract.GatewayRecord{
+		State: contract.StateOnline, Gateway: "cell2-gw", Epoch: 12, Version: "v0.1.0",
+		Started: contract.Time{Time: time.Date(2025, 5, 6, 7, 8, 9, 10_000_000, time.UTC)},
 	}
-	b, err := EncodeGatewayRecord(g)
+	b, err := contract.EncodeGatewayRecord(g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := `{"state":"online","gateway":"cell2-gw","epoch":12,"started":"2025-05-06T07:08:09.010Z","version":"v0.1.0"}`; string(b) != want {
 		t.Fatalf("encoded %s\nwant    %s", b, want)
 	}
-	got, err := DecodeGatewayRecord(b)
+	got, err := contract.DecodeGatewayRecord(b)
 	if err != nil || !reflect.DeepEqual(*got, g) {
 		t.Fatalf("decoded %+v, %v", got, err)
 	}
-	if got, err := DecodeGatewayRecord(nil); got != nil || err != nil {
+	if got, err := contract.DecodeGatewayRecord(nil); got != nil || err != nil {
 		t.Fatalf("empty payload: %v, %v", got, err)
 	}
 	for _, bad := range []string{`{"state":"online"}`, `{"state":"asleep","gateway":"g"}`, `nope`} {
-		if _, err := DecodeGatewayRecord([]byte(bad)); !errors.Is(err, ErrInvalidRecord) {
+		if _, err := contract.DecodeGatewayRecord([]byte(bad)); !errors.Is(err, contract.ErrInvalidRecord) {
 			t.Errorf("DecodeGatewayRecord(%s) = %v, want ErrInvalidRecord", bad, err)
 		}
 	}
-	if _, err := EncodeGatewayRecord(registry.GatewayRecord{Gateway: "g"}); !errors.Is(err, ErrInvalidRecord) {
+	if _, err := contract.EncodeGatewayRecord(contract.GatewayRecord{Gateway: "g"}); !errors.Is(err, contract.ErrInvalidRecord) {
 		t.Fatalf("empty state: %v", err)
 	}
 }

@@ -1,9 +1,11 @@
-package mqtt
+package contract_test
 
 import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // FuzzInstanceTopic: whatever a device or an mDNS packet says, the instance topic has
@@ -15,17 +17,17 @@ func FuzzInstanceTopic(f *testing.F) {
 	f.Add("$SYS", "\x00", "\xff\xfe")
 	f.Add("", "", strings.Repeat("x", 10000))
 	f.Fuzz(func(t *testing.T, service, gateway, id string) {
-		topic := Topics{}.Instance(service, gateway, id)
+		topic := contract.Topics{}.Instance(service, gateway, id)
 		levels := strings.Split(topic, "/")
 		if len(levels) != 6 || levels[0] != "rollcall" || levels[1] != "v1" || levels[2] != "catalog" {
 			t.Fatalf("topic %q", topic)
 		}
 		for _, l := range levels[3:] {
-			if !IsSlug(l) || l == "" || len(l) > 64 || strings.ContainsAny(l, "+#$/\x00") || !utf8.ValidString(l) {
+			if !contract.IsSlug(l) || l == "" || len(l) > 64 || strings.ContainsAny(l, "+#$/\x00") || !utf8.ValidString(l) {
 				t.Fatalf("level %q of %q is not a slug", l, topic)
 			}
 		}
-		if s, g, i, ok := (Topics{}).ParseInstanceTopic(topic); !ok || s != levels[3] || g != levels[4] || i != levels[5] {
+		if s, g, i, ok := (contract.Topics{}).ParseInstanceTopic(topic); !ok || s != levels[3] || g != levels[4] || i != levels[5] {
 			t.Fatalf("ParseInstanceTopic(%q) = %q %q %q %v", topic, s, g, i, ok)
 		}
 	})
@@ -39,15 +41,15 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte(`[]`))
 	f.Add([]byte(``))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		rec, err := DecodeRecord(payload)
+		rec, err := contract.DecodeRecord(payload)
 		if err != nil || rec == nil {
 			return
 		}
-		b, err := EncodeRecord(*rec)
+		b, err := contract.EncodeRecord(*rec)
 		if err != nil {
 			return // accepted on read but refused on write: allowed (e.g. hostile ids)
 		}
-		if _, err := DecodeRecord(b); err != nil {
+		if _, err := contract.DecodeRecord(b); err != nil {
 			t.Fatalf("re-decoding an encoded record: %v\n%s", err, b)
 		}
 	})

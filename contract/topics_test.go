@@ -1,9 +1,11 @@
-package mqtt
+package contract_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 func TestSlug(t *testing.T) {
@@ -33,14 +35,14 @@ func TestSlug(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Slug(tc.in)
+			got := contract.Slug(tc.in)
 			if got != tc.want {
 				t.Fatalf("Slug(%q) = %q, want %q", tc.in, got, tc.want)
 			}
-			if !IsSlug(got) {
+			if !contract.IsSlug(got) {
 				t.Fatalf("Slug(%q) = %q is not a valid slug", tc.in, got)
 			}
-			if again := Slug(got); again != got {
+			if again := contract.Slug(got); again != got {
 				t.Fatalf("Slug not idempotent: %q → %q", got, again)
 			}
 		})
@@ -49,15 +51,15 @@ func TestSlug(t *testing.T) {
 
 func TestSlugLongNamesDoNotCollide(t *testing.T) {
 	prefix := strings.Repeat("drive-serial-", 10)
-	a, b := Slug(prefix+"A0001"), Slug(prefix+"A0002")
+	a, b := contract.Slug(prefix+"A0001"), contract.Slug(prefix+"A0002")
 	if a == b {
 		t.Fatalf("two long names share slug %q", a)
 	}
-	if len(a) != MaxSlugLen || len(b) != MaxSlugLen {
-		t.Fatalf("long slugs have lengths %d and %d, want %d", len(a), len(b), MaxSlugLen)
+	if len(a) != contract.MaxSlugLen || len(b) != contract.MaxSlugLen {
+		t.Fatalf("long slugs have lengths %d and %d, want %d", len(a), len(b), contract.MaxSlugLen)
 	}
 	// The hash is of the original string, not of the slugged one.
-	if Slug(strings.Repeat("/", 70)) == Slug(strings.Repeat("+", 70)) {
+	if contract.Slug(strings.Repeat("/", 70)) == contract.Slug(strings.Repeat("+", 70)) {
 		t.Fatal("different long originals that slug alike must differ by hash")
 	}
 }
@@ -90,20 +92,20 @@ func checkTopic(t *testing.T, topic string, want int) {
 
 func TestTopicsHostile(t *testing.T) {
 	for _, prefix := range []string{"", "plant7/rollcall/v1"} {
-		tp := Topics{Prefix: prefix}
-		pl := len(strings.Split(tp.prefix(), "/"))
+		tp := contract.Topics{Prefix: prefix}
+		pl := len(strings.Split(tp.Root(), "/"))
 		for _, a := range hostile {
 			for _, b := range hostile {
 				inst := tp.Instance(a, b, a+b)
 				checkTopic(t, inst, pl+4)
 				svc, gw, id, ok := tp.ParseInstanceTopic(inst)
-				if !ok || svc != Slug(a) || gw != Slug(b) || id != Slug(a+b) {
+				if !ok || svc != contract.Slug(a) || gw != contract.Slug(b) || id != contract.Slug(a+b) {
 					t.Fatalf("ParseInstanceTopic(%q) = %q %q %q %v", inst, svc, gw, id, ok)
 				}
 			}
 			st := tp.GatewayStatus(a)
 			checkTopic(t, st, pl+3)
-			if gw, ok := tp.ParseGatewayStatusTopic(st); !ok || gw != Slug(a) {
+			if gw, ok := tp.ParseGatewayStatusTopic(st); !ok || gw != contract.Slug(a) {
 				t.Fatalf("ParseGatewayStatusTopic(%q) = %q %v", st, gw, ok)
 			}
 			f := tp.CatalogFilter(a)
@@ -115,7 +117,7 @@ func TestTopicsHostile(t *testing.T) {
 }
 
 func TestTopics(t *testing.T) {
-	var tp Topics
+	var tp contract.Topics
 	if got, want := tp.Instance("servo-drive", "cell2-gw", "acme-SN1"), "rollcall/v1/catalog/servo-drive/cell2-gw/acme-sn1"; got != want {
 		t.Fatalf("Instance = %q, want %q", got, want)
 	}
@@ -131,14 +133,14 @@ func TestTopics(t *testing.T) {
 	if got, want := tp.GatewayStatusFilter(), "rollcall/v1/gateways/+/status"; got != want {
 		t.Fatalf("GatewayStatusFilter = %q, want %q", got, want)
 	}
-	custom := Topics{Prefix: "site/a"}
+	custom := contract.Topics{Prefix: "site/a"}
 	if got, want := custom.Instance("s", "g", "i"), "site/a/catalog/s/g/i"; got != want {
 		t.Fatalf("custom Instance = %q, want %q", got, want)
 	}
 }
 
 func TestParseInstanceTopicRejects(t *testing.T) {
-	var tp Topics
+	var tp contract.Topics
 	for _, topic := range []string{
 		"",
 		"rollcall/v1/catalog/s/g",
@@ -167,12 +169,12 @@ func TestParseInstanceTopicRejects(t *testing.T) {
 
 func TestTopicsValidate(t *testing.T) {
 	for _, ok := range []string{"", "rollcall/v1", "plant 7/rollcall/v1", "a"} {
-		if err := (Topics{Prefix: ok}).Validate(); err != nil {
+		if err := (contract.Topics{Prefix: ok}).Validate(); err != nil {
 			t.Errorf("Validate(%q) = %v, want nil", ok, err)
 		}
 	}
 	for _, bad := range []string{"/rollcall", "rollcall/", "a//b", "a/+/b", "a/#", "$SYS/x", "a\x00", "\xff", strings.Repeat("a", 1025)} {
-		if err := (Topics{Prefix: bad}).Validate(); !errors.Is(err, ErrInvalidPrefix) {
+		if err := (contract.Topics{Prefix: bad}).Validate(); !errors.Is(err, contract.ErrInvalidPrefix) {
 			t.Errorf("Validate(%q) = %v, want ErrInvalidPrefix", bad, err)
 		}
 	}

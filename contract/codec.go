@@ -1,18 +1,16 @@
-package mqtt
+package contract
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"github.com/rollcall-edge/rollcall/registry"
 )
 
 // MaxPayloadSize is the largest record payload, in bytes, that DecodeRecord and
 // DecodeGatewayRecord accept and that EncodeRecord produces (64 KiB).
 const MaxPayloadSize = 64 << 10
 
-// Gateway states of registry.GatewayRecord.State (DESIGN.md, "MQTT contract (v1)").
+// Gateway states of GatewayRecord.State (DESIGN.md, "MQTT contract (v1)").
 const (
 	StateOnline  = "online"
 	StateOffline = "offline"
@@ -22,7 +20,7 @@ const (
 var (
 	// ErrPayloadTooLarge: a payload is over MaxPayloadSize.
 	ErrPayloadTooLarge = errors.New("MQTT payload larger than 64 KiB")
-	// ErrSchema: an instance record whose "schema" is not registry.Schema.
+	// ErrSchema: an instance record whose "schema" is not Schema.
 	ErrSchema = errors.New("unknown record schema")
 	// ErrInvalidRecord: a record that is not JSON or lacks a required field.
 	ErrInvalidRecord = errors.New("invalid record")
@@ -33,19 +31,19 @@ var (
 // JSON fields are ignored. Errors (wrapped, see errors.Is): ErrPayloadTooLarge over
 // MaxPayloadSize; ErrInvalidRecord for bad JSON or an empty id, service or gateway;
 // ErrSchema when "schema" is not "rollcall.instance/v1".
-func DecodeRecord(payload []byte) (*registry.Record, error) {
+func DecodeRecord(payload []byte) (*Record, error) {
 	if len(payload) == 0 {
 		return nil, nil
 	}
 	if len(payload) > MaxPayloadSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
 	}
-	var rec registry.Record
+	var rec Record
 	if err := json.Unmarshal(payload, &rec); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 	}
-	if rec.Schema != registry.Schema {
-		return nil, fmt.Errorf("%w %q (want %q)", ErrSchema, rec.Schema, registry.Schema)
+	if rec.Schema != Schema {
+		return nil, fmt.Errorf("%w %q (want %q)", ErrSchema, rec.Schema, Schema)
 	}
 	if err := checkRecordIDs(&rec); err != nil {
 		return nil, err
@@ -54,16 +52,16 @@ func DecodeRecord(payload []byte) (*registry.Record, error) {
 }
 
 // EncodeRecord returns the JSON payload of an instance record. An empty Schema is set
-// to registry.Schema; any other schema is an ErrSchema error. Empty ID, Service or
+// to Schema; any other schema is an ErrSchema error. Empty ID, Service or
 // Gateway give ErrInvalidRecord; a payload over MaxPayloadSize gives
 // ErrPayloadTooLarge (readers would reject it).
-func EncodeRecord(rec registry.Record) ([]byte, error) {
+func EncodeRecord(rec Record) ([]byte, error) {
 	switch rec.Schema {
 	case "":
-		rec.Schema = registry.Schema
-	case registry.Schema:
+		rec.Schema = Schema
+	case Schema:
 	default:
-		return nil, fmt.Errorf("%w %q (want %q)", ErrSchema, rec.Schema, registry.Schema)
+		return nil, fmt.Errorf("%w %q (want %q)", ErrSchema, rec.Schema, Schema)
 	}
 	if err := checkRecordIDs(&rec); err != nil {
 		return nil, err
@@ -78,7 +76,7 @@ func EncodeRecord(rec registry.Record) ([]byte, error) {
 	return b, nil
 }
 
-func checkRecordIDs(rec *registry.Record) error {
+func checkRecordIDs(rec *Record) error {
 	switch {
 	case rec.ID == "":
 		return fmt.Errorf("%w: empty id", ErrInvalidRecord)
@@ -94,14 +92,14 @@ func checkRecordIDs(rec *registry.Record) error {
 // returns (nil, nil) (the status was cleared). Unknown fields are ignored. Errors:
 // ErrPayloadTooLarge; ErrInvalidRecord for bad JSON, an empty gateway, or a state
 // other than StateOnline/StateOffline.
-func DecodeGatewayRecord(payload []byte) (*registry.GatewayRecord, error) {
+func DecodeGatewayRecord(payload []byte) (*GatewayRecord, error) {
 	if len(payload) == 0 {
 		return nil, nil
 	}
 	if len(payload) > MaxPayloadSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
 	}
-	var g registry.GatewayRecord
+	var g GatewayRecord
 	if err := json.Unmarshal(payload, &g); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 	}
@@ -116,7 +114,7 @@ func DecodeGatewayRecord(payload []byte) (*registry.GatewayRecord, error) {
 
 // EncodeGatewayRecord returns the JSON payload of a gateway status record. Errors:
 // ErrInvalidRecord for an empty Gateway or a State other than StateOnline/StateOffline.
-func EncodeGatewayRecord(g registry.GatewayRecord) ([]byte, error) {
+func EncodeGatewayRecord(g GatewayRecord) ([]byte, error) {
 	if g.Gateway == "" {
 		return nil, fmt.Errorf("%w: gateway record without gateway", ErrInvalidRecord)
 	}

@@ -1,0 +1,40 @@
+// Package testutil is the shared test kit: waiting for a condition, synchronised
+// buffers, hex helpers and record fixtures. Sub-packages start real peers (Mosquitto,
+// network namespaces, a TCP proxy, a gateway with simulated drives).
+package testutil
+
+import (
+	"time"
+
+	"github.com/rollcall-edge/rollcall/contract"
+)
+
+// FullRecord returns an instance record with every field set, of service
+// "servo-drive", epoch 7, status warning. Its times have millisecond precision and its
+// State holds JSON-native types, so a decoded copy is reflect.DeepEqual to it.
+func FullRecord(gateway, id string, revision int64) contract.Record {
+	return contract.Record{
+		Schema:      contract.Schema,
+		ID:          id,
+		Service:     "servo-drive",
+		Gateway:     gateway,
+		Epoch:       7,
+		Revision:    revision,
+		Status:      contract.Warning,
+		StatusSince: contract.Time{Time: time.Date(2025, 3, 4, 5, 6, 7, 123_000_000, time.UTC)},
+		LastSeen:    contract.Time{Time: time.Date(2025, 3, 4, 5, 6, 8, 456_000_000, time.UTC)},
+		Endpoint: contract.Endpoint{
+			Transport: "modbus-rtu", Bus: "bus1", Device: "/dev/ttyUSB0", Baud: 115200, Unit: 3,
+		},
+		Identity: contract.Identity{
+			Vendor: "ACME", ProductCode: "SD-200", Revision: "1.4", Model: "SD200-A", Serial: "SN/0001",
+		},
+		Profile: "acme-sd200",
+		State:   map[string]any{"cia402": "fault", "fault": true, "error_code": float64(0x2310)},
+		Check: contract.Check{
+			IntervalMS: 250, TimeoutMS: 50, Failures: 1, RTTMS: 4.37, DetectBudgetMS: 900,
+		},
+		DiscoveredBy: []string{"rtu-sweep", "mdns"},
+		Meta:         map[string]string{"cell": "2", "axis": "7"},
+	}
+}
