@@ -18,7 +18,7 @@ import (
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
-	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
 // cmdDemo runs the whole path in one process: firmware-sim drives on a virtual RS-485
@@ -134,13 +134,19 @@ http: {listen: %q}
 	}
 	fmt.Fprintln(stdout)
 
-	view := &catalogView{out: stdout, start: time.Now(), records: map[string]*contract.Record{}, gateways: map[string]*contract.GatewayRecord{}}
+	cc, err := client.New(client.Options{
+		Brokers: []string{g.BrokerURL()}, ClientID: fmt.Sprintf("rollcall-demo-view-%d", os.Getpid()),
+		Topics: contract.Topics{Prefix: cfg.MQTT.TopicPrefix}, Logger: log.With("component", "view"),
+	})
+	if err != nil {
+		return err
+	}
+	view := &catalogView{out: stdout, start: time.Now(), catalog: cc}
+	changes, unsubscribe := cc.Subscribe(64)
+	defer unsubscribe()
 	wg.Add(1)
-	go func() { defer wg.Done(); view.run(ctx) }()
-	err = mqtt.Watch(ctx, mqtt.WatchOptions{
-		BrokerURL: g.BrokerURL(), ClientID: fmt.Sprintf("rollcall-demo-view-%d", os.Getpid()),
-		Topics: contract.Topics{Prefix: cfg.MQTT.TopicPrefix}, Logger: log,
-	}, view.onCatalog, view.onGateway)
+	go func() { defer wg.Done(); view.run(ctx, changes) }()
+	err = cc.Run(ctx)
 	cancel()
 	if err != nil && ctx.Err() == nil {
 		return err
@@ -174,68 +180,53 @@ func freeAddr(addr string) string {
 	return addr
 }
 
-// catalogView keeps the catalog as a subscriber sees it and prints it as a table when it
+// catalogView prints the catalog as the consumer library sees it, as a table, when it
 // changes (at most 4 times a second).
 type catalogView struct {
-	out   io.Writer
-	start time.Time
-
-	mu       sync.Mutex
-	records  map[string]*contract.Record // by topic
-	gateways map[string]*contract.GatewayRecord
-	dirty    bool
+	out     io.Writer
+	start   time.Time
+	catalog *client.Client
 }
 
-func (v *catalogView) onCatalog(ev mqtt.CatalogEvent) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if ev.Record == nil {
-		delete(v.records, ev.Topic)
-	} else {
-		v.records[ev.Topic] = ev.Record
-	}
-	v.dirty = true
-}
-
-func (v *catalogView) onGateway(ev mqtt.GatewayEvent) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.gateways[ev.Gateway] = ev.Record
-	v.dirty = true
-}
-
-func (v *catalogView) run(ctx context.Context) {
+// run prints the table after changes arrive on changes, until ctx ends or changes closes.
+func (v *catalogView) run(ctx context.Context, changes <-chan client.Change) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	dirty := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case _, ok := <-changes:
+			if !ok {
+				return
+			}
+			dirty = true
 		case <-t.C:
-			v.print()
+			if dirty {
+				dirty = false
+				v.print()
+			}
 		}
 	}
 }
 
 func (v *catalogView) print() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if !v.dirty {
-		return
-	}
-	v.dirty = false
-	recs := make([]*contract.Record, 0, len(v.records))
-	for _, r := range v.records {
-		recs = append(recs, r)
-	}
-	sort.Slice(recs, func(i, j int) bool { return recs[i].ID < recs[j].ID })
+	ins := v.catalog.Instances("")
+	sort.Slice(ins, func(i, j int) bool { return ins[i].ID < ins[j].ID })
 	fmt.Fprintf(v.out, "── catalog at +%.1fs ", time.Since(v.start).Seconds())
-	for _, g := range v.gateways {
-		if g != nil {
-			fmt.Fprintf(v.out, "(gateway %s %s, epoch %d) ", g.Gateway, g.State, g.Epoch)
+	seen := map[string]bool{}
+	for _, in := range ins {
+		if !seen[in.Gateway] {
+			seen[in.Gateway] = true
+			fmt.Fprintf(v.out, "(gateway %s %s, epoch %d) ", in.Gateway, in.GatewayState, in.GatewayEpoch)
 		}
 	}
 	fmt.Fprintln(v.out)
+	recs := make([]*contract.Record, 0, len(ins))
+	for i := range ins {
+		recs = append(recs, &ins[i].Record)
+	}
 	tw := tabwriter.NewWriter(v.out, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "INSTANCE\tSERVICE\tSTATUS\tSTATE\tENDPOINT\tFOUND BY\tRTT ms\tLAST SEEN\tREVISION")
 	for _, r := range recs {

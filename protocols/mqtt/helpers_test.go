@@ -133,23 +133,68 @@ func startPublisher(t *testing.T, o PublisherOptions, before func(*Publisher)) (
 	return p, stop
 }
 
-// testWatch collects Watch's events.
-type testWatch struct {
-	cat     chan CatalogEvent
-	gw      chan GatewayEvent // without the readiness markers of startWatch
-	markers chan GatewayEvent
-	conn    chan bool
-	// events received but not yet taken (test goroutine only)
-	catBacklog []CatalogEvent
-	gwBacklog  []GatewayEvent
+// catalogEvent is one message on an instance topic, as a subscriber on the wire sees it.
+type catalogEvent struct {
+	Topic                      string
+	Service, Gateway, Instance string           // topic levels
+	Record                     *contract.Record // nil: empty payload (deregistered)
+	Retained                   bool
 }
 
-// startWatch runs Watch until the test ends and waits until it is subscribed.
+// gatewayEvent is one message on a gateway status topic.
+type gatewayEvent struct {
+	Topic    string
+	Gateway  string                  // topic level
+	Record   *contract.GatewayRecord // nil: empty payload
+	Retained bool
+}
+
+// testWatch is a plain paho subscriber to the catalog and gateway status topics: the
+// publisher's tests look at the wire, not at a consumer library's interpretation of it.
+type testWatch struct {
+	cat     chan catalogEvent
+	gw      chan gatewayEvent // without the readiness markers of startWatch
+	markers chan gatewayEvent
+	conn    chan bool
+	// events received but not yet taken (test goroutine only)
+	catBacklog []catalogEvent
+	gwBacklog  []gatewayEvent
+}
+
+// handle decodes one message; it runs on paho's (ordered) delivery goroutine and never
+// blocks for long: the channels are large.
+func (w *testWatch) handle(t *testing.T, _ paho.Client, m paho.Message) {
+	if svc, gw, inst, ok := topics.ParseInstanceTopic(m.Topic()); ok {
+		rec, err := contract.DecodeRecord(m.Payload())
+		if err != nil {
+			t.Errorf("watch: %s: %v", m.Topic(), err)
+			return
+		}
+		w.cat <- catalogEvent{Topic: m.Topic(), Service: svc, Gateway: gw, Instance: inst, Record: rec, Retained: m.Retained()}
+		return
+	}
+	if gw, ok := topics.ParseGatewayStatusTopic(m.Topic()); ok {
+		rec, err := contract.DecodeGatewayRecord(m.Payload())
+		if err != nil {
+			t.Errorf("watch: %s: %v", m.Topic(), err)
+			return
+		}
+		ev := gatewayEvent{Topic: m.Topic(), Gateway: gw, Record: rec, Retained: m.Retained()}
+		if strings.HasPrefix(gw, "watch-ready-") {
+			w.markers <- ev
+			return
+		}
+		w.gw <- ev
+	}
+}
+
+// startWatch subscribes until the test ends (again after every reconnect: clean
+// session) and waits until it is subscribed.
 func startWatch(t *testing.T, url, service string) *testWatch {
 	t.Helper()
 	w := &testWatch{
-		cat: make(chan CatalogEvent, 4096), gw: make(chan GatewayEvent, 4096),
-		markers: make(chan GatewayEvent, 64), conn: make(chan bool, 64),
+		cat: make(chan catalogEvent, 4096), gw: make(chan gatewayEvent, 4096),
+		markers: make(chan gatewayEvent, 64), conn: make(chan bool, 64),
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
@@ -159,51 +204,42 @@ func startWatch(t *testing.T, url, service string) *testWatch {
 		t.Fatal(err)
 	}
 	rawPublish(t, url, topics.GatewayStatus(marker), true, mp)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Watch(ctx, WatchOptions{
-			BrokerURL:    url,
-			Service:      service,
-			Logger:       testLogger(t, slog.LevelInfo),
-			OnConnection: func(up bool) { w.conn <- up },
-		}, func(e CatalogEvent) { w.cat <- e }, func(e GatewayEvent) {
-			if strings.HasPrefix(e.Gateway, "watch-ready-") {
-				w.markers <- e
-				return
-			}
-			w.gw <- e
-		})
-	}()
+	filters := map[string]byte{topics.CatalogFilter(service): 1, topics.GatewayStatusFilter(): 1}
+	handler := func(c paho.Client, m paho.Message) { w.handle(t, c, m) }
+	co := Session{Brokers: []string{url}, ClientID: "test-watch-" + hex.EncodeToString(rnd[:]), CleanSession: true,
+		OrderMatters: true, Reconnect: true, Timing: Timing{MaxReconnectInterval: 200 * time.Millisecond}}.Options().
+		SetDefaultPublishHandler(handler).
+		SetOnConnectHandler(func(c paho.Client) {
+			c.SubscribeMultiple(filters, handler) // its SUBACK is awaited through the marker below
+			w.conn <- true
+		}).
+		SetConnectionLostHandler(func(paho.Client, error) { w.conn <- false })
+	c := paho.NewClient(co)
+	tok := c.Connect()
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Watch returned %v", err)
-			}
-		case <-time.After(waitFor):
-			t.Errorf("Watch did not return within %v of cancel", waitFor)
+		if !StopClient(c, tok, 0, waitFor) {
+			t.Errorf("watch client did not stop within %v", waitFor)
 		}
 	})
 	select {
 	case up := <-w.conn:
 		if !up {
-			t.Fatal("Watch reported a lost connection before connecting")
+			t.Fatal("watch reported a lost connection before connecting")
 		}
 	case <-time.After(waitFor):
-		t.Fatal("Watch did not connect")
+		t.Fatal("watch did not connect")
 	}
 	// Wait until the subscription is in place (and the broker's retained scan done):
-	// the retained marker published before Watch started arrives. (mochi acknowledges a
-	// publication before it forwards it, so the marker may also come once more, live.)
+	// the retained marker published before the watch started arrives. (mochi
+	// acknowledges a publication before it forwards it, so the marker may also come once
+	// more, live.)
 	deadline := time.After(waitFor)
 	for ready := false; !ready; {
 		select {
 		case e := <-w.markers:
 			ready = e.Gateway == marker && e.Record != nil && e.Retained
 		case <-deadline:
-			t.Fatal("Watch did not subscribe")
+			t.Fatal("watch did not subscribe")
 		}
 	}
 	rawPublish(t, url, topics.GatewayStatus(marker), true, nil)
@@ -212,13 +248,13 @@ func startWatch(t *testing.T, url, service string) *testWatch {
 
 // gateway returns the first gateway event not yet taken that matches pred, waiting
 // for it if needed. Events that do not match stay available for later calls.
-func (w *testWatch) gateway(t *testing.T, what string, pred func(GatewayEvent) bool) GatewayEvent {
+func (w *testWatch) gateway(t *testing.T, what string, pred func(gatewayEvent) bool) gatewayEvent {
 	t.Helper()
 	return take(t, "gateway event "+what, w.gw, &w.gwBacklog, pred)
 }
 
 // catalog is gateway for catalog events.
-func (w *testWatch) catalog(t *testing.T, what string, pred func(CatalogEvent) bool) CatalogEvent {
+func (w *testWatch) catalog(t *testing.T, what string, pred func(catalogEvent) bool) catalogEvent {
 	t.Helper()
 	return take(t, "catalog event "+what, w.cat, &w.catBacklog, pred)
 }
@@ -245,20 +281,20 @@ func take[E any](t *testing.T, what string, ch <-chan E, backlog *[]E, pred func
 	}
 }
 
-func isState(gateway, state string) func(GatewayEvent) bool {
-	return func(e GatewayEvent) bool {
+func isState(gateway, state string) func(gatewayEvent) bool {
+	return func(e gatewayEvent) bool {
 		return e.Gateway == contract.Slug(gateway) && e.Record != nil && e.Record.State == state
 	}
 }
 
-func isRecord(topic string, revision int64) func(CatalogEvent) bool {
-	return func(e CatalogEvent) bool {
+func isRecord(topic string, revision int64) func(catalogEvent) bool {
+	return func(e catalogEvent) bool {
 		return e.Topic == topic && e.Record != nil && e.Record.Revision == revision
 	}
 }
 
-func isGone(topic string) func(CatalogEvent) bool {
-	return func(e CatalogEvent) bool { return e.Topic == topic && e.Record == nil }
+func isGone(topic string) func(catalogEvent) bool {
+	return func(e catalogEvent) bool { return e.Topic == topic && e.Record == nil }
 }
 
 // retained returns the retained messages a fresh subscriber to filters receives, by

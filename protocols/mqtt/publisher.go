@@ -184,15 +184,18 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	if o.Gateway.Gateway == "" {
 		return nil, errors.New("mqtt: PublisherOptions.Gateway.Gateway (the gateway id) is empty")
 	}
-	setDefault(&o.KeepAlive, DefaultKeepAlive)
-	setDefault(&o.PingTimeout, DefaultPingTimeout)
-	setDefault(&o.ConnectTimeout, DefaultConnectTimeout)
-	setDefault(&o.MaxReconnectInterval, DefaultMaxReconnectInterval)
-	setDefault(&o.PublishTimeout, DefaultPublishTimeout)
-	setDefault(&o.RetryInterval, DefaultRetryInterval)
-	setDefault(&o.ShutdownTimeout, DefaultShutdownTimeout)
-	if o.KeepAlive < time.Second {
-		return nil, fmt.Errorf("mqtt: KeepAlive %v is below the MQTT minimum of 1s", o.KeepAlive)
+	timing := Timing{KeepAlive: o.KeepAlive, PingTimeout: o.PingTimeout, ConnectTimeout: o.ConnectTimeout,
+		MaxReconnectInterval: o.MaxReconnectInterval, WriteTimeout: o.PublishTimeout}.WithDefaults()
+	if err := timing.Validate(); err != nil {
+		return nil, err
+	}
+	o.KeepAlive, o.PingTimeout, o.ConnectTimeout = timing.KeepAlive, timing.PingTimeout, timing.ConnectTimeout
+	o.MaxReconnectInterval, o.PublishTimeout = timing.MaxReconnectInterval, timing.WriteTimeout
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = DefaultRetryInterval
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -223,23 +226,10 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 
-	co := paho.NewClientOptions().
-		AddBroker(o.BrokerURL).
-		SetClientID(o.ClientID).
-		SetProtocolVersion(4). // MQTT 3.1.1, no silent fallback to 3.1
-		SetCleanSession(false).
-		SetOrderMatters(false).
-		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(min(time.Second, o.MaxReconnectInterval)).
-		SetMaxReconnectInterval(o.MaxReconnectInterval).
-		SetConnectTimeout(o.ConnectTimeout).
-		SetKeepAlive(o.KeepAlive).
-		SetPingTimeout(o.PingTimeout).
-		SetWriteTimeout(o.PublishTimeout).
+	co := Session{Brokers: []string{o.BrokerURL}, ClientID: o.ClientID, Reconnect: true,
+		Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig, Timing: timing}.Options().
 		SetBinaryWill(p.statusTop, p.offline, 1, true).
 		SetStore(p.store).
-		SetResumeSubs(false).
 		SetDefaultPublishHandler(p.onStatusMessage).
 		SetOnConnectHandler(func(paho.Client) {
 			// Runs in a goroutine of paho's: only signal the worker.
@@ -252,20 +242,8 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 			p.mu.Unlock()
 			signal(p.connEv)
 		})
-	if o.Username != "" {
-		co.SetUsername(o.Username).SetPassword(o.Password)
-	}
-	if o.TLSConfig != nil {
-		co.SetTLSConfig(o.TLSConfig)
-	}
 	p.client = paho.NewClient(co)
 	return p, nil
-}
-
-func setDefault(d *time.Duration, def time.Duration) {
-	if *d <= 0 {
-		*d = def
-	}
 }
 
 // Connected reports whether the publisher holds an open connection to the broker now.

@@ -85,14 +85,9 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]contract.Record, error)
 		recs = append(recs, *rec)
 		mu.Unlock()
 	}
-	opts := paho.NewClientOptions().AddBroker(o.BrokerURL).SetClientID(o.ClientID).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectTimeout(o.Timeout).SetOrderMatters(true).SetDefaultPublishHandler(handler)
-	if o.Username != "" {
-		opts.SetUsername(o.Username).SetPassword(o.Password)
-	}
-	if o.TLSConfig != nil {
-		opts.SetTLSConfig(o.TLSConfig)
-	}
+	opts := Session{Brokers: []string{o.BrokerURL}, ClientID: o.ClientID, CleanSession: true, OrderMatters: true,
+		Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
+		Timing: Timing{ConnectTimeout: o.Timeout}}.Options().SetDefaultPublishHandler(handler)
 	c := paho.NewClient(opts)
 	tok := c.Connect()
 	if err := await(ctx, tok); err != nil {

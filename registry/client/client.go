@@ -211,14 +211,17 @@ func New(o Options) (*Client, error) {
 			return nil, fmt.Errorf("client: Options.%s is negative (%v)", name, *d)
 		}
 	}
-	setDefault(&o.CacheInterval, DefaultCacheInterval)
-	setDefault(&o.SyncTimeout, DefaultSyncTimeout)
-	setDefault(&o.KeepAlive, DefaultKeepAlive)
-	setDefault(&o.ConnectTimeout, DefaultConnectTimeout)
-	setDefault(&o.MaxReconnectInterval, DefaultMaxReconnectInterval)
-	if o.KeepAlive < time.Second {
-		return nil, fmt.Errorf("client: KeepAlive %v is below the MQTT minimum of 1s", o.KeepAlive)
+	if o.CacheInterval == 0 {
+		o.CacheInterval = DefaultCacheInterval
 	}
+	if o.SyncTimeout == 0 {
+		o.SyncTimeout = DefaultSyncTimeout
+	}
+	timing := mqtt.Timing{KeepAlive: o.KeepAlive, ConnectTimeout: o.ConnectTimeout, MaxReconnectInterval: o.MaxReconnectInterval}.WithDefaults()
+	if err := timing.Validate(); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	o.KeepAlive, o.ConnectTimeout, o.MaxReconnectInterval = timing.KeepAlive, timing.ConnectTimeout, timing.MaxReconnectInterval
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -272,12 +275,6 @@ func New(o Options) (*Client, error) {
 	return c, nil
 }
 
-func setDefault(d *time.Duration, def time.Duration) {
-	if *d == 0 {
-		*d = def
-	}
-}
-
 // Run connects to the brokers (paho, every broker added in order, automatic
 // reconnection with back-off), subscribes in the OnConnect handler to
 // <prefix>/catalog/<service>/# for each of Options.Services (or <prefix>/catalog/+/#),
@@ -292,21 +289,12 @@ func (c *Client) Run(ctx context.Context) error {
 	if !c.ran.CompareAndSwap(false, true) {
 		return ErrAlreadyRun
 	}
-	co := paho.NewClientOptions().
-		SetClientID(c.o.ClientID).
-		SetProtocolVersion(4).
-		SetCleanSession(true).
-		// Ordered delivery: paho calls the handler from one goroutine in arrival order,
-		// which the sync marker relies on. The handler only copies and enqueues.
-		SetOrderMatters(true).
-		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(min(time.Second, c.o.MaxReconnectInterval)).
-		SetMaxReconnectInterval(c.o.MaxReconnectInterval).
-		SetConnectTimeout(c.o.ConnectTimeout).
-		SetKeepAlive(c.o.KeepAlive).
-		SetPingTimeout(mqtt.DefaultPingTimeout).
-		SetResumeSubs(false).
+	// Ordered delivery: paho calls the handler from one goroutine in arrival order,
+	// which the sync marker relies on. The handler only copies and enqueues.
+	co := mqtt.Session{Brokers: c.o.Brokers, ClientID: c.o.ClientID, CleanSession: true, OrderMatters: true,
+		Reconnect: true, Username: c.o.Username, Password: c.o.Password, TLSConfig: c.o.TLSConfig,
+		Timing: mqtt.Timing{KeepAlive: c.o.KeepAlive, ConnectTimeout: c.o.ConnectTimeout,
+			MaxReconnectInterval: c.o.MaxReconnectInterval}}.Options().
 		SetDefaultPublishHandler(c.onMessage).
 		SetConnectionAttemptHandler(func(broker *url.URL, cfg *tls.Config) *tls.Config {
 			c.attempt.Store(broker.Redacted())
@@ -315,15 +303,6 @@ func (c *Client) Run(ctx context.Context) error {
 		SetConnectionNotificationHandler(c.onNotification).
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(func(paho.Client, error) { signal(c.lost) })
-	for _, b := range c.o.Brokers {
-		co.AddBroker(b)
-	}
-	if c.o.Username != "" {
-		co.SetUsername(c.o.Username).SetPassword(c.o.Password)
-	}
-	if c.o.TLSConfig != nil {
-		co.SetTLSConfig(c.o.TLSConfig)
-	}
 	pc := paho.NewClient(co)
 	redacted := make([]string, 0, len(c.o.Brokers))
 	for _, b := range c.o.Brokers {
@@ -571,23 +550,16 @@ func (s *session) syncTimeout() {
 // subscribeResult returns the SUBSCRIBE's error (the catalog or status filter refused,
 // or the token failed) and whether syncTopic was granted.
 func subscribeResult(tok paho.Token, syncTopic string) (syncGranted bool, err error) {
-	if err := tok.Error(); err != nil {
+	refused, err := mqtt.Refused(tok)
+	if err != nil {
 		return false, err
 	}
-	st, ok := tok.(*paho.SubscribeToken)
-	if !ok {
-		return true, nil
-	}
 	syncGranted = true
-	for filter, code := range st.Result() {
-		if code < 0x80 {
-			continue
+	for _, filter := range refused {
+		if filter != syncTopic {
+			return false, fmt.Errorf("broker refused subscription %q (SUBACK 0x80)", filter)
 		}
-		if filter == syncTopic {
-			syncGranted = false
-			continue
-		}
-		return false, fmt.Errorf("broker refused subscription %q (SUBACK 0x%02x)", filter, code)
+		syncGranted = false
 	}
 	return syncGranted, nil
 }

@@ -1,0 +1,148 @@
+package mqtt
+
+import (
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// Timing holds the connection timings of an MQTT client. A zero (or negative) field
+// means its default (Timing.WithDefaults).
+type Timing struct {
+	// KeepAlive is the MQTT keep-alive (MQTT 3.1.1 §3.1.2.10; whole seconds, ≥ 1 s).
+	// Default DefaultKeepAlive (5 s).
+	KeepAlive time.Duration
+	// PingTimeout is how long paho waits for a PINGRESP before it drops the connection.
+	// Default DefaultPingTimeout (3 s).
+	PingTimeout time.Duration
+	// ConnectTimeout bounds one connection attempt to one broker. Default
+	// DefaultConnectTimeout (5 s).
+	ConnectTimeout time.Duration
+	// MaxReconnectInterval caps the back-off between connection attempts. Default
+	// DefaultMaxReconnectInterval (2 s).
+	MaxReconnectInterval time.Duration
+	// WriteTimeout bounds one write to the network (a publication). Default
+	// DefaultPublishTimeout (5 s).
+	WriteTimeout time.Duration
+}
+
+// WithDefaults returns t with every zero or negative duration replaced by its default.
+// It is the one defaulting rule for MQTT timings: the publisher, the read-back and the
+// consumer library all use it.
+func (t Timing) WithDefaults() Timing {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.KeepAlive, DefaultKeepAlive)
+	def(&t.PingTimeout, DefaultPingTimeout)
+	def(&t.ConnectTimeout, DefaultConnectTimeout)
+	def(&t.MaxReconnectInterval, DefaultMaxReconnectInterval)
+	def(&t.WriteTimeout, DefaultPublishTimeout)
+	return t
+}
+
+// Validate reports a KeepAlive below the MQTT minimum of one second (after defaults).
+func (t Timing) Validate() error {
+	if t.KeepAlive < time.Second {
+		return fmt.Errorf("mqtt: KeepAlive %v is below the MQTT minimum of 1s", t.KeepAlive)
+	}
+	return nil
+}
+
+// Session describes one MQTT 3.1.1 client connection of rollcall's: to which brokers,
+// as whom, and how it behaves when the connection drops. Options turns it into paho
+// options; every rollcall client (publisher, read-back, consumer library, bench) is
+// built this way, so the protocol version, reconnection and credentials rules live in
+// one place.
+type Session struct {
+	// Brokers are tried in order (paho v1.5.1 moves to the next on a failed attempt).
+	Brokers []string
+	// ClientID is the MQTT client identifier (MQTT 3.1.1 §3.1.3.1).
+	ClientID string
+	// CleanSession false keeps the broker-side session (QoS 1 in flight) across
+	// reconnects (MQTT 3.1.1 §3.1.2.4).
+	CleanSession bool
+	// OrderMatters true makes paho call message handlers from one goroutine in arrival
+	// order (needed by anything relying on the broker's ordering, e.g. a sync marker);
+	// the handler must then never block.
+	OrderMatters bool
+	// Reconnect turns on paho's automatic reconnection and connect retry, with back-off
+	// up to Timing.MaxReconnectInterval (first retry after at most 1 s).
+	Reconnect bool
+	// Username and Password authenticate when Username is not empty.
+	Username, Password string
+	// TLSConfig is used for ssl/tls/wss brokers; nil means Go's defaults.
+	TLSConfig *tls.Config
+	// Timing: zero fields take their defaults (Timing.WithDefaults).
+	Timing Timing
+}
+
+// Options returns paho client options for s: MQTT 3.1.1 with no silent fallback to 3.1,
+// no resumed subscriptions (rollcall subscribes in its OnConnect handler, since paho's
+// ResumeSubs does not re-subscribe after a clean session), the timings of
+// s.Timing.WithDefaults(). Callers add their own handlers, will and store.
+func (s Session) Options() *paho.ClientOptions {
+	t := s.Timing.WithDefaults()
+	co := paho.NewClientOptions().
+		SetClientID(s.ClientID).
+		SetProtocolVersion(4).
+		SetCleanSession(s.CleanSession).
+		SetOrderMatters(s.OrderMatters).
+		SetAutoReconnect(s.Reconnect).
+		SetConnectRetry(s.Reconnect).
+		SetConnectRetryInterval(min(time.Second, t.MaxReconnectInterval)).
+		SetMaxReconnectInterval(t.MaxReconnectInterval).
+		SetConnectTimeout(t.ConnectTimeout).
+		SetKeepAlive(t.KeepAlive).
+		SetPingTimeout(t.PingTimeout).
+		SetWriteTimeout(t.WriteTimeout).
+		SetResumeSubs(false)
+	for _, b := range s.Brokers {
+		co.AddBroker(b)
+	}
+	if s.Username != "" {
+		co.SetUsername(s.Username).SetPassword(s.Password)
+	}
+	if s.TLSConfig != nil {
+		co.SetTLSConfig(s.TLSConfig)
+	}
+	return co
+}
+
+// Refused returns the filters of a completed SUBSCRIBE that the broker refused (SUBACK
+// return code 0x80, MQTT 3.1.1 §3.9.3, e.g. denied by an ACL), sorted, or the token's
+// error when the SUBSCRIBE itself failed.
+func Refused(tok paho.Token) ([]string, error) {
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	st, ok := tok.(*paho.SubscribeToken)
+	if !ok {
+		return nil, nil
+	}
+	var refused []string
+	for filter, code := range st.Result() {
+		if code >= 0x80 {
+			refused = append(refused, filter)
+		}
+	}
+	slices.Sort(refused)
+	return refused, nil
+}
+
+// subscribeError is Refused as one error: the token's, or the first refused filter.
+func subscribeError(tok paho.Token) error {
+	refused, err := Refused(tok)
+	if err != nil {
+		return err
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("broker refused subscription %q (SUBACK 0x80)", refused[0])
+	}
+	return nil
+}
