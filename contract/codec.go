@@ -10,7 +10,7 @@ import (
 // DecodeGatewayRecord accept and that EncodeRecord produces (64 KiB).
 const MaxPayloadSize = 64 << 10
 
-// Gateway states of GatewayRecord.State (DESIGN.md, "MQTT contract (v1)").
+// Gateway states of GatewayRecord.State (docs/contract.md, "Gateway record").
 const (
 	StateOnline  = "online"
 	StateOffline = "offline"
@@ -26,8 +26,8 @@ var (
 	ErrInvalidRecord = errors.New("invalid record")
 )
 
-// DecodeRecord decodes the payload of an instance topic (DESIGN.md, "MQTT contract
-// (v1)"). An empty payload returns (nil, nil): the instance is deregistered. Unknown
+// DecodeRecord decodes the payload of an instance topic (docs/contract.md, "Instance
+// record"). An empty payload returns (nil, nil): the instance is deregistered. Unknown
 // JSON fields are ignored. Errors (wrapped, see errors.Is): ErrPayloadTooLarge over
 // MaxPayloadSize; ErrInvalidRecord for bad JSON or an empty id, service or gateway;
 // ErrSchema when "schema" is not "rollcall.instance/v1".

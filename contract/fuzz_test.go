@@ -10,7 +10,7 @@ import (
 
 // FuzzInstanceTopic: whatever a device or an mDNS packet says, the instance topic has
 // exactly the contract's levels, each a slug: never a wildcard, '$', NUL, an empty
-// level or an extra level (DESIGN.md, MQTT contract v1).
+// level or an extra level (docs/contract.md, "Topics and payloads").
 func FuzzInstanceTopic(f *testing.F) {
 	f.Add("servo-drive", "cell2-gw", "acme-SN42")
 	f.Add("a/b", "+", "#")

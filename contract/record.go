@@ -9,7 +9,7 @@ import (
 // Schema is the value of the "schema" field of every v1 instance record.
 const Schema = "rollcall.instance/v1"
 
-// Status is an instance's health (DESIGN.md, "Health semantics").
+// Status is an instance's health (docs/contract.md, "Health semantics").
 type Status string
 
 // Health statuses, with Consul's names.
@@ -66,7 +66,7 @@ type Check struct {
 }
 
 // Record is the v1 instance record published retained at
-// <prefix>/catalog/<service>/<gateway>/<instance> (DESIGN.md, "MQTT contract (v1)").
+// <prefix>/catalog/<service>/<gateway>/<instance> (docs/contract.md, "Topics and payloads").
 // Readers must ignore unknown fields.
 type Record struct {
 	Schema       string            `json:"schema"`

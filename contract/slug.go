@@ -7,7 +7,7 @@ import (
 )
 
 // DefaultPrefix is the topic prefix used when Topics.Prefix is empty
-// (DESIGN.md, "MQTT contract (v1)").
+// (docs/contract.md, "Topics and payloads").
 const DefaultPrefix = "rollcall/v1"
 
 // MaxSlugLen is the maximum length of a slug in bytes (= characters: slugs are ASCII).
@@ -21,7 +21,7 @@ const slugHashPrefix = MaxSlugLen - 1 - 8
 const EmptySlug = "-"
 
 // Slug turns any string from a device, a config file or an mDNS packet into one safe
-// MQTT topic level (DESIGN.md, "MQTT contract (v1)"):
+// MQTT topic level (docs/contract.md, "Topics and payloads"):
 //
 //   - ASCII letters are lower-cased; a-z, 0-9, '.', '_' and '-' are kept;
 //   - every other character becomes '-': each rune counts once, so "ä" gives one '-',

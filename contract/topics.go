@@ -7,8 +7,8 @@ import (
 	"unicode/utf8"
 )
 
-// Topics builds and parses the topics of the MQTT contract v1 (DESIGN.md, "MQTT
-// contract (v1)"). The zero value uses DefaultPrefix. Every level taken from a
+// Topics builds and parses the topics of the MQTT contract v1 (docs/contract.md, "Topics
+// and payloads"). The zero value uses DefaultPrefix. Every level taken from a
 // caller's argument is passed through Slug, so no device or network data can put a
 // wildcard, a '$', NUL or an empty level into a topic.
 type Topics struct {

@@ -142,28 +142,26 @@ func RegistersToASCII(regs []uint16) string {
 
 // Poll reads a device's status per its profile: the heartbeat. hasDeviceID says whether
 // the device implements FC 0x2B (for profiles whose heartbeat is device identification).
-// A valid reply is Answered; a Modbus exception is Answered and Degraded (alive but
-// refusing); a CiA 402 fault or warning bit is Degraded. Any other error is a failed
-// poll. RTT is measured around the request.
-func Poll(ctx context.Context, c modbus.Client, unit byte, p *Profile, hasDeviceID bool) registry.Observation {
+// opts are passed to the request (e.g. modbus.WithTimeout for a per-request timeout).
+// The result is classified once, by Classify, into Outcome: OutcomeOK and
+// OutcomeException are Answered, an exception is also Degraded (alive but refusing);
+// a CiA 402 fault or warning bit in a valid reply is Degraded. Any other outcome is a
+// failed poll. RTT is measured around the request.
+func Poll(ctx context.Context, c modbus.Client, unit byte, p *Profile, hasDeviceID bool, opts ...modbus.RequestOption) registry.Observation {
 	st := &p.Status
 	start := time.Now()
 	var regs []uint16
 	var err error
 	if st.DeviceID && (hasDeviceID || st.Read == nil) {
-		_, err = c.ReadDeviceIdentification(ctx, unit, modbus.DevIDBasic)
+		_, err = c.ReadDeviceIdentification(ctx, unit, modbus.DevIDBasic, opts...)
 	} else {
-		regs, err = c.ReadRegisters(ctx, unit, st.Read.FunctionCode(), st.Read.Address, st.Read.Count)
+		regs, err = c.ReadRegisters(ctx, unit, st.Read.FunctionCode(), st.Read.Address, st.Read.Count, opts...)
 	}
 	end := time.Now()
-	o := registry.Observation{At: end, RTT: end.Sub(start), Err: err}
-	switch {
-	case err == nil:
-		o.Answered = true
-	case modbus.IsAnswer(err):
-		o.Answered, o.Degraded = true, true
-		return o
-	default:
+	out := Classify(err)
+	o := registry.Observation{At: end, RTT: end.Sub(start), Err: err, Outcome: out,
+		Answered: out.Answered(), Degraded: out == registry.OutcomeException}
+	if out != registry.OutcomeOK {
 		return o
 	}
 	if st.Decode == DecodeCIA402 && len(regs) == int(st.Read.Count) {

@@ -203,15 +203,17 @@ func NewProfiles(all []*Profile) (*Profiles, error) {
 	return ps, nil
 }
 
-// ParseProfile decodes and validates one profile file's content.
+// ParseProfile decodes and validates one profile file's content. Errors are
+// *yamlx.Error values naming file, line, column and key: every unknown key, value of
+// the wrong type and rule violation of the file, joined in order of line.
 func ParseProfile(file string, data []byte) (*Profile, error) {
 	var p Profile
 	doc, err := yamlx.Decode(file, data, &p)
-	if err != nil {
+	if doc == nil { // malformed YAML
 		return nil, err
 	}
 	p.File = file
-	if err := p.validate(doc); err != nil {
+	if err := yamlx.Join(err, p.validate(doc)); err != nil {
 		return nil, err
 	}
 	return &p, nil
@@ -219,38 +221,45 @@ func ParseProfile(file string, data []byte) (*Profile, error) {
 
 var reName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
+// validate checks the profile's rules, compiles Match and defaults Status.Decode and the
+// read functions; it returns every violation, joined.
 func (p *Profile) validate(doc *yamlx.Doc) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, doc.Errorf(key, format, args...))
+	}
 	if !reName.MatchString(p.Name) {
-		return doc.Errorf("name", "expected a name of 1–64 characters [a-z0-9._-], got %q", p.Name)
+		bad("name", "expected a name of 1–64 characters [a-z0-9._-], got %q", p.Name)
 	}
 	if !reName.MatchString(p.Service) {
-		return doc.Errorf("service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", p.Service)
+		bad("service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", p.Service)
 	}
+	matchKeys := [4]string{"match.vendor", "match.product_code", "match.product_name", "match.model"}
+	compiled := false
 	for i, expr := range []string{p.Match.Vendor, p.Match.ProductCode, p.Match.ProductName, p.Match.Model} {
 		if expr == "" {
 			continue
 		}
+		compiled = true
 		re, err := regexp.Compile(expr)
 		if err != nil {
-			key := []string{"match.vendor", "match.product_code", "match.product_name", "match.model"}[i]
-			return doc.Errorf(key, "expected a regular expression: %v", err)
+			bad(matchKeys[i], "expected a regular expression: %v", err)
+			continue
 		}
 		p.re[i] = re
 	}
-	if !p.Fallback && p.re == [4]*regexp.Regexp{} {
-		return doc.Errorf("match", "a profile that is not the fallback needs at least one of vendor, product_code, product_name, model")
+	if !p.Fallback && !compiled {
+		bad("match", "a profile that is not the fallback needs at least one of vendor, product_code, product_name, model")
 	}
 	if s := p.Identity.Serial; s != nil {
 		if (s.Object == nil) == (s.Registers == nil) {
-			return doc.Errorf("identity.serial", "give exactly one of object or registers")
+			bad("identity.serial", "give exactly one of object or registers")
 		}
 		if s.Object != nil && (*s.Object < 0 || *s.Object > 255) {
-			return doc.Errorf("identity.serial.object", "expected an object id 0–255, got %d", *s.Object)
+			bad("identity.serial.object", "expected an object id 0–255, got %d", *s.Object)
 		}
 		if s.Registers != nil {
-			if err := s.Registers.validate(doc, "identity.serial.registers"); err != nil {
-				return err
-			}
+			s.Registers.validate(bad, "identity.serial.registers")
 		}
 	}
 	st := &p.Status
@@ -258,45 +267,47 @@ func (p *Profile) validate(doc *yamlx.Doc) error {
 		st.Decode = DecodeNone
 	}
 	if st.Read == nil && !st.DeviceID {
-		return doc.Errorf("status", "give status.read (the registers polled as heartbeat) or status.device_id: true")
+		bad("status", "give status.read (the registers polled as heartbeat) or status.device_id: true")
 	}
 	if st.Read != nil {
-		if err := st.Read.validate(doc, "status.read"); err != nil {
-			return err
-		}
+		st.Read.validate(bad, "status.read")
 	}
 	switch st.Decode {
 	case DecodeNone:
 	case DecodeCIA402:
 		if st.Read == nil {
-			return doc.Errorf("status.decode", "cia402 needs status.read")
+			bad("status.decode", "cia402 needs status.read")
+			break
+		}
+		if st.Read.Count < 1 || st.Read.Count > 125 {
+			break // reported as status.read.count; offsets cannot be checked
 		}
 		if st.Statusword < 0 || st.Statusword >= int(st.Read.Count) {
-			return doc.Errorf("status.statusword", "expected an offset within status.read (0–%d), got %d", st.Read.Count-1, st.Statusword)
+			bad("status.statusword", "expected an offset within status.read (0–%d), got %d", int(st.Read.Count)-1, st.Statusword)
 		}
 		if st.ErrorCode != nil && (*st.ErrorCode < 0 || *st.ErrorCode >= int(st.Read.Count)) {
-			return doc.Errorf("status.error_code", "expected an offset within status.read (0–%d), got %d", st.Read.Count-1, *st.ErrorCode)
+			bad("status.error_code", "expected an offset within status.read (0–%d), got %d", int(st.Read.Count)-1, *st.ErrorCode)
 		}
 	default:
-		return doc.Errorf("status.decode", `expected "none" or "cia402", got %q`, st.Decode)
+		bad("status.decode", `expected "none" or "cia402", got %q`, st.Decode)
 	}
-	return nil
+	return yamlx.Join(errs...)
 }
 
-func (r *RegisterRead) validate(doc *yamlx.Doc, key string) error {
+// validate checks a register read at key and defaults Function to "holding".
+func (r *RegisterRead) validate(bad func(key, format string, args ...any), key string) {
 	if r.Function == "" {
 		r.Function = "holding"
 	}
 	if r.Function != "holding" && r.Function != "input" {
-		return doc.Errorf(key+".function", `expected "holding" or "input", got %q`, r.Function)
+		bad(key+".function", `expected "holding" or "input", got %q`, r.Function)
 	}
 	if r.Count < 1 || r.Count > 125 {
-		return doc.Errorf(key+".count", "expected 1–125 registers, got %d", r.Count)
+		bad(key+".count", "expected 1–125 registers, got %d", r.Count)
 	}
 	if int(r.Address)+int(r.Count) > 65536 {
-		return doc.Errorf(key, "address %d + count %d runs past register 65535", r.Address, r.Count)
+		bad(key, "address %d + count %d runs past register 65535", r.Address, r.Count)
 	}
-	return nil
 }
 
 // Match returns the first profile (by priority) whose Match accepts the identification

@@ -53,7 +53,6 @@ type discovery struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 
-	ctx       context.Context
 	wg        sync.WaitGroup
 	endpoints map[string]*endpoint // key: "tcp:host:port" / "svc:host:port"
 	allow     []*regexp.Regexp     // mdns.instance_patterns; empty: all
@@ -62,9 +61,9 @@ type discovery struct {
 	ignored   map[string]bool      // instance names refused by the allowlist (logged once, bounded)
 }
 
-func newDiscovery(ctx context.Context, cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry,
+func newDiscovery(cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry,
 	mx *metrics.Metrics, log *slog.Logger, count *atomic.Int32) *discovery {
-	d := &discovery{cfg: cfg, profiles: profiles, reg: reg, metrics: mx, log: log, ctx: ctx, endpoints: map[string]*endpoint{},
+	d := &discovery{cfg: cfg, profiles: profiles, reg: reg, metrics: mx, log: log, endpoints: map[string]*endpoint{},
 		ignored: map[string]bool{}, count: count}
 	for _, p := range cfg.Discovery.MDNS.InstancePatterns {
 		d.allow = append(d.allow, regexp.MustCompile(p)) // validated by config
@@ -105,27 +104,27 @@ func (d *discovery) roomFor(key string) bool {
 }
 
 // run starts the static targets, then applies mDNS snapshots until ctx ends; it returns
-// after every poller has stopped.
-func (d *discovery) run(snapshots <-chan mdns.Snapshot) {
+// after every poller (each running under ctx) has stopped.
+func (d *discovery) run(ctx context.Context, snapshots <-chan mdns.Snapshot) {
 	for i := range d.cfg.Discovery.TCP {
 		t := &d.cfg.Discovery.TCP[i]
-		ep := d.startModbus(t.Address, t.Name, t.UnitList, t.Timeout, t.PollInterval)
+		ep := d.startModbus(ctx, t.Address, t.Name, t.UnitList, t.Timeout, t.PollInterval)
 		ep.static = t
 		d.refreshHints(ep)
 	}
 	for {
 		select {
-		case <-d.ctx.Done():
+		case <-ctx.Done():
 			d.wg.Wait()
 			return
 		case s := <-snapshots:
-			d.apply(s)
+			d.apply(ctx, s)
 		}
 	}
 }
 
 // startModbus starts the master of a Modbus TCP endpoint.
-func (d *discovery) startModbus(address, scope string, units []int, timeout, interval time.Duration) *endpoint {
+func (d *discovery) startModbus(ctx context.Context, address, scope string, units []int, timeout, interval time.Duration) *endpoint {
 	host, portStr, _ := net.SplitHostPort(address)
 	port, _ := strconv.Atoi(portStr)
 	mc := masterConfig{
@@ -139,11 +138,12 @@ func (d *discovery) startModbus(address, scope string, units []int, timeout, int
 		},
 	}
 	m := newMaster(mc, hints{}, d.cfg.Gateway.ID, d.profiles, d.reg, d.metrics, d.log.With("endpoint", address))
-	return d.start("tcp:"+address, m)
+	return d.start(ctx, "tcp:"+address, m)
 }
 
-func (d *discovery) start(key string, p poller) *endpoint {
-	ctx, cancel := context.WithCancel(d.ctx)
+// start runs p under a child of ctx until the endpoint is stopped or ctx ends.
+func (d *discovery) start(ctx context.Context, key string, p poller) *endpoint {
+	ctx, cancel := context.WithCancel(ctx)
 	ep := &endpoint{p: p, cancel: cancel, done: make(chan struct{}), inMDNS: map[string]bool{}}
 	d.endpoints[key] = ep
 	d.count.Store(int32(len(d.endpoints)))
@@ -174,7 +174,7 @@ func (d *discovery) refreshHints(ep *endpoint) {
 }
 
 // apply takes one browse snapshot of a service type.
-func (d *discovery) apply(s mdns.Snapshot) {
+func (d *discovery) apply(ctx context.Context, s mdns.Snapshot) {
 	seen := map[string]bool{}
 	for _, c := range s.Candidates {
 		if !d.allowed(c) {
@@ -199,7 +199,7 @@ func (d *discovery) apply(s mdns.Snapshot) {
 					unit = u
 				}
 				md := d.cfg.Discovery.MDNS
-				ep = d.startModbus(hostport, c.Host, []int{unit}, md.Timeout, d.cfg.Health.PollInterval)
+				ep = d.startModbus(ctx, hostport, c.Host, []int{unit}, md.Timeout, d.cfg.Health.PollInterval)
 				d.log.Info("mdns candidate", "service", s.Service, "instance", c.Instance, "endpoint", hostport, "unit", unit)
 			}
 		} else {
@@ -214,7 +214,7 @@ func (d *discovery) apply(s mdns.Snapshot) {
 				}
 				sc := newServiceChecker(ck, addr.String(), c.Port, c.Instance, d.cfg.Gateway.ID, d.cfg.Health.PollInterval,
 					hints{}, d.reg, d.metrics, d.log.With("endpoint", hostport, "check", ck.Type))
-				ep = d.start(key, sc)
+				ep = d.start(ctx, key, sc)
 				d.log.Info("mdns candidate", "service", s.Service, "instance", c.Instance, "endpoint", hostport, "check", ck.Type)
 			}
 		}

@@ -13,8 +13,8 @@ const EpochFile = "epoch"
 
 // BumpEpoch reads the gateway epoch from dir/epoch (0 when the file does not exist),
 // adds one, writes it back atomically (temporary file, fsync, rename) and returns the new
-// epoch (DESIGN.md: "epoch (integer, +1 on every gateway start, kept in the state
-// directory)"). The directory is created if needed. A file that does not hold a
+// epoch (docs/contract.md, "Gateway record": +1 on every start, kept in the
+// state directory). The directory is created if needed. A file that does not hold a
 // non-negative integer is an error naming it, never silently reset: a reset epoch
 // would let consumers take old records for new ones.
 func BumpEpoch(dir string) (int64, error) {

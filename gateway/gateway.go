@@ -1,6 +1,6 @@
 // Package gateway wires rollcall together: it loads profiles, keeps the epoch, starts the
 // embedded broker when configured, runs one master per serial bus, feeds the registry and
-// publishes the catalog over MQTT (DESIGN.md, "Data flow").
+// publishes the catalog over MQTT (docs/design.md, "Data flow").
 package gateway
 
 import (
@@ -106,37 +106,80 @@ func (g *Gateway) Registry() *registry.Registry { return g.reg }
 // (and the HTTP event streams end), the publisher publishes status offline and
 // disconnects, the HTTP listener (if any) closes, the embedded broker closes. It
 // returns an error only when startup fails (state dir, broker or HTTP listen, TLS
-// files).
+// files, password files, mDNS sockets); then no goroutine of it is left running.
+//
+// Lifecycle: everything that can fail is built first (build), and only then are the
+// goroutines started (run), so a failed start never leaves work behind.
 func (g *Gateway) Run(ctx context.Context) error {
+	p, err := g.build()
+	if err != nil {
+		p.close()
+		return err
+	}
+	defer p.close()
+	g.run(ctx, p)
+	return nil
+}
+
+// parts is what build made and run starts: nothing in it runs yet, except the embedded
+// broker, which must listen before the publisher can be built on its address.
+type parts struct {
+	broker  *embedded.Broker // nil unless mqtt.broker is "embedded"
+	pubOpts mqtt.PublisherOptions
+	pub     *mqtt.Publisher
+	mx      *metrics.Metrics
+	hub     *httpapi.Hub  // event stream of the dashboard; nil when HTTP is off
+	httpLn  net.Listener  // nil when HTTP is off
+	httpH   http.Handler  // served on httpLn
+	browser *mdns.Browser // nil when mDNS is off
+	disc    *discovery    // nil without static TCP targets and mDNS
+	masters []*master     // one per serial bus
+}
+
+// close releases what build acquired (listeners, the embedded broker); safe on a
+// partly built parts.
+func (p *parts) close() {
+	if p.httpLn != nil {
+		_ = p.httpLn.Close()
+	}
+	if p.broker != nil {
+		_ = p.broker.Close()
+	}
+}
+
+// build makes every part of the gateway that can fail — the epoch, the embedded broker,
+// secrets and TLS, the publisher, the registry, the HTTP listener, the mDNS browser —
+// without starting any goroutine of its own. On error the returned parts hold what must
+// be closed.
+func (g *Gateway) build() (*parts, error) {
 	cfg := g.cfg
+	p := &parts{}
 	epoch, err := BumpEpoch(cfg.Gateway.StateDir)
 	if err != nil {
-		return err
+		return p, err
 	}
 	g.epoch = epoch
 
 	brokerURL := cfg.MQTT.Broker
-	var broker *embedded.Broker
 	var self embedded.User // the gateway's own account on the embedded broker
 	if brokerURL == "embedded" {
 		access, me, err := embeddedAccess(cfg)
 		if err != nil {
-			return err
+			return p, err
 		}
 		self = me
 		// mochi logs a warning for every client with a keep-alive of 5 s or less (ours):
 		// only its errors are worth a line.
-		broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen, Auth: access,
+		p.broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen, Auth: access,
 			Logger: slog.New(minLevel{g.log.Handler(), slog.LevelError})})
 		if err != nil {
-			return fmt.Errorf("embedded broker: %w", err)
+			return p, fmt.Errorf("embedded broker: %w", err)
 		}
-		defer broker.Close()
-		brokerURL = broker.URL()
+		brokerURL = p.broker.URL()
 	}
 	g.brokerURL = brokerURL
 
-	pubOpts := mqtt.PublisherOptions{
+	p.pubOpts = mqtt.PublisherOptions{
 		BrokerURL: brokerURL,
 		ClientID:  cfg.MQTT.ClientID,
 		Topics:    contract.Topics{Prefix: cfg.MQTT.TopicPrefix},
@@ -146,22 +189,66 @@ func (g *Gateway) Run(ctx context.Context) error {
 		Username: cfg.MQTT.Username,
 		Logger:   g.base,
 	}
-	if pubOpts.Password, err = readSecret("mqtt", cfg.MQTT.PasswordFile, cfg.MQTT.PasswordEnv); err != nil {
-		return err
+	if p.pubOpts.Password, err = readSecret("mqtt", cfg.MQTT.PasswordFile, cfg.MQTT.PasswordEnv); err != nil {
+		return p, err
 	}
-	if pubOpts.TLSConfig, err = tlsConfig(cfg.MQTT.TLS); err != nil {
-		return err
+	if p.pubOpts.TLSConfig, err = tlsConfig(cfg.MQTT.TLS); err != nil {
+		return p, err
 	}
-	if broker != nil {
-		pubOpts.Username, pubOpts.Password = self.Username, self.Password
+	if p.broker != nil {
+		p.pubOpts.Username, p.pubOpts.Password = self.Username, self.Password
 	}
-	mx := metrics.New(metrics.Options{Gateway: cfg.Gateway.ID, Epoch: epoch, Version: g.version})
-	pubOpts.OnPublished = mx.PublishLatency
-	pub, err := mqtt.NewPublisher(pubOpts)
-	if err != nil {
-		return err
+	p.mx = metrics.New(metrics.Options{Gateway: cfg.Gateway.ID, Epoch: epoch, Version: g.version})
+	p.pubOpts.OnPublished = p.mx.PublishLatency
+	if p.pub, err = mqtt.NewPublisher(p.pubOpts); err != nil {
+		return p, err
+	}
+	p.mx.Publisher(p.pub.Stats, p.pub.Connected)
+	if cfg.HTTP.Listen != "" {
+		p.hub = httpapi.NewHub(0)
+		p.mx.EventStream(p.hub.Clients, p.hub.Resyncs)
+	}
+	g.reg = g.newRegistry(p)
+
+	if cfg.HTTP.Listen != "" {
+		if p.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+			return p, fmt.Errorf("http.listen: %w", err)
+		}
+		g.httpAddr = p.httpLn.Addr().String()
+		gwRec := p.pubOpts.Gateway
+		gwRec.State = contract.StateOnline
+		p.httpH = httpapi.New(httpapi.Options{
+			Catalog: g.reg.Snapshot,
+			Gateway: func() contract.GatewayRecord { return gwRec },
+			Ready:   func() error { return g.ready(p.pub) },
+			Metrics: promhttp.HandlerFor(p.mx.Registry(), promhttp.HandlerOpts{}),
+			Events:  p.hub,
+		})
 	}
 
+	for _, bc := range cfg.Discovery.Serial {
+		mc, h := rtuMaster(bc)
+		p.masters = append(p.masters, newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, p.mx, g.log.With("bus", bc.Name)))
+	}
+	if md := cfg.Discovery.MDNS; md.Enabled {
+		p.browser, err = mdns.NewBrowser(mdns.BrowserOptions{
+			ServiceTypes: md.ServiceTypes, Interfaces: md.Interfaces, Window: md.Window, Every: md.Every,
+			Logger: g.log.With("component", "mdns"),
+		})
+		if err != nil {
+			return p, fmt.Errorf("discovery.mdns: %w", err)
+		}
+	}
+	if len(cfg.Discovery.TCP) > 0 || p.browser != nil {
+		p.disc = newDiscovery(cfg, g.profiles, g.reg, p.mx, g.log, &g.endpoints)
+	}
+	return p, nil
+}
+
+// newRegistry makes the registry with the configured health policy; its events go to
+// the publisher, the metrics, the dashboard's event stream and the log.
+func (g *Gateway) newRegistry(p *parts) *registry.Registry {
+	cfg := g.cfg
 	policy := registry.Policy{
 		FailuresBeforeCritical:  cfg.Health.FailuresBeforeCritical,
 		SuccessesBeforePassing:  cfg.Health.SuccessesBeforePassing,
@@ -172,23 +259,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 		PublishBurst:            cfg.Health.PublishBurst,
 		PublishEvery:            cfg.Health.PublishEvery,
 	}
-	mx.Publisher(pub.Stats, pub.Connected)
-	var hub *httpapi.Hub // event stream of the dashboard; nil when HTTP is off
-	if cfg.HTTP.Listen != "" {
-		hub = httpapi.NewHub(0)
-		mx.EventStream(hub.Clients, hub.Resyncs)
-	}
-	g.reg = registry.New(registry.Options{
-		Gateway: cfg.Gateway.ID, Epoch: epoch, Policy: policy,
+	return registry.New(registry.Options{
+		Gateway: cfg.Gateway.ID, Epoch: g.epoch, Policy: policy,
 		Sink: func(ev registry.Event) {
 			switch ev.Kind {
 			case registry.Upsert:
-				pub.Publish(ev.Record)
+				p.pub.Publish(ev.Record)
 			case registry.Deregister:
-				pub.Deregister(ev.Record.Service, ev.Record.ID)
+				p.pub.Deregister(ev.Record.Service, ev.Record.ID)
 			}
-			mx.Event(ev)
-			hub.Publish(ev)
+			p.mx.Event(ev)
+			p.hub.Publish(ev)
 			if ev.Transition {
 				status := string(ev.Record.Status)
 				if ev.Kind == registry.Deregister {
@@ -205,74 +286,73 @@ func (g *Gateway) Run(ctx context.Context) error {
 				"instance", id, "burst", policy.PublishBurst, "every", policy.PublishEvery)
 		},
 	})
+}
 
-	if cfg.HTTP.Listen != "" {
-		gwRec := pubOpts.Gateway
-		gwRec.State = "online"
-		stop, err := g.serveHTTP(ctx, cfg.HTTP.Listen, httpapi.New(httpapi.Options{
-			Catalog: g.reg.Snapshot,
-			Gateway: func() contract.GatewayRecord { return gwRec },
-			Ready:   func() error { return g.ready(pub) },
-			Metrics: promhttp.HandlerFor(mx.Registry(), promhttp.HandlerOpts{}),
-			Events:  hub,
-		}))
-		if err != nil {
-			return err
+// run starts every part built by build and waits until ctx ends and all have stopped.
+func (g *Gateway) run(ctx context.Context, p *parts) {
+	cfg := g.cfg
+	var httpWG sync.WaitGroup
+	var srv *http.Server
+	if p.httpLn != nil {
+		srv = &http.Server{
+			Handler:           p.httpH,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			BaseContext:       func(net.Listener) context.Context { return ctx }, // event streams end with ctx
+			ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 		}
-		defer stop()
+		ln := p.httpLn
+		p.httpLn = nil // the server owns it now
+		httpWG.Add(1)
+		go func() {
+			defer httpWG.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.log.Error("http server stopped", "err", err)
+			}
+		}()
 	}
 
-	g.log.Info("gateway starting", "epoch", epoch, "broker", brokerURL, "buses", len(cfg.Discovery.Serial), "version", g.version,
+	g.log.Info("gateway starting", "epoch", g.epoch, "broker", g.brokerURL, "buses", len(cfg.Discovery.Serial), "version", g.version,
 		"http", g.httpAddr)
 
-	// Publisher outlives the buses so their last changes and the offline status get out.
+	// The publisher outlives the buses so their last changes and the offline status get out.
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPub()
 	var pubWG sync.WaitGroup
 	pubWG.Add(1)
 	go func() {
 		defer pubWG.Done()
-		if err := pub.Run(pubCtx); err != nil {
+		if err := p.pub.Run(pubCtx); err != nil {
 			g.log.Error("publisher", "err", err)
 		}
 	}()
 
 	var busWG sync.WaitGroup
 	busWG.Add(2)
-	go func() { defer busWG.Done(); g.readBack(ctx, pubOpts, mx) }()
+	go func() { defer busWG.Done(); g.readBack(ctx, p.pubOpts, p.mx) }()
 	go func() { defer busWG.Done(); g.tick(ctx) }()
-	for _, bc := range cfg.Discovery.Serial {
-		mc, h := rtuMaster(bc)
-		m := newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, mx, g.log.With("bus", bc.Name))
+	for _, m := range p.masters {
 		busWG.Add(1)
 		go func() {
 			defer busWG.Done()
 			_ = m.run(ctx)
 		}()
 	}
-	if len(cfg.Discovery.TCP) > 0 || cfg.Discovery.MDNS.Enabled {
+	if p.disc != nil {
 		snapshots := make(chan mdns.Snapshot)
-		if md := cfg.Discovery.MDNS; md.Enabled {
-			br, err := mdns.NewBrowser(mdns.BrowserOptions{
-				ServiceTypes: md.ServiceTypes, Interfaces: md.Interfaces, Window: md.Window, Every: md.Every,
-				Logger: g.log.With("component", "mdns"),
-			})
-			if err != nil {
-				return fmt.Errorf("discovery.mdns: %w", err)
-			}
+		if p.browser != nil {
 			busWG.Add(1)
 			go func() {
 				defer busWG.Done()
-				if err := br.Run(ctx, snapshots); err != nil && ctx.Err() == nil {
+				if err := p.browser.Run(ctx, snapshots); err != nil && ctx.Err() == nil {
 					g.log.Error("mdns browser stopped", "err", err)
 				}
 			}()
 		}
-		d := newDiscovery(ctx, cfg, g.profiles, g.reg, mx, g.log, &g.endpoints)
 		busWG.Add(1)
 		go func() {
 			defer busWG.Done()
-			d.run(snapshots)
+			p.disc.run(ctx, snapshots)
 		}()
 	}
 	close(g.started)
@@ -282,8 +362,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 	busWG.Wait()
 	stopPub()
 	pubWG.Wait()
-	g.log.Info("gateway stopped", "epoch", epoch)
-	return nil
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+		cancel()
+		httpWG.Wait()
+	}
+	g.log.Info("gateway stopped", "epoch", g.epoch)
 }
 
 // readBack reads this gateway's retained records left by earlier epochs and hands them
@@ -312,38 +399,6 @@ func (g *Gateway) readBack(ctx context.Context, po mqtt.PublisherOptions, mx *me
 		case <-time.After(retry):
 		}
 	}
-}
-
-// serveHTTP starts the HTTP listener on addr and sets g.httpAddr. Handlers see ctx
-// (event streams end with it); stop shuts the server down and waits for it.
-func (g *Gateway) serveHTTP(ctx context.Context, addr string, h http.Handler) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http.listen: %w", err)
-	}
-	g.httpAddr = ln.Addr().String()
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			g.log.Error("http server stopped", "err", err)
-		}
-	}()
-	return func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		if srv.Shutdown(sctx) != nil {
-			_ = srv.Close()
-		}
-		<-done
-	}, nil
 }
 
 // ready is nil when the gateway is ready (/readyz): started, not stopping, and the

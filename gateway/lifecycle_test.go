@@ -7,6 +7,7 @@ import (
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
 // view is a consumer's picture of the catalog built from messages: id → record fields
@@ -14,10 +15,10 @@ import (
 type view map[string]map[string]any
 
 func (v view) apply(m message, r map[string]any) {
-	if !isCatalog(m) {
+	_, _, id, ok := contract.Topics{}.ParseInstanceTopic(m.topic)
+	if !ok {
 		return
 	}
-	id := m.topic[len("rollcall/v1/catalog/servo-drive/it-gw/"):]
 	if r == nil {
 		delete(v, id)
 		return
@@ -42,7 +43,7 @@ func (v view) equalsRegistry(snap []contract.Record) bool {
 
 const lifecycleConfig = `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-4", timeout: 20ms}]
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-4"}]
 health: {poll_interval: 50ms, restart_grace: 1s, deregister_critical_after: 1s}
 `
 
@@ -54,10 +55,10 @@ func TestRestartClearsRemovedDevice(t *testing.T) {
 		t.Skip("integration test")
 	}
 	broker := mosquitto.Start(t)
-	h := newHarness(t)
-	s := h.startSim(1, 2, 3)
+	h := rig.New(t)
+	s := h.StartSim(1, 2, 3)
 	sub := subscribe(t, broker.URL())
-	_, stop := h.runGateway(broker.URL(), lifecycleConfig)
+	_, stop := h.RunGateway(broker.URL(), lifecycleConfig)
 	v := view{}
 	sub.next(t, 15*time.Second, "3 passing records in epoch 1", func(m message, r map[string]any) bool {
 		v.apply(m, r)
@@ -65,12 +66,12 @@ func TestRestartClearsRemovedDevice(t *testing.T) {
 	})
 	stop()
 	sub.next(t, 10*time.Second, "gateway offline", func(m message, r map[string]any) bool {
-		return m.topic == "rollcall/v1/gateways/it-gw/status" && r["state"] == "offline"
+		return m.topic == gatewayStatus() && r["state"] == "offline"
 	})
 	if err := s.SetFault("bus1", 3, slave.Fault{Mode: slave.FaultSilent}); err != nil {
 		t.Fatal(err)
 	}
-	g2, _ := h.runGateway(broker.URL(), lifecycleConfig)
+	g2, _ := h.RunGateway(broker.URL(), lifecycleConfig)
 	if g2.Epoch() != 2 {
 		t.Fatalf("epoch %d after restart, want 2", g2.Epoch())
 	}
@@ -106,10 +107,10 @@ func TestBrokerOutage(t *testing.T) {
 		t.Skip("integration test")
 	}
 	broker := mosquitto.StartPersistent(t)
-	h := newHarness(t)
-	s := h.startSim(1, 2, 3)
+	h := rig.New(t)
+	s := h.StartSim(1, 2, 3)
 	sub := subscribe(t, broker.URL())
-	g := h.startGateway(broker.URL(), lifecycleConfig)
+	g := h.StartGateway(broker.URL(), lifecycleConfig)
 	v := view{}
 	sub.next(t, 15*time.Second, "3 passing records", func(m message, r map[string]any) bool {
 		v.apply(m, r)
@@ -124,8 +125,8 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The gateway keeps polling: the registry follows the drives while the broker is down.
-	waitCatalog(t, g, 10*time.Second, "drive 3 deregistered and drive 2 warning during the outage", func(r []contract.Record) bool {
-		d2, ok := instance(r, "rollcall-firmware-sim-sim-0002")
+	rig.WaitCatalog(t, g, 10*time.Second, "drive 3 deregistered and drive 2 warning during the outage", func(r []contract.Record) bool {
+		d2, ok := rig.Instance(r, "rollcall-firmware-sim-sim-0002")
 		return len(r) == 2 && ok && d2.Status == contract.Warning
 	})
 	// The outage lasts 10 s (the scenario, not a synchronisation).
@@ -160,8 +161,8 @@ func TestFlappingBounded(t *testing.T) {
 		t.Skip("integration test")
 	}
 	broker := mosquitto.Start(t)
-	h := newHarness(t)
-	h.startSimYAML(`
+	h := rig.New(t)
+	h.StartSimYAML(`
 buses:
   - name: bus1
     link: $LINK
@@ -171,9 +172,9 @@ buses:
       - {unit: 1, serial: SIM-0001, schedule: [{after: 50ms, mode: fault}, {after: 150ms, mode: none}], repeat: 200ms}
 `)
 	sub := subscribe(t, broker.URL())
-	g := h.startGateway(broker.URL(), `
+	g := h.StartGateway(broker.URL(), `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1", timeout: 20ms}]
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
 health: {poll_interval: 20ms, successes_before_passing: 1, publish_burst: 5, publish_every: 1s}
 `)
 	id := "rollcall-firmware-sim-sim-0001"

@@ -70,7 +70,7 @@ type master struct {
 	applied *hints       // the hints the registered devices were last updated with
 	live    atomic.Int32 // number of registered devices, readable from other goroutines
 
-	failCost  time.Duration   // master time of one failed request: timeout + resync listening
+	failCost  time.Duration   // master time of one failed poll: default timeout + resync listening
 	maxTA     time.Duration   // longest device turnaround observed (RTU): round trip − wire times
 	known     map[int]*device // registered units
 	refused   map[int]bool    // units whose registration a limit refused (logged once)
@@ -133,10 +133,7 @@ func (m *master) run(ctx context.Context) error {
 	}
 	defer client.Close()
 	m.stats.SetClient(client)
-	m.failCost = client.Timeout()
-	if rtu, ok := client.(*modbus.RTU); ok {
-		m.failCost += rtu.Config().Resync
-	}
+	m.failCost = client.Timeout() + client.Resync()
 	m.log.Info("master open", "units", len(m.cfg.Units))
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -261,26 +258,14 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 	unit := m.absent[m.sweepPos]
 	m.sweepPos++
 	start := time.Now()
-	// The probe is a basic Read Device Identification with the probe timeout and a
-	// short resync (nobody is expected at most unit IDs); identification goes on, if the
-	// unit answered, with the normal timeout.
-	type tunable interface{ SetTimeout(time.Duration) }
-	type resyncable interface{ SetResync(time.Duration) }
-	if tc, ok := c.(tunable); ok {
-		tc.SetTimeout(m.probeTimeout())
-	}
-	if rc, ok := c.(resyncable); ok {
-		rc.SetResync(time.Nanosecond) // raised to the bus's frame gap
-	}
-	basic, err := c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic)
+	// The probe is a basic Read Device Identification with the probe timeout and the
+	// shortest resync, the bus's frame gap (nobody, hence no late reply, is expected at
+	// most unit IDs; TCP ignores it); identification goes on, if the unit answered, with
+	// the client's default timeout and resync.
+	basic, err := c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic,
+		modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond))
 	if err == nil {
 		m.observeTurnaround(time.Since(start), 7, deviceIDReplyLen(basic))
-	}
-	if tc, ok := c.(tunable); ok {
-		tc.SetTimeout(0)
-	}
-	if rc, ok := c.(resyncable); ok {
-		rc.SetResync(0)
 	}
 	err = m.register(ctx, c, unit, basic, err)
 	if err != nil && ctx.Err() == nil && !errors.Is(err, modbus.ErrTimeout) && !errors.Is(err, modbus.ErrUnreachable) {
@@ -396,15 +381,13 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 }
 
 // detectBudget is the worst case from a device's death to critical with n devices on
-// the master, from the real schedule: its last good poll may have happened just before
-// it died, so its next poll is due one interval later; that poll may wait behind the
-// request in flight (a probe or a poll) and the polls of the other n−1 devices due at
-// the same time; then failures_before_critical polls fail back to back (a suspect device
-// is retried before any regular poll). Each request that fails occupies the master for
-// failCost (timeout + resync listening); probes never take longer than that.
+// the master: registry.DetectBudget of the master's schedule (registry.MasterSchedule:
+// a due poll may wait behind the request in flight and the other n−1 devices' polls,
+// suspect devices are retried back to back, each failed request occupies the master
+// for failCost; probes never take longer than that, as their timeout is at most the
+// default one and their resync the shortest).
 func (m *master) detectBudget(n int) time.Duration {
-	f := time.Duration(m.policy.FailuresBeforeCritical)
-	return m.cfg.PollInterval + time.Duration(n)*m.failCost + f*m.failCost
+	return registry.DetectBudget(m.policy, registry.MasterSchedule(m.cfg.PollInterval, m.failCost, n))
 }
 
 func (m *master) check(n int) contract.Check {

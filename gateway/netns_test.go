@@ -12,6 +12,7 @@ import (
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 	"github.com/rollcall-edge/rollcall/internal/testutil/netns"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
 const helperEnv = "ROLLCALL_GATEWAY_NETNS_HELPER"
@@ -23,8 +24,8 @@ func TestHelperSimInNamespace(t *testing.T) {
 	if os.Getenv(helperEnv) != "sim" {
 		t.Skip("helper process for TestMDNSAcrossNamespaces")
 	}
-	h := newHarness(t)
-	s := h.startSimYAML(`
+	h := rig.New(t)
+	s := h.StartSimYAML(`
 tcp:
   - name: axis9
     listen: 192.0.2.1:1502
@@ -50,10 +51,10 @@ func TestHelperGatewayInNamespace(t *testing.T) {
 	if os.Getenv(helperEnv) != "gateway" {
 		t.Skip("helper process for TestMDNSAcrossNamespaces")
 	}
-	h := newHarness(t)
-	g := h.startGateway("embedded", `
+	h := rig.New(t)
+	g := h.StartGateway("embedded", `
 discovery:
-  mdns: {enabled: true, interfaces: [`+netns.LinkB+`], window: 400ms, every: 200ms, timeout: 100ms}
+  mdns: {enabled: true, interfaces: [`+netns.LinkB+`], window: 400ms, every: 200ms}
 health: {poll_interval: 50ms, deregister_critical_after: 1m}
 `)
 	fmt.Println("READY")
@@ -102,7 +103,7 @@ func TestMDNSAcrossNamespaces(t *testing.T) {
 	}
 	silent := stamp(t, sim.WaitLine(t, "SILENT", 10*time.Second).Text, 1)
 	line = gw.WaitLine(t, "STATUS rollcall-firmware-sim-sim-0901 critical", 10*time.Second).Text
-	t.Logf("TCP drive silent → critical (poll 50ms, timeout 100ms, failures 3): %v", time.Unix(0, stamp(t, line, 4)).Sub(time.Unix(0, silent)))
+	t.Logf("TCP drive silent → critical (poll 50ms, default timeout, failures 3): %v", time.Unix(0, stamp(t, line, 4)).Sub(time.Unix(0, silent)))
 
 	for _, proc := range []*netns.Proc{sim, gw} {
 		if err := proc.Wait(); err != nil {

@@ -12,12 +12,15 @@ import (
 
 	"github.com/grandcat/zeroconf"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
-// loopback returns the loopback interface, where mDNS works in-process (LIBRARIES.md:
-// zeroconf needs it selected explicitly). The real-multicast test between two network
-// namespaces is TestMDNSAcrossNamespaces.
+// loopback returns the loopback interface, where mDNS works in-process (zeroconf needs
+// it selected explicitly). Other processes announce and browse there too: tests name
+// what they announce with testutil.MDNSNames and admit only those names. The
+// real-multicast test between two network namespaces is TestMDNSAcrossNamespaces.
 func loopback(t *testing.T) net.Interface {
 	t.Helper()
 	ifs, err := net.Interfaces()
@@ -45,8 +48,9 @@ func TestOneGatewayAllSources(t *testing.T) {
 	}
 	broker := mosquitto.Start(t)
 	lo := loopback(t)
-	h := newHarness(t)
-	s := h.startSimYAML(`
+	names := testutil.NewMDNSNames(t)
+	h := rig.New(t)
+	s := h.StartSimYAML(`
 buses:
   - name: bus1
     link: $LINK
@@ -60,9 +64,11 @@ tcp:
   - name: axis7
     listen: 127.0.0.1:0
     drives: [{unit: 1, serial: SIM-0301}]
-    mdns: {instance: axis-7, host: axis-7-sim, interfaces: [` + lo.Name + `], txt: {cell: "2", axis: "7"}}
+    mdns: {instance: ` + names.Instance("axis-7") + `, host: ` + names.Instance("axis-7-sim") + `, interfaces: [` + lo.Name + `], txt: {cell: "2", axis: "7"}}
 `)
-	// A vision module: HTTP health endpoint, announced as _http._tcp.
+	// A vision module: HTTP health endpoint, announced with a service type of its own
+	// (as _http._tcp would be, but no other process's HTTP announcements count).
+	camType := names.ServiceType("vision")
 	var healthy atomic.Bool
 	healthy.Store(true)
 	cam := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +80,7 @@ tcp:
 	}))
 	defer cam.Close()
 	camPort, _ := strconv.Atoi(cam.URL[strings.LastIndex(cam.URL, ":")+1:])
-	adv, err := zeroconf.RegisterProxy("cam-1", "_http._tcp", "local.", camPort, "cam-1-sim", []string{"127.0.0.1"},
+	adv, err := zeroconf.RegisterProxy(names.Instance("cam-1"), camType, "local.", camPort, names.Instance("cam-1-sim"), []string{"127.0.0.1"},
 		[]string{"vendor=acme", "serial=CAM-1", "cell=2"}, []net.Interface{lo})
 	if err != nil {
 		t.Fatal(err)
@@ -82,18 +88,18 @@ tcp:
 	defer adv.Shutdown()
 
 	sub := subscribe(t, broker.URL())
-	g := h.startGateway(broker.URL(), `
+	g := h.StartGateway(broker.URL(), `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-4", timeout: 20ms}]
-  tcp: [{name: static1, address: "$ADDR(static1)", units: "1", timeout: 200ms, meta: {line: "press"}}]
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-4"}]
+  tcp: [{name: static1, address: "$ADDR(static1)", units: "1", meta: {line: "press"}}]
   mdns:
     enabled: true
-    service_types: [_modbus._tcp, _http._tcp]
+    service_types: [_modbus._tcp, `+camType+`]
+    instance_patterns: ['`+names.InstancePattern()+`']
     interfaces: [`+lo.Name+`]
     window: 400ms
     every: 200ms
-    timeout: 200ms
-    checks: [{service_type: _http._tcp, type: http, path: /health, service: vision-module}]
+    checks: [{service_type: `+camType+`, type: http, path: /health, service: vision-module}]
 health: {poll_interval: 50ms, deregister_critical_after: 1m}
 `)
 	_ = g
@@ -138,15 +144,14 @@ health: {poll_interval: 50ms, deregister_critical_after: 1m}
 
 	// Announcement → passing at the subscriber: a second simulator advertises a new
 	// drive while the gateway is running.
-	h2 := newHarness(t)
-	h2.link = h.link + "-unused"
+	h2 := rig.New(t)
 	start := time.Now()
-	h2.startSimYAML(`
+	h2.StartSimYAML(`
 tcp:
   - name: axis8
     listen: 127.0.0.1:0
     drives: [{unit: 1, serial: SIM-0302}]
-    mdns: {instance: axis-8, host: axis-8-sim, interfaces: [` + lo.Name + `], txt: {cell: "2", axis: "8"}}
+    mdns: {instance: ` + names.Instance("axis-8") + `, host: ` + names.Instance("axis-8-sim") + `, interfaces: [` + lo.Name + `], txt: {cell: "2", axis: "8"}}
 `)
 	m, _ := sub.next(t, 20*time.Second, "axis-8 passing", func(m message, r map[string]any) bool {
 		return r != nil && r["id"] == "rollcall-firmware-sim-sim-0302" && r["status"] == "passing"

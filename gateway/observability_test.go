@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
 // httpClient has no keep-alive, so no idle connection outlives a test (goleak).
@@ -59,41 +62,19 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	return out
 }
 
-// waitFor polls cond until it holds, failing the test at the deadline.
-func waitFor(t *testing.T, deadline time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", deadline, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
+// twoDrivesConfig polls bus1 (units 1–4, the product's default reply timeout) every
+// 50 ms.
 const twoDrivesConfig = `
 discovery:
   serial:
-    - {name: bus1, device: $LINK, baud: 115200, units: "1-4", timeout: 20ms, meta: {cell: "2"}}
+    - {name: bus1, device: $LINK, baud: 115200, units: "1-4", meta: {cell: "2"}}
 health:
-  poll_interval: 20ms
+  poll_interval: 50ms
   failures_before_critical: 3
   successes_before_passing: 2
   deregister_critical_after: 1m
 http: {listen: "127.0.0.1:0"}
 `
-
-func passing(n int) func([]contract.Record) bool {
-	return func(recs []contract.Record) bool {
-		c := 0
-		for _, r := range recs {
-			if r.Status == contract.Passing {
-				c++
-			}
-		}
-		return c == n
-	}
-}
 
 // TestHTTPAPI checks the gateway's HTTP listener against a real run (firmware-sim, the
 // embedded broker): health and readiness, the catalog in the contract's shape, the
@@ -102,16 +83,18 @@ func TestHTTPAPI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	h := newHarness(t)
-	s := h.startSim(1, 2)
-	g := h.startGateway("embedded", twoDrivesConfig)
+	h := rig.New(t)
+	store := &logStore{}
+	h.Log = slog.New(logRecorder{store: store})
+	s := h.StartSim(1, 2)
+	g := h.StartGateway("embedded", twoDrivesConfig)
 	base := "http://" + g.HTTPAddr()
-	waitCatalog(t, g, 15*time.Second, "2 passing drives", passing(2))
+	rig.WaitCatalog(t, g, 15*time.Second, "2 passing drives", rig.Passing(2))
 
 	if code, body := httpGet(t, base+"/healthz"); code != 200 {
 		t.Errorf("/healthz %d %q", code, body)
 	}
-	waitFor(t, 10*time.Second, "/readyz 200", func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 200 })
+	testutil.Eventually(t, 10*time.Second, "/readyz 200", func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 200 })
 
 	// /v1/catalog: the registry's records, every contract field, sorted by id.
 	code, body := httpGet(t, base+"/v1/catalog")
@@ -193,9 +176,28 @@ func TestHTTPAPI(t *testing.T) {
 		}
 	}
 	eq := func(x float64) func(float64) bool { return func(v float64) bool { return v == x } }
-	checkMetric(m1, `rollcall_status_transitions_total{from="passing",to="critical"}`, eq(1), "1")
-	checkMetric(m1, `rollcall_instances{status="critical"}`, eq(1), "1")
-	checkMetric(m1, `rollcall_instances{status="passing"}`, eq(1), "1")
+	// On a machine starved of CPU the simulator may also leave the bystander unanswered
+	// for three polls in a row: the product rightly takes it critical for a moment, and
+	// logs and counts that transition like any other. So the transition counters are
+	// checked against the gateway's own log of transitions (one "instance status" line
+	// each), and the instance gauges against its registry, not against fixed numbers.
+	transitionsCounted := func(from, to string) func() bool {
+		return func() bool {
+			logged := store.transitions(to)
+			v := scrape(t, base+"/metrics")[fmt.Sprintf(`rollcall_status_transitions_total{from=%q,to=%q}`, from, to)]
+			return logged >= 1 && v == float64(logged)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, "passing→critical counted once per logged transition", transitionsCounted("passing", "critical"))
+	testutil.Eventually(t, 5*time.Second, "rollcall_instances equal to the registry's statuses", func() bool {
+		m, snap := scrape(t, base+"/metrics"), g.Registry().Snapshot()
+		n := map[contract.Status]float64{}
+		for _, r := range snap {
+			n[r.Status]++
+		}
+		return n[contract.Critical] >= 1 && m[`rollcall_instances{status="critical"}`] == n[contract.Critical] &&
+			m[`rollcall_instances{status="passing"}`] == n[contract.Passing] && m[`rollcall_instances{status="warning"}`] == n[contract.Warning]
+	})
 	checkMetric(m1, `rollcall_registrations_total`, eq(2), "2")
 	checkMetric(m1, `rollcall_polls_total{master="bus1",outcome="timeout",unit="2"}`, func(v float64) bool { return v >= 3 }, "≥ 3")
 	checkMetric(m1, `rollcall_polls_total{master="bus1",outcome="ok",unit="1"}`, func(v float64) bool { return v > 0 }, "> 0")
@@ -219,9 +221,10 @@ func TestHTTPAPI(t *testing.T) {
 	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultNone}); err != nil {
 		t.Fatal(err)
 	}
-	waitCatalog(t, g, 10*time.Second, "drive 2 passing again", passing(2))
-	waitFor(t, 5*time.Second, "critical→passing counted", func() bool {
-		return scrape(t, base+"/metrics")[`rollcall_status_transitions_total{from="critical",to="passing"}`] == 1
+	rig.WaitCatalog(t, g, 10*time.Second, "drive 2 passing again", rig.Passing(2))
+	// Both passing: every critical spell logged has ended with one counted return.
+	testutil.Eventually(t, 5*time.Second, "critical→passing counted once per logged critical spell", func() bool {
+		return scrape(t, base+"/metrics")[`rollcall_status_transitions_total{from="critical",to="passing"}`] == float64(store.transitions("critical"))
 	})
 }
 
@@ -259,8 +262,8 @@ func TestReadyzBrokerDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	h := newHarness(t)
-	g := h.startGateway("tcp://127.0.0.1:1", `
+	h := rig.New(t)
+	g := h.StartGateway("tcp://127.0.0.1:1", `
 discovery: {mdns: {enabled: false}}
 http: {listen: "127.0.0.1:0"}
 `)
@@ -325,6 +328,18 @@ func (s *logStore) gatewayLines(from int) []logLine {
 	return out
 }
 
+// transitions returns how many "instance status" lines of the gateway announced the
+// status to.
+func (s *logStore) transitions(to string) int {
+	n := 0
+	for _, l := range s.gatewayLines(0) {
+		if l.msg == "instance status" && l.attrs["status"] == to {
+			n++
+		}
+	}
+	return n
+}
+
 func (s *logStore) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -338,53 +353,85 @@ func TestLogsAtDefaultLevel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	h := newHarness(t)
+	h := rig.New(t)
 	store := &logStore{}
-	h.log = slog.New(logRecorder{store: store})
-	s := h.startSim(1, 2)
-	g := h.startGateway("embedded", twoDrivesConfig)
+	h.Log = slog.New(logRecorder{store: store})
+	s := h.StartSim(1, 2)
+	g := h.StartGateway("embedded", twoDrivesConfig)
 	metricsURL := "http://" + g.HTTPAddr() + "/metrics"
-	waitCatalog(t, g, 15*time.Second, "2 passing drives", passing(2))
+	rig.WaitCatalog(t, g, 15*time.Second, "2 passing drives", rig.Passing(2))
 	polls := func() float64 {
 		m := scrape(t, metricsURL)
 		return m[`rollcall_polls_total{master="bus1",outcome="ok",unit="1"}`] + m[`rollcall_polls_total{master="bus1",outcome="ok",unit="2"}`]
 	}
-	// Let the start-up lines (MQTT connection, read-back) settle, then measure.
-	waitFor(t, 10*time.Second, "gateway ready", func() bool { code, _ := httpGet(t, "http://"+g.HTTPAddr()+"/readyz"); return code == 200 })
-	time.Sleep(200 * time.Millisecond)
+	// The start-up lines (MQTT connection, read-back of earlier epochs) may come after
+	// the drives are passing: wait for both, then measure.
+	testutil.Eventually(t, 10*time.Second, "the start-up lines (MQTT connected, read-back done)", func() bool {
+		connected, readBack := false, false
+		for _, l := range store.gatewayLines(0) {
+			connected = connected || strings.HasPrefix(l.msg, "mqtt: connected")
+			readBack = readBack || strings.HasPrefix(l.msg, "read back retained records")
+		}
+		return connected && readBack
+	})
+	// Polling logs nothing at info level. The only lines allowed while the drives are
+	// polled are status transitions: on a machine starved of CPU the simulator may leave
+	// a drive unanswered three times in a row, and the product rightly logs that drive's
+	// critical status (and its return) — one line per transition, never poll chatter.
 	mark, p0 := store.len(), polls()
-	waitFor(t, 10*time.Second, "100 more polls", func() bool { return polls() >= p0+100 })
-	if lines := store.gatewayLines(mark); len(lines) > 0 {
-		t.Errorf("%v polls logged %d lines at info level: %+v", polls()-p0, len(lines), lines)
+	testutil.Eventually(t, 10*time.Second, "100 more polls", func() bool { return polls() >= p0+100 })
+	for _, l := range store.gatewayLines(mark) {
+		if l.msg != "instance status" {
+			t.Errorf("%v polls logged a line other than a status transition at info level: %+v", polls()-p0, l)
+		}
 	}
 
-	// Silent, then back: exactly two lines, one per transition.
+	// Silent, then back: one line per transition of the victim, critical then passing.
 	mark = store.len()
 	victim := "rollcall-firmware-sim-sim-0002"
 	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultSilent}); err != nil {
 		t.Fatal(err)
 	}
-	waitCatalog(t, g, 10*time.Second, "critical", func(recs []contract.Record) bool {
-		r, ok := instance(recs, victim)
-		return ok && r.Status == contract.Critical
-	})
+	rig.WaitCatalog(t, g, 10*time.Second, "critical", rig.StatusIs(victim, contract.Critical))
 	p1 := polls()
-	waitFor(t, 10*time.Second, "50 more polls while critical", func() bool { return polls() >= p1+50 })
+	testutil.Eventually(t, 10*time.Second, "50 more polls while critical", func() bool { return polls() >= p1+50 })
 	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultNone}); err != nil {
 		t.Fatal(err)
 	}
-	waitCatalog(t, g, 10*time.Second, "passing again", passing(2))
-	waitFor(t, 5*time.Second, "the passing line", func() bool { return len(store.gatewayLines(mark)) >= 2 })
-	time.Sleep(200 * time.Millisecond) // nothing more may follow
-	lines := store.gatewayLines(mark)
-	if len(lines) != 2 {
-		t.Fatalf("lines for two transitions: %d: %+v", len(lines), lines)
+	rig.WaitCatalog(t, g, 10*time.Second, "passing again", rig.Passing(2))
+	victimLines := func() []logLine {
+		var out []logLine
+		for _, l := range store.gatewayLines(mark) {
+			if l.attrs["instance"] == victim {
+				out = append(out, l)
+			}
+		}
+		return out
 	}
-	for i, want := range []string{"critical", "passing"} {
-		l := lines[i]
-		if l.msg != "instance status" || l.level != slog.LevelInfo || l.attrs["instance"] != victim || l.attrs["status"] != want ||
+	testutil.Eventually(t, 5*time.Second, "the passing line", func() bool {
+		v := victimLines()
+		return len(v) >= 2 && v[len(v)-1].attrs["status"] == "passing"
+	})
+	// Nothing more may follow: 20 more polls, then look again.
+	p2 := polls()
+	testutil.Eventually(t, 10*time.Second, "20 more polls", func() bool { return polls() >= p2+20 })
+	lines := victimLines()
+	if len(lines)%2 != 0 || len(lines) == 0 {
+		t.Fatalf("victim's lines for critical-and-back: %d, want one per transition (critical, passing): %+v", len(lines), lines)
+	}
+	if len(lines) > 2 {
+		t.Logf("the victim also went critical and back %d more times (CPU starvation): %+v", len(lines)/2-1, lines)
+	}
+	for i, l := range lines {
+		want := []string{"critical", "passing"}[i%2]
+		if l.msg != "instance status" || l.level != slog.LevelInfo || l.attrs["status"] != want ||
 			l.attrs["service"] != "servo-drive" || l.attrs["gateway"] != "it-gw" || l.attrs["revision"] == "" {
 			t.Errorf("line %d: %+v; want instance status %s with keys gateway, instance, service, status, revision", i, l, want)
+		}
+	}
+	for _, l := range store.gatewayLines(mark) {
+		if l.msg != "instance status" {
+			t.Errorf("a line other than a status transition at info level: %+v", l)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
 // buildRollcall builds cmd/rollcall into dir and returns the binary's path.
@@ -32,18 +33,18 @@ func TestGatewayProcessKillAndStop(t *testing.T) {
 		t.Skip("integration test")
 	}
 	broker := mosquitto.Start(t)
-	h := newHarness(t)
-	h.startSim(1, 2)
-	bin := buildRollcall(t, h.dir)
-	cfgPath := filepath.Join(h.dir, "gateway.yaml")
+	h := rig.New(t)
+	h.StartSim(1, 2)
+	bin := buildRollcall(t, h.Dir)
+	cfgPath := filepath.Join(h.Dir, "gateway.yaml")
 	cfg := fmt.Sprintf("gateway: {id: it-gw, state_dir: %s}\nmqtt: {broker: %q}\n%s",
-		filepath.Join(h.dir, "state"), broker.URL(), h.expand(lifecycleConfig))
+		filepath.Join(h.Dir, "state"), broker.URL(), h.Expand(lifecycleConfig))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "gateway", "--config", cfgPath)
-		logf, err := os.Create(filepath.Join(h.dir, fmt.Sprintf("gateway-%d.log", time.Now().UnixNano())))
+		logf, err := os.Create(filepath.Join(h.Dir, fmt.Sprintf("gateway-%d.log", time.Now().UnixNano())))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +56,7 @@ func TestGatewayProcessKillAndStop(t *testing.T) {
 		return cmd
 	}
 	sub := subscribe(t, broker.URL())
-	status := "rollcall/v1/gateways/it-gw/status"
+	status := gatewayStatus()
 
 	cmd := start()
 	v := view{}

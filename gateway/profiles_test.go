@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
 // TestProfilesOnRealBus checks profile matching against firmware-sim on a pty bus with
@@ -26,9 +27,9 @@ func TestProfilesOnRealBus(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.profile, func(t *testing.T) {
-			h := newHarness(t)
-			h.startSim(3, 7)
-			pdir := filepath.Join(h.dir, "profiles")
+			h := rig.New(t)
+			h.StartSim(3, 7)
+			pdir := filepath.Join(h.Dir, "profiles")
 			if err := os.MkdirAll(pdir, 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -39,13 +40,13 @@ func TestProfilesOnRealBus(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(pdir, tc.profile+".yaml"), data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			g := h.startGateway("embedded", `
+			g := h.StartGateway("embedded", `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-8", timeout: 20ms}]
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-8"}]
 health: {poll_interval: 50ms}
 profiles: {dirs: [`+pdir+`]}
 `)
-			snap := waitCatalog(t, g, 15*time.Second, "2 instances", func(r []contract.Record) bool { return len(r) == 2 })
+			snap := rig.WaitCatalog(t, g, 15*time.Second, "2 instances", func(r []contract.Record) bool { return len(r) == 2 })
 			r := snap[0]
 			if r.ID != tc.firstID || r.Profile != tc.profile || r.Service != tc.service || r.Status != contract.Passing {
 				t.Fatalf("instance %+v", r)

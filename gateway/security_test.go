@@ -13,15 +13,18 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
 // pki is a throw-away CA with a server certificate for 127.0.0.1 and client
@@ -102,15 +105,24 @@ func (p *pki) clientTLS(t *testing.T, cn string) *tls.Config {
 	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 }
 
-// aclPatterns confine every gateway to its own subtree (docs/contract.md, DESIGN.md:
-// "<prefix>/catalog/+/<gateway>/#, <prefix>/gateways/<gateway>/#") with mosquitto's %u
-// (the username, which is the gateway id); "reader" may only read.
-const aclPatterns = `user reader
-topic read rollcall/v1/#
+// aclPatterns returns a Mosquitto ACL that confines every gateway to its own subtree
+// (contract.Topics.GatewayACL) with mosquitto's %u (the username, which is the gateway
+// id); "reader" may only read (ReadAllFilter).
+func aclPatterns() string {
+	const user = "acl-username" // a valid gateway slug, replaced by %u
+	var b strings.Builder
+	fmt.Fprintf(&b, "user reader\ntopic read %s\n\n", contract.Topics{}.ReadAllFilter())
+	for _, f := range (contract.Topics{}).GatewayACL(user) {
+		fmt.Fprintf(&b, "pattern readwrite %s\n", strings.ReplaceAll(f, user, "%u"))
+	}
+	return b.String()
+}
 
-pattern readwrite rollcall/v1/catalog/+/%u/#
-pattern readwrite rollcall/v1/gateways/%u/#
-`
+// marker returns a topic in gateway gw's own subtree (next to its status record) for
+// the ordering markers of TestSecuredBroker.
+func marker(gw string) string {
+	return path.Join(path.Dir(contract.Topics{}.GatewayStatus(gw)), "marker")
+}
 
 // TestSecuredBroker runs the gateway against Mosquitto with TLS (CA verification and
 // client certificates), a password file and an ACL that confines each gateway to its
@@ -124,16 +136,16 @@ func TestSecuredBroker(t *testing.T) {
 	p := newPKI(t)
 	srvCert, srvKey := p.issue(t, "broker", true)
 	acl := filepath.Join(t.TempDir(), "acl")
-	if err := os.WriteFile(acl, []byte(aclPatterns), 0o600); err != nil {
+	if err := os.WriteFile(acl, []byte(aclPatterns()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	passwd := mosquitto.PasswordFile(t, map[string]string{"it-gw": "s3cret-1", "other-gw": "s3cret-2", "reader": "r3ad"})
 	broker := mosquitto.StartSecure(t, mosquitto.Secure{CAFile: p.CAFile, CertFile: srvCert, KeyFile: srvKey,
 		RequireClientCert: true, PasswordFile: passwd, ACLFile: acl})
 
-	h := newHarness(t)
-	h.startSim(1, 2)
-	pwFile := filepath.Join(h.dir, "mqtt-password")
+	h := rig.New(t)
+	h.StartSim(1, 2)
+	pwFile := filepath.Join(h.Dir, "mqtt-password")
 	if err := os.WriteFile(pwFile, []byte("s3cret-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -142,11 +154,11 @@ func TestSecuredBroker(t *testing.T) {
 	asReader := func(o *paho.ClientOptions) { o.SetUsername("reader").SetPassword("r3ad").SetTLSConfig(readerTLS) }
 	sub := subscribe(t, broker.URL(), asReader)
 
-	h.mqttExtra = fmt.Sprintf(", username: it-gw, password_file: %s, tls: {ca_file: %s, cert_file: %s, key_file: %s}",
+	h.MQTTExtra = fmt.Sprintf(", username: it-gw, password_file: %s, tls: {ca_file: %s, cert_file: %s, key_file: %s}",
 		pwFile, p.CAFile, gwCert, gwKey)
-	g := h.startGateway(broker.URL(), `
+	g := h.StartGateway(broker.URL(), `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2", timeout: 20ms}]
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2"}]
 health: {poll_interval: 50ms}
 `)
 	v := view{}
@@ -154,7 +166,7 @@ health: {poll_interval: 50ms}
 		v.apply(m, r)
 		return len(v) == 2
 	})
-	victim := "rollcall/v1/catalog/servo-drive/it-gw/rollcall-firmware-sim-sim-0001"
+	victim := contract.Topics{}.Instance("servo-drive", "it-gw", "rollcall-firmware-sim-sim-0001")
 	original := v["rollcall-firmware-sim-sim-0001"]["revision"]
 
 	// A client with a gateway's credentials writes outside its subtree, then inside it.
@@ -181,8 +193,8 @@ health: {poll_interval: 50ms}
 			return m.topic == marker
 		})
 	}
-	publishAs("it-gw", "s3cret-1", "rollcall/v1/catalog/servo-drive/other-gw/forged", "rollcall/v1/gateways/it-gw/marker")
-	publishAs("other-gw", "s3cret-2", victim, "rollcall/v1/gateways/other-gw/marker")
+	publishAs("it-gw", "s3cret-1", contract.Topics{}.Instance("servo-drive", "other-gw", "forged"), marker("it-gw"))
+	publishAs("other-gw", "s3cret-2", victim, marker("other-gw"))
 	late := subscribe(t, broker.URL(), asReader)
 	lv := view{}
 	late.next(t, 10*time.Second, "it-gw's records intact", func(m message, r map[string]any) bool {
@@ -215,24 +227,24 @@ func TestPasswordFromEnvironment(t *testing.T) {
 	p := newPKI(t)
 	srvCert, srvKey := p.issue(t, "broker", true)
 	acl := filepath.Join(t.TempDir(), "acl")
-	if err := os.WriteFile(acl, []byte(aclPatterns), 0o600); err != nil {
+	if err := os.WriteFile(acl, []byte(aclPatterns()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	passwd := mosquitto.PasswordFile(t, map[string]string{"it-gw": "env-s3cret-9", "reader": "r3ad"})
 	broker := mosquitto.StartSecure(t, mosquitto.Secure{CAFile: p.CAFile, CertFile: srvCert, KeyFile: srvKey,
 		PasswordFile: passwd, ACLFile: acl})
 	t.Setenv("IT_MQTT_PASSWORD", "env-s3cret-9")
-	h := newHarness(t)
-	var logs syncBuffer
-	h.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.startSim(1)
-	h.mqttExtra = fmt.Sprintf(", username: it-gw, password_env: IT_MQTT_PASSWORD, tls: {ca_file: %s}", p.CAFile)
+	h := rig.New(t)
+	var logs testutil.SyncBuffer
+	h.Log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h.StartSim(1)
+	h.MQTTExtra = fmt.Sprintf(", username: it-gw, password_env: IT_MQTT_PASSWORD, tls: {ca_file: %s}", p.CAFile)
 	sub := subscribe(t, broker.URL(), func(o *paho.ClientOptions) {
 		o.SetUsername("reader").SetPassword("r3ad").SetTLSConfig(&tls.Config{RootCAs: poolOf(p.ca)})
 	})
-	h.startGateway(broker.URL(), `
+	h.StartGateway(broker.URL(), `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1", timeout: 20ms}]
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
 `)
 	sub.next(t, 15*time.Second, "a passing record", func(m message, r map[string]any) bool {
 		return isCatalog(m) && r != nil && r["status"] == "passing"
@@ -248,24 +260,6 @@ func poolOf(c *x509.Certificate) *x509.CertPool {
 	return pool
 }
 
-// syncBuffer is an io.Writer safe for concurrent loggers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestEmbeddedBrokerAccess: the embedded broker refuses anonymous clients unless
 // allow_anonymous is set, lets configured users read the catalog but not write records,
 // and the gateway itself (its own per-start account) publishes normally.
@@ -273,16 +267,16 @@ func TestEmbeddedBrokerAccess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
 	}
-	h := newHarness(t)
-	h.startSim(1)
-	pw := filepath.Join(h.dir, "line1.pw")
+	h := rig.New(t)
+	h.StartSim(1)
+	pw := filepath.Join(h.Dir, "line1.pw")
 	if err := os.WriteFile(pw, []byte("l1ne\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h.mqttExtra = ", embedded_auth: {users: [{username: line1, password_file: " + pw + "}]}"
-	g := h.startGateway("embedded", `
+	h.MQTTExtra = ", embedded_auth: {users: [{username: line1, password_file: " + pw + "}]}"
+	g := h.StartGateway("embedded", `
 discovery:
-  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1", timeout: 20ms}]
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
 `)
 	connect := func(user, pass string) (paho.Client, error) {
 		o := paho.NewClientOptions().AddBroker(g.BrokerURL()).SetClientID("access-" + user + pass)
@@ -318,13 +312,14 @@ discovery:
 		t.Fatal(err)
 	}
 	defer c.Disconnect(100)
-	forged := "rollcall/v1/catalog/servo-drive/it-gw/forged"
+	forged := contract.Topics{}.Instance("servo-drive", "it-gw", "forged")
+	syncTopic := contract.Topics{}.ConsumerSyncTopic("line1")
 	c.Publish(forged, 0, true, `{"schema":"rollcall.instance/v1"}`).WaitTimeout(5 * time.Second)
-	c.Publish("rollcall/v1/consumers/line1/sync", 0, false, `{"marker":1}`).WaitTimeout(5 * time.Second)
+	c.Publish(syncTopic, 0, false, `{"marker":1}`).WaitTimeout(5 * time.Second)
 	sub.next(t, 10*time.Second, "line1's marker", func(m message, r map[string]any) bool {
 		if m.topic == forged {
 			t.Fatal("line1 wrote a record")
 		}
-		return m.topic == "rollcall/v1/consumers/line1/sync"
+		return m.topic == syncTopic
 	})
 }

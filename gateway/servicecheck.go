@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/gateway/metrics"
 	"github.com/rollcall-edge/rollcall/registry"
@@ -83,7 +84,8 @@ func (c *serviceChecker) probe(ctx context.Context) registry.Observation {
 		}
 	}
 	end := time.Now()
-	return registry.Observation{At: end, RTT: end.Sub(start), Answered: err == nil, Err: err}
+	out := devices.Classify(err)
+	return registry.Observation{At: end, RTT: end.Sub(start), Answered: out.Answered(), Err: err, Outcome: out}
 }
 
 func (c *serviceChecker) url() string { return "http://" + c.addr() + c.check.Path }
@@ -123,7 +125,7 @@ func (c *serviceChecker) run(ctx context.Context) error {
 				Meta: h.Meta, DiscoveredBy: h.DiscoveredBy, Owner: owner,
 				Check: contract.Check{
 					IntervalMS: c.interval.Milliseconds(), TimeoutMS: c.check.Timeout.Milliseconds(),
-					DetectBudgetMS: (time.Duration(c.reg.Policy().FailuresBeforeCritical)*c.interval + c.check.Timeout).Milliseconds(),
+					DetectBudgetMS: registry.DetectBudget(c.reg.Policy(), registry.TickerSchedule(c.interval, c.check.Timeout)).Milliseconds(),
 				},
 			}, o)
 			if err != nil {

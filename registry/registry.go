@@ -46,7 +46,7 @@ type Event struct {
 
 // Registration describes a device that the gateway identified and polled successfully.
 type Registration struct {
-	ID           string // stable instance id (see DESIGN.md; built by package devices)
+	ID           string // stable instance id (contract.InstanceID; docs/contract.md, "Instance id")
 	Service      string
 	Profile      string
 	Endpoint     contract.Endpoint
@@ -277,8 +277,8 @@ func (e *entry) take(now time.Time, p Policy) bool {
 }
 
 // Adopt takes over records that an earlier epoch of this gateway published (read back
-// from the broker's retained messages at start; DESIGN.md "Health semantics", gateway
-// start). Records of ids already registered in this epoch, and records of other
+// from the broker's retained messages at start; docs/contract.md,
+// "Gateway start"). Records of ids already registered in this epoch, and records of other
 // gateways, are ignored. An adopted instance keeps its last status until a poller
 // registers the same id again (then it starts afresh), or until Policy.RestartGrace has
 // passed: then Tick makes it critical and, DeregisterCriticalAfter later, deregisters

@@ -6,7 +6,7 @@
 //	firmware-sim --config sim.yaml [--log-level debug]
 //	firmware-sim --version
 //
-// It runs until SIGINT or SIGTERM. See DESIGN.md ("Commands"), docs/registers.md and
+// It runs until SIGINT or SIGTERM. See docs/design.md ("Commands"), docs/registers.md and
 // the sample config firmware-sim/testdata/sim.yaml.
 // Exit status: 0 after a signal, 1 on a runtime or config error, 2 on a usage error.
 package main

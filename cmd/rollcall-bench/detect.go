@@ -15,6 +15,7 @@ import (
 
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/registry"
 )
 
@@ -188,7 +189,7 @@ func silenceTrials(ctx context.Context, b *bench, brokerURL string, n, trials in
 	defer s.Stop()
 
 	gwID := fmt.Sprintf("bench-detect-%d", n)
-	sub, err := subscribe(brokerURL, fmt.Sprintf("bench-sub-%d-%d", n, time.Now().UnixNano()), "rollcall/v1/catalog/+/"+gwID+"/#")
+	sub, err := subscribe(brokerURL, fmt.Sprintf("bench-sub-%d-%d", n, time.Now().UnixNano()), contract.Topics{}.GatewayCatalogFilter(gwID))
 	if err != nil {
 		return nil, err
 	}
@@ -381,9 +382,8 @@ func brokerHop(ctx context.Context, brokerURL string, payload []byte, samples in
 		return nil, err
 	}
 	defer sub.Close()
-	opts := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(fmt.Sprintf("bench-hop-pub-%d", time.Now().UnixNano())).
-		SetCleanSession(true).SetAutoReconnect(false)
-	pub := paho.NewClient(opts)
+	pub := paho.NewClient(mqtt.Session{Brokers: []string{brokerURL},
+		ClientID: fmt.Sprintf("bench-hop-pub-%d", time.Now().UnixNano()), CleanSession: true}.Options())
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return nil, fmt.Errorf("publisher connect: %v", tok.Error())
 	}

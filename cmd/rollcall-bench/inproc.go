@@ -17,6 +17,7 @@ import (
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 )
 
 // simBusYAML is a firmware-sim config with one bus "bus1" at link, baud bits/s,
@@ -149,9 +150,7 @@ type subscriber struct {
 // subscribe connects to broker and subscribes to filter.
 func subscribe(broker, clientID, filter string) (*subscriber, error) {
 	s := &subscriber{msgs: make(chan message, 1<<14)}
-	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(clientID).
-		SetCleanSession(true).SetOrderMatters(false).SetAutoReconnect(false).SetConnectRetry(false)
-	s.client = paho.NewClient(opts)
+	s.client = paho.NewClient(mqtt.Session{Brokers: []string{broker}, ClientID: clientID, CleanSession: true}.Options())
 	if tok := s.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return nil, fmt.Errorf("subscriber connect %s: %v", broker, tok.Error())
 	}

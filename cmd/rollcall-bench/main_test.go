@@ -9,7 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// TestMain checks that no figure run by the tests leaves a goroutine behind (its
+// simulators, gateways and clients are stopped and waited for).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // checkOutput checks the command's output format and returns the figure lines by name
 // (ratio suffix included).

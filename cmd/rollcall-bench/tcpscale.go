@@ -371,7 +371,7 @@ func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, wi
 	if bm == nil {
 		return nil, fmt.Errorf("gateway log names no broker URL")
 	}
-	sub, err := subscribe(string(bm[1]), fmt.Sprintf("bench-tcp-sub-%d", time.Now().UnixNano()), "rollcall/v1/catalog/#")
+	sub, err := subscribe(string(bm[1]), fmt.Sprintf("bench-tcp-sub-%d", time.Now().UnixNano()), contract.Topics{}.CatalogFilter(""))
 	if err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}

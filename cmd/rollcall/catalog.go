@@ -117,7 +117,7 @@ func splitService(fs *flag.FlagSet, args []string) (string, error) {
 
 // cmdFind is `rollcall find SERVICE --broker URL [--meta k=v]… [--json]`: it prints
 // one live instance's endpoint. Exit status: 0 found, 1 none live, 2 usage or
-// connection error (DESIGN.md, "Commands").
+// connection error (docs/design.md, "Commands").
 func cmdFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("find", flag.ContinueOnError)
 	fs.SetOutput(stderr)

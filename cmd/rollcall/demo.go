@@ -130,7 +130,8 @@ http: {listen: %q}
 	fmt.Fprintf(stdout, "  dashboard: http://%s/   metrics: http://%s/metrics\n", g.HTTPAddr(), g.HTTPAddr())
 	fmt.Fprintf(stdout, "  try: curl -X POST -d '{\"mode\":\"silent\"}' http://%s/v1/devices/bus1/2/fault   (then {\"mode\":\"none\"})\n", s.ControlAddr())
 	if host, port, err := net.SplitHostPort(strings.TrimPrefix(g.BrokerURL(), "tcp://")); err == nil {
-		fmt.Fprintf(stdout, "  subscribe: mosquitto_sub -h %s -p %s -t 'rollcall/v1/#' -v\n", host, port)
+		fmt.Fprintf(stdout, "  subscribe: mosquitto_sub -h %s -p %s -t '%s' -v\n", host, port,
+			contract.Topics{Prefix: cfg.MQTT.TopicPrefix}.ReadAllFilter())
 	}
 	fmt.Fprintln(stdout)
 

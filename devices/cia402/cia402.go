@@ -79,7 +79,7 @@ func DecodeStatus(sw, errorCode uint16) Status {
 }
 
 // Degraded reports whether the drive reports a fault or a warning: the instance is then
-// `warning` (DESIGN.md, "Health semantics").
+// `warning` (docs/contract.md, "Health semantics").
 func (s Status) Degraded() bool { return s.Fault || s.Warning }
 
 // Map is the record's "state" object: {"cia402": state, "fault": bool, "warning": bool,

@@ -1,10 +1,8 @@
 package sim
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"slices"
@@ -12,13 +10,13 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/rollcall-edge/rollcall/firmware-sim/drive"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/yamlx"
+	"github.com/rollcall-edge/rollcall/protocols/mdns"
 )
 
-// Config is a firmware-sim configuration (DESIGN.md, "Config sketch"):
+// Config is a firmware-sim configuration (docs/design.md, "Configuration"):
 //
 //	control: {listen: 127.0.0.1:18081}
 //	buses:
@@ -61,14 +59,14 @@ type Config struct {
 	// TCP are the Modbus TCP listeners.
 	TCP []TCPListener
 
-	lines map[string]int // key path (e.g. "buses[0].baud") → source line
+	doc *yamlx.Doc // where each key is, for error positions; nil in code
 }
 
 // Control configures the control API.
 type Control struct {
 	// Listen is the host:port of the HTTP control API ("127.0.0.1:0" picks a free
 	// port); "" disables it.
-	Listen string
+	Listen string `yaml:"listen"`
 }
 
 // Bus is one simulated RS-485 bus.
@@ -153,58 +151,34 @@ const (
 type MDNS struct {
 	// Instance is the service instance name (RFC 6763 §4.1.1): 1–63 bytes of
 	// printable ASCII without '.' and '\'; unique per service and domain.
-	Instance string
+	Instance string `yaml:"instance"`
 	// Service is the service type, "_name._tcp" or "_name._udp" with a name of 1–15
 	// letters, digits and hyphens (RFC 6763 §7); "" means DefaultMDNSService.
-	Service string
+	Service string `yaml:"service"`
 	// Domain is the domain; "" means DefaultMDNSDomain.
-	Domain string
+	Domain string `yaml:"domain"`
 	// Host is the host name label of the SRV target and the A/AAAA records (the domain
 	// is appended): 1–63 letters, digits and hyphens, not starting or ending with a
 	// hyphen; unique among listeners. "" means the instance name slugged (lower case,
 	// runs of other characters replaced by one "-").
-	Host string
+	Host string `yaml:"host"`
 	// Interfaces are the network interface names to advertise on (e.g. [lo]); empty
 	// means every interface that is up and multicast-capable. Checked at Start.
-	Interfaces []string
+	Interfaces []string `yaml:"interfaces"`
 	// TXT are free TXT record keys (RFC 6763 §6.4: printable ASCII without '=',
 	// unique ignoring case, key=value at most 255 bytes). The keys vendor, model,
 	// serial and unit are reserved: they always carry the first drive's values.
-	TXT map[string]string
+	TXT map[string]string `yaml:"txt"`
 }
 
-// ConfigError is a configuration problem: "file:line: key: message". File and Line are
-// omitted when unknown (a config built in code).
-type ConfigError struct {
-	File string // config file path
-	Line int    // 1-based line, 0 when unknown
-	Key  string // key path, e.g. "buses[0].baud"
-	Msg  string // what is wrong and what is expected
-}
-
-// Error implements error.
-func (e *ConfigError) Error() string {
-	var b strings.Builder
-	if e.File != "" {
-		b.WriteString(e.File)
-		if e.Line > 0 {
-			fmt.Fprintf(&b, ":%d", e.Line)
-		}
-		b.WriteString(": ")
-	} else if e.Line > 0 {
-		fmt.Fprintf(&b, "line %d: ", e.Line)
-	}
-	if e.Key != "" {
-		b.WriteString(e.Key)
-		b.WriteString(": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+// ConfigError is a configuration problem, "file:line:column: key: message"; the file
+// and the position are left out when unknown (a config built in code). It is the
+// *yamlx.Error of the shared strict YAML loader.
+type ConfigError = yamlx.Error
 
 // LoadConfig reads, decodes and validates the YAML config at path. Errors are
-// *ConfigError values (several joined with errors.Join) naming path, line and key, or
-// the read error wrapped with the path.
+// *ConfigError values (several joined with errors.Join, in order of line) naming path,
+// line, column and key, or the read error wrapped with the path.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -214,415 +188,118 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // ParseConfig decodes and validates a YAML config; name is used in error messages.
-// Decoding is strict: unknown and duplicate keys and values of the wrong type are
-// errors (*ConfigError) naming name, line and key.
+// Decoding is strict (internal/yamlx): unknown and duplicate keys and values of the
+// wrong type are errors, and so is every rule Validate checks. It reports every problem
+// of the config at once, each a *ConfigError naming name, line, column and key, joined
+// with errors.Join in order of line.
 func ParseConfig(name string, data []byte) (*Config, error) {
-	l := &loader{file: name, lines: make(map[string]int)}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &ConfigError{File: name, Msg: "empty config: at least one bus or tcp listener is required"}
-		}
-		return nil, yamlError(name, err)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, &ConfigError{File: name, Line: extra.Line, Msg: "more than one YAML document"}
-	} else if !errors.Is(err, io.EOF) {
-		return nil, yamlError(name, err)
-	}
-	cfg := &Config{File: name, lines: l.lines}
-	root := &doc
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		root = root.Content[0]
-	}
-	if err := l.config(root, cfg); err != nil {
+	var y yamlConfig
+	doc, err := yamlx.Decode(name, data, &y)
+	if doc == nil { // malformed YAML
 		return nil, err
 	}
-	if err := cfg.Validate(); err != nil {
+	errs := []error{err}
+	cfg := &Config{File: name, doc: doc, Control: y.Control}
+	for i, yb := range y.Buses {
+		p := fmt.Sprintf("buses[%d]", i)
+		b := Bus{Name: yb.Name, Link: yb.Link, Baud: yb.Baud, Turnaround: yb.Turnaround, Parity: yb.Parity, DevIDMaxReply: yb.DevIDMaxReply}
+		b.Drives, errs = convertDrives(doc, p, yb.Drives, errs)
+		cfg.Buses = append(cfg.Buses, b)
+	}
+	for i, yt := range y.TCP {
+		p := fmt.Sprintf("tcp[%d]", i)
+		t := TCPListener{Name: yt.Name, Listen: yt.Listen, MDNS: yt.MDNS}
+		t.Drives, errs = convertDrives(doc, p, yt.Drives, errs)
+		cfg.TCP = append(cfg.TCP, t)
+	}
+	errs = append(errs, cfg.Validate())
+	if err := yamlx.Join(errs...); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
-// yamlError turns a YAML syntax error ("yaml: line 3: ...") into a ConfigError.
-func yamlError(file string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if i := strings.Index(rest, ":"); i > 0 {
-			if n, perr := strconv.Atoi(rest[:i]); perr == nil {
-				line, msg = n, strings.TrimSpace(rest[i+1:])
+// The YAML form of a Config, decoded strictly by internal/yamlx. Where it differs from
+// the Config types (enabled vs Drive.Disabled, the fault keys of a schedule step, keys
+// that must be present) it has types of its own.
+type (
+	yamlConfig struct {
+		Control Control   `yaml:"control"`
+		Buses   []yamlBus `yaml:"buses"`
+		TCP     []yamlTCP `yaml:"tcp"`
+	}
+	yamlBus struct {
+		Name          string        `yaml:"name"`
+		Link          string        `yaml:"link"`
+		Baud          int           `yaml:"baud"`
+		Turnaround    time.Duration `yaml:"turnaround"`
+		Parity        string        `yaml:"parity"`
+		DevIDMaxReply int           `yaml:"devid_max_reply"`
+		Drives        []yamlDrive   `yaml:"drives"`
+	}
+	yamlTCP struct {
+		Name   string      `yaml:"name"`
+		Listen string      `yaml:"listen"`
+		Drives []yamlDrive `yaml:"drives"`
+		MDNS   *MDNS       `yaml:"mdns"`
+	}
+	yamlDrive struct {
+		Unit     int           `yaml:"unit"`
+		Serial   string        `yaml:"serial"`
+		Model    string        `yaml:"model"`
+		Revision string        `yaml:"revision"`
+		Enabled  *bool         `yaml:"enabled"`
+		Schedule []yamlStep    `yaml:"schedule"`
+		Repeat   time.Duration `yaml:"repeat"`
+	}
+	yamlStep struct {
+		After *time.Duration `yaml:"after"`
+		Mode  *string        `yaml:"mode"`
+		Delay *time.Duration `yaml:"delay"`
+		Code  *int           `yaml:"code"`
+	}
+)
+
+// convertDrives turns the drives of a bus or listener (key path owner) into Drives,
+// appending to errs what only the YAML form shows: a schedule step without after or
+// mode, an explicit zero delay, an exception code outside 1–255.
+func convertDrives(doc *yamlx.Doc, owner string, in []yamlDrive, errs []error) ([]Drive, []error) {
+	var out []Drive
+	for i, yd := range in {
+		dp := fmt.Sprintf("%s.drives[%d]", owner, i)
+		d := Drive{Unit: yd.Unit, Serial: yd.Serial, Model: yd.Model, Revision: yd.Revision,
+			Disabled: yd.Enabled != nil && !*yd.Enabled, Repeat: yd.Repeat}
+		for j, ys := range yd.Schedule {
+			sp := fmt.Sprintf("%s.schedule[%d]", dp, j)
+			var st ScheduleStep
+			if ys.After == nil {
+				errs = append(errs, doc.DecodeErrorf(sp+".after", "required: the step's offset, e.g. 10s"))
+			} else {
+				st.After = *ys.After
 			}
-		}
-	}
-	return &ConfigError{File: file, Line: line, Msg: "invalid YAML: " + msg}
-}
-
-// loader walks the YAML node tree, checking keys and scalar types.
-type loader struct {
-	file  string
-	lines map[string]int
-}
-
-func (l *loader) errf(n *yaml.Node, key, format string, args ...any) error {
-	return &ConfigError{File: l.file, Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)}
-}
-
-func resolve(n *yaml.Node) *yaml.Node {
-	for n != nil && n.Kind == yaml.AliasNode {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" }
-
-// describe names what a node is, for "got ..." in messages.
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if isNull(n) {
-			return "nothing"
-		}
-		return strconv.Quote(n.Value)
-	}
-	return "an unsupported YAML node"
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-// mapping checks that n is a mapping with only the given keys, no duplicates, and calls
-// set for each key in document order. A null node is an empty mapping.
-func (l *loader) mapping(n *yaml.Node, path string, keys []string, set func(key string, v *yaml.Node, kpath string) error) error {
-	n = resolve(n)
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		what := "must"
-		if path == "" {
-			what = "the config must"
-		}
-		return l.errf(n, path, "%s be a mapping with keys %s, got %s", what, strings.Join(keys, ", "), describe(n))
-	}
-	seen := make(map[string]int)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode {
-			return l.errf(k, path, "keys must be strings, got %s", describe(k))
-		}
-		kp := join(path, k.Value)
-		if prev, dup := seen[k.Value]; dup {
-			return l.errf(k, kp, "duplicate key (first at line %d)", prev)
-		}
-		seen[k.Value] = k.Line
-		if !slices.Contains(keys, k.Value) {
-			return l.errf(k, kp, "unknown key (expected one of: %s)", strings.Join(keys, ", "))
-		}
-		l.lines[kp] = k.Line
-		if err := set(k.Value, v, kp); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// list checks that n is a list (null = empty) and calls each for every item.
-func (l *loader) list(n *yaml.Node, path string, each func(i int, item *yaml.Node, ipath string) error) error {
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		return l.errf(n, path, "must be a list, got %s", describe(n))
-	}
-	for i, item := range n.Content {
-		item = resolve(item)
-		ip := fmt.Sprintf("%s[%d]", path, i)
-		l.lines[ip] = item.Line
-		if err := each(i, item, ip); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (l *loader) str(n *yaml.Node, path string) (string, error) {
-	if isNull(n) {
-		return "", nil
-	}
-	if n.Kind != yaml.ScalarNode {
-		return "", l.errf(n, path, "must be a string, got %s", describe(n))
-	}
-	return n.Value, nil
-}
-
-// stringMap decodes a mapping of strings to strings (null = nil).
-func (l *loader) stringMap(n *yaml.Node, path string) (map[string]string, error) {
-	if isNull(n) {
-		return nil, nil
-	}
-	if n.Kind != yaml.MappingNode {
-		return nil, l.errf(n, path, "must be a mapping of strings, got %s", describe(n))
-	}
-	out := make(map[string]string)
-	seen := make(map[string]int)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-		if k.Kind != yaml.ScalarNode {
-			return nil, l.errf(k, path, "keys must be strings, got %s", describe(k))
-		}
-		kp := join(path, k.Value)
-		if prev, dup := seen[k.Value]; dup {
-			return nil, l.errf(k, kp, "duplicate key (first at line %d)", prev)
-		}
-		seen[k.Value] = k.Line
-		l.lines[kp] = k.Line
-		s, err := l.str(v, kp)
-		if err != nil {
-			return nil, err
-		}
-		out[k.Value] = s
-	}
-	return out, nil
-}
-
-func (l *loader) integer(n *yaml.Node, path, expect string) (int, error) {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-		return 0, l.errf(n, path, "must be %s, got %s", expect, describe(n))
-	}
-	var v int
-	if err := n.Decode(&v); err != nil {
-		return 0, l.errf(n, path, "must be %s, got %s", expect, describe(n))
-	}
-	return v, nil
-}
-
-func (l *loader) duration(n *yaml.Node, path string) (time.Duration, error) {
-	if n.Kind == yaml.ScalarNode && !isNull(n) {
-		if d, err := time.ParseDuration(n.Value); err == nil && d >= 0 {
-			return d, nil
-		}
-	}
-	return 0, l.errf(n, path, "must be a non-negative duration such as \"1ms\", got %s", describe(n))
-}
-
-func (l *loader) boolean(n *yaml.Node, path string) (bool, error) {
-	var b bool
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
-		return false, l.errf(n, path, "must be true or false, got %s", describe(n))
-	}
-	return b, nil
-}
-
-func (l *loader) config(root *yaml.Node, cfg *Config) error {
-	return l.mapping(root, "", []string{"control", "buses", "tcp"}, func(key string, v *yaml.Node, p string) error {
-		switch key {
-		case "control":
-			return l.mapping(v, p, []string{"listen"}, func(_ string, v *yaml.Node, p string) (err error) {
-				cfg.Control.Listen, err = l.str(v, p)
-				return err
-			})
-		case "buses":
-			return l.list(v, p, func(_ int, item *yaml.Node, ip string) error {
-				var b Bus
-				if err := l.bus(item, ip, &b); err != nil {
-					return err
-				}
-				cfg.Buses = append(cfg.Buses, b)
-				return nil
-			})
-		default: // tcp
-			return l.list(v, p, func(_ int, item *yaml.Node, ip string) error {
-				var t TCPListener
-				if err := l.tcp(item, ip, &t); err != nil {
-					return err
-				}
-				cfg.TCP = append(cfg.TCP, t)
-				return nil
-			})
-		}
-	})
-}
-
-func (l *loader) bus(n *yaml.Node, path string, b *Bus) error {
-	keys := []string{"name", "link", "baud", "turnaround", "parity", "devid_max_reply", "drives"}
-	return l.mapping(n, path, keys, func(key string, v *yaml.Node, p string) (err error) {
-		switch key {
-		case "name":
-			b.Name, err = l.str(v, p)
-		case "link":
-			b.Link, err = l.str(v, p)
-		case "baud":
-			b.Baud, err = l.integer(v, p, "a positive integer")
-		case "turnaround":
-			b.Turnaround, err = l.duration(v, p)
-		case "parity":
-			b.Parity, err = l.str(v, p)
-		case "devid_max_reply":
-			b.DevIDMaxReply, err = l.integer(v, p, "an integer from 16 to 253")
-		case "drives":
-			err = l.drives(v, p, &b.Drives)
-		}
-		return err
-	})
-}
-
-func (l *loader) drives(n *yaml.Node, path string, out *[]Drive) error {
-	keys := []string{"unit", "serial", "model", "revision", "enabled", "schedule", "repeat"}
-	return l.list(n, path, func(_ int, item *yaml.Node, ip string) error {
-		var d Drive
-		err := l.mapping(item, ip, keys, func(key string, v *yaml.Node, p string) (err error) {
-			switch key {
-			case "unit":
-				d.Unit, err = l.integer(v, p, "an integer from 1 to 247")
-			case "serial":
-				d.Serial, err = l.str(v, p)
-			case "model":
-				d.Model, err = l.str(v, p)
-			case "revision":
-				d.Revision, err = l.str(v, p)
-			case "enabled":
-				var on bool
-				on, err = l.boolean(v, p)
-				d.Disabled = !on
-			case "schedule":
-				err = l.schedule(v, p, &d.Schedule)
-			case "repeat":
-				d.Repeat, err = l.duration(v, p)
+			if ys.Mode == nil {
+				errs = append(errs, doc.DecodeErrorf(sp+".mode", "required: one of none, silent, slow, exception, garbage, fault"))
+			} else {
+				st.Fault.Mode = slave.FaultMode(*ys.Mode)
 			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		*out = append(*out, d)
-		return nil
-	})
-}
-
-// schedule decodes a list of {after, mode, delay, code} steps; after and mode are
-// required, the mode-specific rules are checked by Validate.
-func (l *loader) schedule(n *yaml.Node, path string, out *[]ScheduleStep) error {
-	keys := []string{"after", "mode", "delay", "code"}
-	return l.list(n, path, func(_ int, item *yaml.Node, ip string) error {
-		var st ScheduleStep
-		seen := make(map[string]bool)
-		err := l.mapping(item, ip, keys, func(key string, v *yaml.Node, p string) (err error) {
-			seen[key] = true
-			switch key {
-			case "after":
-				st.After, err = l.duration(v, p)
-			case "mode":
-				var m string
-				if m, err = l.str(v, p); err == nil {
-					st.Fault.Mode = slave.FaultMode(m)
-					if m == "" {
-						err = l.errf(v, p, "must be one of none, silent, slow, exception, garbage, fault, got nothing")
-					}
+			if ys.Delay != nil {
+				if *ys.Delay == 0 {
+					errs = append(errs, doc.DecodeErrorf(sp+".delay", `must be a positive duration such as "200ms", got 0s`))
 				}
-			case "delay":
-				st.Fault.Delay, err = l.duration(v, p)
-				if err == nil && st.Fault.Delay == 0 {
-					err = l.errf(v, p, "must be a positive duration such as \"200ms\", got %s", describe(v))
-				}
-			case "code":
-				var c int
-				if c, err = l.integer(v, p, "an exception code from 1 to 255"); err == nil {
-					if c < 1 || c > 255 {
-						err = l.errf(v, p, "must be an exception code from 1 to 255, got %d", c)
-					}
-					st.Fault.Code = byte(c)
+				st.Fault.Delay = *ys.Delay
+			}
+			if ys.Code != nil {
+				if *ys.Code < 1 || *ys.Code > 255 {
+					errs = append(errs, doc.DecodeErrorf(sp+".code", "must be an exception code from 1 to 255, got %d", *ys.Code))
+				} else {
+					st.Fault.Code = byte(*ys.Code)
 				}
 			}
-			return err
-		})
-		if err != nil {
-			return err
+			d.Schedule = append(d.Schedule, st)
 		}
-		for _, k := range []string{"after", "mode"} {
-			if !seen[k] {
-				return l.errf(item, join(ip, k), "required")
-			}
-		}
-		*out = append(*out, st)
-		return nil
-	})
-}
-
-// stringList decodes a list of strings (null = nil).
-func (l *loader) stringList(n *yaml.Node, path string) ([]string, error) {
-	var out []string
-	err := l.list(n, path, func(_ int, item *yaml.Node, ip string) error {
-		if item.Kind != yaml.ScalarNode || isNull(item) {
-			return l.errf(item, ip, "must be a string, got %s", describe(item))
-		}
-		out = append(out, item.Value)
-		return nil
-	})
-	return out, err
-}
-
-func (l *loader) tcp(n *yaml.Node, path string, t *TCPListener) error {
-	return l.mapping(n, path, []string{"name", "listen", "drives", "mdns"}, func(key string, v *yaml.Node, p string) (err error) {
-		switch key {
-		case "name":
-			t.Name, err = l.str(v, p)
-		case "listen":
-			t.Listen, err = l.str(v, p)
-		case "drives":
-			err = l.drives(v, p, &t.Drives)
-		case "mdns":
-			if isNull(v) {
-				return nil
-			}
-			m := &MDNS{}
-			t.MDNS = m
-			err = l.mapping(v, p, []string{"instance", "service", "domain", "host", "interfaces", "txt"}, func(key string, v *yaml.Node, p string) (err error) {
-				switch key {
-				case "instance":
-					m.Instance, err = l.str(v, p)
-				case "service":
-					m.Service, err = l.str(v, p)
-				case "domain":
-					m.Domain, err = l.str(v, p)
-				case "host":
-					m.Host, err = l.str(v, p)
-				case "interfaces":
-					m.Interfaces, err = l.stringList(v, p)
-				case "txt":
-					m.TXT, err = l.stringMap(v, p)
-				}
-				return err
-			})
-		}
-		return err
-	})
-}
-
-// line returns the source line of a key path, or of its closest ancestor; 0 if none.
-func (c *Config) line(path string) int {
-	for path != "" {
-		if n, ok := c.lines[path]; ok {
-			return n
-		}
-		i := strings.LastIndexAny(path, ".[")
-		if i < 0 {
-			break
-		}
-		path = path[:i]
+		out = append(out, d)
 	}
-	return 0
+	return out, errs
 }
 
 // Validate checks the semantic rules: at least one bus or TCP listener; names of
@@ -632,11 +309,14 @@ func (c *Config) line(path string) int {
 // of 1–16 printable ASCII characters unique in the config; model and revision
 // printable ASCII, ≤ 64 bytes; listen addresses host:port; schedules (ScheduleStep,
 // Drive.Repeat) and mDNS settings (MDNS) as their documentation says. It returns every
-// problem found, each a *ConfigError, joined with errors.Join.
+// problem found, each a *ConfigError (with file, line and column when the config came
+// from ParseConfig), joined with errors.Join in order of line; nil when none.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, &ConfigError{File: c.File, Line: c.line(path), Key: path, Msg: fmt.Sprintf(format, args...)})
+		e := c.doc.Errorf(path, format, args...)
+		e.File = c.File
+		errs = append(errs, e)
 	}
 	if len(c.Buses) == 0 && len(c.TCP) == 0 {
 		bad("buses", "at least one bus or tcp listener is required")
@@ -730,7 +410,14 @@ func (c *Config) Validate() error {
 			checkMDNS(bad, p+".mdns", t.Name, *t.MDNS, instances, hosts)
 		}
 	}
-	return errors.Join(errs...)
+	return yamlx.Join(errs...)
+}
+
+// line returns the line of a key path (or of its nearest ancestor) in the config
+// file, 0 for a config built in code.
+func (c *Config) line(path string) int {
+	line, _ := c.doc.Pos(path)
+	return line
 }
 
 // checkSchedule checks a drive's fault schedule and repeat (dp: the drive's key path).
@@ -788,8 +475,9 @@ func checkMDNS(bad func(path, format string, args ...any), mp, listener string, 
 	case !validInstance(m.Instance):
 		bad(mp+".instance", "must be 1–63 bytes of printable ASCII without '.' and '\\', got %q", m.Instance)
 	}
-	if !validServiceType(m.Service) {
-		bad(mp+".service", "must be a DNS-SD service type such as _modbus._tcp (\"_\" + 1–15 letters, digits or hyphens + \"._tcp\" or \"._udp\"), got %q", m.Service)
+	var ste *mdns.ServiceTypeError
+	if err := mdns.ValidServiceType(m.Service); errors.As(err, &ste) {
+		bad(mp+".service", "must be a DNS-SD service type such as _modbus._tcp, got %q: %s", m.Service, ste.Reason)
 	}
 	if !validDomain(m.Domain) {
 		bad(mp+".domain", "must be a domain name such as local., got %q", m.Domain)
@@ -903,21 +591,6 @@ func validInstance(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c > 0x7E || c == '.' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// validServiceType: "_name._tcp" or "_name._udp", name 1–15 letters, digits, hyphens
-// (RFC 6763 §7, RFC 6335 §5.1).
-func validServiceType(s string) bool {
-	name, proto, ok := strings.Cut(s, ".")
-	if !ok || (proto != "_tcp" && proto != "_udp") || len(name) < 2 || len(name) > 16 || name[0] != '_' {
-		return false
-	}
-	for i := 1; i < len(name); i++ {
-		if c := name[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
 			return false
 		}
 	}

@@ -15,7 +15,7 @@ import (
 // maxControlBody is the largest accepted control API request body, in bytes.
 const maxControlBody = 4096
 
-// controlHandler serves the control API (DESIGN.md, "Commands"):
+// controlHandler serves the control API (docs/design.md, "Commands"):
 //
 //	POST /v1/devices/{name}/{unit}/fault  {"mode":"slow","delay":"200ms"} → 204;
 //	     name is a bus or TCP listener; 400 {"error":…} for bad input,

@@ -2,7 +2,7 @@
 // (package drive) on simulated RS-485 buses — one pseudo-terminal per bus, served by a
 // Modbus RTU server (package slave) and reachable through a symlink — and on Modbus TCP
 // listeners (optionally advertised over mDNS/DNS-SD), runs the scripted fault schedules
-// and serves the fault-injection control API (DESIGN.md, "Commands").
+// and serves the fault-injection control API (docs/design.md, "Commands").
 package sim
 
 import (

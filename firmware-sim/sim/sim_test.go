@@ -5,7 +5,6 @@ package sim
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,16 +19,8 @@ import (
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/drive"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
-
-func hx(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // testSim is a started simulator with one bus "bus1" at 115200 baud, 1 ms turnaround,
 // unit 1 (SIM-0001, enabled) and unit 2 (SIM-0002, enabled: false), 40-byte 0x2B replies.
@@ -176,10 +167,10 @@ func TestSimEndToEnd(t *testing.T) {
 	}
 	f := openLink(t, ts.link)
 
-	read1 := hx(t, "01 03 00 00 00 02 C4 0B") // statusword + error code, unit 1
-	want1 := hx(t, "01 03 04 02 37 00 00 4A 45")
-	read2 := hx(t, "02 03 00 00 00 02 C4 38")
-	want2 := hx(t, "02 03 04 02 60 00 00 C8 95")
+	read1 := testutil.Unhex(t, "01 03 00 00 00 02 C4 0B") // statusword + error code, unit 1
+	want1 := testutil.Unhex(t, "01 03 04 02 37 00 00 4A 45")
+	read2 := testutil.Unhex(t, "02 03 00 00 00 02 C4 38")
+	want2 := testutil.Unhex(t, "02 03 04 02 60 00 00 C8 95")
 
 	t.Run("read and line timing", func(t *testing.T) {
 		got, rtt := transact(t, f, read1, len(want1), 0)
@@ -200,10 +191,10 @@ func TestSimEndToEnd(t *testing.T) {
 
 	t.Run("write", func(t *testing.T) {
 		// FC16 target velocity 1000 to unit 2, FC06 shutdown to unit 2.
-		if got, _ := transact(t, f, hx(t, "02 10 00 0E 00 02 04 00 00 03 E8 7D D9"), 8, 0); !bytes.Equal(got, hx(t, "02 10 00 0E 00 02 20 38")) {
+		if got, _ := transact(t, f, testutil.Unhex(t, "02 10 00 0E 00 02 04 00 00 03 E8 7D D9"), 8, 0); !bytes.Equal(got, testutil.Unhex(t, "02 10 00 0E 00 02 20 38")) {
 			t.Fatalf("FC16 reply % X", got)
 		}
-		if got, _ := transact(t, f, hx(t, "02 06 00 02 00 06 A8 3B"), 8, 0); !bytes.Equal(got, hx(t, "02 06 00 02 00 06 A8 3B")) {
+		if got, _ := transact(t, f, testutil.Unhex(t, "02 06 00 02 00 06 A8 3B"), 8, 0); !bytes.Equal(got, testutil.Unhex(t, "02 06 00 02 00 06 A8 3B")) {
 			t.Fatalf("FC06 reply % X", got)
 		}
 		if st := ts.sim.Drive("bus1", 2).Status(); st.State != drive.ReadyToSwitchOn || st.TargetVelocity != 1000 {
@@ -213,17 +204,17 @@ func TestSimEndToEnd(t *testing.T) {
 
 	t.Run("device identification split", func(t *testing.T) {
 		// Basic stream at 40 bytes: VendorName only, more follows, next object 0x01.
-		want := append(hx(t, "01 2B 0E 01 83 FF 01 01 00 15"), "rollcall firmware-sim"...)
+		want := append(testutil.Unhex(t, "01 2B 0E 01 83 FF 01 01 00 15"), "rollcall firmware-sim"...)
 		want = slave.AppendCRC(want)
-		got, _ := transact(t, f, hx(t, "01 2B 0E 01 00 70 77"), len(want), 0)
+		got, _ := transact(t, f, testutil.Unhex(t, "01 2B 0E 01 00 70 77"), len(want), 0)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("reply\n got % X\nwant % X", got, want)
 		}
 	})
 
 	t.Run("absent unit and master garbage", func(t *testing.T) {
-		transact(t, f, hx(t, "07 03 00 00 00 02 C4 6D"), 0, 200*time.Millisecond)
-		transact(t, f, hx(t, "01 03 00 00 00 02 0B C4"), 0, 200*time.Millisecond) // bad CRC
+		transact(t, f, testutil.Unhex(t, "07 03 00 00 00 02 C4 6D"), 0, 200*time.Millisecond)
+		transact(t, f, testutil.Unhex(t, "01 03 00 00 00 02 0B C4"), 0, 200*time.Millisecond) // bad CRC
 		if got, _ := transact(t, f, read1, len(want1), 0); !bytes.Equal(got, want1) {
 			t.Fatalf("after garbage: % X", got)
 		}
@@ -232,7 +223,7 @@ func TestSimEndToEnd(t *testing.T) {
 	t.Run("fault silent", func(t *testing.T) {
 		ts.setFault(t, "1", `{"mode":"silent"}`)
 		transact(t, f, read1, 0, 200*time.Millisecond)
-		want := slave.AppendCRC(hx(t, "02 03 04 02 31 00 00")) // unit 2 is ready to switch on now
+		want := slave.AppendCRC(testutil.Unhex(t, "02 03 04 02 31 00 00")) // unit 2 is ready to switch on now
 		if got, _ := transact(t, f, read2, len(want), 0); !bytes.Equal(got, want) {
 			t.Fatalf("unit 2 while unit 1 silent: % X, want % X", got, want)
 		}
@@ -240,11 +231,11 @@ func TestSimEndToEnd(t *testing.T) {
 
 	t.Run("fault exception", func(t *testing.T) {
 		ts.setFault(t, "1", `{"mode":"exception"}`)
-		if got, _ := transact(t, f, read1, 5, 0); !bytes.Equal(got, hx(t, "01 83 04 40 F3")) {
+		if got, _ := transact(t, f, read1, 5, 0); !bytes.Equal(got, testutil.Unhex(t, "01 83 04 40 F3")) {
 			t.Fatalf("reply % X", got)
 		}
 		ts.setFault(t, "1", `{"mode":"exception","code":6}`)
-		if got, _ := transact(t, f, read1, 5, 0); !bytes.Equal(got, hx(t, "01 83 06 C1 32")) {
+		if got, _ := transact(t, f, read1, 5, 0); !bytes.Equal(got, testutil.Unhex(t, "01 83 06 C1 32")) {
 			t.Fatalf("reply % X", got)
 		}
 	})
@@ -273,7 +264,7 @@ func TestSimEndToEnd(t *testing.T) {
 	t.Run("fault CiA 402", func(t *testing.T) {
 		ts.setFault(t, "1", `{"mode":"fault"}`)
 		// statusword 0x0208 (bit 3 fault, remote), error code 0x2310
-		want := slave.AppendCRC(hx(t, "01 03 04 02 08 23 10"))
+		want := slave.AppendCRC(testutil.Unhex(t, "01 03 04 02 08 23 10"))
 		if got, _ := transact(t, f, read1, len(want), 0); !bytes.Equal(got, want) {
 			t.Fatalf("reply % X, want % X", got, want)
 		}
@@ -341,8 +332,8 @@ func TestSimEndToEnd(t *testing.T) {
 // the simulator (it keeps the slave side open, so it never reads EIO).
 func TestSimGatewayCloses(t *testing.T) {
 	ts := startSim(t)
-	read1 := hx(t, "01 03 00 00 00 02 C4 0B")
-	want1 := hx(t, "01 03 04 02 37 00 00 4A 45")
+	read1 := testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")
+	want1 := testutil.Unhex(t, "01 03 04 02 37 00 00 4A 45")
 	for i := 0; i < 3; i++ {
 		f, err := os.OpenFile(ts.link, os.O_RDWR|unix.O_NOCTTY, 0)
 		if err != nil {
@@ -468,12 +459,12 @@ func TestSimScheduleRTU(t *testing.T) {
 			t.Errorf("Wait: %v", err)
 		}
 	}()
-	waitFor(t, "bus1 unit 1 in exception mode", func() bool {
+	testutil.Eventually(t, 10*time.Second, "bus1 unit 1 in exception mode", func() bool {
 		f, err := s.Fault("bus1", 1)
 		return err == nil && f.Mode == slave.FaultException
 	})
 	f := openLink(t, link)
-	if got, _ := transact(t, f, hx(t, "01 03 00 00 00 02 C4 0B"), 5, 0); !bytes.Equal(got, hx(t, "01 83 04 40 F3")) {
+	if got, _ := transact(t, f, testutil.Unhex(t, "01 03 00 00 00 02 C4 0B"), 5, 0); !bytes.Equal(got, testutil.Unhex(t, "01 83 04 40 F3")) {
 		t.Fatalf("reply % X", got)
 	}
 }

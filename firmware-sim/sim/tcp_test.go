@@ -3,7 +3,6 @@ package sim
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,17 +15,8 @@ import (
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/drive"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
-
-// unhex decodes space-separated hex.
-func unhex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // tcpSim is a started simulator built from a YAML document, with an HTTP client for
 // its control API.
@@ -118,7 +108,7 @@ func dialMB(t *testing.T, addr string) *mbConn {
 func (c *mbConn) send(t *testing.T, req string) {
 	t.Helper()
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(unhex(t, req)); err != nil {
+	if _, err := c.Write(testutil.Unhex(t, req)); err != nil {
 		t.Fatalf("write: %v", err)
 	}
 }
@@ -127,7 +117,7 @@ func (c *mbConn) send(t *testing.T, req string) {
 // start.
 func (c *mbConn) expect(t *testing.T, want string, start time.Time) time.Duration {
 	t.Helper()
-	w := unhex(t, want)
+	w := testutil.Unhex(t, want)
 	got := make([]byte, len(w))
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := io.ReadFull(c, got); err != nil {

@@ -8,7 +8,7 @@ import (
 // FaultMode is an injected misbehaviour of one unit.
 type FaultMode string
 
-// Fault modes (DESIGN.md, "Commands": firmware-sim control API).
+// Fault modes (docs/design.md, "Commands": the firmware-sim control API).
 const (
 	FaultNone      FaultMode = "none"      // answer normally
 	FaultSilent    FaultMode = "silent"    // neither execute nor answer, as if disconnected (broadcasts too); TCP keeps the connection open

@@ -11,19 +11,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/drive"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// hx decodes space-separated hex ("01 03 00 00") for test tables.
-func hx(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatalf("bad hex %q: %v", s, err)
-	}
-	return b
-}
 
 func fixedClock() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 
@@ -51,14 +42,14 @@ func TestCRC16(t *testing.T) {
 		{"", 0xFFFF},
 	}
 	for _, tt := range tests {
-		if got := CRC16(hx(t, tt.in)); got != tt.want {
+		if got := CRC16(testutil.Unhex(t, tt.in)); got != tt.want {
 			t.Errorf("CRC16(%s) = %#04x, want %#04x", tt.in, got, tt.want)
 		}
 	}
-	if got := AppendCRC(hx(t, "01 03 00 00 00 02")); !bytes.Equal(got, hx(t, "01 03 00 00 00 02 C4 0B")) {
+	if got := AppendCRC(testutil.Unhex(t, "01 03 00 00 00 02")); !bytes.Equal(got, testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")) {
 		t.Errorf("AppendCRC = % X", got)
 	}
-	if !CheckCRC(hx(t, "01 03 00 00 00 02 C4 0B")) || CheckCRC(hx(t, "01 03 00 00 00 02 0B C4")) || CheckCRC(hx(t, "C4 0B")) {
+	if !CheckCRC(testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")) || CheckCRC(testutil.Unhex(t, "01 03 00 00 00 02 0B C4")) || CheckCRC(testutil.Unhex(t, "C4 0B")) {
 		t.Error("CheckCRC wrong")
 	}
 }
@@ -137,25 +128,25 @@ func TestHandlePDU(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := newTestDrive(t, "SIM-0001", true)
-			got := HandlePDU(d, hx(t, tt.req), Options{})
-			if want := hx(t, tt.reply); !bytes.Equal(got, want) {
+			got := HandlePDU(d, testutil.Unhex(t, tt.req), Options{})
+			if want := testutil.Unhex(t, tt.reply); !bytes.Equal(got, want) {
 				t.Fatalf("reply\n got % X\nwant % X", got, want)
 			}
 		})
 	}
 	t.Run("write effects", func(t *testing.T) {
 		d := newTestDrive(t, "SIM-0001", true)
-		HandlePDU(d, hx(t, "10 000E 0002 04 0000 03E8"), Options{})
-		HandlePDU(d, hx(t, "06 0002 0007"), Options{})
+		HandlePDU(d, testutil.Unhex(t, "10 000E 0002 04 0000 03E8"), Options{})
+		HandlePDU(d, testutil.Unhex(t, "06 0002 0007"), Options{})
 		if st := d.Status(); st.TargetVelocity != 1000 || st.State != drive.SwitchedOn {
 			t.Fatalf("%+v", st)
 		}
 	})
 	t.Run("device errors", func(t *testing.T) {
-		if got := HandlePDU(failingDevice{}, hx(t, "03 0000 0001"), Options{}); !bytes.Equal(got, hx(t, "83 04")) {
+		if got := HandlePDU(failingDevice{}, testutil.Unhex(t, "03 0000 0001"), Options{}); !bytes.Equal(got, testutil.Unhex(t, "83 04")) {
 			t.Errorf("plain error → % X, want 83 04", got)
 		}
-		if got := HandlePDU(failingDevice{}, hx(t, "06 0000 0001"), Options{}); !bytes.Equal(got, hx(t, "86 06")) {
+		if got := HandlePDU(failingDevice{}, testutil.Unhex(t, "06 0000 0001"), Options{}); !bytes.Equal(got, testutil.Unhex(t, "86 06")) {
 			t.Errorf("Exception(6) → % X, want 86 06", got)
 		}
 	})
@@ -197,13 +188,13 @@ func TestReadDeviceIDSplit(t *testing.T) {
 
 	// Basic stream from 0x00: VendorName (7+2+21 = 30 bytes) fits, ProductCode would
 	// make 42 > 40: split, next object 0x01.
-	got := HandlePDU(d, hx(t, "2B 0E 01 00"), opt)
-	want := hx(t, "2B 0E 01 83 FF 01 01 00 15"+hex.EncodeToString([]byte("rollcall firmware-sim")))
+	got := HandlePDU(d, testutil.Unhex(t, "2B 0E 01 00"), opt)
+	want := testutil.Unhex(t, "2B 0E 01 83 FF 01 01 00 15"+hex.EncodeToString([]byte("rollcall firmware-sim")))
 	if !bytes.Equal(got, want) {
 		t.Fatalf("first part\n got % X\nwant % X", got, want)
 	}
-	got = HandlePDU(d, hx(t, "2B 0E 01 01"), opt)
-	want = hx(t, "2B 0E 01 83 00 00 02 01 0A"+hex.EncodeToString([]byte("RC-SIM-402"))+"02 03"+hex.EncodeToString([]byte("1.2")))
+	got = HandlePDU(d, testutil.Unhex(t, "2B 0E 01 01"), opt)
+	want = testutil.Unhex(t, "2B 0E 01 83 00 00 02 01 0A"+hex.EncodeToString([]byte("RC-SIM-402"))+"02 03"+hex.EncodeToString([]byte("1.2")))
 	if !bytes.Equal(got, want) {
 		t.Fatalf("second part\n got % X\nwant % X", got, want)
 	}
@@ -250,7 +241,7 @@ func TestReadDeviceIDSplit(t *testing.T) {
 	}
 
 	// The 37-byte VendorUrl does not fit 40 bytes even alone: it is sent alone.
-	more, next, objs := parseDevID(t, HandlePDU(d, hx(t, "2B 0E 02 03"), opt))
+	more, next, objs := parseDevID(t, HandlePDU(d, testutil.Unhex(t, "2B 0E 02 03"), opt))
 	if !more || next != 0x04 || len(objs) != 1 || objs[0].id != 0x03 {
 		t.Fatalf("regular from 0x03 at 40 bytes: more %v next %#x objs %v", more, next, objs)
 	}
@@ -274,7 +265,7 @@ func TestReadDeviceIDRestart(t *testing.T) {
 		{"2B 0E 03 81", 0x80, 1},
 	}
 	for _, tt := range tests {
-		_, _, objs := parseDevID(t, HandlePDU(d, hx(t, tt.req), Options{}))
+		_, _, objs := parseDevID(t, HandlePDU(d, testutil.Unhex(t, tt.req), Options{}))
 		if len(objs) != tt.n || objs[0].id != tt.first {
 			t.Errorf("%s: objects %v, want %d from %#02x", tt.req, objs, tt.n, tt.first)
 		}

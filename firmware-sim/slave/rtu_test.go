@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/drive"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 // testBus is an RTU server with unit 1 (SIM-0001, enabled) and unit 2 (SIM-0002,
@@ -108,7 +109,7 @@ func TestRTUFrames(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rest, p, discard := b.srv.consume(hx(t, tt.req), rx)
+			rest, p, discard := b.srv.consume(testutil.Unhex(t, tt.req), rx)
 			if discard != tt.discard || len(rest) != tt.rest {
 				t.Fatalf("discard %v rest %d, want %v %d", discard, len(rest), tt.discard, tt.rest)
 			}
@@ -121,10 +122,10 @@ func TestRTUFrames(t *testing.T) {
 			if p == nil {
 				t.Fatalf("no reply, want %s", tt.reply)
 			}
-			if want := hx(t, tt.reply); !bytes.Equal(p.adu, want) {
+			if want := testutil.Unhex(t, tt.reply); !bytes.Equal(p.adu, want) {
 				t.Fatalf("reply\n got % X\nwant % X", p.adu, want)
 			}
-			reqLen := len(hx(t, tt.req)) // single-frame cases only use the due time
+			reqLen := len(testutil.Unhex(t, tt.req)) // single-frame cases only use the due time
 			if tt.rest == 0 && !tt.discard && reqLen < 16 {
 				if want := rx.Add(ReplyDelay(reqLen, len(p.adu), 115200, time.Millisecond)); !p.due.Equal(want) {
 					t.Errorf("due %v after rx, want %v", p.due.Sub(rx), want.Sub(rx))
@@ -140,7 +141,7 @@ func TestRTUSlowDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	rx := time.Now()
-	_, p, _ := b.srv.consume(hx(t, "01 03 00 00 00 02 C4 0B"), rx)
+	_, p, _ := b.srv.consume(testutil.Unhex(t, "01 03 00 00 00 02 C4 0B"), rx)
 	// (8 + 9 bytes) × 11 bits / 9600 baud + 38.5 bits / 9600 baud + 3 ms + 200 ms
 	want := lineTime(17*11+38.5, 9600) + 203*time.Millisecond
 	if got := p.due.Sub(rx); got < want-time.Microsecond || got > want+time.Microsecond {
@@ -156,7 +157,7 @@ func TestRTUBroadcast(t *testing.T) {
 	// FC06 controlword = 0 (disable voltage) to all units: no reply; unit 2 in
 	// exception mode executes nothing.
 	b.d2.Enable()
-	rest, p, discard := b.srv.consume(hx(t, "00 06 00 02 00 00 29 DB"), time.Now())
+	rest, p, discard := b.srv.consume(testutil.Unhex(t, "00 06 00 02 00 00 29 DB"), time.Now())
 	if p != nil || discard || len(rest) != 0 {
 		t.Fatalf("broadcast: reply %v discard %v rest %d", p, discard, len(rest))
 	}
@@ -178,7 +179,7 @@ func TestRequestLength(t *testing.T) {
 		{"01 41", -1}, {"01 11", 4}, {"01 17 00 00 00 01 00 00 00 01", 0}, {"01 17 00 00 00 01 00 00 00 01 02", 15},
 	}
 	for _, tt := range tests {
-		if got := requestLength(hx(t, tt.in)); got != tt.want {
+		if got := requestLength(testutil.Unhex(t, tt.in)); got != tt.want {
 			t.Errorf("requestLength(%s) = %d, want %d", tt.in, got, tt.want)
 		}
 	}
@@ -239,8 +240,8 @@ func (pb *pipeBus) transact(t *testing.T, req []byte, n int, quiet time.Duration
 func TestRTUServeStream(t *testing.T) {
 	const baud = 9600
 	pb := servePipe(t, baud, 2*time.Millisecond)
-	read2 := hx(t, "01 03 00 00 00 02 C4 0B")
-	want2 := hx(t, "01 03 04 02 37 00 00 4A 45")
+	read2 := testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")
+	want2 := testutil.Unhex(t, "01 03 04 02 37 00 00 4A 45")
 
 	got, rtt := pb.transact(t, read2, len(want2), 0)
 	if !bytes.Equal(got, want2) {
@@ -255,26 +256,26 @@ func TestRTUServeStream(t *testing.T) {
 
 	// Garbage from the master: no reply; a request glued to it without silence is
 	// part of the garbage; after silence the next request is answered.
-	pb.transact(t, hx(t, "01 03 00 00 00 02 0B C4"), 0, 100*time.Millisecond)
-	pb.transact(t, append(hx(t, "55 AA 55"), read2...), 0, 100*time.Millisecond)
+	pb.transact(t, testutil.Unhex(t, "01 03 00 00 00 02 0B C4"), 0, 100*time.Millisecond)
+	pb.transact(t, append(testutil.Unhex(t, "55 AA 55"), read2...), 0, 100*time.Millisecond)
 	if got, _ := pb.transact(t, read2, len(want2), 0); !bytes.Equal(got, want2) {
 		t.Fatalf("after garbage: reply % X", got)
 	}
 
 	// A unit that is not on the bus: ignored; the stream stays in sync.
-	pb.transact(t, hx(t, "09 03 00 00 00 02 C5 43"), 0, 100*time.Millisecond)
+	pb.transact(t, testutil.Unhex(t, "09 03 00 00 00 02 C5 43"), 0, 100*time.Millisecond)
 	if got, _ := pb.transact(t, read2, len(want2), 0); !bytes.Equal(got, want2) {
 		t.Fatalf("after absent unit: reply % X", got)
 	}
 
 	// A function code without a known length ends at the t3.5 silence.
-	if got, _ := pb.transact(t, hx(t, "01 41 00 01 90 0C"), 5, 0); !bytes.Equal(got, hx(t, "01 C1 01 B0 50")) {
+	if got, _ := pb.transact(t, testutil.Unhex(t, "01 41 00 01 90 0C"), 5, 0); !bytes.Equal(got, testutil.Unhex(t, "01 C1 01 B0 50")) {
 		t.Fatalf("unknown function: reply % X", got)
 	}
 
 	// The server counts a reply after its write returned; this write returns once the
 	// server reads again, so the counters are final.
-	if _, err := pb.master.Write(hx(t, "09 03 00 00 00 02 C5 43")); err != nil {
+	if _, err := pb.master.Write(testutil.Unhex(t, "09 03 00 00 00 02 C5 43")); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := pb.srv.Stats(1); st.Requests != 4 || st.Replies != 4 {
@@ -284,10 +285,10 @@ func TestRTUServeStream(t *testing.T) {
 
 func TestRTUServeFaults(t *testing.T) {
 	pb := servePipe(t, 115200, 0)
-	read1 := hx(t, "01 03 00 00 00 02 C4 0B")
-	want1 := hx(t, "01 03 04 02 37 00 00 4A 45")
-	read2 := hx(t, "02 03 00 00 00 02 C4 38")
-	want2 := hx(t, "02 03 04 02 60 00 00 C8 95")
+	read1 := testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")
+	want1 := testutil.Unhex(t, "01 03 04 02 37 00 00 4A 45")
+	read2 := testutil.Unhex(t, "02 03 00 00 00 02 C4 38")
+	want2 := testutil.Unhex(t, "02 03 04 02 60 00 00 C8 95")
 
 	set := func(f Fault) {
 		t.Helper()
@@ -302,7 +303,7 @@ func TestRTUServeFaults(t *testing.T) {
 	}
 
 	set(Fault{Mode: FaultException})
-	if got, _ := pb.transact(t, read1, 5, 0); !bytes.Equal(got, hx(t, "01 83 04 40 F3")) {
+	if got, _ := pb.transact(t, read1, 5, 0); !bytes.Equal(got, testutil.Unhex(t, "01 83 04 40 F3")) {
 		t.Fatalf("exception mode: % X", got)
 	}
 
@@ -350,12 +351,12 @@ func TestRTUServeCancel(t *testing.T) {
 			switch name {
 			case "holding":
 				_ = b.srv.SetFault(1, Fault{Mode: FaultSlow, Delay: time.Minute})
-				if _, err := masterEnd.Write(hx(t, "01 03 00 00 00 02 C4 0B")); err != nil {
+				if _, err := masterEnd.Write(testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")); err != nil {
 					t.Fatal(err)
 				}
 			case "blocked write":
 				// Nobody reads the reply: the write blocks until cancellation.
-				if _, err := masterEnd.Write(hx(t, "01 03 00 00 00 02 C4 0B")); err != nil {
+				if _, err := masterEnd.Write(testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -400,7 +401,7 @@ func TestRTUServeWriteTimeout(t *testing.T) {
 		}
 	}()
 	// Nobody reads the reply to this request: its write times out.
-	if _, err := masterEnd.Write(hx(t, "01 03 00 00 00 02 C4 0B")); err != nil {
+	if _, err := masterEnd.Write(testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -410,7 +411,7 @@ func TestRTUServeWriteTimeout(t *testing.T) {
 	}
 	// The server keeps serving.
 	_ = masterEnd.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := masterEnd.Write(hx(t, "01 03 00 00 00 01 84 0A")); err != nil {
+	if _, err := masterEnd.Write(testutil.Unhex(t, "01 03 00 00 00 01 84 0A")); err != nil {
 		t.Fatal(err)
 	}
 	_ = masterEnd.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -418,7 +419,7 @@ func TestRTUServeWriteTimeout(t *testing.T) {
 	if _, err := io.ReadFull(masterEnd, got); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, hx(t, "01 03 02 02 37 F8 F2")) {
+	if !bytes.Equal(got, testutil.Unhex(t, "01 03 02 02 37 F8 F2")) {
 		t.Fatalf("reply % X", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/drive"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 // newTestTCP returns a TCP server with units 1 (SIM-0001, enabled) and 2 (SIM-0002,
@@ -99,7 +100,7 @@ func devIDBasic() []byte {
 func TestTCPFrames(t *testing.T) {
 	devIDReq := "00 0B 00 00 00 05 01 2B 0E 01 00"
 	devIDReply := AppendMBAP(nil, 0x000B, 1, devIDBasic())
-	if !bytes.Equal(devIDReply[:6], hx(t, "00 0B 00 00 00 30")) { // unit + 7-byte header + (2+21) + (2+10) + (2+3) = 48
+	if !bytes.Equal(devIDReply[:6], testutil.Unhex(t, "00 0B 00 00 00 30")) { // unit + 7-byte header + (2+21) + (2+10) + (2+3) = 48
 		t.Fatalf("device ID reply header % X", devIDReply[:6])
 	}
 	tests := []struct {
@@ -155,7 +156,7 @@ func TestTCPFrames(t *testing.T) {
 			}
 			pc := servePipeTCP(t, srv)
 			_ = pc.client.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			_, werr := pc.client.Write(hx(t, tt.req))
+			_, werr := pc.client.Write(testutil.Unhex(t, tt.req))
 			switch {
 			case tt.closes != "":
 				// The server stops reading at the bad header: the rest of the write may fail.
@@ -173,15 +174,15 @@ func TestTCPFrames(t *testing.T) {
 			case tt.reply == "":
 				expectSilence(t, pc.client, 150*time.Millisecond)
 			default:
-				expectReply(t, pc.client, hx(t, tt.reply))
+				expectReply(t, pc.client, testutil.Unhex(t, tt.reply))
 			}
 		})
 	}
 }
 
 func TestAppendMBAP(t *testing.T) {
-	got := AppendMBAP([]byte{0xAA}, 0x1234, 0x11, hx(t, "03 00 6B 00 03"))
-	if want := hx(t, "AA 12 34 00 00 00 06 11 03 00 6B 00 03"); !bytes.Equal(got, want) {
+	got := AppendMBAP([]byte{0xAA}, 0x1234, 0x11, testutil.Unhex(t, "03 00 6B 00 03"))
+	if want := testutil.Unhex(t, "AA 12 34 00 00 00 06 11 03 00 6B 00 03"); !bytes.Equal(got, want) {
 		t.Fatalf("AppendMBAP = % X, want % X", got, want)
 	}
 }
@@ -220,13 +221,13 @@ func TestTCPConnInOrder(t *testing.T) {
 	pc := servePipeTCP(t, srv)
 	// net.Pipe: a write completes as the server reads it, so write while reading.
 	send := func(s string) <-chan error {
-		b := hx(t, s)
+		b := testutil.Unhex(t, s)
 		done := make(chan error, 1)
 		go func() { _, err := pc.client.Write(b); done <- err }()
 		return done
 	}
 	wrote := send("00 01 00 00 00 06 01 03 00 00 00 02" + "00 02 00 00 00 06 02 03 00 00 00 02" + "00 03 00 00 00 06 09 03 00 00 00 02")
-	expectReply(t, pc.client, hx(t, "00 01 00 00 00 07 01 03 04 02 37 00 00"+"00 02 00 00 00 07 02 03 04 02 60 00 00"+"00 03 00 00 00 03 09 83 0B"))
+	expectReply(t, pc.client, testutil.Unhex(t, "00 01 00 00 00 07 01 03 04 02 37 00 00"+"00 02 00 00 00 07 02 03 04 02 60 00 00"+"00 03 00 00 00 03 09 83 0B"))
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestTCPConnInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrote = send("00 04 00 00 00 06 01 03 00 00 00 02" + "00 05 00 00 00 06 02 03 00 00 00 02")
-	expectReply(t, pc.client, hx(t, "00 05 00 00 00 07 02 03 04 02 60 00 00"))
+	expectReply(t, pc.client, testutil.Unhex(t, "00 05 00 00 00 07 02 03 04 02 60 00 00"))
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +247,7 @@ func TestTCPConnInOrder(t *testing.T) {
 	}
 	start := time.Now()
 	wrote = send("00 06 00 00 00 06 01 03 00 00 00 02" + "00 07 00 00 00 06 02 03 00 00 00 02")
-	expectReply(t, pc.client, hx(t, "00 06 00 00 00 07 01 03 04 02 37 00 00"+"00 07 00 00 00 07 02 03 04 02 60 00 00"))
+	expectReply(t, pc.client, testutil.Unhex(t, "00 06 00 00 00 07 01 03 04 02 37 00 00"+"00 07 00 00 00 07 02 03 04 02 60 00 00"))
 	if rtt := time.Since(start); rtt < delay {
 		t.Fatalf("slow replies after %v, want ≥ %v", rtt, delay)
 	}
@@ -264,7 +265,7 @@ func TestTCPConnInOrder(t *testing.T) {
 func TestTCPFrameTimeout(t *testing.T) {
 	srv, _, _ := newTestTCP(t, TCPConfig{FrameTimeout: 50 * time.Millisecond}, false)
 	pc := servePipeTCP(t, srv)
-	if _, err := pc.client.Write(hx(t, "00 01 00 00 00 06 01")); err != nil {
+	if _, err := pc.client.Write(testutil.Unhex(t, "00 01 00 00 00 06 01")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -303,8 +304,8 @@ func TestTCPServe(t *testing.T) {
 			defer c.Close()
 			conns[i] = c
 			wg.Add(1)
-			read := hx(t, "03 00 00 00 02")
-			want := map[byte][]byte{1: hx(t, "03 04 02 37 00 00"), 2: hx(t, "03 04 02 60 00 00")}
+			read := testutil.Unhex(t, "03 00 00 00 02")
+			want := map[byte][]byte{1: testutil.Unhex(t, "03 04 02 37 00 00"), 2: testutil.Unhex(t, "03 04 02 60 00 00")}
 			go func() {
 				defer wg.Done()
 				for j := 0; j < 20; j++ {

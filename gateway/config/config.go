@@ -1,9 +1,11 @@
-// Package config loads and validates the gateway's YAML configuration (DESIGN.md,
-// "Config sketch"). Decoding is strict: an unknown key, a wrong type or an invalid value
-// is an error naming the file, the line and the key, and saying what is expected.
+// Package config loads and validates the gateway's YAML configuration (docs/design.md,
+// "Configuration"). Decoding is strict: an unknown key, a wrong type or an invalid value
+// is an error naming the file, the line, the column and the key, and saying what is
+// expected; every such problem of a file is reported in one run.
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,7 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/yamlx"
+	"github.com/rollcall-edge/rollcall/protocols/mdns"
 )
 
 // Config is the whole gateway configuration.
@@ -208,7 +212,7 @@ type ServiceCheck struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
-// Health holds the health policy (DESIGN.md, "Health semantics").
+// Health holds the health policy (docs/design.md, "Health semantics").
 type Health struct {
 	PollInterval            time.Duration `yaml:"poll_interval"`             // default 250 ms
 	FailuresBeforeCritical  int           `yaml:"failures_before_critical"`  // default 3
@@ -245,7 +249,7 @@ type HTTP struct {
 // only.
 const DefaultHTTPListen = "127.0.0.1:9180"
 
-// Default returns the configuration used without --config (DESIGN.md "Commands"):
+// Default returns the configuration used without --config (docs/design.md, "Commands"):
 // embedded broker on 127.0.0.1:1883, mDNS on, no serial buses, HTTP on
 // DefaultHTTPListen.
 func Default() *Config {
@@ -256,7 +260,7 @@ func Default() *Config {
 	return c
 }
 
-// Load reads and validates a config file.
+// Load reads and validates a config file (see Parse); a read error is wrapped.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -265,15 +269,18 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// Parse decodes and validates config text; file names it in errors.
+// Parse decodes (strictly, with internal/yamlx) and validates config text; file names
+// it in errors. It reports every problem of the text at once: each unknown key, value of
+// the wrong type and rule violation is a *yamlx.Error ("file:line:column: key: what is
+// expected"), several joined with errors.Join in order of line.
 func Parse(file string, data []byte) (*Config, error) {
 	var c Config
 	doc, err := yamlx.Decode(file, data, &c)
-	if err != nil {
+	if doc == nil { // malformed YAML
 		return nil, err
 	}
 	c.applyDefaults()
-	if err := c.validate(doc); err != nil {
+	if err := yamlx.Join(err, c.validate(doc)); err != nil {
 		return nil, err
 	}
 	return &c, nil
@@ -281,8 +288,10 @@ func Parse(file string, data []byte) (*Config, error) {
 
 func (c *Config) applyDefaults() {
 	if c.Gateway.ID == "" {
-		host, _ := os.Hostname()
-		c.Gateway.ID = slugish(host)
+		c.Gateway.ID = "gateway"
+		if host, _ := os.Hostname(); host != "" {
+			c.Gateway.ID = contract.Slug(host)
+		}
 	}
 	if c.Gateway.StateDir == "" {
 		c.Gateway.StateDir = "./state"
@@ -295,7 +304,7 @@ func (c *Config) applyDefaults() {
 		m.EmbeddedListen = "127.0.0.1:1883"
 	}
 	if m.TopicPrefix == "" {
-		m.TopicPrefix = "rollcall/v1"
+		m.TopicPrefix = contract.DefaultPrefix
 	}
 	if m.ClientID == "" {
 		m.ClientID = "rollcall-" + c.Gateway.ID
@@ -369,7 +378,7 @@ func (c *Config) applyDefaults() {
 		}
 		if ck.Service == "" {
 			name, _, _ := strings.Cut(strings.TrimPrefix(ck.ServiceType, "_"), ".")
-			ck.Service = name
+			ck.Service = strings.ToLower(name)
 		}
 	}
 	for i := range c.Discovery.Serial {
@@ -404,200 +413,231 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-var (
-	reID          = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
-	reServiceType = regexp.MustCompile(`^_[A-Za-z0-9-]{1,15}\._(tcp|udp)$`)
-)
-
-func slugish(s string) string {
-	s = strings.ToLower(s)
-	s = regexp.MustCompile(`[^a-z0-9._-]`).ReplaceAllString(s, "-")
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	if s == "" {
-		s = "gateway"
-	}
-	return s
-}
-
+// validate checks the rules of every section and returns every violation, each a
+// *yamlx.Error, joined (nil when none). It sets UnitList of each bus and TCP target, and
+// lower-cases the mDNS service types (DNS names compare case-insensitively, RFC 4343;
+// the browser reports them lower-cased).
 func (c *Config) validate(doc *yamlx.Doc) error {
-	if !reID.MatchString(c.Gateway.ID) {
-		return doc.Errorf("gateway.id", "expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got %q", c.Gateway.ID)
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, doc.Errorf(key, format, args...))
 	}
-	if err := c.validateMQTT(doc); err != nil {
-		return err
+	if !contract.IsSlug(c.Gateway.ID) {
+		bad("gateway.id", "expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got %q", c.Gateway.ID)
 	}
+	c.validateMQTT(bad)
 	h := c.Health
 	if h.PollInterval < time.Millisecond {
-		return doc.Errorf("health.poll_interval", "expected a duration of at least 1ms, got %v", h.PollInterval)
+		bad("health.poll_interval", "expected a duration of at least 1ms, got %v", h.PollInterval)
 	}
 	if h.FailuresBeforeCritical < 1 {
-		return doc.Errorf("health.failures_before_critical", "expected an integer ≥ 1, got %d", h.FailuresBeforeCritical)
+		bad("health.failures_before_critical", "expected an integer ≥ 1, got %d", h.FailuresBeforeCritical)
 	}
 	if h.SuccessesBeforePassing < 1 {
-		return doc.Errorf("health.successes_before_passing", "expected an integer ≥ 1, got %d", h.SuccessesBeforePassing)
+		bad("health.successes_before_passing", "expected an integer ≥ 1, got %d", h.SuccessesBeforePassing)
 	}
 	if h.PublishBurst < -1 {
-		return doc.Errorf("health.publish_burst", "expected -1 (no limit) or a positive integer, got %d", h.PublishBurst)
+		bad("health.publish_burst", "expected -1 (no limit) or a positive integer, got %d", h.PublishBurst)
 	}
-	if h.DeregisterCriticalAfter < 0 || h.RefreshInterval < 0 || h.SlowRTT < 0 || h.RestartGrace < 0 || h.PublishEvery < 0 {
-		return doc.Errorf("health", "durations must not be negative")
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"deregister_critical_after", h.DeregisterCriticalAfter}, {"refresh_interval", h.RefreshInterval},
+		{"slow_rtt", h.SlowRTT}, {"restart_grace", h.RestartGrace}, {"publish_every", h.PublishEvery},
+	} {
+		if d.d < 0 {
+			bad("health."+d.key, "expected a duration ≥ 0, got %v", d.d)
+		}
 	}
-	names := map[string]int{}
+	names := map[string]string{} // bus or target name → its key path
 	for i, b := range c.Discovery.Serial {
 		key := fmt.Sprintf("discovery.serial[%d]", i)
-		if !reID.MatchString(b.Name) {
-			return doc.Errorf(key+".name", "expected a bus name of 1–64 characters [a-z0-9._-], got %q", b.Name)
+		if !contract.IsSlug(b.Name) {
+			bad(key+".name", "expected a bus name of 1–64 characters [a-z0-9._-], got %q", b.Name)
+		} else if prev, dup := names[b.Name]; dup {
+			bad(key+".name", "bus name %q is already used by %s", b.Name, prev)
+		} else {
+			names[b.Name] = key
 		}
-		if j, dup := names[b.Name]; dup {
-			return doc.Errorf(key+".name", "bus name %q is already used by discovery.serial[%d]", b.Name, j)
-		}
-		names[b.Name] = i
 		if b.Device == "" {
-			return doc.Errorf(key+".device", "expected the serial device path, e.g. /dev/ttyUSB0")
+			bad(key+".device", "expected the serial device path, e.g. /dev/ttyUSB0")
 		}
 		if b.Baud < 300 || b.Baud > 4_000_000 {
-			return doc.Errorf(key+".baud", "expected a baud rate between 300 and 4000000, got %d", b.Baud)
+			bad(key+".baud", "expected a baud rate between 300 and 4000000, got %d", b.Baud)
 		}
 		if b.Parity != "none" && b.Parity != "even" && b.Parity != "odd" {
-			return doc.Errorf(key+".parity", `expected "none", "even" or "odd", got %q`, b.Parity)
+			bad(key+".parity", `expected "none", "even" or "odd", got %q`, b.Parity)
 		}
 		if b.StopBits != 1 && b.StopBits != 2 {
-			return doc.Errorf(key+".stop_bits", "expected 1 or 2, got %d", b.StopBits)
+			bad(key+".stop_bits", "expected 1 or 2, got %d", b.StopBits)
 		}
-		units, err := ParseUnits(b.Units)
-		if err != nil {
-			return doc.Errorf(key+".units", "%v", err)
+		if units, err := ParseUnits(b.Units); err != nil {
+			bad(key+".units", "%v", err)
+		} else {
+			c.Discovery.Serial[i].UnitList = units
 		}
-		c.Discovery.Serial[i].UnitList = units
 		if b.Timeout < time.Millisecond {
-			return doc.Errorf(key+".timeout", "expected a duration of at least 1ms, got %v", b.Timeout)
+			bad(key+".timeout", "expected a duration of at least 1ms, got %v", b.Timeout)
 		}
 		if b.ProbeShare <= 0 || b.ProbeShare > 1 {
-			return doc.Errorf(key+".probe_share", "expected a share 0 < share ≤ 1, got %v", b.ProbeShare)
+			bad(key+".probe_share", "expected a share 0 < share ≤ 1, got %v", b.ProbeShare)
 		}
 		for j, d := range b.Devices {
 			if d.Unit < 1 || d.Unit > 247 {
-				return doc.Errorf(fmt.Sprintf("%s.devices[%d].unit", key, j), "expected a unit ID 1–247, got %d", d.Unit)
+				bad(fmt.Sprintf("%s.devices[%d].unit", key, j), "expected a unit ID 1–247, got %d", d.Unit)
 			}
 		}
 	}
 	for i, t := range c.Discovery.TCP {
 		key := fmt.Sprintf("discovery.tcp[%d]", i)
-		if !reID.MatchString(t.Name) {
-			return doc.Errorf(key+".name", "expected a name of 1–64 characters [a-z0-9._-], got %q", t.Name)
+		if !contract.IsSlug(t.Name) {
+			bad(key+".name", "expected a name of 1–64 characters [a-z0-9._-], got %q", t.Name)
+		} else if prev, dup := names[t.Name]; dup {
+			bad(key+".name", "name %q is already used by %s", t.Name, prev)
+		} else {
+			names[t.Name] = key
 		}
-		if j, dup := names[t.Name]; dup {
-			return doc.Errorf(key+".name", "name %q is already used by another serial bus or TCP target (%d)", t.Name, j)
-		}
-		names[t.Name] = i
 		if host, port, err := net.SplitHostPort(t.Address); err != nil || host == "" || port == "" {
-			return doc.Errorf(key+".address", "expected host:port, e.g. 192.168.1.20:502, got %q", t.Address)
+			bad(key+".address", "expected host:port, e.g. 192.168.1.20:502, got %q", t.Address)
 		}
-		units, err := parseUnitsTCP(t.Units)
-		if err != nil {
-			return doc.Errorf(key+".units", "%v", err)
+		if units, err := parseUnitsTCP(t.Units); err != nil {
+			bad(key+".units", "%v", err)
+		} else {
+			c.Discovery.TCP[i].UnitList = units
 		}
-		c.Discovery.TCP[i].UnitList = units
 		if t.Timeout < time.Millisecond {
-			return doc.Errorf(key+".timeout", "expected a duration of at least 1ms, got %v", t.Timeout)
+			bad(key+".timeout", "expected a duration of at least 1ms, got %v", t.Timeout)
 		}
 	}
-	md := c.Discovery.MDNS
+	c.validateMDNS(bad)
+	if l := c.Limits; l.MaxInstances < 1 {
+		bad("limits.max_instances", "expected an integer ≥ 1, got %d", l.MaxInstances)
+	}
+	if l := c.Limits; l.MaxRecordBytes < 1024 {
+		bad("limits.max_record_bytes", "expected at least 1024 bytes, got %d", l.MaxRecordBytes)
+	}
+	if l := c.Limits; l.MaxEndpoints < 1 {
+		bad("limits.max_endpoints", "expected an integer ≥ 1, got %d", l.MaxEndpoints)
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			bad("http.listen", "expected host:port, got %q", c.HTTP.Listen)
+		}
+	}
+	return yamlx.Join(errs...)
+}
+
+// validateMDNS checks discovery.mdns: service types (mdns.ValidServiceType), checks,
+// instance patterns and durations.
+func (c *Config) validateMDNS(bad func(key, format string, args ...any)) {
+	md := &c.Discovery.MDNS
 	checks := map[string]bool{}
-	for i, ck := range md.Checks {
+	for i := range md.Checks {
+		ck := &md.Checks[i]
 		key := fmt.Sprintf("discovery.mdns.checks[%d]", i)
-		if !reServiceType.MatchString(ck.ServiceType) {
-			return doc.Errorf(key+".service_type", `expected a DNS-SD service type such as "_http._tcp", got %q`, ck.ServiceType)
+		if reason := serviceTypeProblem(ck.ServiceType); reason != "" {
+			bad(key+".service_type", `expected a DNS-SD service type such as "_http._tcp", got %q: %s`, ck.ServiceType, reason)
+		} else {
+			ck.ServiceType = strings.ToLower(ck.ServiceType)
+			checks[ck.ServiceType] = true
 		}
 		if ck.Type != "tcp" && ck.Type != "http" {
-			return doc.Errorf(key+".type", `expected "tcp" or "http", got %q`, ck.Type)
+			bad(key+".type", `expected "tcp" or "http", got %q`, ck.Type)
 		}
 		if !strings.HasPrefix(ck.Path, "/") {
-			return doc.Errorf(key+".path", `expected a path starting with "/", got %q`, ck.Path)
+			bad(key+".path", `expected a path starting with "/", got %q`, ck.Path)
 		}
-		if !reID.MatchString(ck.Service) {
-			return doc.Errorf(key+".service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", ck.Service)
+		if !contract.IsSlug(ck.Service) {
+			bad(key+".service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", ck.Service)
 		}
-		checks[ck.ServiceType] = true
 	}
 	for i, st := range md.ServiceTypes {
 		key := fmt.Sprintf("discovery.mdns.service_types[%d]", i)
-		if !reServiceType.MatchString(st) {
-			return doc.Errorf(key, `expected a DNS-SD service type such as "_modbus._tcp", got %q`, st)
+		if reason := serviceTypeProblem(st); reason != "" {
+			bad(key, `expected a DNS-SD service type such as "_modbus._tcp", got %q: %s`, st, reason)
+			continue
 		}
+		st = strings.ToLower(st)
+		md.ServiceTypes[i] = st
 		if st != "_modbus._tcp" && !checks[st] {
-			return doc.Errorf(key, "%s is not Modbus: add a discovery.mdns.checks entry (type tcp or http) for it", st)
+			bad(key, "%s is not Modbus: add a discovery.mdns.checks entry (type tcp or http) for it", st)
 		}
 	}
 	for i, pat := range md.InstancePatterns {
 		if _, err := regexp.Compile(pat); err != nil {
-			return doc.Errorf(fmt.Sprintf("discovery.mdns.instance_patterns[%d]", i), "expected a regular expression: %v", err)
+			bad(fmt.Sprintf("discovery.mdns.instance_patterns[%d]", i), "expected a regular expression: %v", err)
 		}
 	}
-	if l := c.Limits; l.MaxInstances < 1 {
-		return doc.Errorf("limits.max_instances", "expected an integer ≥ 1, got %d", l.MaxInstances)
-	} else if l.MaxRecordBytes < 1024 {
-		return doc.Errorf("limits.max_record_bytes", "expected at least 1024 bytes, got %d", l.MaxRecordBytes)
-	} else if l.MaxEndpoints < 1 {
-		return doc.Errorf("limits.max_endpoints", "expected an integer ≥ 1, got %d", l.MaxEndpoints)
+	if md.Window <= 0 {
+		bad("discovery.mdns.window", "expected a positive duration, got %v", md.Window)
 	}
-	if md.Window <= 0 || md.Every < 0 || md.Timeout < time.Millisecond {
-		return doc.Errorf("discovery.mdns", "window, every and timeout must be positive durations")
+	if md.Every < 0 {
+		bad("discovery.mdns.every", "expected a duration ≥ 0, got %v", md.Every)
 	}
-	if c.HTTP.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			return doc.Errorf("http.listen", "expected host:port, got %q", c.HTTP.Listen)
-		}
+	if md.Timeout < time.Millisecond {
+		bad("discovery.mdns.timeout", "expected a duration of at least 1ms, got %v", md.Timeout)
 	}
-	return nil
 }
 
-func (c *Config) validateMQTT(doc *yamlx.Doc) error {
+// serviceTypeProblem returns why st is not a DNS-SD service type, or "".
+func serviceTypeProblem(st string) string {
+	var ste *mdns.ServiceTypeError
+	if err := mdns.ValidServiceType(st); errors.As(err, &ste) {
+		return ste.Reason
+	} else if err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// validateMQTT checks the mqtt section.
+func (c *Config) validateMQTT(bad func(key, format string, args ...any)) {
 	m := c.MQTT
 	if m.Broker != "embedded" {
 		u, err := url.Parse(m.Broker)
-		if err != nil || u.Host == "" {
-			return doc.Errorf("mqtt.broker", `expected "embedded" or a URL such as tcp://host:1883, got %q`, m.Broker)
-		}
-		switch u.Scheme {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss":
-		default:
-			return doc.Errorf("mqtt.broker", "unsupported URL scheme %q (tcp, ssl, ws, wss)", u.Scheme)
+		switch {
+		case err != nil || u.Host == "":
+			bad("mqtt.broker", `expected "embedded" or a URL such as tcp://host:1883, got %q`, m.Broker)
+		case u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls" &&
+			u.Scheme != "mqtts" && u.Scheme != "ws" && u.Scheme != "wss":
+			bad("mqtt.broker", "unsupported URL scheme %q (tcp, ssl, ws, wss)", u.Scheme)
 		}
 	}
 	if _, _, err := net.SplitHostPort(m.EmbeddedListen); err != nil {
-		return doc.Errorf("mqtt.embedded_listen", "expected host:port, got %q", m.EmbeddedListen)
+		bad("mqtt.embedded_listen", "expected host:port, got %q", m.EmbeddedListen)
 	}
-	if m.TopicPrefix == "" || strings.ContainsAny(m.TopicPrefix, "+#\x00") || strings.HasPrefix(m.TopicPrefix, "/") ||
-		strings.HasSuffix(m.TopicPrefix, "/") || strings.Contains(m.TopicPrefix, "//") {
-		return doc.Errorf("mqtt.topic_prefix", "expected topic levels without wildcards or empty levels, got %q", m.TopicPrefix)
+	if err := (contract.Topics{Prefix: m.TopicPrefix}).Validate(); err != nil {
+		bad("mqtt.topic_prefix", "expected topic levels without wildcards, empty levels or a leading '$', got %q", m.TopicPrefix)
 	}
 	if m.PasswordFile != "" && m.PasswordEnv != "" {
-		return doc.Errorf("mqtt.password_env", "give password_file or password_env, not both")
+		bad("mqtt.password_env", "give password_file or password_env, not both")
 	}
 	if (m.PasswordFile != "" || m.PasswordEnv != "") && m.Username == "" {
-		return doc.Errorf("mqtt.username", "a password is configured but no username")
+		bad("mqtt.username", "a password is configured but no username")
 	}
 	for i, u := range m.EmbeddedAuth.Users {
 		key := fmt.Sprintf("mqtt.embedded_auth.users[%d]", i)
 		if u.Username == "" || strings.ContainsAny(u.Username, "+#/\x00") {
-			return doc.Errorf(key+".username", "expected a user name without + # / or NUL, got %q", u.Username)
+			bad(key+".username", "expected a user name without + # / or NUL, got %q", u.Username)
 		}
 		if (u.PasswordFile == "") == (u.PasswordEnv == "") {
-			return doc.Errorf(key, "give exactly one of password_file or password_env")
+			bad(key, "give exactly one of password_file or password_env")
 		}
-		for j, f := range append(append([]string{}, u.Read...), u.Write...) {
+		for j, f := range u.Read {
 			if f == "" || strings.Contains(f, "\x00") {
-				return doc.Errorf(key, "topic filter %d is empty or contains NUL", j)
+				bad(fmt.Sprintf("%s.read[%d]", key, j), "expected a topic filter, got %q (empty or with NUL)", f)
+			}
+		}
+		for j, f := range u.Write {
+			if f == "" || strings.Contains(f, "\x00") {
+				bad(fmt.Sprintf("%s.write[%d]", key, j), "expected a topic filter, got %q (empty or with NUL)", f)
 			}
 		}
 	}
 	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
-		return doc.Errorf("mqtt.tls", "cert_file and key_file go together")
+		bad("mqtt.tls", "cert_file and key_file go together")
 	}
-	return nil
 }
 
 // parseUnitsTCP is ParseUnits for Modbus TCP, where unit IDs 0 and 255 are also used

@@ -1,10 +1,14 @@
 package config
 
 import (
+	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/internal/yamlx"
 )
 
 func TestGoodConfig(t *testing.T) {
@@ -24,42 +28,71 @@ func TestGoodConfig(t *testing.T) {
 	}
 }
 
-// TestBadConfigs checks each testdata/*.bad.yml against the message it must produce
-// (file, line, key, what is expected), as Prometheus's config/testdata corpus does.
+// TestBadConfigs checks each testdata/*.bad.yml against the messages it must produce
+// (file:line:column, key, what is expected), as Prometheus's config/testdata corpus
+// does: every problem of a file in one run, in order of line.
 func TestBadConfigs(t *testing.T) {
-	want := map[string]string{
-		"baud-type.bad.yml":          "testdata/baud-type.bad.yml:6: discovery.serial[0].baud: expected an integer, got str \"fast\"",
-		"broker-scheme.bad.yml":      "testdata/broker-scheme.bad.yml:2: mqtt.broker: unsupported URL scheme \"http\" (tcp, ssl, ws, wss)",
-		"check-type.bad.yml":         "testdata/check-type.bad.yml:4: discovery.mdns.checks[0].type: expected \"tcp\" or \"http\", got \"ping\"",
-		"dup-bus.bad.yml":            "testdata/dup-bus.bad.yml:4: discovery.serial[1].name: bus name \"bus1\" is already used by discovery.serial[0]",
-		"duration.bad.yml":           "testdata/duration.bad.yml:2: health.poll_interval: expected a duration such as \"250ms\" or \"30s\", got str \"soon\"",
-		"embedded-user.bad.yml":      "testdata/embedded-user.bad.yml:4: mqtt.embedded_auth.users[0]: give exactly one of password_file or password_env",
-		"failures.bad.yml":           "testdata/failures.bad.yml:2: health.failures_before_critical: expected an integer ≥ 1, got -1",
-		"gateway-id.bad.yml":         "testdata/gateway-id.bad.yml:1: gateway.id: expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got \"Cell 2/gw\"",
-		"instance-pattern.bad.yml":   "testdata/instance-pattern.bad.yml:3: discovery.mdns.instance_patterns[0]: expected a regular expression: error parsing regexp: missing closing ]: `[`",
-		"limits.bad.yml":             "testdata/limits.bad.yml:2: limits.max_record_bytes: expected at least 1024 bytes, got 100",
-		"mdns-check-missing.bad.yml": "testdata/mdns-check-missing.bad.yml:4: discovery.mdns.service_types[0]: _http._tcp is not Modbus: add a discovery.mdns.checks entry (type tcp or http) for it",
-		"parity.bad.yml":             "testdata/parity.bad.yml:3: discovery.serial[0].parity: expected \"none\", \"even\" or \"odd\", got \"mark\"",
-		"password-both.bad.yml":      "testdata/password-both.bad.yml:4: mqtt.password_env: give password_file or password_env, not both",
-		"password-no-user.bad.yml":   "testdata/password-no-user.bad.yml:1: mqtt.username: a password is configured but no username",
-		"probe-share.bad.yml":        "testdata/probe-share.bad.yml:3: discovery.serial[0].probe_share: expected a share 0 < share ≤ 1, got 1.5",
-		"stop-bits.bad.yml":          "testdata/stop-bits.bad.yml:3: discovery.serial[0].stop_bits: expected 1 or 2, got 3",
-		"tcp-address.bad.yml":        "testdata/tcp-address.bad.yml:3: discovery.tcp[0].address: expected host:port, e.g. 192.168.1.20:502, got \"10.0.0.5\"",
-		"tls-pair.bad.yml":           "testdata/tls-pair.bad.yml:2: mqtt.tls: cert_file and key_file go together",
-		"two-docs.bad.yml":           "testdata/two-docs.bad.yml:2: only one YAML document is allowed",
-		"units-range.bad.yml":        "testdata/units-range.bad.yml:6: discovery.serial[0].units: unit IDs must be 1–247 in ascending ranges, got \"0-300\"",
-		"unknown-key.bad.yml":        "testdata/unknown-key.bad.yml:6: discovery.serial[0].unit: unknown key \"unit\"",
-		"unknown-top.bad.yml":        "testdata/unknown-top.bad.yml:5: discovery.serial_buses: unknown key \"serial_buses\"",
+	want := map[string][]string{
+		"baud-type.bad.yml":          {`testdata/baud-type.bad.yml:6:13: discovery.serial[0].baud: expected an integer, got "fast"`},
+		"broker-scheme.bad.yml":      {`testdata/broker-scheme.bad.yml:2:3: mqtt.broker: unsupported URL scheme "http" (tcp, ssl, ws, wss)`},
+		"check-type.bad.yml":         {`testdata/check-type.bad.yml:4:36: discovery.mdns.checks[0].type: expected "tcp" or "http", got "ping"`},
+		"dup-bus.bad.yml":            {`testdata/dup-bus.bad.yml:4:8: discovery.serial[1].name: bus name "bus1" is already used by discovery.serial[0]`},
+		"duration.bad.yml":           {`testdata/duration.bad.yml:2:18: health.poll_interval: expected a duration such as "250ms" or "30s", got "soon"`},
+		"embedded-user.bad.yml":      {`testdata/embedded-user.bad.yml:4:9: mqtt.embedded_auth.users[0]: give exactly one of password_file or password_env`},
+		"failures.bad.yml":           {`testdata/failures.bad.yml:2:3: health.failures_before_critical: expected an integer ≥ 1, got -1`},
+		"flow-mapping.bad.yml":       {`testdata/flow-mapping.bad.yml:2:64: discovery.serial[0].baud: expected an integer, got "fast"`},
+		"gateway-id.bad.yml":         {`testdata/gateway-id.bad.yml:1:11: gateway.id: expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got "Cell 2/gw"`},
+		"instance-pattern.bad.yml":   {"testdata/instance-pattern.bad.yml:3:25: discovery.mdns.instance_patterns[0]: expected a regular expression: error parsing regexp: missing closing ]: `[`"},
+		"limits.bad.yml":             {`testdata/limits.bad.yml:2:3: limits.max_record_bytes: expected at least 1024 bytes, got 100`},
+		"mdns-check-missing.bad.yml": {`testdata/mdns-check-missing.bad.yml:4:21: discovery.mdns.service_types[0]: _http._tcp is not Modbus: add a discovery.mdns.checks entry (type tcp or http) for it`},
+		"many-mistakes.bad.yml": {
+			`testdata/many-mistakes.bad.yml:2:11: gateway.id: expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got "Cell2"`,
+			`testdata/many-mistakes.bad.yml:3:1: mqtt.username: a password is configured but no username`,
+			`testdata/many-mistakes.bad.yml:5:3: mqtt.usename: unknown key "usename" (expected one of: broker, embedded_listen, embedded_auth, topic_prefix, client_id, username, password_file, password_env, tls)`,
+			`testdata/many-mistakes.bad.yml:12:7: discovery.serial[0].parity: expected "none", "even" or "odd", got "mark"`,
+			`testdata/many-mistakes.bad.yml:13:7: discovery.serial[0].units: unit IDs must be 1–247 in ascending ranges, got "1-300"`,
+			`testdata/many-mistakes.bad.yml:14:8: discovery.serial[1].name: bus name "bus1" is already used by discovery.serial[0]`,
+			`testdata/many-mistakes.bad.yml:14:53: discovery.serial[1].stop_bits: expected an integer, got "two"`,
+			`testdata/many-mistakes.bad.yml:16:21: discovery.tcp[0].address: expected host:port, e.g. 192.168.1.20:502, got "10.0.0.5"`,
+			`testdata/many-mistakes.bad.yml:16:49: discovery.tcp[0].timeout: expected a duration such as "250ms" or "30s", got 1`,
+			`testdata/many-mistakes.bad.yml:18:3: health.poll_interval: expected a duration of at least 1ms, got -5ms`,
+			`testdata/many-mistakes.bad.yml:19:3: health.failures_before_critical: expected an integer ≥ 1, got -1`,
+		},
+		"parity.bad.yml":           {`testdata/parity.bad.yml:3:36: discovery.serial[0].parity: expected "none", "even" or "odd", got "mark"`},
+		"password-both.bad.yml":    {`testdata/password-both.bad.yml:4:3: mqtt.password_env: give password_file or password_env, not both`},
+		"password-no-user.bad.yml": {`testdata/password-no-user.bad.yml:1:1: mqtt.username: a password is configured but no username`},
+		"probe-share.bad.yml":      {`testdata/probe-share.bad.yml:3:36: discovery.serial[0].probe_share: expected a share 0 < share ≤ 1, got 1.5`},
+		"service-type.bad.yml":     {`testdata/service-type.bad.yml:4:35: discovery.mdns.service_types[1]: expected a DNS-SD service type such as "_modbus._tcp", got "_--._tcp": hyphen at either end or two in a row`},
+		"stop-bits.bad.yml":        {`testdata/stop-bits.bad.yml:3:36: discovery.serial[0].stop_bits: expected 1 or 2, got 3`},
+		"tcp-address.bad.yml":      {`testdata/tcp-address.bad.yml:3:21: discovery.tcp[0].address: expected host:port, e.g. 192.168.1.20:502, got "10.0.0.5"`},
+		"tls-pair.bad.yml":         {`testdata/tls-pair.bad.yml:2:3: mqtt.tls: cert_file and key_file go together`},
+		"two-docs.bad.yml":         {`testdata/two-docs.bad.yml:2:1: only one YAML document is allowed`},
+		"units-range.bad.yml":      {`testdata/units-range.bad.yml:6:7: discovery.serial[0].units: unit IDs must be 1–247 in ascending ranges, got "0-300"`},
+		"unknown-key.bad.yml":      {`testdata/unknown-key.bad.yml:6:7: discovery.serial[0].unit: unknown key "unit" (expected one of: name, device, baud, parity, stop_bits, units, timeout, poll_interval, turnaround, frame_gap, probe_share, meta, devices)`},
+		"unknown-top.bad.yml":      {`testdata/unknown-top.bad.yml:5:3: discovery.serial_buses: unknown key "serial_buses" (expected one of: serial, tcp, mdns)`},
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yml")
 	if len(files) != len(want) {
-		t.Errorf("%d bad configs in testdata, %d expected messages: every file needs one", len(files), len(want))
+		t.Errorf("%d bad configs in testdata, %d expected message lists: every file needs one", len(files), len(want))
 	}
-	for file, msg := range want {
+	for file, msgs := range want {
 		t.Run(file, func(t *testing.T) {
 			_, err := Load("testdata/" + file)
-			if err == nil || err.Error() != msg {
-				t.Fatalf("got  %v\nwant %s", err, msg)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if got, w := err.Error(), strings.Join(msgs, "\n"); got != w {
+				t.Fatalf("got\n%s\nwant\n%s", got, w)
+			}
+			errs := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			}
+			for _, e := range errs {
+				var ye *yamlx.Error
+				if !errors.As(e, &ye) || ye.File != "testdata/"+file || ye.Line == 0 {
+					t.Errorf("%v: not a *yamlx.Error with file and line", e)
+				}
 			}
 		})
 	}
@@ -100,5 +133,42 @@ func TestHTTPListenDefaults(t *testing.T) {
 	}
 	if _, err := Parse("gw.yaml", []byte("http: {listen: nowhere}\n")); err == nil || !strings.Contains(err.Error(), "http.listen") {
 		t.Errorf("bad http.listen: %v", err)
+	}
+}
+
+// TestMDNSServiceTypes: service types follow mdns.ValidServiceType, compare without
+// regard to case and are kept lower-cased, as the browser reports them.
+func TestMDNSServiceTypes(t *testing.T) {
+	tests := []struct {
+		name, in    string
+		wantErr     string // substring; "" = valid
+		wantTypes   []string
+		wantService string // of checks[0]
+	}{
+		{"case-insensitive", "discovery:\n  mdns:\n    service_types: [_Modbus._TCP, _HTTP._tcp]\n    checks: [{service_type: _http._TCP, type: http}]\n",
+			"", []string{"_modbus._tcp", "_http._tcp"}, "http"},
+		{"double hyphen", "discovery: {mdns: {service_types: [_--._tcp]}}\n",
+			`gw.yaml:1:36: discovery.mdns.service_types[0]: expected a DNS-SD service type such as "_modbus._tcp", got "_--._tcp": hyphen at either end or two in a row`, nil, ""},
+		{"digits only", "discovery: {mdns: {service_types: [_502._tcp]}}\n", "got \"_502._tcp\": service name needs a letter", nil, ""},
+		{"check service type", "discovery: {mdns: {checks: [{service_type: _a_b._tcp, type: tcp}]}}\n",
+			`discovery.mdns.checks[0].service_type: expected a DNS-SD service type such as "_http._tcp", got "_a_b._tcp": invalid character '_'`, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("gw.yaml", []byte(tc.in))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if md := c.Discovery.MDNS; !slices.Equal(md.ServiceTypes, tc.wantTypes) || md.Checks[0].Service != tc.wantService ||
+				md.Checks[0].ServiceType != strings.ToLower(md.Checks[0].ServiceType) {
+				t.Fatalf("mdns %+v", md)
+			}
+		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/registry"
 )
 
@@ -232,13 +233,7 @@ func TestEventStream(t *testing.T) {
 		t.Errorf("expected a keep-alive comment, got %q", line)
 	}
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
-	for hub.Clients() != 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if hub.Clients() != 0 {
-		t.Error("client not unsubscribed after disconnect")
-	}
+	testutil.Eventually(t, 5*time.Second, "the client unsubscribed after its disconnect", func() bool { return hub.Clients() == 0 })
 }
 
 // Publish never blocks: a client that does not keep up loses its oldest events and is
@@ -310,7 +305,7 @@ func TestEventStreamResync(t *testing.T) {
 	req := httptest.NewRequest("GET", "/v1/events", nil).WithContext(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); s.events(w, req) }()
-	waitFor(t, func() bool { return strings.Contains(w.String(), "event: snapshot") })
+	testutil.Eventually(t, 5*time.Second, "the first snapshot event", func() bool { return strings.Contains(w.String(), "event: snapshot") })
 
 	closed := make(chan struct{})
 	w.mu.Lock()
@@ -319,10 +314,10 @@ func TestEventStreamResync(t *testing.T) {
 	up := func(rev int64) {
 		hub.Publish(registry.Event{Kind: registry.Upsert, Record: record("a-1", "servo-drive", contract.Critical, rev)})
 	}
-	up(2)                                                    // taken by the handler, which blocks writing it
-	waitFor(t, func() bool { return w.blocked.Load() == 1 }) // handler is writing event 2
-	up(3)                                                    // queued
-	up(4)                                                    // queue full: 3 dropped, resync due
+	up(2) // taken by the handler, which blocks writing it
+	testutil.Eventually(t, 5*time.Second, "the handler writing event 2", func() bool { return w.blocked.Load() == 1 })
+	up(3) // queued
+	up(4) // queue full: 3 dropped, resync due
 	cat.mu.Lock()
 	cat.recs = []contract.Record{record("a-1", "servo-drive", contract.Critical, 4)}
 	cat.mu.Unlock()
@@ -330,7 +325,7 @@ func TestEventStreamResync(t *testing.T) {
 	w.gate = open
 	w.mu.Unlock()
 	close(closed)
-	waitFor(t, func() bool { return strings.Count(w.String(), "event: snapshot") == 2 })
+	testutil.Eventually(t, 5*time.Second, "the second snapshot event", func() bool { return strings.Count(w.String(), "event: snapshot") == 2 })
 	cancel()
 	<-done
 	out := w.String()
@@ -340,16 +335,5 @@ func TestEventStreamResync(t *testing.T) {
 	if !strings.Contains(out, `"revision":2`) || !strings.HasSuffix(out, "\n\n") ||
 		!strings.Contains(out[strings.LastIndex(out, "event: snapshot"):], `"revision":4`) {
 		t.Errorf("stream:\n%s", out)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }

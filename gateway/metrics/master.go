@@ -118,7 +118,7 @@ func (mm *Master) Unit(unit string) *Unit {
 		return nil
 	}
 	u := &Unit{master: mm}
-	for o := Outcome(0); o < numOutcomes; o++ {
+	for o := registry.OutcomeOK; o < registry.NumOutcomes; o++ {
 		u.polls[o] = mm.m.polls.WithLabelValues(mm.name, unit, o.String())
 	}
 	return u
@@ -127,17 +127,18 @@ func (mm *Master) Unit(unit string) *Unit {
 // Unit is the instrumentation of one polled device. A nil *Unit does nothing.
 type Unit struct {
 	master *Master
-	polls  [numOutcomes]prometheus.Counter
+	polls  [registry.NumOutcomes]prometheus.Counter // by outcome; OutcomeUnknown unused
 }
 
-// Poll records one heartbeat poll: its outcome (rollcall_polls_total), its round trip
-// when answered (rollcall_poll_round_trip_seconds) and its time on the master
-// (o.RTT, for utilisation). It does not allocate for answered polls.
+// Poll records one heartbeat poll: its outcome (rollcall_polls_total, label
+// o.Class().String(): the outcome its producer classified, see registry.Outcome), its
+// round trip when answered (rollcall_poll_round_trip_seconds) and its time on the
+// master (o.RTT, for utilisation). It does not allocate.
 func (u *Unit) Poll(o registry.Observation) {
 	if u == nil {
 		return
 	}
-	u.polls[Classify(o)].Inc()
+	u.polls[o.Class()].Inc()
 	if o.Answered {
 		u.master.rtt.Observe(o.RTT.Seconds())
 	}

@@ -10,9 +10,6 @@
 package metrics
 
 import (
-	"context"
-	"errors"
-	"net"
 	"sync"
 	"time"
 
@@ -20,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/rollcall-edge/rollcall/contract"
-	"github.com/rollcall-edge/rollcall/protocols/modbus"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/registry"
 )
@@ -250,58 +246,4 @@ func (m *Metrics) Adopted(recs []contract.Record) {
 		m.statuses[rec.ID] = instStatus{status: rec.Status, live: true}
 		m.instances.WithLabelValues(string(rec.Status)).Inc()
 	}
-}
-
-// Outcome classifies a heartbeat poll for rollcall_polls_total.
-type Outcome int
-
-// Poll outcomes; String gives the label value.
-const (
-	OK        Outcome = iota // valid reply
-	Exception                // Modbus exception reply: alive, but refusing
-	Timeout                  // no reply within the timeout
-	BadFrame                 // CRC error, short or malformed frame, reply from another unit
-	Other                    // anything else: connection or serial port errors, unreachable endpoint
-	numOutcomes
-)
-
-// String is the outcome's label value: ok, exception, timeout, bad_frame or other.
-func (o Outcome) String() string {
-	switch o {
-	case OK:
-		return "ok"
-	case Exception:
-		return "exception"
-	case Timeout:
-		return "timeout"
-	case BadFrame:
-		return "bad_frame"
-	}
-	return "other"
-}
-
-// Classify returns the outcome of a poll observation. It does not allocate for
-// answered polls.
-func Classify(o registry.Observation) Outcome {
-	switch {
-	case o.Err == nil && o.Answered:
-		return OK
-	case o.Err == nil:
-		return Other
-	case o.Answered:
-		return Exception
-	case errors.Is(o.Err, modbus.ErrTimeout), errors.Is(o.Err, context.DeadlineExceeded):
-		return Timeout
-	case errors.Is(o.Err, modbus.ErrCRC), errors.Is(o.Err, modbus.ErrShortFrame), errors.Is(o.Err, modbus.ErrBadFrame):
-		return BadFrame
-	}
-	var wu *modbus.WrongUnitError
-	if errors.As(o.Err, &wu) {
-		return BadFrame
-	}
-	var ne net.Error
-	if errors.As(o.Err, &ne) && ne.Timeout() {
-		return Timeout
-	}
-	return Other
 }

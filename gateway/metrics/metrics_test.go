@@ -3,7 +3,6 @@ package metrics
 import (
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
 	"testing"
@@ -106,25 +105,39 @@ func TestCatalogEvents(t *testing.T) {
 	}
 }
 
-func TestClassify(t *testing.T) {
-	for _, c := range []struct {
-		o    registry.Observation
-		want Outcome
-	}{
-		{registry.Observation{Answered: true}, OK},
-		{registry.Observation{Answered: true, Degraded: true}, OK}, // CiA 402 fault bit: a valid reply
-		{registry.Observation{Answered: true, Degraded: true, Err: &modbus.ExceptionError{Function: 3, Code: 6}}, Exception},
-		{registry.Observation{Err: fmt.Errorf("read: %w", modbus.ErrTimeout)}, Timeout},
-		{registry.Observation{Err: modbus.ErrCRC}, BadFrame},
-		{registry.Observation{Err: modbus.ErrShortFrame}, BadFrame},
-		{registry.Observation{Err: modbus.ErrBadFrame}, BadFrame},
-		{registry.Observation{Err: &modbus.WrongUnitError{Want: 2, Got: 3}}, BadFrame},
-		{registry.Observation{Err: fmt.Errorf("%w: refused", modbus.ErrUnreachable)}, Other},
-		{registry.Observation{Err: io.EOF}, Other},
-		{registry.Observation{Err: errors.New("x")}, Other},
+// TestPollOutcomes: rollcall_polls_total counts the outcome the producer of the
+// observation classified (devices.Classify for Modbus polls), with one series per
+// outcome label from the start; the error itself is not looked at again.
+func TestPollOutcomes(t *testing.T) {
+	m := New(Options{})
+	u := m.Master("bus1").Unit("3")
+	for _, o := range []registry.Observation{
+		{Answered: true, Outcome: registry.OutcomeOK},
+		{Answered: true, Degraded: true, Outcome: registry.OutcomeOK}, // CiA 402 fault bit: a valid reply
+		{Answered: true, Degraded: true, Outcome: registry.OutcomeException, Err: &modbus.ExceptionError{Function: 3, Code: 6}},
+		{Outcome: registry.OutcomeTimeout, Err: fmt.Errorf("read: %w", modbus.ErrTimeout)},
+		{Outcome: registry.OutcomeBadFrame, Err: modbus.ErrCRC},
+		{Outcome: registry.OutcomeBadFrame, Err: &modbus.WrongUnitError{Want: 2, Got: 3}},
+		// The producer's outcome wins over what the error looks like.
+		{Outcome: registry.OutcomeOther, Err: modbus.ErrTimeout},
+		// Not classified: from Answered alone.
+		{Answered: true},
+		{Err: errors.New("x")},
 	} {
-		if got := Classify(c.o); got != c.want {
-			t.Errorf("Classify(%+v) = %v, want %v", c.o, got, c.want)
+		u.Poll(o)
+	}
+	got := series(t, m)
+	expect(t, got, map[string]float64{
+		`rollcall_polls_total{master="bus1",outcome="ok",unit="3"}`:        3,
+		`rollcall_polls_total{master="bus1",outcome="exception",unit="3"}`: 1,
+		`rollcall_polls_total{master="bus1",outcome="timeout",unit="3"}`:   1,
+		`rollcall_polls_total{master="bus1",outcome="bad_frame",unit="3"}`: 2,
+		`rollcall_polls_total{master="bus1",outcome="other",unit="3"}`:     2,
+		`rollcall_poll_round_trip_seconds_count{master="bus1"}`:            4,
+	})
+	for k := range got {
+		if strings.Contains(k, `outcome="unknown"`) {
+			t.Errorf("series %s exported", k)
 		}
 	}
 }
@@ -135,7 +148,7 @@ func TestMasterPollsAndClose(t *testing.T) {
 	u := mm.Unit("2")
 	u.Poll(registry.Observation{Answered: true, RTT: 4 * time.Millisecond})
 	u.Poll(registry.Observation{Answered: true, RTT: 6 * time.Millisecond})
-	u.Poll(registry.Observation{Err: modbus.ErrTimeout, RTT: 20 * time.Millisecond})
+	u.Poll(registry.Observation{Err: modbus.ErrTimeout, Outcome: registry.OutcomeTimeout, RTT: 20 * time.Millisecond})
 	mm.Probe(10*time.Millisecond, false)
 	mm.Probe(10*time.Millisecond, true)
 	mm.Sweep(0, 14)
@@ -206,8 +219,8 @@ func TestUtilisationWindow(t *testing.T) {
 func TestUnitPollDoesNotAllocate(t *testing.T) {
 	m := New(Options{})
 	u := m.Master("bus1").Unit("1")
-	ok := registry.Observation{Answered: true, RTT: 5 * time.Millisecond}
-	timeout := registry.Observation{Err: fmt.Errorf("x: %w", modbus.ErrTimeout), RTT: 20 * time.Millisecond}
+	ok := registry.Observation{Answered: true, Outcome: registry.OutcomeOK, RTT: 5 * time.Millisecond}
+	timeout := registry.Observation{Err: fmt.Errorf("x: %w", modbus.ErrTimeout), Outcome: registry.OutcomeTimeout, RTT: 20 * time.Millisecond}
 	if n := testing.AllocsPerRun(1000, func() { u.Poll(ok) }); n != 0 {
 		t.Errorf("answered poll: %v allocations", n)
 	}

@@ -1,6 +1,9 @@
-// Package testutil is the shared test kit: waiting for a condition, synchronised
-// buffers, hex helpers and record fixtures. Sub-packages start real peers (Mosquitto,
-// network namespaces, a TCP proxy, a gateway with simulated drives).
+// Package testutil is the shared test kit: waiting for a condition (Eventually,
+// EventuallyValue), a synchronised buffer (SyncBuffer), hex helpers (Unhex, Hex), names
+// unique to a test run (Unique) and record fixtures (FullRecord). Sub-packages start real
+// peers: mosquitto (a Mosquitto broker, for tests and for cmd/rollcall-bench), netns
+// (network namespaces), tcpproxy (a TCP proxy that can cut connections) and rig (a
+// gateway with firmware-sim drives, in-process).
 package testutil
 
 import (

@@ -1,35 +1,64 @@
-// Package yamlx decodes YAML strictly (unknown keys are errors) and reports every error
-// as "file:line: key: what is expected", the shape automation engineers can act on
+// Package yamlx decodes YAML strictly and reports every problem of a file at once, each
+// as "file:line:column: key: what is expected", the shape automation engineers can act on
 // without reading Go type names.
+//
+// Parsing is github.com/goccy/go-yaml v1.19.2 (YAML 1.2): its parser gives the syntax
+// tree with the line and column of every token, and its decoder converts scalars. The
+// tree is walked here against the Go type of the destination, so that the key path of
+// every value is known (an error inside a flow mapping names the right key) and the walk
+// goes on after an unknown key, a duplicate key or a type mismatch.
 package yamlx
 
 import (
-	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
-	"io"
-	"regexp"
+	"math"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 )
 
-// Error is one configuration error at a place in a file.
+// Error is one configuration problem at a place in a file.
 type Error struct {
-	File string // file name as given to Decode
-	Line int    // 1-based line, 0 when unknown
-	Key  string // dotted key path, e.g. "discovery.serial[0].baud"; may be empty
-	Msg  string // what is wrong / what is expected
+	File   string // file name as given to Decode; "" for a value built in code
+	Line   int    // 1-based line; 0 when unknown
+	Column int    // 1-based column of the token on Line; 0 when unknown
+	Key    string // key path, e.g. "discovery.serial[0].baud"; "" for the whole document
+	Msg    string // what is wrong and what is expected
+
+	// decoding marks an error found while decoding (unknown or duplicate key, wrong
+	// type): Join drops rule violations reported at or under its Key, which only
+	// repeat it.
+	decoding bool
 }
 
+// Error formats e as "file:line:column: key: message", leaving out the parts that are
+// unknown ("line N:C: key: message" when there is no file).
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(e.File)
+	pos := ""
 	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
+		pos = strconv.Itoa(e.Line)
+		if e.Column > 0 {
+			pos += ":" + strconv.Itoa(e.Column)
+		}
 	}
-	b.WriteString(": ")
+	switch {
+	case e.File != "" && pos != "":
+		b.WriteString(e.File + ":" + pos + ": ")
+	case e.File != "":
+		b.WriteString(e.File + ": ")
+	case pos != "":
+		b.WriteString("line " + pos + ": ")
+	}
 	if e.Key != "" {
 		b.WriteString(e.Key + ": ")
 	}
@@ -37,152 +66,212 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Doc is a decoded document, kept to locate keys for validation errors.
+// internalError starts the message of a panic recovered by Decode.
+const internalError = "yamlx: internal error decoding YAML"
+
+// pos is a place in the file.
+type pos struct{ line, col int }
+
+// Doc is a decoded document, kept to locate key paths for validation errors.
 type Doc struct {
+	// File is the file name given to Decode.
 	File string
-	root *yaml.Node
+	keys map[string]pos // key path → position of its key (of the item, for list items)
 }
 
-// Decode strictly decodes data (one YAML document) into out. Unknown keys, type
-// mismatches, duplicate keys and a second document are errors of type *Error (joined
-// with errors.Join when several). An empty document decodes to out unchanged.
-func Decode(file string, data []byte, out any) (*Doc, error) {
-	doc := &Doc{File: file}
-	var root yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&root); err != nil {
-		if errors.Is(err, io.EOF) {
-			return doc, nil
+// maxNodes bounds the values one Decode visits, aliases expanded (a YAML "billion
+// laughs" document would otherwise expand without end).
+const maxNodes = 200_000
+
+// Decode strictly decodes data, one YAML document, into out, a non-nil pointer (to a
+// struct, typically). Struct fields are matched by their `yaml` tag (goccy/go-yaml
+// conventions: the lower-cased field name when untagged, "-" skips the field, ",inline"
+// flattens a struct field). Integer fields take only integers, float fields numbers,
+// bool fields true or false; a string field takes any scalar, as written. Merge keys
+// ("<<") and aliases are resolved; explicit tags are ignored. An empty document leaves
+// out unchanged.
+//
+// When the YAML is malformed (a syntax error, more than one document) the returned Doc
+// is nil and the error says where. Otherwise the Doc is non-nil, and the error, if any,
+// reports every unknown key, duplicate key and value of the wrong type found, each a
+// *Error, joined with errors.Join in order of position; out then holds everything that
+// did decode. Validate it with the Doc and report both with Join.
+func Decode(file string, data []byte, out any) (doc *Doc, err error) {
+	rv := reflect.ValueOf(out)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("yamlx: Decode needs a non-nil pointer, got %T", out)}
+	}
+	defer func() {
+		// A panic here is a bug of goccy/go-yaml or of the walk: reported (and found by
+		// FuzzDecode) rather than crashing the program that loads a config.
+		if p := recover(); p != nil {
+			doc, err = nil, &Error{File: file, Msg: fmt.Sprintf("%s: %v", internalError, p)}
 		}
-		return doc, doc.convert(err)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		line := extra.Line
-		return doc, &Error{File: file, Line: line, Msg: "only one YAML document is allowed"}
-	}
-	doc.root = &root
-	// Re-decode strictly from bytes: Node.Decode does not support KnownFields.
-	sdec := yaml.NewDecoder(bytes.NewReader(data))
-	sdec.KnownFields(true)
-	if err := sdec.Decode(out); err != nil {
-		return doc, doc.convert(err)
-	}
-	return doc, nil
-}
-
-var (
-	reLine     = regexp.MustCompile(`^line (\d+): (.*)$`)
-	reUnknown  = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	reMismatch = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
-	reAlready  = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
-)
-
-// convert turns a yaml.v3 error into *Error values with file, line and key.
-func (d *Doc) convert(err error) error {
-	var te *yaml.TypeError
-	var lines []string
-	if errors.As(err, &te) {
-		lines = te.Errors
-	} else {
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		lines = []string{msg}
-	}
-	var errs []error
-	for _, l := range lines {
-		e := &Error{File: d.File, Msg: l}
-		if m := reLine.FindStringSubmatch(l); m != nil {
-			e.Line, _ = strconv.Atoi(m[1])
-			e.Msg = m[2]
+	}()
+	f, err := parser.ParseBytes(data, 0, parser.AllowDuplicateMapKey())
+	if err != nil {
+		e := &Error{File: file, Msg: "invalid YAML"}
+		var ye yaml.Error
+		if errors.As(err, &ye) {
+			e.Msg += ": " + ye.GetMessage()
+			e.Line, e.Column = tokenPos(ye.GetToken())
 		}
-		switch {
-		case reUnknown.MatchString(e.Msg):
-			m := reUnknown.FindStringSubmatch(e.Msg)
-			e.Key = d.keyAtLine(e.Line, m[1])
-			e.Msg = fmt.Sprintf("unknown key %q", m[1])
-		case reMismatch.MatchString(e.Msg):
-			m := reMismatch.FindStringSubmatch(e.Msg)
-			e.Key = d.keyAtLine(e.Line, "")
-			e.Msg = fmt.Sprintf("expected %s, got %s %q", describeGoType(m[3]), m[1], m[2])
-		case reAlready.MatchString(e.Msg):
-			m := reAlready.FindStringSubmatch(e.Msg)
-			e.Msg = fmt.Sprintf("key %q appears twice (first at line %s)", m[1], m[2])
+		return nil, e
+	}
+	var body ast.Node
+	for i, d := range f.Docs {
+		if d == nil || d.Body == nil && (i == 0 || d.Start == nil) {
+			continue
 		}
-		errs = append(errs, e)
+		if body != nil || i > 0 {
+			e := &Error{File: file, Msg: "only one YAML document is allowed"}
+			if d.Start != nil {
+				e.Line, e.Column = tokenPos(d.Start)
+			} else {
+				e.Line, e.Column = nodePos(d.Body)
+			}
+			return nil, e
+		}
+		body = d.Body
 	}
-	if len(errs) == 1 {
-		return errs[0]
+	doc = &Doc{File: file, keys: map[string]pos{}}
+	if body == nil {
+		return doc, nil
 	}
-	return errors.Join(errs...)
+	dec := &decoder{
+		doc:     doc,
+		anchors: map[string][]*ast.AnchorNode{},
+		active:  map[*ast.AnchorNode]bool{},
+		fields:  map[reflect.Type]*structFields{},
+		budget:  maxNodes,
+	}
+	ast.Walk(dec, body)
+	line, col := nodePos(body)
+	doc.keys[""] = pos{line, col}
+	dec.value(body, rv.Elem(), "")
+	return doc, Join(dec.errs...)
 }
 
-func describeGoType(t string) string {
-	switch {
-	case strings.HasPrefix(t, "int") || strings.HasPrefix(t, "uint"):
-		return "an integer"
-	case t == "bool":
-		return "true or false"
-	case t == "string":
-		return "a string"
-	case strings.HasPrefix(t, "float"):
-		return "a number"
-	case strings.HasPrefix(t, "[]"):
-		return "a list"
-	case strings.HasPrefix(t, "map["):
-		return "a mapping"
-	case t == "time.Duration" || strings.HasSuffix(t, ".Duration"):
-		return `a duration such as "250ms" or "30s"`
+// Pos returns the line and column of a key path such as "discovery.serial[0].baud"
+// (of its key; of the item for a list item), or of its nearest ancestor present in the
+// document, or 0, 0. The path "" is the document. A nil Doc returns 0, 0.
+func (d *Doc) Pos(key string) (line, col int) {
+	if d == nil {
+		return 0, 0
 	}
-	return "a mapping (" + t + ")"
+	for {
+		if p, ok := d.keys[key]; ok {
+			return p.line, p.col
+		}
+		if key == "" {
+			return 0, 0
+		}
+		key = parent(key)
+	}
 }
 
-// keyAtLine finds the key path whose key (or, when name is empty, whose value) sits on
-// line. Returns "" when not found.
-func (d *Doc) keyAtLine(line int, name string) string {
-	if d.root == nil || line == 0 {
-		return name
+// Errorf returns an *Error for the key path (e.g. "discovery.serial[0].baud") at the
+// position Pos gives. A nil Doc gives an *Error without file or position.
+func (d *Doc) Errorf(key, format string, args ...any) *Error {
+	e := &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+	if d != nil {
+		e.File = d.File
+		e.Line, e.Column = d.Pos(key)
 	}
-	var found string
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		if found != "" {
+	return e
+}
+
+// DecodeErrorf is Errorf for a problem of the YAML form itself that the caller finds
+// after Decode, such as a required key that is missing or a value its Go type cannot
+// hold: like Decode's own errors, Join drops rule violations reported at or under key.
+func (d *Doc) DecodeErrorf(key, format string, args ...any) *Error {
+	e := d.Errorf(key, format, args...)
+	e.decoding = true
+	return e
+}
+
+// Join returns the errors of one file as one error: nil ones dropped, joined ones
+// flattened, a rule violation dropped when a decoding error (of Decode, or made with
+// DecodeErrorf) was reported at or under its key (it would only repeat it), and the
+// *Error values in order of line and column (those without a line last, in the order
+// given; other errors after them). One error is returned as it is; several are joined
+// with errors.Join. Nil when none.
+func Join(errs ...error) error {
+	var flat []error
+	var flatten func(err error)
+	flatten = func(err error) {
+		if err == nil {
 			return
 		}
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				flatten(e)
 			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				p := join(path, k.Value)
-				if k.Line == line && (name == "" || k.Value == name) {
-					found = p
-					return
-				}
-				if name == "" && v.Line == line && v.Kind == yaml.ScalarNode {
-					found = p
-					return
-				}
-				walk(v, p)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				p := path + "[" + strconv.Itoa(i) + "]"
-				if name == "" && c.Line == line && c.Kind == yaml.ScalarNode {
-					found = p
-					return
-				}
-				walk(c, p)
-			}
+			return
+		}
+		flat = append(flat, err)
+	}
+	for _, err := range errs {
+		flatten(err)
+	}
+	var failed []string
+	for _, err := range flat {
+		if e, ok := err.(*Error); ok && e.decoding {
+			failed = append(failed, e.Key)
 		}
 	}
-	walk(d.root, "")
-	if found == "" {
-		return name
+	var ours []*Error
+	var others []error
+	for _, err := range flat {
+		e, ok := err.(*Error)
+		if !ok {
+			others = append(others, err)
+			continue
+		}
+		if !e.decoding && slices.ContainsFunc(failed, func(k string) bool { return within(e.Key, k) }) {
+			continue
+		}
+		ours = append(ours, e)
 	}
-	return found
+	slices.SortStableFunc(ours, func(a, b *Error) int {
+		switch {
+		case a.Line == b.Line:
+			return a.Column - b.Column
+		case a.Line == 0:
+			return 1
+		case b.Line == 0:
+			return -1
+		}
+		return a.Line - b.Line
+	})
+	all := make([]error, 0, len(ours)+len(others))
+	for _, e := range ours {
+		all = append(all, e)
+	}
+	all = append(all, others...)
+	switch len(all) {
+	case 0:
+		return nil
+	case 1:
+		return all[0]
+	}
+	return errors.Join(all...)
+}
+
+// within reports whether key path k is anc or lies under it.
+func within(k, anc string) bool {
+	if anc == "" || k == anc {
+		return true
+	}
+	return strings.HasPrefix(k, anc) && len(k) > len(anc) && (k[len(anc)] == '.' || k[len(anc)] == '[')
+}
+
+// parent returns the key path one level up: "a.b[2]" → "a.b" → "a" → "".
+func parent(key string) string {
+	if i := strings.LastIndexAny(key, ".["); i >= 0 {
+		return key[:i]
+	}
+	return ""
 }
 
 func join(path, key string) string {
@@ -192,59 +281,499 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// Errorf returns an *Error for the dotted key path (e.g. "discovery.serial[0].baud"),
-// with the line of that key in the document when it is present, else the line of its
-// nearest present parent.
-func (d *Doc) Errorf(key, format string, args ...any) error {
-	return &Error{File: d.File, Line: d.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+func tokenPos(tk *token.Token) (line, col int) {
+	if tk == nil || tk.Position == nil {
+		return 0, 0
+	}
+	return tk.Position.Line, tk.Position.Column
 }
 
-// Line returns the line of a dotted key path, of its nearest present parent, or 0.
-func (d *Doc) Line(key string) int {
-	if d == nil || d.root == nil {
-		return 0
+// nodePos is where a value starts: the first key of a block mapping, else its token.
+func nodePos(n ast.Node) (line, col int) {
+	switch m := n.(type) {
+	case nil:
+		return 0, 0
+	case *ast.MappingNode:
+		if !m.IsFlowStyle && len(m.Values) > 0 && m.Values[0].Key != nil {
+			return tokenPos(m.Values[0].Key.GetToken())
+		}
+	case *ast.MappingValueNode:
+		if m.Key != nil {
+			return tokenPos(m.Key.GetToken())
+		}
 	}
-	n := d.root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
+	return tokenPos(n.GetToken())
+}
+
+// decoder walks the syntax tree of one document against the destination's Go type.
+type decoder struct {
+	doc     *Doc
+	anchors map[string][]*ast.AnchorNode // by name, in document order
+	active  map[*ast.AnchorNode]bool     // anchors being expanded (an alias to one is a cycle)
+	fields  map[reflect.Type]*structFields
+	budget  int // values left to visit
+	errs    []error
+}
+
+// Visit collects the anchors of the document (ast.Visitor).
+func (d *decoder) Visit(n ast.Node) ast.Visitor {
+	if a, ok := n.(*ast.AnchorNode); ok && a.Name != nil {
+		name := a.Name.GetToken().Value
+		d.anchors[name] = append(d.anchors[name], a)
 	}
-	line := n.Line
-	for _, part := range splitPath(key) {
-		if idx, err := strconv.Atoi(part); err == nil && n.Kind == yaml.SequenceNode {
-			if idx < 0 || idx >= len(n.Content) {
-				return line
+	return d
+}
+
+// fail records a decoding error at node n.
+func (d *decoder) fail(n ast.Node, key, format string, args ...any) {
+	e := &Error{File: d.doc.File, Key: key, Msg: fmt.Sprintf(format, args...), decoding: true}
+	e.Line, e.Column = nodePos(n)
+	d.errs = append(d.errs, e)
+}
+
+// resolve follows anchors, aliases and tags to the value node; done must be called when
+// the value has been decoded. ok is false (and the error recorded) for an alias to an
+// unknown anchor or to a value that contains the alias.
+func (d *decoder) resolve(n ast.Node, key string) (v ast.Node, done func(), ok bool) {
+	at := n
+	var opened []*ast.AnchorNode
+	done = func() {
+		for _, a := range opened {
+			delete(d.active, a)
+		}
+	}
+	for {
+		switch x := n.(type) {
+		case *ast.AnchorNode:
+			if d.active[x] {
+				d.fail(at, key, "alias to an anchor whose value contains it")
+				return nil, done, false
 			}
-			n = n.Content[idx]
-			line = n.Line
+			d.active[x] = true
+			opened = append(opened, x)
+			n = x.Value
+		case *ast.AliasNode:
+			a := d.anchor(x)
+			if a == nil {
+				d.fail(at, key, "alias to an unknown anchor %s", x.String())
+				return nil, done, false
+			}
+			n = a
+		case *ast.TagNode:
+			n = x.Value
+		default:
+			return n, done, true
+		}
+	}
+}
+
+// anchor returns the last anchor of the alias's name defined before it, or nil.
+func (d *decoder) anchor(x *ast.AliasNode) *ast.AnchorNode {
+	if x.Value == nil {
+		return nil
+	}
+	var found *ast.AnchorNode
+	at := x.GetToken().Position.Offset
+	for _, a := range d.anchors[x.Value.GetToken().Value] {
+		if a.GetToken().Position.Offset < at {
+			found = a
+		}
+	}
+	return found
+}
+
+// custom reports whether t decodes itself: *t implements one of goccy/go-yaml's
+// unmarshaler interfaces or encoding.TextUnmarshaler (the method set of *t includes t's).
+func custom(t reflect.Type) bool {
+	switch reflect.New(t).Interface().(type) {
+	case yaml.BytesUnmarshaler, yaml.InterfaceUnmarshaler, yaml.NodeUnmarshaler,
+		yaml.BytesUnmarshalerContext, yaml.InterfaceUnmarshalerContext, yaml.NodeUnmarshalerContext,
+		encoding.TextUnmarshaler:
+		return true
+	}
+	return false
+}
+
+// isDuration reports whether t is time.Duration, written as a string such as "250ms".
+func isDuration(t reflect.Type) bool { return t == reflect.TypeFor[time.Duration]() }
+
+// value decodes node n into rv (settable), key being its path.
+func (d *decoder) value(n ast.Node, rv reflect.Value, key string) {
+	d.budget--
+	if d.budget < 0 {
+		if d.budget == -1 {
+			d.fail(n, key, "the document has more than %d values (aliases expanded)", maxNodes)
+		}
+		return
+	}
+	n, done, ok := d.resolve(n, key)
+	defer done()
+	if !ok {
+		return
+	}
+	t := rv.Type()
+	if n == nil || n.Type() == ast.NullType {
+		switch t.Kind() {
+		case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
+			rv.SetZero()
+		}
+		return
+	}
+	if custom(t) {
+		d.leaf(n, rv, key)
+		return
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		p := reflect.New(t.Elem())
+		if !rv.IsNil() {
+			p.Elem().Set(rv.Elem())
+		}
+		errs := len(d.errs)
+		d.value(n, p.Elem(), key)
+		if len(d.errs) == errs || t.Elem().Kind() == reflect.Struct {
+			rv.Set(p)
+		}
+	case reflect.Struct:
+		d.structure(n, rv, key)
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			d.leaf(n, rv, key)
+			return
+		}
+		d.sequence(n, rv, key)
+	case reflect.Map:
+		if t.Key().Kind() != reflect.String {
+			d.leaf(n, rv, key)
+			return
+		}
+		d.mapping(n, rv, key)
+	default:
+		d.leaf(n, rv, key)
+	}
+}
+
+// leaf decodes a scalar (or anything the destination decodes itself) with
+// goccy/go-yaml, after checking that the node is of a kind the type takes.
+func (d *decoder) leaf(n ast.Node, rv reflect.Value, key string) {
+	t := rv.Type()
+	nt := n.Type()
+	if !custom(t) {
+		ok := true
+		switch k := t.Kind(); {
+		case isDuration(t):
+			ok = nt == ast.StringType
+		case k >= reflect.Int && k <= reflect.Uint64:
+			ok = nt == ast.IntegerType
+		case k == reflect.Float32 || k == reflect.Float64:
+			ok = nt == ast.IntegerType || nt == ast.FloatType || nt == ast.InfinityType || nt == ast.NanType
+		case k == reflect.Bool:
+			ok = nt == ast.BoolType
+		case k == reflect.String:
+			switch nt {
+			case ast.StringType, ast.LiteralType:
+			case ast.IntegerType, ast.FloatType, ast.BoolType, ast.InfinityType, ast.NanType:
+				// As written: goccy/go-yaml would turn "1.20" into "1.2" and "0001" into "1".
+				rv.SetString(n.GetToken().Value)
+				return
+			default:
+				ok = false
+			}
+		}
+		if !ok {
+			d.fail(n, key, "expected %s, got %s", describeType(t), describeNode(n))
+			return
+		}
+	}
+	p := reflect.New(t)
+	if err := yaml.NodeToValue(n, p.Interface(), yaml.Strict()); err != nil {
+		var te *yaml.TypeError
+		var oe *yaml.OverflowError
+		switch {
+		case errors.As(err, &te), errors.As(err, &oe), isDuration(t):
+			d.fail(n, key, "expected %s, got %s", describeType(t), describeNode(n))
+		default:
+			d.fail(n, key, "expected %s, got %s: %v", describeType(t), describeNode(n), err)
+		}
+		return
+	}
+	rv.Set(p.Elem())
+}
+
+// sequence decodes a list into a slice.
+func (d *decoder) sequence(n ast.Node, rv reflect.Value, key string) {
+	seq, ok := n.(*ast.SequenceNode)
+	if !ok {
+		d.fail(n, key, "expected %s, got %s", describeType(rv.Type()), describeNode(n))
+		return
+	}
+	s := reflect.MakeSlice(rv.Type(), len(seq.Values), len(seq.Values))
+	for i, item := range seq.Values {
+		ik := key + "[" + strconv.Itoa(i) + "]"
+		if _, seen := d.doc.keys[ik]; !seen {
+			line, col := nodePos(item)
+			d.doc.keys[ik] = pos{line, col}
+		}
+		d.value(item, s.Index(i), ik)
+	}
+	rv.Set(s)
+}
+
+// mapping decodes a mapping into a map with string keys.
+func (d *decoder) mapping(n ast.Node, rv reflect.Value, key string) {
+	entries, ok := d.entries(n, key)
+	if !ok {
+		d.fail(n, key, "expected %s, got %s", describeType(rv.Type()), describeNode(n))
+		return
+	}
+	d.record(entries)
+	if rv.IsNil() {
+		rv.Set(reflect.MakeMap(rv.Type()))
+	}
+	for _, e := range entries {
+		v := reflect.New(rv.Type().Elem()).Elem()
+		errs := len(d.errs)
+		d.value(e.val, v, e.path)
+		if len(d.errs) == errs {
+			rv.SetMapIndex(reflect.ValueOf(e.name).Convert(rv.Type().Key()), v)
+		}
+	}
+}
+
+// structure decodes a mapping into a struct, reporting unknown keys.
+func (d *decoder) structure(n ast.Node, rv reflect.Value, key string) {
+	sf := d.structFields(rv.Type())
+	entries, ok := d.entries(n, key)
+	if !ok {
+		d.fail(n, key, "expected %s, got %s", describeType(rv.Type()), describeNode(n))
+		return
+	}
+	d.record(entries)
+	for _, e := range entries {
+		idx, known := sf.index[e.name]
+		if !known {
+			d.fail(e.key, e.path, "unknown key %q (expected one of: %s)", e.name, strings.Join(sf.names, ", "))
 			continue
 		}
-		if n.Kind != yaml.MappingNode {
-			return line
-		}
-		next := (*yaml.Node)(nil)
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == part {
-				line = n.Content[i].Line
-				next = n.Content[i+1]
-				break
-			}
-		}
-		if next == nil {
-			return line
-		}
-		n = next
+		d.value(e.val, rv.FieldByIndex(idx), e.path)
 	}
-	return line
 }
 
-// splitPath splits "a.b[2].c" into ["a","b","2","c"].
-func splitPath(key string) []string {
-	key = strings.NewReplacer("[", ".", "]", "").Replace(key)
-	var out []string
-	for _, p := range strings.Split(key, ".") {
-		if p != "" {
-			out = append(out, p)
+// entry is one key: value of a mapping, merge keys resolved.
+type entry struct {
+	name string   // the key as written
+	path string   // key path of the value
+	key  ast.Node // the key node (for positions)
+	val  ast.Node
+}
+
+// entries returns the entries of a mapping node in document order, with the entries of
+// merge keys ("<<: *base", "<<: [*a, *b]") the mapping does not override; duplicate and
+// non-scalar keys are reported and left out. ok is false when n is not a mapping.
+func (d *decoder) entries(n ast.Node, key string) (out []entry, ok bool) {
+	var pairs []*ast.MappingValueNode
+	switch m := n.(type) {
+	case *ast.MappingNode:
+		pairs = m.Values
+	case *ast.MappingValueNode:
+		pairs = []*ast.MappingValueNode{m}
+	default:
+		return nil, false
+	}
+	first := map[string]ast.Node{}
+	var merged []entry
+	for _, p := range pairs {
+		if p.Key != nil && p.Key.IsMergeKey() {
+			merged = append(merged, d.mergeEntries(p.Value, key)...)
+			continue
+		}
+		name, ok := d.keyName(p.Key, key)
+		if !ok {
+			continue
+		}
+		path := join(key, name)
+		if prev, dup := first[name]; dup {
+			line, _ := nodePos(prev)
+			d.fail(p.Key, path, "key %q appears twice (first at line %d)", name, line)
+			continue
+		}
+		first[name] = p.Key
+		out = append(out, entry{name: name, path: path, key: p.Key, val: p.Value})
+	}
+	for _, e := range merged {
+		if _, dup := first[e.name]; dup {
+			continue
+		}
+		first[e.name] = e.key
+		out = append(out, e)
+	}
+	return out, true
+}
+
+// record notes the position of each entry's key, for Doc.Pos.
+func (d *decoder) record(entries []entry) {
+	for _, e := range entries {
+		if _, seen := d.doc.keys[e.path]; !seen {
+			line, col := nodePos(e.key)
+			d.doc.keys[e.path] = pos{line, col}
 		}
 	}
+}
+
+// mergeEntries returns the entries a merge key's value brings: one mapping, or a list
+// of mappings of which the first has precedence (YAML merge key type,
+// https://yaml.org/type/merge.html).
+func (d *decoder) mergeEntries(v ast.Node, key string) []entry {
+	if d.budget--; d.budget < 0 {
+		return nil
+	}
+	v, done, ok := d.resolve(v, key)
+	defer done()
+	if !ok {
+		return nil
+	}
+	if seq, isSeq := v.(*ast.SequenceNode); isSeq {
+		var out []entry
+		for _, item := range seq.Values {
+			out = append(out, d.mergeEntries(item, key)...)
+		}
+		return out
+	}
+	out, isMap := d.entries(v, key)
+	if !isMap {
+		d.fail(v, key, "a merge key (<<) takes a mapping or a list of mappings, got %s", describeNode(v))
+	}
 	return out
+}
+
+// keyName returns the text of a mapping key; a key that is not a scalar is reported.
+func (d *decoder) keyName(k ast.Node, key string) (string, bool) {
+	if mk, ok := k.(*ast.MappingKeyNode); ok {
+		k = mk.Value
+	}
+	k, done, ok := d.resolve(k, key)
+	defer done()
+	if !ok {
+		return "", false
+	}
+	switch s := k.(type) {
+	case *ast.StringNode:
+		return s.Value, true
+	case *ast.LiteralNode:
+		return s.Value.Value, true
+	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.NullNode, *ast.InfinityNode, *ast.NanNode:
+		return s.GetToken().Value, true
+	}
+	d.fail(k, key, "keys must be scalars, got %s", describeNode(k))
+	return "", false
+}
+
+// structFields are the YAML keys of a struct type.
+type structFields struct {
+	names []string         // in field order
+	index map[string][]int // key → field index path
+}
+
+// structFields returns the keys of struct type t, following goccy/go-yaml's rules
+// (exported fields; `yaml` tag name, else the `json` tag name, else the lower-cased
+// field name; "-" skips; ",inline" flattens a struct field).
+func (d *decoder) structFields(t reflect.Type) *structFields {
+	if sf, ok := d.fields[t]; ok {
+		return sf
+	}
+	sf := &structFields{index: map[string][]int{}}
+	var add func(t reflect.Type, prefix []int)
+	add = func(t reflect.Type, prefix []int) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			tag := f.Tag.Get("yaml")
+			if tag == "" {
+				tag = f.Tag.Get("json")
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "-" && opts == "" {
+				continue
+			}
+			idx := append(slices.Clone(prefix), i)
+			if slices.Contains(strings.Split(opts, ","), "inline") && f.Type.Kind() == reflect.Struct {
+				add(f.Type, idx)
+				continue
+			}
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			if _, dup := sf.index[name]; !dup {
+				sf.names = append(sf.names, name)
+				sf.index[name] = idx
+			}
+		}
+	}
+	add(t, nil)
+	d.fields[t] = sf
+	return sf
+}
+
+// describeType says in words what a value of type t is written as.
+func describeType(t reflect.Type) string {
+	if isDuration(t) {
+		return `a duration such as "250ms" or "30s"`
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64:
+		return "an integer"
+	case reflect.Int8, reflect.Int16, reflect.Int32:
+		bits := t.Bits()
+		return fmt.Sprintf("an integer from %d to %d", -(int64(1) << (bits - 1)), int64(1)<<(bits-1)-1)
+	case reflect.Uint, reflect.Uint64, reflect.Uintptr:
+		return "an integer ≥ 0"
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32:
+		return fmt.Sprintf("an integer from 0 to %d", uint64(math.MaxUint64)>>(64-t.Bits()))
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map:
+		return "a mapping"
+	case reflect.Pointer:
+		return describeType(t.Elem())
+	case reflect.Struct:
+		if custom(t) {
+			return "a " + t.Name()
+		}
+		sf := (&decoder{fields: map[reflect.Type]*structFields{}}).structFields(t)
+		return "a mapping with keys " + strings.Join(sf.names, ", ")
+	}
+	return "a " + t.String()
+}
+
+// describeNode says what a node is, for "got ..." in messages: a scalar as written
+// (strings quoted), else its kind.
+func describeNode(n ast.Node) string {
+	switch n.Type() {
+	case ast.MappingType, ast.MappingValueType:
+		return "a mapping"
+	case ast.SequenceType:
+		return "a list"
+	case ast.NullType:
+		return "nothing"
+	case ast.StringType:
+		if s, ok := n.(*ast.StringNode); ok {
+			return strconv.Quote(s.Value)
+		}
+	case ast.LiteralType:
+		if s, ok := n.(*ast.LiteralNode); ok && s.Value != nil {
+			return strconv.Quote(s.Value.Value)
+		}
+	}
+	if tk := n.GetToken(); tk != nil {
+		return tk.Value
+	}
+	return "a " + n.Type().YAMLName()
 }

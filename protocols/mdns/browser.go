@@ -1,8 +1,7 @@
 // Package mdns finds candidate devices by DNS-SD browsing over multicast DNS
 // (RFC 6763 over RFC 6762): for each configured service type, such as "_modbus._tcp",
 // it reports the instances that answer, with their host, addresses, port and TXT hints
-// (DESIGN.md, data flow: "protocols/mdns DNS-SD browse → candidate endpoints + TXT
-// hints").
+// (docs/design.md, "Data flow" and "mDNS candidates").
 //
 // A candidate is only a hint. Whether a device is alive is decided by polling it, never
 // by mDNS; so the Browser keeps no timers per record and does not follow TTLs or
@@ -14,7 +13,7 @@
 // Everything in a Candidate comes from the network and is cleaned and bounded (valid
 // UTF-8, no control characters, limited lengths and counts; see ParseTXT and the Max
 // constants). It may still contain '/', '+', '#', '$' or spaces: consumers that put a
-// value into an MQTT topic must slug it (DESIGN.md, "MQTT contract").
+// value into an MQTT topic must slug it (contract.Slug; docs/contract.md, "Topics and payloads").
 package mdns
 
 import (
@@ -209,39 +208,11 @@ func NewBrowser(o BrowserOptions) (*Browser, error) {
 	return b, nil
 }
 
-// validateServiceType checks "_name._tcp" / "_name._udp" (RFC 6763 §7, RFC 6335 §5.1).
+// validateServiceType checks a service type with ValidServiceType, in the Browser's
+// error style.
 func validateServiceType(st string) error {
-	name, proto, ok := strings.Cut(st, ".")
-	bad := func(why string) error {
-		return fmt.Errorf(`mdns: service type %q: %s (expected "_name._tcp" or "_name._udp", e.g. "_modbus._tcp")`, st, why)
-	}
-	if !ok || !strings.HasPrefix(name, "_") {
-		return bad("no leading underscore")
-	}
-	if p := strings.ToLower(proto); p != "_tcp" && p != "_udp" {
-		return bad("protocol must be _tcp or _udp")
-	}
-	name = name[1:]
-	if len(name) < 1 || len(name) > 15 {
-		return bad("service name must have 1-15 characters")
-	}
-	letter := false
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-			letter = true
-		case c >= '0' && c <= '9':
-		case c == '-':
-			if i == 0 || i == len(name)-1 || name[i-1] == '-' {
-				return bad("hyphen at either end or two in a row")
-			}
-		default:
-			return bad(fmt.Sprintf("invalid character %q", c))
-		}
-	}
-	if !letter {
-		return bad("service name needs a letter")
+	if err := ValidServiceType(st); err != nil {
+		return fmt.Errorf(`mdns: %w (expected "_name._tcp" or "_name._udp", e.g. "_modbus._tcp")`, err)
 	}
 	return nil
 }

@@ -6,7 +6,9 @@
 //
 // RTU framing (ADU encode, CRC, verify, decode) uses the packager of
 // github.com/goburrow/modbus v0.1.0; the MBAP header is written and checked here. No
-// goburrow transport is used (see ../../../shared/LIBRARIES.md).
+// goburrow transport is used: the line discipline of a bus (t3.5 inter-frame gaps,
+// listening and flushing after a failed transaction, cancellation by ctx and Close,
+// per-request timeouts) and MBAP transaction handling are implemented in this package.
 package modbus
 
 import (
@@ -56,25 +58,88 @@ type DeviceIdentification struct {
 // Client is one Modbus master endpoint: an RTU bus (many unit IDs behind one serial port)
 // or a Modbus TCP endpoint (many unit IDs behind one connection, e.g. a TCP/RTU
 // gateway). Implementations serialise requests: at most one transaction is on the wire
-// at a time. Every method honours ctx cancellation and its own per-request timeout, and
-// returns the typed errors of errors.go (ErrTimeout, ErrCRC, *ExceptionError,
-// *WrongUnitError, ErrShortFrame, ErrUnreachable, ...), wrapped with %w so errors.Is/As
-// work.
+// at a time. Every method honours ctx cancellation and the request's reply timeout
+// (the client's default, Timeout, unless a WithTimeout option sets another for that
+// request), and returns the typed errors of errors.go (ErrTimeout, ErrCRC,
+// *ExceptionError, *WrongUnitError, ErrShortFrame, ErrUnreachable, ...), wrapped with %w
+// so errors.Is/As work.
+//
+// Per-request options (WithTimeout, WithResync) apply to that one call only (to every
+// transaction of it: ReadDeviceIdentification may take several) and never change the
+// client's defaults, so concurrent callers with different options do not affect each
+// other. Implemented by *RTU and *TCP.
 type Client interface {
 	// ReadRegisters reads qty (1–125) 16-bit registers starting at 0-based address addr
-	// with function fn, which must be FuncReadHoldingRegisters or FuncReadInputRegisters.
-	ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty uint16) ([]uint16, error)
-	// WriteRegister writes one holding register (FC 06).
-	WriteRegister(ctx context.Context, unit byte, addr, value uint16) error
-	// WriteRegisters writes 1–123 holding registers starting at addr (FC 16).
-	WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16) error
-	// ReadDeviceIdentification runs FC 0x2B/0x0E with the given read device ID code
-	// (DevIDBasic, DevIDRegular, DevIDExtended; DevIDSpecific reads object 0 alone)
+	// with function fn, which must be FuncReadHoldingRegisters or FuncReadInputRegisters
+	// (Modbus Application Protocol V1.1b3 §6.3, §6.4).
+	ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty uint16, opts ...RequestOption) ([]uint16, error)
+	// WriteRegister writes one holding register (FC 06, §6.6).
+	WriteRegister(ctx context.Context, unit byte, addr, value uint16, opts ...RequestOption) error
+	// WriteRegisters writes 1–123 holding registers starting at addr (FC 16, §6.12).
+	WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16, opts ...RequestOption) error
+	// ReadDeviceIdentification runs FC 0x2B/0x0E (§6.21) with the given read device ID
+	// code (DevIDBasic, DevIDRegular, DevIDExtended; DevIDSpecific reads object 0 alone)
 	// starting at object 0, following "more follows" until the device says it is done
-	// (at most 32 continuations), and merges the objects.
-	ReadDeviceIdentification(ctx context.Context, unit byte, code byte) (*DeviceIdentification, error)
-	// Timeout is the per-request reply timeout currently in force.
+	// (at most 32 continuations), and merges the objects. opts apply to every part.
+	ReadDeviceIdentification(ctx context.Context, unit byte, code byte, opts ...RequestOption) (*DeviceIdentification, error)
+	// Timeout is the default reply timeout of a request (one without WithTimeout), as
+	// configured (SerialConfig.Timeout, TCPConfig.Timeout); constant for the client's life.
 	Timeout() time.Duration
+	// Resync is the default time the client keeps listening after a failed request (one
+	// without WithResync) before the next request may start: SerialConfig.Resync on an
+	// RTU bus, 0 on Modbus TCP (which closes the connection instead, see TCP). Constant
+	// for the client's life. Timeout()+Resync() is about the longest a failed request
+	// keeps the client busy (plus the request's wire time and t3.5 on a bus).
+	Resync() time.Duration
 	// Close releases the port or connection. Calls after Close return ErrClosed.
 	Close() error
+}
+
+// RequestOption sets a parameter of one request (see Client). Make one with WithTimeout
+// or WithResync; the zero value changes nothing. When several options set the same
+// parameter, the last one wins. Options are plain values: passing them allocates
+// nothing beyond the variadic slice.
+type RequestOption struct {
+	timeout time.Duration // > 0: reply timeout of this request
+	resync  time.Duration // > 0: resync listening after this request fails (RTU)
+}
+
+// WithTimeout sets the reply timeout of one request to d instead of the client's
+// default (Client.Timeout). On an RTU bus it runs from the last byte of the request
+// leaving the port to the first byte of the reply (a reply that has started is then
+// bounded by the frame gap, SerialConfig.FrameGap); on Modbus TCP from sending the
+// request to the last byte of its reply. A caller can compute it per request, e.g.
+// t3.5 (T35, Modbus over Serial Line V1.02 §2.5.1.1) + the device's turnaround + the
+// wire time of the expected reply (WireTime) + a margin. d <= 0 keeps the default.
+func WithTimeout(d time.Duration) RequestOption { return RequestOption{timeout: d} }
+
+// WithResync sets how long an RTU bus keeps listening after this request fails
+// (timeout, CRC error, short, malformed or wrong-unit reply), discarding a late reply,
+// before it flushes its input and frees the bus for the next request; see
+// SerialConfig.Resync. Values below the bus's frame gap (SerialConfig.FrameGap, at least
+// t3.5 of Modbus over Serial Line V1.02 §2.5.1.1) are raised to it, so
+// WithResync(time.Nanosecond) asks for the shortest safe resync: right for a sweep probe
+// of a unit ID where no device, hence no late reply, is expected. d <= 0 keeps the
+// default (Client.Resync). Modbus TCP ignores it: a failed TCP transaction closes the
+// connection, and a late reply on a kept connection is told apart by its MBAP
+// transaction identifier.
+func WithResync(d time.Duration) RequestOption { return RequestOption{resync: d} }
+
+// timing is the resolved timing of one request.
+type timing struct {
+	timeout time.Duration // reply timeout (> 0)
+	resync  time.Duration // resync listening after a failure (RTU; ≥ FrameGap there)
+}
+
+// apply returns t with opts applied in order.
+func (t timing) apply(opts []RequestOption) timing {
+	for _, o := range opts {
+		if o.timeout > 0 {
+			t.timeout = o.timeout
+		}
+		if o.resync > 0 {
+			t.resync = o.resync
+		}
+	}
+	return t
 }

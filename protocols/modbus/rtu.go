@@ -89,20 +89,21 @@ type rtuCounters struct {
 // implements Client. A bus has one master: one transaction at a time, in the order the
 // bus lock is acquired; callers waiting for the bus give up when their ctx ends.
 // Framing (encode, CRC, unit check, decode) uses the RTU packager of
-// github.com/goburrow/modbus v0.1.0; the transport is its own (see LIBRARIES.md).
+// github.com/goburrow/modbus v0.1.0; the transport (line timing, resync, cancellation)
+// is this package's own.
 //
 // Line discipline per transaction: listen until t3.5 has passed since the last byte sent
 // or received (§2.5.1.1); flush the input; write the request and drain it; read until the reply is
 // complete (its length is known from its function code, byte count, exception bit or
 // 0x2B object list), the reply timeout passes with nothing received (ErrTimeout), or a
 // partial reply goes silent for FrameGap (ErrShortFrame). After any failure except a
-// Modbus exception, it listens for SerialConfig.Resync, discards what arrives and
-// flushes the input, so a late reply is not taken for the reply to the next request.
+// Modbus exception, it listens for the request's resync time (SerialConfig.Resync, or
+// WithResync), discards what arrives and flushes the input, so a late reply is not
+// taken for the reply to the next request. A transaction abandoned by its ctx or Close
+// leaves that resync owed, and the next request pays it first.
 type RTU struct {
 	cfg       SerialConfig // normalised; read-only after OpenRTU
 	t35       time.Duration
-	timeout   atomic.Int64 // reply timeout in ns
-	resyncNs  atomic.Int64 // resync listening in ns (SetResync; starts at SerialConfig.Resync)
 	sem       chan struct{}
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -113,6 +114,7 @@ type RTU struct {
 	pk           *gmodbus.RTUClientHandler // packager only, never connected
 	lastActivity time.Time                 // last byte sent or received
 	dirty        bool                      // a resync is owed before the next request
+	owed         time.Duration             // resync listening owed while dirty (of the failed request)
 	buf          [MaxADU]byte
 	scratch      [MaxADU]byte
 }
@@ -145,9 +147,8 @@ func OpenRTU(cfg SerialConfig) (*RTU, error) {
 		port:         port,
 		pk:           gmodbus.NewRTUClientHandler(""),
 		lastActivity: time.Now(),
+		owed:         cfg.Resync,
 	}
-	r.timeout.Store(int64(cfg.Timeout))
-	r.resyncNs.Store(int64(cfg.Resync))
 	return r, nil
 }
 
@@ -201,32 +202,26 @@ func normaliseConfig(cfg SerialConfig) (SerialConfig, *serial.Mode, error) {
 // Device is the serial device path this bus was opened with.
 func (r *RTU) Device() string { return r.cfg.Device }
 
-// Config is the bus configuration in force, defaults filled in (Timeout as at open).
+// Config is the bus configuration, defaults filled in; constant after OpenRTU.
 func (r *RTU) Config() SerialConfig { return r.cfg }
 
-// Timeout is the reply timeout currently in force (see SerialConfig.Timeout).
-func (r *RTU) Timeout() time.Duration { return time.Duration(r.timeout.Load()) }
+// Timeout is the default reply timeout of a request (SerialConfig.Timeout, defaults
+// filled in): from the last byte of the request leaving the port to the first byte of
+// the reply. A request's WithTimeout option overrides it for that request.
+func (r *RTU) Timeout() time.Duration { return r.cfg.Timeout }
 
-// SetTimeout changes the reply timeout for the requests that start after it, e.g. a
-// short one for a unit-ID sweep; d <= 0 restores the configured SerialConfig.Timeout.
-// The resync and turnaround durations are not changed.
-func (r *RTU) SetTimeout(d time.Duration) {
-	if d <= 0 {
-		d = r.cfg.Timeout
-	}
-	r.timeout.Store(int64(d))
-}
+// Resync is the default time the bus keeps listening after a failed request
+// (SerialConfig.Resync, defaults filled in, at least FrameGap). A request's WithResync
+// option overrides it for that request.
+func (r *RTU) Resync() time.Duration { return r.cfg.Resync }
 
-// SetResync changes how long the master listens after a failed transaction (see
-// SerialConfig.Resync) for the following requests; values below FrameGap are raised to
-// it, d <= 0 restores the configured value. A bus scheduler uses a short resync for
-// sweep probes of absent unit IDs, where no late reply is expected, and the configured
-// one for health polls. Safe for concurrent use.
-func (r *RTU) SetResync(d time.Duration) {
-	if d <= 0 {
-		d = r.cfg.Resync
-	}
-	r.resyncNs.Store(int64(max(d, r.cfg.FrameGap)))
+// timing resolves the timing of one request from the defaults and opts; the resync is
+// raised to FrameGap (Modbus over Serial Line V1.02 §2.5.1.1: a frame ends only after
+// t3.5 of silence, and FrameGap ≥ t3.5).
+func (r *RTU) timing(opts []RequestOption) timing {
+	t := timing{timeout: r.cfg.Timeout, resync: r.cfg.Resync}.apply(opts)
+	t.resync = max(t.resync, r.cfg.FrameGap)
+	return t
 }
 
 // Stats returns the bus counters (cheap atomic loads; fields may be mutually
@@ -269,10 +264,11 @@ func (r *RTU) Close() error {
 
 // ReadRegisters reads qty (1–125) registers from 0-based address addr of unit (1–247)
 // with fn FuncReadHoldingRegisters or FuncReadInputRegisters (Modbus Application
-// Protocol V1.1b3 §6.3, §6.4). Errors: ErrInvalidRequest, ErrTimeout, ErrCRC,
-// ErrShortFrame, ErrBadFrame (byte count not 2×qty), *WrongUnitError, *ExceptionError,
-// ErrClosed, ctx.Err(), a serial port error; all wrapped with device and unit.
-func (r *RTU) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty uint16) ([]uint16, error) {
+// Protocol V1.1b3 §6.3, §6.4). opts set this request's timeout and resync (WithTimeout,
+// WithResync). Errors: ErrInvalidRequest, ErrTimeout, ErrCRC, ErrShortFrame,
+// ErrBadFrame (byte count not 2×qty), *WrongUnitError, *ExceptionError, ErrClosed,
+// ctx.Err(), a serial port error; all wrapped with device and unit.
+func (r *RTU) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty uint16, opts ...RequestOption) ([]uint16, error) {
 	if fn != FuncReadHoldingRegisters && fn != FuncReadInputRegisters {
 		return nil, r.wrap(unit, fmt.Errorf("%w: read function 0x%02X", ErrInvalidRequest, fn))
 	}
@@ -283,7 +279,7 @@ func (r *RTU) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty u
 		return nil, r.wrap(unit, err)
 	}
 	var regs []uint16
-	err := r.transact(ctx, unit, pduReadRegisters(fn, addr, qty), func(data []byte) error {
+	err := r.transact(ctx, unit, pduReadRegisters(fn, addr, qty), r.timing(opts), func(data []byte) error {
 		var err error
 		regs, err = checkReadReply(qty, data)
 		return err
@@ -293,20 +289,20 @@ func (r *RTU) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty u
 
 // WriteRegister writes value to holding register addr of unit with FC 06 (Modbus
 // Application Protocol V1.1b3 §6.6); the reply must echo address and value. Unit 0
-// broadcasts: no reply, then SerialConfig.Turnaround is waited. Errors as ReadRegisters
-// (ErrBadFrame: wrong echo).
-func (r *RTU) WriteRegister(ctx context.Context, unit byte, addr, value uint16) error {
+// broadcasts: no reply, then SerialConfig.Turnaround is waited (WithTimeout does not
+// change it). opts as ReadRegisters. Errors as ReadRegisters (ErrBadFrame: wrong echo).
+func (r *RTU) WriteRegister(ctx context.Context, unit byte, addr, value uint16, opts ...RequestOption) error {
 	if err := checkUnit(unit, true); err != nil {
 		return r.wrap(unit, err)
 	}
 	pdu := pduWriteRegister(addr, value)
-	return r.transact(ctx, unit, pdu, func(data []byte) error { return checkEcho(pdu.Data, data) })
+	return r.transact(ctx, unit, pdu, r.timing(opts), func(data []byte) error { return checkEcho(pdu.Data, data) })
 }
 
 // WriteRegisters writes values (1–123 registers) from holding register addr of unit with
 // FC 16 (Modbus Application Protocol V1.1b3 §6.12); the reply must echo address and
-// quantity. Unit 0 broadcasts as WriteRegister does. Errors as ReadRegisters.
-func (r *RTU) WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16) error {
+// quantity. Unit 0 broadcasts as WriteRegister does. opts and errors as ReadRegisters.
+func (r *RTU) WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16, opts ...RequestOption) error {
 	if len(values) < 1 || len(values) > MaxWriteRegisters || int(addr)+len(values) > 0x10000 {
 		return r.wrap(unit, fmt.Errorf("%w: write %d registers at %d", ErrInvalidRequest, len(values), addr))
 	}
@@ -314,14 +310,15 @@ func (r *RTU) WriteRegisters(ctx context.Context, unit byte, addr uint16, values
 		return r.wrap(unit, err)
 	}
 	pdu := pduWriteRegisters(addr, values)
-	return r.transact(ctx, unit, pdu, func(data []byte) error { return checkEcho(pdu.Data, data) })
+	return r.transact(ctx, unit, pdu, r.timing(opts), func(data []byte) error { return checkEcho(pdu.Data, data) })
 }
 
 // ReadDeviceIDPart runs one FC 0x2B/0x0E Read Device Identification request for unit
 // (1–247) with read device ID code (DevIDBasic…DevIDSpecific) from objectID (Modbus
 // Application Protocol V1.1b3 §6.21) and returns that one reply, without following
-// "more follows". Errors as ReadRegisters (ErrBadFrame: see ParseDeviceIDReply).
-func (r *RTU) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte) (DeviceIDPart, error) {
+// "more follows". opts as ReadRegisters. Errors as ReadRegisters (ErrBadFrame: see
+// ParseDeviceIDReply).
+func (r *RTU) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte, opts ...RequestOption) (DeviceIDPart, error) {
 	if code < DevIDBasic || code > DevIDSpecific {
 		return DeviceIDPart{}, r.wrap(unit, fmt.Errorf("%w: read device ID code %d", ErrInvalidRequest, code))
 	}
@@ -329,7 +326,7 @@ func (r *RTU) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte) (
 		return DeviceIDPart{}, r.wrap(unit, err)
 	}
 	var part DeviceIDPart
-	err := r.transact(ctx, unit, pduReadDeviceID(code, objectID), func(data []byte) error {
+	err := r.transact(ctx, unit, pduReadDeviceID(code, objectID), r.timing(opts), func(data []byte) error {
 		var err error
 		part, err = ParseDeviceIDReply(data)
 		return err
@@ -341,12 +338,13 @@ func (r *RTU) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte) (
 // device ID code (DevIDBasic, DevIDRegular, DevIDExtended, or DevIDSpecific for object
 // 0 alone) starting at object 0, following "more follows" from each reply's next object
 // id up to MaxDeviceIDContinuations times, and merges the objects (Modbus Application
-// Protocol V1.1b3 §6.21). Conformity is that of the first reply. Errors: those of
+// Protocol V1.1b3 §6.21). Each part is its own transaction, with opts (as
+// ReadRegisters). Conformity is that of the first reply. Errors: those of
 // ReadDeviceIDPart, and ErrBadFrame when the next object id does not advance or the
 // device still has more after MaxDeviceIDContinuations continuations.
-func (r *RTU) ReadDeviceIdentification(ctx context.Context, unit byte, code byte) (*DeviceIdentification, error) {
+func (r *RTU) ReadDeviceIdentification(ctx context.Context, unit byte, code byte, opts ...RequestOption) (*DeviceIdentification, error) {
 	return followDeviceID(
-		func(obj byte) (DeviceIDPart, error) { return r.ReadDeviceIDPart(ctx, unit, code, obj) },
+		func(obj byte) (DeviceIDPart, error) { return r.ReadDeviceIDPart(ctx, unit, code, obj, opts...) },
 		func(err error) error { return r.wrap(unit, err) })
 }
 
@@ -372,14 +370,15 @@ type ioError struct{ err error }
 func (e *ioError) Error() string { return "serial: " + e.err.Error() }
 func (e *ioError) Unwrap() error { return e.err }
 
-// transact runs one request on the bus and hands the data of a valid normal reply to
-// check (under the bus lock; check must copy what it keeps). Unit 0: no reply.
-func (r *RTU) transact(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, check func(data []byte) error) error {
+// transact runs one request with timing tm on the bus and hands the data of a valid
+// normal reply to check (under the bus lock; check must copy what it keeps). Unit 0: no
+// reply.
+func (r *RTU) transact(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, tm timing, check func(data []byte) error) error {
 	if err := r.acquire(ctx); err != nil {
 		return r.wrap(unit, err)
 	}
 	defer func() { <-r.sem }()
-	if err := r.exchange(ctx, unit, pdu, check); err != nil {
+	if err := r.exchange(ctx, unit, pdu, tm, check); err != nil {
 		return r.wrap(unit, err)
 	}
 	return nil
@@ -447,8 +446,10 @@ func (r *RTU) readUntil(until time.Time, p []byte) (int, error) {
 	return n, nil
 }
 
-// exchange is one transaction under the bus lock.
-func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, check func([]byte) error) error {
+// exchange is one transaction under the bus lock. A resync owed by an earlier request
+// is paid first, with that request's resync time; a failure of this one owes (and, unless
+// it was abandoned, pays at once) tm.resync.
+func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, tm timing, check func([]byte) error) error {
 	if r.dirty {
 		if err := r.resync(ctx); err != nil {
 			return r.failed(err)
@@ -463,18 +464,18 @@ func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 		return err
 	}
 	if err := r.send(req); err != nil {
-		r.dirty = true
+		r.owe(tm.resync)
 		return r.failed(err)
 	}
 	if unit == BroadcastUnit {
 		r.stats.broadcasts.Add(1)
 		if err := r.pause(ctx, r.cfg.Turnaround); err != nil {
-			r.dirty = true // the next request must not follow too soon
+			r.owe(tm.resync) // the next request must not follow too soon
 			return err
 		}
 		return nil
 	}
-	err = r.receive(ctx, req, check)
+	err = r.receive(ctx, req, tm.timeout, check)
 	if err == nil {
 		r.stats.replies.Add(1)
 		return nil
@@ -484,13 +485,20 @@ func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 		r.stats.exceptions.Add(1) // a complete, valid reply: the bus is in sync
 		return err
 	}
-	r.dirty = true
+	r.owe(tm.resync)
 	if errors.Is(err, ErrClosed) || (ctx.Err() != nil && errors.Is(err, ctx.Err())) {
 		return err // abandoned: the resync is owed by the next transaction
 	}
 	r.failed(err)
 	_ = r.resync(ctx) // if this is cut short the bus stays dirty; err is what the caller needs
 	return err
+}
+
+// owe marks the bus dirty: before the next transaction it listens for d (≥ FrameGap)
+// and flushes (resync).
+func (r *RTU) owe(d time.Duration) {
+	r.dirty = true
+	r.owed = d
 }
 
 // failed counts err in the stats and returns it.
@@ -559,9 +567,9 @@ func (r *RTU) send(req []byte) error {
 	return nil
 }
 
-// receive reads the reply to req (sent at r.lastActivity) and checks it.
-func (r *RTU) receive(ctx context.Context, req []byte, check func([]byte) error) error {
-	timeout := r.Timeout()
+// receive reads the reply to req (sent at r.lastActivity) and checks it; timeout is the
+// wait for its first byte.
+func (r *RTU) receive(ctx context.Context, req []byte, timeout time.Duration, check func([]byte) error) error {
 	deadline := r.lastActivity.Add(timeout)
 	hardCap := deadline.Add(WireTime(MaxADU, r.cfg.Baud) + r.cfg.FrameGap)
 	have := 0
@@ -632,12 +640,13 @@ func (r *RTU) decode(req, frame []byte, check func([]byte) error) error {
 	return fmt.Errorf("%w: function code 0x%02X in reply to 0x%02X", ErrBadFrame, pdu.FunctionCode, req[1])
 }
 
-// resync listens for at least SerialConfig.Resync and until FrameGap of silence
-// (bounded), discards what arrives, and flushes the input. On success the bus is clean.
+// resync listens for at least the owed resync time (the failed request's: SerialConfig.
+// Resync or its WithResync) and until FrameGap of silence (bounded), discards what
+// arrives, and flushes the input. On success the bus is clean.
 func (r *RTU) resync(ctx context.Context) error {
 	r.dirty = true
 	r.stats.resyncs.Add(1)
-	quiet := later(time.Now().Add(time.Duration(r.resyncNs.Load())), r.lastActivity.Add(r.cfg.FrameGap))
+	quiet := later(time.Now().Add(r.owed), r.lastActivity.Add(r.cfg.FrameGap))
 	stop := quiet.Add(WireTime(2*MaxADU, r.cfg.Baud) + r.cfg.FrameGap) // a babbling line
 	for {
 		now := time.Now()

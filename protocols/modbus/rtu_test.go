@@ -335,13 +335,92 @@ func TestRTUConfigDefaults(t *testing.T) {
 		c.FrameGap != T35(9600)+DefaultFrameGapMargin || c.Resync != DefaultTimeout {
 		t.Errorf("defaults %+v", c)
 	}
-	rtu.SetTimeout(20 * time.Millisecond)
-	if rtu.Timeout() != 20*time.Millisecond {
-		t.Errorf("Timeout() = %v after SetTimeout", rtu.Timeout())
+	if rtu.Timeout() != DefaultTimeout || rtu.Resync() != DefaultTimeout {
+		t.Errorf("Timeout() = %v, Resync() = %v, want the defaults", rtu.Timeout(), rtu.Resync())
 	}
-	rtu.SetTimeout(0)
-	if rtu.Timeout() != DefaultTimeout {
-		t.Errorf("Timeout() = %v after SetTimeout(0)", rtu.Timeout())
+	// A resync below the frame gap is raised to it (t3.5 must pass before a frame ends).
+	cfg := testConfig("")
+	cfg.Resync = time.Microsecond
+	short, _ := newBus(t, cfg, statusHandler)
+	if got, want := short.Resync(), T35(115200)+DefaultFrameGapMargin; got != want {
+		t.Errorf("Resync() = %v with a 1 µs resync, want the frame gap %v", got, want)
+	}
+}
+
+// TestRTURequestTiming: WithTimeout and WithResync apply to their own request only. A
+// request to a silent unit with a short timeout and the shortest resync fails long
+// before the bus's defaults (1 s timeout, 1 s resync) would let it; the next request,
+// without options, waits the default timeout again and gets the reply of a device that
+// answers after 150 ms, far beyond the short timeout.
+func TestRTURequestTiming(t *testing.T) {
+	cfg := testConfig("")
+	cfg.Timeout = time.Second
+	const short = 30 * time.Millisecond
+	rtu, resp := newBus(t, cfg, func(ctx context.Context, n int, req []byte, w io.Writer) {
+		if n == 0 {
+			return // silent: no late reply either
+		}
+		deviceDelay(ctx, 150*time.Millisecond) // a slow device, not a synchronisation
+		statusHandler(ctx, n, req, w)
+	})
+	ctx := context.Background()
+	start := time.Now()
+	_, err := rtu.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2, WithResync(time.Hour), WithTimeout(short), WithResync(time.Nanosecond))
+	el := time.Since(start)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "("+short.String()+")") {
+		t.Fatalf("err = %v, want ErrTimeout naming the %v request timeout", err, short)
+	}
+	// 30 ms timeout + frame gap (21.75 ms) resync; the defaults would take 2 s.
+	if el < short || el > 700*time.Millisecond {
+		t.Errorf("short request failed after %v, want within [%v, 700ms]", el, short)
+	}
+	regs, err := rtu.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2)
+	if err != nil || !reflect.DeepEqual(regs, []uint16{0x0027, 0}) {
+		t.Fatalf("next request with the default timeout: %04X, %v", regs, err)
+	}
+	// WithTimeout(0) and the zero option keep the defaults too.
+	if _, err := rtu.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2, WithTimeout(0), RequestOption{}); err != nil {
+		t.Errorf("WithTimeout(0): %v", err)
+	}
+	if st := rtu.Stats(); st.Timeouts != 1 || st.Replies != 2 || st.Resyncs != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	if n := len(resp.requests()); n != 3 {
+		t.Errorf("%d requests on the wire, want 3", n)
+	}
+}
+
+// TestRTUOwedResyncOfAbandonedRequest: a request abandoned by its ctx owes the resync it
+// asked for (WithResync), not the bus default, and the next request pays that one.
+func TestRTUOwedResyncOfAbandonedRequest(t *testing.T) {
+	got := make(chan struct{}, 1)
+	cfg := testConfig("")
+	cfg.Timeout = 5 * time.Second // default resync 5 s too
+	rtu, _ := newBus(t, cfg, func(ctx context.Context, n int, req []byte, w io.Writer) {
+		if n == 0 {
+			got <- struct{}{} // silent, but tell the test the request arrived
+			return
+		}
+		statusHandler(ctx, n, req, w)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-got
+		cancel()
+	}()
+	if _, err := rtu.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2, WithResync(time.Nanosecond)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	start := time.Now()
+	if _, err := rtu.ReadRegisters(context.Background(), 1, FuncReadHoldingRegisters, 0, 2); err != nil {
+		t.Fatalf("after cancel: %v", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("next request took %v: it paid the 5 s default resync, not the owed frame-gap one", el)
+	}
+	if st := rtu.Stats(); st.Resyncs != 1 || st.Replies != 1 {
+		t.Errorf("stats %+v", st)
 	}
 }
 
@@ -724,7 +803,9 @@ func TestRTUClose(t *testing.T) {
 // BenchmarkRTUReadHolding2 is one FC 03 read of 2 registers on a 115200 baud pty with an
 // instant responder: transport overhead plus the t3.5 inter-frame gap (1.75 ms).
 func BenchmarkRTUReadHolding2(b *testing.B) {
-	rtu, _ := newBus(b, testConfig(""), statusHandler)
+	cfg := testConfig("")
+	cfg.Timeout = 2 * time.Second // a safety net, as in BenchmarkRTUReadHolding2NoGap
+	rtu, _ := newBus(b, cfg, statusHandler)
 	ctx := context.Background()
 	for b.Loop() {
 		if _, err := rtu.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2); err != nil {
@@ -736,7 +817,11 @@ func BenchmarkRTUReadHolding2(b *testing.B) {
 // BenchmarkRTUReadHolding2NoGap is BenchmarkRTUReadHolding2 with the inter-frame gap
 // switched off (not allowed on a real bus): the pure transport and pty round trip.
 func BenchmarkRTUReadHolding2NoGap(b *testing.B) {
-	rtu, _ := newBus(b, testConfig(""), statusHandler)
+	// The reply timeout is a safety net here, not what is measured: 50 ms failed the
+	// benchmark on a loaded machine, 2 s does not change a figure.
+	cfg := testConfig("")
+	cfg.Timeout = 2 * time.Second
+	rtu, _ := newBus(b, cfg, statusHandler)
 	rtu.t35 = 0
 	ctx := context.Background()
 	for b.Loop() {

@@ -106,7 +106,8 @@ type tcpCounters struct {
 // Implementation Guide V1.0b). It implements Client. All unit IDs of the endpoint share
 // one connection, one transaction at a time, in the order the lock is acquired; callers
 // waiting for the lock give up when their ctx ends. The MBAP header is written and
-// checked here; no goburrow transport is used (see LIBRARIES.md).
+// checked here; the transport (connection, transaction ids, deadlines) is this
+// package's own, not goburrow's.
 //
 // Connection lifecycle: the connection is dialled lazily by the first request, so a
 // gateway can start while the device is off. Each request gets the next transaction id.
@@ -121,10 +122,9 @@ type tcpCounters struct {
 // and redialled at no cost to the request (Linux; elsewhere that request fails with a
 // connection error). A failed dial starts a backoff (TCPConfig MinBackoff, doubling up
 // to MaxBackoff) during which calls fail at once with ErrUnreachable; a successful
-// exchange resets it.
+// exchange resets it. There is no resync: WithResync is ignored.
 type TCP struct {
 	cfg       TCPConfig // normalised; read-only after NewTCP
-	timeout   atomic.Int64
 	sem       chan struct{}
 	life      context.Context // cancelled by Close
 	kill      context.CancelFunc
@@ -163,7 +163,6 @@ func NewTCP(cfg TCPConfig) (*TCP, error) {
 		kill: kill,
 		now:  time.Now,
 	}
-	t.timeout.Store(int64(cfg.Timeout))
 	return t, nil
 }
 
@@ -196,21 +195,23 @@ func normaliseTCPConfig(cfg TCPConfig) (TCPConfig, error) {
 // Address is the endpoint (host:port) this master was made for.
 func (t *TCP) Address() string { return t.cfg.Address }
 
-// Config is the endpoint configuration in force, defaults filled in (Timeout as at
-// NewTCP).
+// Config is the endpoint configuration, defaults filled in; constant after NewTCP.
 func (t *TCP) Config() TCPConfig { return t.cfg }
 
-// Timeout is the reply timeout currently in force (see TCPConfig.Timeout).
-func (t *TCP) Timeout() time.Duration { return time.Duration(t.timeout.Load()) }
+// Timeout is the default reply timeout of a request (TCPConfig.Timeout, defaults
+// filled in): from sending the request to the last byte of its reply. A request's
+// WithTimeout option overrides it for that request; the dial timeout is separate
+// (TCPConfig.DialTimeout).
+func (t *TCP) Timeout() time.Duration { return t.cfg.Timeout }
 
-// SetTimeout changes the reply timeout for the requests that start after it, e.g. a
-// short one for a unit-ID sweep; d <= 0 restores the configured TCPConfig.Timeout. The
-// dial timeout is not changed.
-func (t *TCP) SetTimeout(d time.Duration) {
-	if d <= 0 {
-		d = t.cfg.Timeout
-	}
-	t.timeout.Store(int64(d))
+// Resync is 0: Modbus TCP has no resync listening (a failed transaction closes the
+// connection; a late reply on a kept one is discarded by its transaction id), and
+// WithResync is ignored.
+func (t *TCP) Resync() time.Duration { return 0 }
+
+// timing resolves the timing of one request from the default timeout and opts.
+func (t *TCP) timing(opts []RequestOption) timing {
+	return timing{timeout: t.cfg.Timeout}.apply(opts)
 }
 
 // Stats returns the endpoint counters (cheap atomic loads; fields may be mutually
@@ -263,8 +264,9 @@ func (t *TCP) Close() error {
 // Protocol V1.1b3 §6.3, §6.4). Errors: ErrInvalidRequest, ErrUnreachable, ErrTimeout,
 // ErrShortFrame, ErrBadFrame (also: byte count not 2×qty), *WrongUnitError,
 // *ExceptionError, ErrClosed, ctx.Err(), a connection error (e.g. io.EOF,
-// syscall.ECONNRESET); all wrapped with address and unit.
-func (t *TCP) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty uint16) ([]uint16, error) {
+// syscall.ECONNRESET); all wrapped with address and unit. opts: WithTimeout sets this
+// request's reply timeout; WithResync is ignored.
+func (t *TCP) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty uint16, opts ...RequestOption) ([]uint16, error) {
 	if fn != FuncReadHoldingRegisters && fn != FuncReadInputRegisters {
 		return nil, t.wrap(unit, fmt.Errorf("%w: read function 0x%02X", ErrInvalidRequest, fn))
 	}
@@ -272,7 +274,7 @@ func (t *TCP) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty u
 		return nil, t.wrap(unit, fmt.Errorf("%w: read %d registers at %d", ErrInvalidRequest, qty, addr))
 	}
 	var regs []uint16
-	err := t.transact(ctx, unit, pduReadRegisters(fn, addr, qty), func(data []byte) error {
+	err := t.transact(ctx, unit, pduReadRegisters(fn, addr, qty), t.timing(opts), func(data []byte) error {
 		var err error
 		regs, err = checkReadReply(qty, data)
 		return err
@@ -282,34 +284,35 @@ func (t *TCP) ReadRegisters(ctx context.Context, unit byte, fn byte, addr, qty u
 
 // WriteRegister writes value to holding register addr of unit (0–255) with FC 06
 // (Modbus Application Protocol V1.1b3 §6.6); the reply must echo address and value.
-// There is no broadcast on TCP: unit 0 gets a reply like any other. Errors as
+// There is no broadcast on TCP: unit 0 gets a reply like any other. opts and errors as
 // ReadRegisters (ErrBadFrame: wrong echo).
-func (t *TCP) WriteRegister(ctx context.Context, unit byte, addr, value uint16) error {
+func (t *TCP) WriteRegister(ctx context.Context, unit byte, addr, value uint16, opts ...RequestOption) error {
 	pdu := pduWriteRegister(addr, value)
-	return t.transact(ctx, unit, pdu, func(data []byte) error { return checkEcho(pdu.Data, data) })
+	return t.transact(ctx, unit, pdu, t.timing(opts), func(data []byte) error { return checkEcho(pdu.Data, data) })
 }
 
 // WriteRegisters writes values (1–123 registers) from holding register addr of unit
 // (0–255) with FC 16 (Modbus Application Protocol V1.1b3 §6.12); the reply must echo
-// address and quantity. Errors as ReadRegisters.
-func (t *TCP) WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16) error {
+// address and quantity. opts and errors as ReadRegisters.
+func (t *TCP) WriteRegisters(ctx context.Context, unit byte, addr uint16, values []uint16, opts ...RequestOption) error {
 	if len(values) < 1 || len(values) > MaxWriteRegisters || int(addr)+len(values) > 0x10000 {
 		return t.wrap(unit, fmt.Errorf("%w: write %d registers at %d", ErrInvalidRequest, len(values), addr))
 	}
 	pdu := pduWriteRegisters(addr, values)
-	return t.transact(ctx, unit, pdu, func(data []byte) error { return checkEcho(pdu.Data, data) })
+	return t.transact(ctx, unit, pdu, t.timing(opts), func(data []byte) error { return checkEcho(pdu.Data, data) })
 }
 
 // ReadDeviceIDPart runs one FC 0x2B/0x0E Read Device Identification request for unit
 // (0–255) with read device ID code (DevIDBasic…DevIDSpecific) from objectID (Modbus
 // Application Protocol V1.1b3 §6.21) and returns that one reply, without following
-// "more follows". Errors as ReadRegisters (ErrBadFrame: see ParseDeviceIDReply).
-func (t *TCP) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte) (DeviceIDPart, error) {
+// "more follows". opts and errors as ReadRegisters (ErrBadFrame: see
+// ParseDeviceIDReply).
+func (t *TCP) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte, opts ...RequestOption) (DeviceIDPart, error) {
 	if code < DevIDBasic || code > DevIDSpecific {
 		return DeviceIDPart{}, t.wrap(unit, fmt.Errorf("%w: read device ID code %d", ErrInvalidRequest, code))
 	}
 	var part DeviceIDPart
-	err := t.transact(ctx, unit, pduReadDeviceID(code, objectID), func(data []byte) error {
+	err := t.transact(ctx, unit, pduReadDeviceID(code, objectID), t.timing(opts), func(data []byte) error {
 		var err error
 		part, err = ParseDeviceIDReply(data)
 		return err
@@ -321,13 +324,13 @@ func (t *TCP) ReadDeviceIDPart(ctx context.Context, unit, code, objectID byte) (
 // device ID code (DevIDBasic, DevIDRegular, DevIDExtended, or DevIDSpecific for object
 // 0 alone) starting at object 0, following "more follows" from each reply's next object
 // id up to MaxDeviceIDContinuations times, and merges the objects (Modbus Application
-// Protocol V1.1b3 §6.21). Each part is its own transaction. Conformity is that of the
-// first reply. Errors: those of ReadDeviceIDPart, and ErrBadFrame when the next object
+// Protocol V1.1b3 §6.21). Each part is its own transaction, with opts (as
+// ReadRegisters). Conformity is that of the first reply. Errors: those of ReadDeviceIDPart, and ErrBadFrame when the next object
 // id does not advance or the device still has more after MaxDeviceIDContinuations
 // continuations.
-func (t *TCP) ReadDeviceIdentification(ctx context.Context, unit byte, code byte) (*DeviceIdentification, error) {
+func (t *TCP) ReadDeviceIdentification(ctx context.Context, unit byte, code byte, opts ...RequestOption) (*DeviceIdentification, error) {
 	return followDeviceID(
-		func(obj byte) (DeviceIDPart, error) { return t.ReadDeviceIDPart(ctx, unit, code, obj) },
+		func(obj byte) (DeviceIDPart, error) { return t.ReadDeviceIDPart(ctx, unit, code, obj, opts...) },
 		func(err error) error { return t.wrap(unit, err) })
 }
 
@@ -378,14 +381,14 @@ type connError struct{ err error }
 func (e *connError) Error() string { return "connection: " + e.err.Error() }
 func (e *connError) Unwrap() error { return e.err }
 
-// transact runs one request on the connection and hands the data of a valid normal
-// reply to check (under the lock; check must copy what it keeps).
-func (t *TCP) transact(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, check func(data []byte) error) error {
+// transact runs one request with timing tm on the connection and hands the data of a
+// valid normal reply to check (under the lock; check must copy what it keeps).
+func (t *TCP) transact(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, tm timing, check func(data []byte) error) error {
 	if err := t.acquire(ctx); err != nil {
 		return t.wrap(unit, err)
 	}
 	defer func() { <-t.sem }()
-	if err := t.exchange(ctx, unit, pdu, check); err != nil {
+	if err := t.exchange(ctx, unit, pdu, tm.timeout, check); err != nil {
 		return t.wrap(unit, err)
 	}
 	return nil
@@ -422,8 +425,8 @@ func (t *TCP) interrupted(ctx context.Context) error {
 	}
 }
 
-// exchange is one transaction under the lock.
-func (t *TCP) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, check func([]byte) error) error {
+// exchange is one transaction under the lock, with reply timeout timeout.
+func (t *TCP) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, timeout time.Duration, check func([]byte) error) error {
 	// op ends with ctx or Close: it bounds the dial and interrupts the I/O.
 	op, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -432,7 +435,7 @@ func (t *TCP) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 	if err := t.connect(ctx, op); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(t.Timeout())
+	deadline := time.Now().Add(timeout)
 	if err := t.conn.SetDeadline(deadline); err != nil {
 		t.reset()
 		return t.failed(&connError{err})
@@ -463,7 +466,7 @@ func (t *TCP) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 	t.sentOnConn++
 	t.stats.requests.Add(1)
 
-	err := t.receive(ctx, req, check)
+	err := t.receive(ctx, req, timeout, check)
 	var ex *ExceptionError
 	var wu *WrongUnitError
 	switch {
@@ -528,13 +531,14 @@ func (t *TCP) connect(ctx, op context.Context) error {
 }
 
 // receive reads frames until the reply to req (same transaction id) and checks it.
-// Frames with a transaction id sent earlier on this connection are discarded.
-func (t *TCP) receive(ctx context.Context, req []byte, check func([]byte) error) error {
+// Frames with a transaction id sent earlier on this connection are discarded. timeout
+// is the request's reply timeout (for the error message; the deadline is set).
+func (t *TCP) receive(ctx context.Context, req []byte, timeout time.Duration, check func([]byte) error) error {
 	hbuf := t.rbuf[:MBAPHeaderLen]
 	for {
 		n, err := io.ReadFull(t.rd, hbuf)
 		if err != nil {
-			return t.readFailed(ctx, n, err)
+			return t.readFailed(ctx, n, timeout, err)
 		}
 		hdr, err := parseMBAPHeader(hbuf)
 		if err != nil {
@@ -542,7 +546,7 @@ func (t *TCP) receive(ctx context.Context, req []byte, check func([]byte) error)
 		}
 		body := t.rbuf[MBAPHeaderLen : MBAPHeaderLen+int(hdr.length)-1]
 		if n, err := io.ReadFull(t.rd, body); err != nil {
-			return t.readFailed(ctx, MBAPHeaderLen+n, err)
+			return t.readFailed(ctx, MBAPHeaderLen+n, timeout, err)
 		}
 		if hdr.tid != t.tid {
 			if d := t.tid - hdr.tid; uint64(d) < t.sentOnConn {
@@ -576,11 +580,11 @@ func decodeTCPReply(req []byte, unit byte, pdu []byte, check func([]byte) error)
 	return fmt.Errorf("%w: function code 0x%02X in reply to 0x%02X", ErrBadFrame, pdu[0], fn)
 }
 
-// readFailed turns a read error after got bytes of a frame into the transaction's
-// error. A read cut short inside a frame leaves the stream out of step: when the
+// readFailed turns a read error after got bytes of a frame, in a transaction with reply
+// timeout timeout, into the transaction's error. A read cut short inside a frame leaves the stream out of step: when the
 // transaction was interrupted, the connection is reset here (other errors are reset by
 // exchange).
-func (t *TCP) readFailed(ctx context.Context, got int, err error) error {
+func (t *TCP) readFailed(ctx context.Context, got int, timeout time.Duration, err error) error {
 	if e := t.interrupted(ctx); e != nil {
 		if got > 0 {
 			t.reset()
@@ -589,7 +593,7 @@ func (t *TCP) readFailed(ctx context.Context, got int, err error) error {
 	}
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded) && got == 0:
-		return fmt.Errorf("%w (%v)", ErrTimeout, t.Timeout())
+		return fmt.Errorf("%w (%v)", ErrTimeout, timeout)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return fmt.Errorf("%w: %d bytes, then the deadline", ErrShortFrame, got)
 	case got > 0:

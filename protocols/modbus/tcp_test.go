@@ -383,13 +383,8 @@ func TestTCPConfigDefaults(t *testing.T) {
 	if st := m.Stats(); st.Dials != 0 {
 		t.Errorf("NewTCP dialled: %+v", st)
 	}
-	m.SetTimeout(20 * time.Millisecond)
-	if m.Timeout() != 20*time.Millisecond {
-		t.Errorf("Timeout() = %v after SetTimeout", m.Timeout())
-	}
-	m.SetTimeout(0)
-	if m.Timeout() != DefaultTCPTimeout {
-		t.Errorf("Timeout() = %v after SetTimeout(0)", m.Timeout())
+	if m.Resync() != 0 {
+		t.Errorf("Resync() = %v, want 0 (no resync on TCP)", m.Resync())
 	}
 	m2, err := NewTCP(TCPConfig{Address: "[::1]:502", Timeout: time.Second, MinBackoff: 10 * time.Second})
 	if err != nil {
@@ -637,6 +632,43 @@ func TestTCPLateReplyAfterTimeout(t *testing.T) {
 		}
 	}
 	if st := m.Stats(); st.Timeouts != 1 || st.Resets != 1 || st.Dials != 2 || st.Replies != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestTCPRequestTiming: WithTimeout applies to its own request only, and WithResync is
+// ignored on TCP. A request to a silent unit with a 30 ms timeout fails long before the
+// 1 s default; the next request, without a timeout option (and with a resync of an hour,
+// which TCP must ignore), gets the reply of a device that answers after 150 ms.
+func TestTCPRequestTiming(t *testing.T) {
+	const short = 30 * time.Millisecond
+	srv := startTCPServer(t, func(ctx context.Context, n int, req []byte, c net.Conn) {
+		if n == 0 {
+			return // silent
+		}
+		deviceDelay(ctx, 150*time.Millisecond) // a slow device, not a synchronisation
+		tcpStatus(ctx, n, req, c)
+	})
+	m := newTCPMaster(t, srv, TCPConfig{Timeout: time.Second})
+	ctx := context.Background()
+	start := time.Now()
+	_, err := m.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2, WithTimeout(short))
+	el := time.Since(start)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "("+short.String()+")") {
+		t.Fatalf("err = %v, want ErrTimeout naming the %v request timeout", err, short)
+	}
+	if el < short || el > 700*time.Millisecond {
+		t.Errorf("short request failed after %v, want within [%v, 700ms]", el, short)
+	}
+	start = time.Now()
+	regs, err := m.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2, WithResync(time.Hour))
+	if err != nil || !reflect.DeepEqual(regs, []uint16{0x0027, 0}) {
+		t.Fatalf("next request with the default timeout: %04X, %v", regs, err)
+	}
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Errorf("request took %v", el)
+	}
+	if st := m.Stats(); st.Timeouts != 1 || st.Replies != 1 {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -34,7 +34,7 @@ func parseBrokerURL(raw string) (redacted string, err error) {
 }
 
 // await waits for a paho token, for ctx, whichever comes first. A completed token
-// proves only what paho says it proves (LIBRARIES.md): for QoS 1 a PUBACK, except that
+// proves only what paho says it proves (paho v1.5.1; docs/libraries.md): for QoS 1 a PUBACK, except that
 // paho also completes, without error, the token of a publication it takes over for
 // resending after a reconnect.
 func await(ctx context.Context, tok paho.Token) error {

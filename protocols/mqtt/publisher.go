@@ -43,8 +43,8 @@ type PublisherOptions struct {
 	// Topics gives the topic prefix (zero value: DefaultPrefix).
 	Topics contract.Topics
 	// Gateway is this gateway's record: Gateway (id, required), Epoch, Started, Version.
-	// State is ignored: the publisher sets "online" and "offline" (DESIGN.md, "Health
-	// semantics").
+	// State is ignored: the publisher sets "online" and "offline" (docs/contract.md, "Gateway
+	// record").
 	Gateway contract.GatewayRecord
 	// Username and Password authenticate to the broker when Username is not empty.
 	Username, Password string
@@ -118,8 +118,8 @@ type outgoing struct {
 	changed  time.Time
 }
 
-// Publisher is the gateway side of the MQTT contract v1 (DESIGN.md, "MQTT contract
-// (v1)" and "Health semantics"):
+// Publisher is the gateway side of the MQTT contract v1 (docs/contract.md; docs/design.md,
+// "Health semantics"):
 //
 //   - the gateway status record, retained QoS 1, "online" after every (re)connect and
 //     "offline" on clean shutdown; the same record with "offline" is the MQTT will,
@@ -345,7 +345,7 @@ func (p *Publisher) setLocked(topic, instance string, payload []byte) {
 // returns nil (or ErrAlreadyRun if called twice). The broker may be unreachable at
 // first: paho keeps trying every MaxReconnectInterval at most.
 //
-// On ctx end (clean shutdown, DESIGN.md "Health semantics"): if connected, it publishes
+// On ctx end (clean shutdown, docs/contract.md, "Shutdown and crash"): if connected, it publishes
 // status "offline" (retained, QoS 1) and waits for the acknowledgement, then flushes
 // pending records, all within ShutdownTimeout; then it disconnects (the broker drops
 // the will on a clean DISCONNECT). If not connected, the will of the last connection

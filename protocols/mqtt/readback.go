@@ -29,12 +29,11 @@ type ReadBackOptions struct {
 }
 
 // ReadBack returns the instance records a gateway has retained on the broker, i.e. what
-// an earlier epoch of it left behind (DESIGN.md "Health semantics": "Gateway start: read
-// back its own retained subtree"). It subscribes to <prefix>/catalog/+/<gateway>/# with a
-// clean session, then publishes a non-retained marker {"readback":"<random nonce>"} to
-// <prefix>/gateways/<gateway>/readback on the same session (docs/contract.md): the broker sends retained
-// messages when it handles the SUBSCRIBE, so they arrive before the marker, which ends
-// the read. Empty (deregistered) and malformed records are skipped (malformed ones are
+// an earlier epoch of it left behind (docs/contract.md, "Gateway start").
+// It subscribes to Topics.GatewayCatalogFilter with a clean session, then publishes a
+// non-retained marker {"readback":"<random nonce>"} to Topics.ReadBackMarker on the same
+// session: the broker sends retained messages when it handles the SUBSCRIBE, so they
+// arrive before the marker, which ends the read. Empty (deregistered) and malformed records are skipped (malformed ones are
 // logged). It fails when the broker cannot be reached or the marker does not come back
 // within Timeout.
 func ReadBack(ctx context.Context, o ReadBackOptions) ([]contract.Record, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
@@ -43,14 +44,14 @@ func TestCacheSurvivesOutageAndRestart(t *testing.T) {
 	// Broker outage: Pick still answers from memory.
 	down := time.Now()
 	m.Stop()
-	eventually(t, waitFor, "client noticing the outage", func() bool { return !c1.Status().Connected })
+	testutil.Eventually(t, waitFor, "client noticing the outage", func() bool { return !c1.Status().Connected })
 	in := mustPick(t, c1, svc, client.WithID("drive-a"))
 	if in.Stale || in.Age <= 0 || in.GatewayState != client.GatewayOnline {
 		t.Errorf("pick during outage: Stale %v Age %v gateway %s; want not stale, Age > 0, online", in.Stale, in.Age, in.GatewayState)
 	}
 	t.Logf("outage noticed %v after the broker stopped; Pick answers from memory, Age %v", time.Since(down), in.Age)
 	// With StaleAfter, entries unconfirmed for longer count as stale.
-	eventually(t, waitFor, "StaleAfter to pass", func() bool {
+	testutil.Eventually(t, waitFor, "StaleAfter to pass", func() bool {
 		_, err := c3.Pick(svc, client.WithID("drive-a"))
 		return errors.Is(err, client.ErrNoneLive)
 	})
@@ -61,7 +62,7 @@ func TestCacheSurvivesOutageAndRestart(t *testing.T) {
 
 	// The broker comes back: the catalog is confirmed again.
 	m.Restart()
-	eventually(t, waitFor, "resynchronisation", func() bool { s := c1.Status(); return s.Connected && s.Synced })
+	testutil.Eventually(t, waitFor, "resynchronisation", func() bool { s := c1.Status(); return s.Connected && s.Synced })
 	if in := mustPick(t, c1, svc, client.WithID("drive-a")); in.Stale || in.Age != 0 {
 		t.Errorf("after reconnection: Stale %v Age %v", in.Stale, in.Age)
 	}
@@ -119,7 +120,7 @@ func TestCacheSurvivesOutageAndRestart(t *testing.T) {
 	}
 	mustRefuse(t, c2, svc, []string{"1 known: 1 not matching the filters"}, client.WithID("drive-b"), client.AllowStale())
 	// The periodic write catches up with the resynchronised catalog.
-	eventually(t, waitFor, "cache file rewritten", func() bool {
+	testutil.Eventually(t, waitFor, "cache file rewritten", func() bool {
 		f, err := readCache(cache)
 		return err == nil && len(f.Instances) == 1
 	})
@@ -226,7 +227,7 @@ func TestBrokerFailover(t *testing.T) {
 	stopped := time.Now()
 	m1.Stop()
 	var picks int
-	eventually(t, waitFor, "failover to the second broker", func() bool {
+	testutil.Eventually(t, waitFor, "failover to the second broker", func() bool {
 		if _, err := c.Pick(svc, client.WithID("shared")); err == nil {
 			picks++
 		} else {

@@ -277,7 +277,7 @@ func New(o Options) (*Client, error) {
 
 // Run connects to the brokers (paho, every broker added in order, automatic
 // reconnection with back-off), subscribes in the OnConnect handler to
-// <prefix>/catalog/<service>/# for each of Options.Services (or <prefix>/catalog/+/#),
+// <prefix>/catalog/<service>/+/+ for each of Options.Services (or <prefix>/catalog/+/+/+),
 // <prefix>/gateways/+/status and the sync topic, and keeps the catalog current until
 // ctx ends. A broker that cannot be reached is not an error: Run keeps trying, and the
 // catalog (from memory or the cache file) keeps answering.

@@ -22,8 +22,8 @@
 //	go c.Run(ctx)
 //
 // On every connection the client subscribes, in paho's OnConnect handler, to
-// <prefix>/catalog/<service>/# for each service of Options.Services (or
-// <prefix>/catalog/+/# for all), to <prefix>/gateways/+/status, and to its own sync
+// <prefix>/catalog/<service>/+/+ for each service of Options.Services (or
+// <prefix>/catalog/+/+/+ for all), to <prefix>/gateways/+/status, and to its own sync
 // topic. The session is clean, so each (re)connection delivers the whole retained
 // catalog again. To learn when that delivery is complete, the client publishes a sync
 // marker (QoS 1, not retained) to <prefix>/consumers/<client id>/sync, which comes back

@@ -73,23 +73,6 @@ func waitReady(t *testing.T, c *client.Client) {
 	}
 }
 
-// eventually polls cond every 5 ms until it holds, failing the test after d. (The
-// condition decides; the ticker only paces the checks.)
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-	}
-}
-
 // waitCtx is a context for one Wait call, bounded by waitFor.
 func waitCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)

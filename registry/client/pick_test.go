@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
@@ -99,7 +100,7 @@ func TestPickRules(t *testing.T) {
 	if err := publish(m.URL(), gatewayMsg("gw-a", "offline", 3)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, "gw-a offline", func() bool {
+	testutil.Eventually(t, waitFor, "gw-a offline", func() bool {
 		_, err := c.Pick(svc, client.WithGateway("gw-a"))
 		return errors.Is(err, client.ErrNoneLive)
 	})
@@ -367,7 +368,7 @@ func TestUnknownGatewayBeforeSync(t *testing.T) {
 	if _, err := never.Wait(waitCtx(t), svc, client.WithID("a1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, "x1 received", func() bool { return len(never.Instances(svc)) == 2 })
+	testutil.Eventually(t, waitFor, "x1 received", func() bool { return len(never.Instances(svc)) == 2 })
 	mustRefuse(t, never, svc, []string{"1 gateway status not received yet"}, client.WithID("x1"))
 	if s := never.Status(); !s.Connected || s.Synced {
 		t.Errorf("status %+v, want connected, not synced", s)

@@ -1,6 +1,7 @@
-// Package mosquitto starts a real Mosquitto broker for tests (DESIGN.md, "Real
-// components and how they start": Mosquitto from Debian, started by the test harness on
-// a free loopback port with its own config file).
+// Package mosquitto starts a real Mosquitto broker (Debian's) on a free loopback port
+// with its own config file: for tests (Start, StartPersistent, StartSecure, which fail
+// or skip the test) and for programs such as cmd/rollcall-bench (Launch, which returns
+// errors and needs no *testing.T).
 package mosquitto
 
 import (
@@ -26,11 +27,21 @@ const StartTimeout = 10 * time.Second
 // stopTimeout is how long Stop waits after SIGTERM before it sends SIGKILL.
 const stopTimeout = 5 * time.Second
 
+// Error is an error of this package, comparable with errors.Is.
+type Error string
+
+// Error returns the message.
+func (e Error) Error() string { return string(e) }
+
+// ErrNotInstalled is returned by Launch when no mosquitto binary is found (see Find).
+const ErrNotInstalled Error = "mosquitto not found in PATH, /usr/sbin or /usr/local/sbin (apt-get install -y mosquitto)"
+
 // Mosquitto is one broker process listening on 127.0.0.1:Port(), with persistence off
-// and anonymous access. Its methods are safe for concurrent use; they fail the test
-// (t.Fatal) on errors.
+// and anonymous access unless started otherwise. Its methods are safe for concurrent
+// use. Restart fails the test (t.Fatal) on errors; a broker from Launch has no test and
+// uses RestartErr instead.
 type Mosquitto struct {
-	t        testing.TB
+	t        testing.TB // nil for a broker from Launch
 	bin      string
 	dir      string
 	confPath string
@@ -66,9 +77,10 @@ func Find() string {
 }
 
 // Start starts Mosquitto on a free loopback port with a config file written to
-// t.TempDir() (listener PORT 127.0.0.1, allow_anonymous true, persistence false, log to
-// mosquitto.log in that directory), waits until it accepts a TCP connection (at most
-// StartTimeout) and stops it in t.Cleanup, where its log is printed if the test failed.
+// t.TempDir() (listener PORT 127.0.0.1, allow_anonymous true, persistence false,
+// set_tcp_nodelay true, log to mosquitto.log in that directory), waits until it accepts
+// a TCP connection (at most StartTimeout) and stops it in t.Cleanup, where its log is
+// printed if the test failed.
 // Without the binary the test is skipped, or failed when CI=true.
 func Start(t testing.TB) *Mosquitto {
 	t.Helper()
@@ -124,14 +136,45 @@ func PasswordFile(t testing.TB, users map[string]string) string {
 	return path
 }
 
+// Options configure Launch.
+type Options struct {
+	// Dir holds the broker's config file, log (mosquitto.log) and, when Persistent, its
+	// database. Required; it must exist. The caller removes it.
+	Dir string
+	// Persistent keeps retained messages across Stop and Restart (see StartPersistent).
+	Persistent bool
+	// Secure, when set, gives a TLS listener with passwords and an ACL (see StartSecure).
+	Secure *Secure
+}
+
+// Launch starts Mosquitto without a test, for programs such as cmd/rollcall-bench: the
+// same broker as Start (or StartPersistent, StartSecure, per o), listening on a free
+// loopback port, up and accepting TCP connections when Launch returns (at most
+// StartTimeout). It returns ErrNotInstalled without the binary. The caller stops it with
+// Stop.
+func Launch(o Options) (*Mosquitto, error) {
+	bin := Find()
+	if bin == "" {
+		return nil, ErrNotInstalled
+	}
+	if o.Dir == "" {
+		return nil, errors.New("mosquitto: Options.Dir is required")
+	}
+	m := &Mosquitto{bin: bin, dir: o.Dir, logPath: filepath.Join(o.Dir, "mosquitto.log"), persist: o.Persistent, secure: o.Secure}
+	if err := m.launch(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func start(t testing.TB, persist bool, sec ...*Secure) *Mosquitto {
 	t.Helper()
 	bin := Find()
 	if bin == "" {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto not found in PATH or /usr/sbin (apt-get install -y mosquitto); required when CI=true")
+			t.Fatal(ErrNotInstalled.Error() + "; required when CI=true")
 		}
-		t.Skip("mosquitto not found in PATH or /usr/sbin (apt-get install -y mosquitto)")
+		t.Skip(ErrNotInstalled.Error())
 	}
 	dir := t.TempDir()
 	m := &Mosquitto{t: t, bin: bin, dir: dir, logPath: filepath.Join(dir, "mosquitto.log"), persist: persist}
@@ -146,25 +189,33 @@ func start(t testing.TB, persist bool, sec ...*Secure) *Mosquitto {
 			}
 		}
 	})
+	if err := m.launch(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// launch picks a free port, writes the config and starts the broker, with another port
+// if the picked one was taken before mosquitto bound it (up to 3 attempts).
+func (m *Mosquitto) launch() error {
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ { // the free port may be taken before mosquitto binds it
+	for attempt := 0; attempt < 3; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			t.Fatalf("mosquitto: pick a free port: %v", err)
+			return fmt.Errorf("mosquitto: pick a free port: %w", err)
 		}
 		m.port = port
 		if err := m.writeConfig(); err != nil {
-			t.Fatalf("mosquitto: %v", err)
+			return fmt.Errorf("mosquitto: %w", err)
 		}
 		m.mu.Lock()
 		lastErr = m.startLocked()
 		m.mu.Unlock()
 		if lastErr == nil {
-			return m
+			return nil
 		}
 	}
-	t.Fatalf("mosquitto: %v", lastErr)
-	return nil
+	return fmt.Errorf("mosquitto: %w", lastErr)
 }
 
 // URL returns the broker URL, tcp://127.0.0.1:PORT.
@@ -193,15 +244,27 @@ func (m *Mosquitto) Stop() { m.stop(syscall.SIGTERM) }
 func (m *Mosquitto) Kill() { m.stop(syscall.SIGKILL) }
 
 // Restart stops the broker if it runs and starts it again on the same port, waiting
-// until it accepts connections.
+// until it accepts connections; it fails the test if the broker does not come back. It
+// is for brokers started by a test: on one from Launch, use RestartErr.
 func (m *Mosquitto) Restart() {
+	if m.t == nil {
+		panic("mosquitto: Restart of a broker without a test (from Launch): use RestartErr")
+	}
 	m.t.Helper()
+	if err := m.RestartErr(); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// RestartErr is Restart returning its error instead of failing a test.
+func (m *Mosquitto) RestartErr() error {
 	m.Stop()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.startLocked(); err != nil {
-		m.t.Fatalf("mosquitto: restart on port %d: %v", m.port, err)
+		return fmt.Errorf("mosquitto: restart on port %d: %w", m.port, err)
 	}
+	return nil
 }
 
 func (m *Mosquitto) stop(sig syscall.Signal) {
@@ -231,6 +294,9 @@ func (m *Mosquitto) writeConfig() error {
 	} else {
 		b.WriteString("allow_anonymous true\n")
 	}
+	// No Nagle delay on client sockets: latencies measured through the broker (the
+	// bench's propagation figures, tests' timings) are the broker's, not TCP's.
+	b.WriteString("set_tcp_nodelay true\n")
 	if m.persist {
 		fmt.Fprintf(&b, "persistence true\npersistence_location %s/\nautosave_interval 1\n", m.dir)
 	} else {

@@ -1,8 +1,7 @@
 // Package netns gives tests real multicast between two Linux network namespaces joined
 // by a veth pair, so that mDNS (RFC 6762) and other link-local multicast can be tested
-// end to end without a single packet leaving the machine (DESIGN.md, "Real components
-// and how they start": "mDNS: real multicast ... inside a network namespace with a veth
-// pair").
+// end to end without a single packet leaving the machine (docs/design.md, "Real
+// components in tests and deployment").
 //
 // # The pair
 //

@@ -1,5 +1,5 @@
-// Package embedded runs rollcall's in-process MQTT broker (DESIGN.md, "Real components
-// and how they start": embedded by default in `rollcall gateway` and `rollcall demo`),
+// Package embedded runs rollcall's in-process MQTT broker (docs/design.md, "Real
+// components in tests and deployment": embedded by default in `rollcall gateway` and `rollcall demo`),
 // built on github.com/mochi-mqtt/server/v2 v2.7.9, with one TCP listener.
 package embedded
 
@@ -17,7 +17,7 @@ import (
 )
 
 // DefaultListen is the listen address used when Options.Listen is empty
-// (DESIGN.md, "Commands": embedded broker on 127.0.0.1:1883).
+// (docs/design.md, "Commands": the default without --config).
 const DefaultListen = "127.0.0.1:1883"
 
 // Options configures the embedded broker.
@@ -47,7 +47,7 @@ type Broker struct {
 
 // Start starts the broker and returns once it is listening. Retained messages never
 // expire (Capabilities.MaximumMessageExpiryInterval = 0; mochi's default would drop
-// them after 24 h, LIBRARIES.md). Errors: the hook could not be added, or the address
+// them after 24 h in mochi v2.7.9; docs/libraries.md). Errors: the hook could not be added, or the address
 // could not be listened on.
 func Start(o Options) (*Broker, error) {
 	if o.Listen == "" {
@@ -143,7 +143,7 @@ func (l *trackedListener) Serve(establish listeners.EstablishFn) {
 var _ listeners.Listener = (*trackedListener)(nil)
 
 // consistencyHook works around two behaviours of mochi v2.7.9 that break the MQTT
-// contract's guarantees (DESIGN.md, "MQTT contract (v1)", "Health semantics").
+// contract's guarantees (docs/contract.md, "Health semantics"; docs/libraries.md, "mochi-mqtt/server v2.7.9").
 //
 // Retained-message ordering (upstream issue #200): TopicsIndex.scanMessages, run when a
 // client subscribes with a wildcard, reads each topic particle's retainPath without a
