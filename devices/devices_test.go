@@ -146,9 +146,10 @@ func (f *fakeClient) ReadDeviceIdentification(ctx context.Context, unit, code by
 	}
 	return nil, &modbus.ExceptionError{Function: 0x2B, Code: 2}
 }
-func (f *fakeClient) Timeout() time.Duration { return time.Second }
-func (f *fakeClient) Resync() time.Duration  { return 0 }
-func (f *fakeClient) Close() error           { return nil }
+func (f *fakeClient) Timeout() time.Duration    { return time.Second }
+func (f *fakeClient) Resync() time.Duration     { return 0 }
+func (f *fakeClient) Counters() modbus.Counters { return modbus.Counters{} }
+func (f *fakeClient) Close() error              { return nil }
 
 func TestPollCIA402(t *testing.T) {
 	ps, err := LoadProfiles([]string{"../configs/profiles"})

@@ -36,7 +36,7 @@ type Master struct {
 }
 
 // clientBox holds a Modbus client; atomic.Value needs one concrete type.
-type clientBox struct{ c any }
+type clientBox struct{ c modbus.Client }
 
 // Master returns the instrumentation of the master named name (the bus name, or
 // host:port of a TCP endpoint or checked module), registering it. Call Close when
@@ -76,11 +76,10 @@ func (mm *Master) Close() {
 	m.roundTrip.DeleteLabelValues(mm.name)
 }
 
-// SetClient names the Modbus client whose transaction counters (*modbus.RTU Stats or
-// *modbus.TCP Stats) are exported for this master: rollcall_modbus_requests_total,
-// _timeouts_total, _crc_errors_total, _bad_frames_total, _exceptions_total. Other
-// values are ignored.
-func (mm *Master) SetClient(c any) {
+// SetClient names the Modbus client whose transaction counters (Client.Counters) are
+// exported for this master: rollcall_modbus_requests_total, _timeouts_total,
+// _crc_errors_total (RTU only), _bad_frames_total, _exceptions_total.
+func (mm *Master) SetClient(c modbus.Client) {
 	if mm == nil {
 		return
 	}
@@ -166,27 +165,6 @@ func (mm *Master) utilisation(now time.Time) float64 {
 	return mm.ratio
 }
 
-// modbusCounters are the transaction counters exported per master.
-type modbusCounters struct {
-	requests, timeouts, crc, badFrames, exceptions uint64
-	serial                                         bool // RTU: crc is meaningful
-}
-
-func (mm *Master) modbusCounters() (modbusCounters, bool) {
-	b, _ := mm.client.Load().(clientBox)
-	switch c := b.c.(type) {
-	case *modbus.RTU:
-		s := c.Stats()
-		return modbusCounters{requests: s.Requests, timeouts: s.Timeouts, crc: s.CRCErrors,
-			badFrames: s.ShortFrames + s.BadFrames + s.WrongUnits, exceptions: s.Exceptions, serial: true}, true
-	case *modbus.TCP:
-		s := c.Stats()
-		return modbusCounters{requests: s.Requests, timeouts: s.Timeouts,
-			badFrames: s.ShortFrames + s.BadFrames + s.WrongUnits, exceptions: s.Exceptions}, true
-	}
-	return modbusCounters{}, false
-}
-
 // masterDescs describe the per-master series exported by masterCollector.
 type masterDescs struct {
 	busy, util, probed, absent, cycles, requests, timeouts, crc, badFrames, exceptions *prometheus.Desc
@@ -254,14 +232,15 @@ func (c masterCollector) Collect(ch chan<- prometheus.Metric) {
 			emit(d.absent, prometheus.GaugeValue, float64(mm.absent.Load()), n)
 			emit(d.cycles, prometheus.CounterValue, float64(mm.cycles.Load()), n)
 		}
-		if s, ok := mm.modbusCounters(); ok {
-			emit(d.requests, prometheus.CounterValue, float64(s.requests), n)
-			emit(d.timeouts, prometheus.CounterValue, float64(s.timeouts), n)
-			if s.serial { // Modbus TCP has no CRC
-				emit(d.crc, prometheus.CounterValue, float64(s.crc), n)
+		if b, _ := mm.client.Load().(clientBox); b.c != nil {
+			s := b.c.Counters()
+			emit(d.requests, prometheus.CounterValue, float64(s.Requests), n)
+			emit(d.timeouts, prometheus.CounterValue, float64(s.Timeouts), n)
+			if s.Serial { // Modbus TCP has no CRC
+				emit(d.crc, prometheus.CounterValue, float64(s.CRCErrors), n)
 			}
-			emit(d.badFrames, prometheus.CounterValue, float64(s.badFrames), n)
-			emit(d.exceptions, prometheus.CounterValue, float64(s.exceptions), n)
+			emit(d.badFrames, prometheus.CounterValue, float64(s.BadFrames), n)
+			emit(d.exceptions, prometheus.CounterValue, float64(s.Exceptions), n)
 		}
 	}
 }

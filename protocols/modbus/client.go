@@ -91,8 +91,28 @@ type Client interface {
 	// for the client's life. Timeout()+Resync() is about the longest a failed request
 	// keeps the client busy (plus the request's wire time and t3.5 on a bus).
 	Resync() time.Duration
+	// Counters returns the transaction counters every client keeps (since it was made);
+	// the transport-specific details are in RTU.Stats and TCP.Stats.
+	Counters() Counters
 	// Close releases the port or connection. Calls after Close return ErrClosed.
 	Close() error
+}
+
+// Counters are the transaction counters common to every Modbus client, counted since
+// the client was made. Safe to read while requests run.
+type Counters struct {
+	Requests   uint64 // requests written (on RTU, broadcasts included)
+	Replies    uint64 // valid normal replies
+	Exceptions uint64 // valid exception replies (*ExceptionError)
+	Timeouts   uint64 // ErrTimeout
+	// CRCErrors counts ErrCRC: replies whose CRC-16 did not match (Modbus over Serial
+	// Line V1.02 §2.5.1.2). Always 0 on Modbus TCP, whose frames carry no CRC.
+	CRCErrors uint64
+	// BadFrames counts replies that were short, malformed or from another unit
+	// (ErrShortFrame, ErrBadFrame, *WrongUnitError).
+	BadFrames uint64
+	// Serial is true for an RTU bus (CRCErrors is meaningful).
+	Serial bool
 }
 
 // RequestOption sets a parameter of one request (see Client). Make one with WithTimeout

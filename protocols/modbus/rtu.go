@@ -215,6 +215,13 @@ func (r *RTU) Timeout() time.Duration { return r.cfg.Timeout }
 // option overrides it for that request.
 func (r *RTU) Resync() time.Duration { return r.cfg.Resync }
 
+// Counters implements Client.Counters from Stats.
+func (r *RTU) Counters() Counters {
+	s := r.Stats()
+	return Counters{Requests: s.Requests, Replies: s.Replies, Exceptions: s.Exceptions, Timeouts: s.Timeouts,
+		CRCErrors: s.CRCErrors, BadFrames: s.ShortFrames + s.BadFrames + s.WrongUnits, Serial: true}
+}
+
 // timing resolves the timing of one request from the defaults and opts; the resync is
 // raised to FrameGap (Modbus over Serial Line V1.02 §2.5.1.1: a frame ends only after
 // t3.5 of silence, and FrameGap ≥ t3.5).

@@ -209,6 +209,13 @@ func (t *TCP) Timeout() time.Duration { return t.cfg.Timeout }
 // WithResync is ignored.
 func (t *TCP) Resync() time.Duration { return 0 }
 
+// Counters implements Client.Counters from Stats.
+func (t *TCP) Counters() Counters {
+	s := t.Stats()
+	return Counters{Requests: s.Requests, Replies: s.Replies, Exceptions: s.Exceptions, Timeouts: s.Timeouts,
+		BadFrames: s.ShortFrames + s.BadFrames + s.WrongUnits}
+}
+
 // timing resolves the timing of one request from the default timeout and opts.
 func (t *TCP) timing(opts []RequestOption) timing {
 	return timing{timeout: t.cfg.Timeout}.apply(opts)
