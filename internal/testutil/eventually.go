@@ -53,3 +53,10 @@ func lastValue(v any) string {
 	}
 	return fmt.Sprintf("; last seen: %+v", v)
 }
+
+// EventuallyNil is Eventually for a condition that explains itself: it waits until cond
+// returns nil, and on timeout the failure message gives cond's last error.
+func EventuallyNil(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	EventuallyValue(t, timeout, what, func() (error, bool) { err := cond(); return err, err == nil })
+}

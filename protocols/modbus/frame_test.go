@@ -2,24 +2,13 @@ package modbus
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"reflect"
-	"strings"
 	"testing"
 
 	gmodbus "github.com/goburrow/modbus"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
-
-// unhex parses "01 03 00 ..." (spaces ignored) or fails the test.
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatalf("bad hex %q: %v", s, err)
-	}
-	return b
-}
 
 // testCRC is an independent bitwise CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF;
 // Modbus over Serial Line V1.02 §6.2.2), low byte first on the wire.
@@ -40,7 +29,7 @@ func testCRC(b []byte) []byte {
 
 // withCRC appends the CRC to the frame given in hex.
 func withCRC(t testing.TB, s string) []byte {
-	b := unhex(t, s)
+	b := testutil.Unhex(t, s)
 	return append(b, testCRC(b)...)
 }
 
@@ -52,7 +41,7 @@ func TestTestCRCKnownFrames(t *testing.T) {
 		"01 06 00 01 00 03 98 0B",
 		"01 10 00 01 00 02 04 00 0A 01 02 92 30",
 	} {
-		b := unhex(t, s)
+		b := testutil.Unhex(t, s)
 		if got := testCRC(b[:len(b)-2]); !bytes.Equal(got, b[len(b)-2:]) {
 			t.Errorf("CRC of %s = % X", s, got)
 		}
@@ -84,7 +73,7 @@ func TestEncodeRequests(t *testing.T) {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
 		}
-		if want := unhex(t, tt.want); !bytes.Equal(got, want) {
+		if want := testutil.Unhex(t, tt.want); !bytes.Equal(got, want) {
 			t.Errorf("%s: encoded % X, want % X", tt.name, got, want)
 		}
 	}
@@ -137,7 +126,7 @@ func TestExpectedReplyLength(t *testing.T) {
 		{"FC2B last object one past", FuncEncapsulatedInterface, "01 2B 0E 01 81 00 00 01 00 F5", 0, false, true, false},
 	}
 	for _, tt := range tests {
-		reply := unhex(t, tt.reply)
+		reply := testutil.Unhex(t, tt.reply)
 		n, known, err := ExpectedReplyLength(tt.fc, reply)
 		if tt.badFrame {
 			if !errors.Is(err, ErrBadFrame) {
@@ -217,7 +206,7 @@ func TestParseDeviceIDReply(t *testing.T) {
 		},
 	}
 	for _, tt := range good {
-		got, err := ParseDeviceIDReply(unhex(t, tt.data))
+		got, err := ParseDeviceIDReply(testutil.Unhex(t, tt.data))
 		if err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
@@ -239,19 +228,19 @@ func TestParseDeviceIDReply(t *testing.T) {
 		{"bytes after the last object", "0E 01 81 00 00 01 00 01 41 99"},
 	}
 	for _, tt := range bad {
-		if _, err := ParseDeviceIDReply(unhex(t, tt.data)); !errors.Is(err, ErrBadFrame) {
+		if _, err := ParseDeviceIDReply(testutil.Unhex(t, tt.data)); !errors.Is(err, ErrBadFrame) {
 			t.Errorf("%s: err = %v, want ErrBadFrame", tt.name, err)
 		}
 	}
 }
 
 func TestCheckReadReply(t *testing.T) {
-	regs, err := checkReadReply(2, unhex(t, "04 12 34 AB CD"))
+	regs, err := checkReadReply(2, testutil.Unhex(t, "04 12 34 AB CD"))
 	if err != nil || !reflect.DeepEqual(regs, []uint16{0x1234, 0xABCD}) {
 		t.Errorf("got %04X, %v", regs, err)
 	}
 	for _, data := range []string{"", "02 12 34", "04 12 34 AB", "06 12 34 AB CD 00 00", "04 12 34 AB CD EF"} {
-		if _, err := checkReadReply(2, unhex(t, data)); !errors.Is(err, ErrBadFrame) {
+		if _, err := checkReadReply(2, testutil.Unhex(t, data)); !errors.Is(err, ErrBadFrame) {
 			t.Errorf("data % s: err = %v, want ErrBadFrame", data, err)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -236,7 +237,7 @@ func write(w io.Writer, b []byte) {
 
 // testConfig is a fast 115200 baud bus with a short reply timeout.
 func testConfig(path string) SerialConfig {
-	return SerialConfig{Device: path, Baud: 115200, Parity: "none", Timeout: 50 * time.Millisecond}
+	return SerialConfig{Device: path, Baud: 115200, Parity: "none", Timeout: 500 * time.Millisecond}
 }
 
 // newBus starts a responder with h on a new pty and opens an RTU master on its slave.
@@ -281,7 +282,7 @@ func TestRTUReadHolding(t *testing.T) {
 	if !reflect.DeepEqual(regs, []uint16{0x0027, 0}) {
 		t.Errorf("registers %04X", regs)
 	}
-	if reqs := resp.requests(); len(reqs) != 1 || !bytes.Equal(reqs[0], unhex(t, "01 03 00 00 00 02 C4 0B")) {
+	if reqs := resp.requests(); len(reqs) != 1 || !bytes.Equal(reqs[0], testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")) {
 		t.Errorf("requests on the wire: % X", reqs)
 	}
 	st := rtu.Stats()
@@ -680,10 +681,10 @@ func TestRTUWrites(t *testing.T) {
 	}
 	reqs := resp.requests()
 	want := [][]byte{
-		unhex(t, "01 06 00 01 00 03 98 0B"),
-		unhex(t, "01 10 00 01 00 02 04 00 0A 01 02 92 30"),
-		unhex(t, "01 06 00 01 00 03 98 0B"),
-		unhex(t, "00 06 00 02 12 34 24 AC"),
+		testutil.Unhex(t, "01 06 00 01 00 03 98 0B"),
+		testutil.Unhex(t, "01 10 00 01 00 02 04 00 0A 01 02 92 30"),
+		testutil.Unhex(t, "01 06 00 01 00 03 98 0B"),
+		testutil.Unhex(t, "00 06 00 02 12 34 24 AC"),
 	}
 	if !reflect.DeepEqual(reqs, want) {
 		t.Errorf("requests\n% X\nwant\n% X", reqs, want)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	gmodbus "github.com/goburrow/modbus"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -245,18 +246,6 @@ func newTCPMaster(t testing.TB, srv *tcpServer, cfg TCPConfig) *TCP {
 	return m
 }
 
-// waitFor polls cond until it holds, failing the test after 5 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestMBAPEncode(t *testing.T) {
 	tests := []struct {
 		name string
@@ -275,7 +264,7 @@ func TestMBAPEncode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got := appendMBAP(nil, tt.tid, tt.unit, tt.pdu)
-		if want := unhex(t, tt.want); !bytes.Equal(got, want) {
+		if want := testutil.Unhex(t, tt.want); !bytes.Equal(got, want) {
 			t.Errorf("%s: encoded % X, want % X", tt.name, got, want)
 		}
 	}
@@ -297,7 +286,7 @@ func TestMBAPHeaderDecode(t *testing.T) {
 		{"00 09 00 00 00 FE 11", mbapHeader{tid: 9, length: 254, unit: 0x11}}, // largest: unit + 253-byte PDU
 	}
 	for _, tt := range good {
-		got, err := parseMBAPHeader(unhex(t, tt.hdr))
+		got, err := parseMBAPHeader(testutil.Unhex(t, tt.hdr))
 		if err != nil || got != tt.want {
 			t.Errorf("% s: got %+v, %v; want %+v", tt.hdr, got, err, tt.want)
 		}
@@ -311,40 +300,40 @@ func TestMBAPHeaderDecode(t *testing.T) {
 		"00 01 00 00 01 00 01", // length 256
 		"00 01 00 00 FF FF 01",
 	} {
-		if _, err := parseMBAPHeader(unhex(t, hdr)); !errors.Is(err, ErrBadFrame) {
+		if _, err := parseMBAPHeader(testutil.Unhex(t, hdr)); !errors.Is(err, ErrBadFrame) {
 			t.Errorf("% s: err = %v, want ErrBadFrame", hdr, err)
 		}
 	}
 }
 
 func TestDecodeTCPReply(t *testing.T) {
-	req := unhex(t, "00 01 00 00 00 06 01 03 00 00 00 02")
+	req := testutil.Unhex(t, "00 01 00 00 00 06 01 03 00 00 00 02")
 	regs := func(data []byte) error { _, err := checkReadReply(2, data); return err }
-	if err := decodeTCPReply(req, 1, unhex(t, "03 04 00 27 00 00"), regs); err != nil {
+	if err := decodeTCPReply(req, 1, testutil.Unhex(t, "03 04 00 27 00 00"), regs); err != nil {
 		t.Errorf("good reply: %v", err)
 	}
 	var ex *ExceptionError
-	if err := decodeTCPReply(req, 1, unhex(t, "83 02"), regs); !errors.As(err, &ex) || ex.Code != 2 || ex.Function != 3 {
+	if err := decodeTCPReply(req, 1, testutil.Unhex(t, "83 02"), regs); !errors.As(err, &ex) || ex.Code != 2 || ex.Function != 3 {
 		t.Errorf("exception: %v", err)
 	}
 	var wu *WrongUnitError
-	if err := decodeTCPReply(req, 2, unhex(t, "03 04 00 27 00 00"), regs); !errors.As(err, &wu) || wu.Want != 1 || wu.Got != 2 {
+	if err := decodeTCPReply(req, 2, testutil.Unhex(t, "03 04 00 27 00 00"), regs); !errors.As(err, &wu) || wu.Want != 1 || wu.Got != 2 {
 		t.Errorf("wrong unit: %v", err)
 	}
 	for _, pdu := range []string{"04 04 00 27 00 00", "84 02", "83", "83 02 00", "03 02 00 27", "03 04 00 27 00"} {
-		if err := decodeTCPReply(req, 1, unhex(t, pdu), regs); !errors.Is(err, ErrBadFrame) {
+		if err := decodeTCPReply(req, 1, testutil.Unhex(t, pdu), regs); !errors.Is(err, ErrBadFrame) {
 			t.Errorf("PDU % s: err = %v, want ErrBadFrame", pdu, err)
 		}
 	}
 	// 0x2B over TCP: the MBAP length frames the object list; ParseDeviceIDReply checks it.
-	req2B := unhex(t, "00 02 00 00 00 05 01 2B 0E 01 00")
+	req2B := testutil.Unhex(t, "00 02 00 00 00 05 01 2B 0E 01 00")
 	var part DeviceIDPart
 	parse := func(data []byte) (err error) { part, err = ParseDeviceIDReply(data); return err }
-	if err := decodeTCPReply(req2B, 1, unhex(t, "2B 0E 01 81 00 00 02 00 03 61 62 63 01 02 78 79"), parse); err != nil ||
+	if err := decodeTCPReply(req2B, 1, testutil.Unhex(t, "2B 0E 01 81 00 00 02 00 03 61 62 63 01 02 78 79"), parse); err != nil ||
 		!reflect.DeepEqual(part.Objects, []DeviceIDObject{{0, "abc"}, {1, "xy"}}) {
 		t.Errorf("0x2B reply: %+v, %v", part, err)
 	}
-	if err := decodeTCPReply(req2B, 1, unhex(t, "2B 0E 01 81 00 00 02 00 03 61 62 63"), parse); !errors.Is(err, ErrBadFrame) {
+	if err := decodeTCPReply(req2B, 1, testutil.Unhex(t, "2B 0E 01 81 00 00 02 00 03 61 62 63"), parse); !errors.Is(err, ErrBadFrame) {
 		t.Errorf("0x2B lying object count: err = %v, want ErrBadFrame", err)
 	}
 }
@@ -410,8 +399,8 @@ func TestTCPReadHolding(t *testing.T) {
 		}
 	}
 	want := [][]byte{
-		unhex(t, "00 01 00 00 00 06 01 03 00 00 00 02"),
-		unhex(t, "00 02 00 00 00 06 01 03 00 00 00 02"),
+		testutil.Unhex(t, "00 01 00 00 00 06 01 03 00 00 00 02"),
+		testutil.Unhex(t, "00 02 00 00 00 06 01 03 00 00 00 02"),
 	}
 	if reqs := srv.requests(); !reflect.DeepEqual(reqs, want) {
 		t.Errorf("requests on the wire\n% X\nwant\n% X", reqs, want)
@@ -751,10 +740,10 @@ func TestTCPPeerClosesIdle(t *testing.T) {
 	if _, err := m.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2); err != nil {
 		t.Fatalf("request 1: %v", err)
 	}
-	waitFor(t, "the server to close the connection", func() bool { _, closed := srv.counts(); return closed == 1 })
+	testutil.Eventually(t, 5*time.Second, "the server to close the connection", func() bool { _, closed := srv.counts(); return closed == 1 })
 	// The FIN travels on loopback; wait until the master's side can see it (no call is
 	// in flight, so the connection is not in use).
-	waitFor(t, "the close to reach the master", func() bool { return peerClosed(m.conn) })
+	testutil.Eventually(t, 5*time.Second, "the close to reach the master", func() bool { return peerClosed(m.conn) })
 	regs, err := m.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2)
 	if err != nil || !reflect.DeepEqual(regs, []uint16{0x0027, 0}) {
 		t.Fatalf("request 2: %04X, %v", regs, err)
@@ -827,7 +816,7 @@ func TestTCPBackoff(t *testing.T) {
 
 	// Down again: the successful exchanges reset the backoff to MinBackoff.
 	srv.stop()
-	waitFor(t, "the close to reach the master", func() bool { return peerClosed(m.conn) })
+	testutil.Eventually(t, 5*time.Second, "the close to reach the master", func() bool { return peerClosed(m.conn) })
 	n := dials()
 	if err := read(); !errors.Is(err, ErrUnreachable) || dials() != n+1 {
 		t.Fatalf("down again: err = %v", err)
@@ -865,8 +854,8 @@ func TestTCPDeviceIdentificationMoreFollows(t *testing.T) {
 		t.Errorf("got %+v", id)
 	}
 	wantReqs := [][]byte{
-		unhex(t, "00 01 00 00 00 05 05 2B 0E 01 00"),
-		unhex(t, "00 02 00 00 00 05 05 2B 0E 01 02"),
+		testutil.Unhex(t, "00 01 00 00 00 05 05 2B 0E 01 00"),
+		testutil.Unhex(t, "00 02 00 00 00 05 05 2B 0E 01 02"),
 	}
 	if reqs := srv.requests(); !reflect.DeepEqual(reqs, wantReqs) {
 		t.Errorf("requests\n% X\nwant\n% X", reqs, wantReqs)
@@ -898,7 +887,7 @@ func TestTCPDeviceIdentificationErrors(t *testing.T) {
 	})
 	t.Run("lying object list", func(t *testing.T) {
 		srv := startTCPServer(t, faultyFirstTCP(func(req []byte) []byte {
-			return reply(req, unhex(t, "2B 0E 01 81 00 00 02 00 01 41")...)
+			return reply(req, testutil.Unhex(t, "2B 0E 01 81 00 00 02 00 01 41")...)
 		}, false))
 		m := newTCPMaster(t, srv, testTCPConfig(""))
 		if _, err := m.ReadDeviceIdentification(context.Background(), 1, DevIDBasic); !errors.Is(err, ErrBadFrame) {
@@ -930,9 +919,9 @@ func TestTCPWrites(t *testing.T) {
 		t.Errorf("wrong echo: err = %v, want ErrBadFrame", err)
 	}
 	want := [][]byte{
-		unhex(t, "00 01 00 00 00 06 01 06 00 01 00 03"),
-		unhex(t, "00 02 00 00 00 0B 01 10 00 01 00 02 04 00 0A 01 02"),
-		unhex(t, "00 03 00 00 00 06 01 06 00 01 00 03"),
+		testutil.Unhex(t, "00 01 00 00 00 06 01 06 00 01 00 03"),
+		testutil.Unhex(t, "00 02 00 00 00 0B 01 10 00 01 00 02 04 00 0A 01 02"),
+		testutil.Unhex(t, "00 03 00 00 00 06 01 06 00 01 00 03"),
 	}
 	if reqs := srv.requests(); !reflect.DeepEqual(reqs, want) {
 		t.Errorf("requests\n% X\nwant\n% X", reqs, want)
@@ -1061,7 +1050,7 @@ func TestTCPClose(t *testing.T) {
 	if el := time.Since(start); el > time.Second {
 		t.Errorf("Close took %v", el)
 	}
-	waitFor(t, "the connection to close", func() bool { _, closed := srv.counts(); return closed == 1 })
+	testutil.Eventually(t, 5*time.Second, "the connection to close", func() bool { _, closed := srv.counts(); return closed == 1 })
 	if _, err := m.ReadRegisters(context.Background(), 1, FuncReadHoldingRegisters, 0, 2); !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: err = %v", err)
 	}

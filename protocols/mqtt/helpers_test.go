@@ -377,24 +377,6 @@ func rawPublish(t *testing.T, url, topic string, retained bool, payload []byte) 
 	mustToken(t, "publish "+topic, c.Publish(topic, 1, retained, payload))
 }
 
-// eventually polls cond every 10 ms until it returns nil or waitFor passed.
-func eventually(t *testing.T, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %v after %v", what, err, waitFor)
-		}
-		<-tick.C
-	}
-}
-
 func decodeRetained(t *testing.T, snap map[string][]byte, topic string) *contract.Record {
 	t.Helper()
 	b, ok := snap[topic]

@@ -60,7 +60,7 @@ func TestPublisherContract(t *testing.T) {
 		if _, ok := snap[instTopic]; ok {
 			t.Fatalf("record still retained after Deregister: %s", snap[instTopic])
 		}
-		eventually(t, "deregistered instance dropped from memory", func() error {
+		testutil.EventuallyNil(t, waitFor, "deregistered instance dropped from memory", func() error {
 			if s := p.Stats(); s.Instances != 0 || s.Pending != 0 {
 				return fmt.Errorf("stats %+v", s)
 			}
@@ -110,7 +110,7 @@ func TestPublisherWillOnCut(t *testing.T) {
 		}
 		proxy.SetDown(false)
 		w.gateway(t, "online after reconnect", isState(gw, contract.StateOnline))
-		eventually(t, "reconnected and in sync", func() error {
+		testutil.EventuallyNil(t, waitFor, "reconnected and in sync", func() error {
 			if s := p.Stats(); s.Reconnects < 1 || !s.Synced {
 				return fmt.Errorf("stats %+v", s)
 			}
@@ -134,7 +134,7 @@ func TestPublisherFastReconnect(t *testing.T) {
 		rec := testutil.FullRecord(gw, "drive-1", 1)
 		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 5)}, nil)
 		p.Publish(rec)
-		eventually(t, "in sync", func() error {
+		testutil.EventuallyNil(t, waitFor, "in sync", func() error {
 			if s := p.Stats(); !s.Synced {
 				return fmt.Errorf("stats %+v", s)
 			}
@@ -142,7 +142,7 @@ func TestPublisherFastReconnect(t *testing.T) {
 		})
 		for i := 1; i <= 3; i++ {
 			proxy.Cut()
-			eventually(t, "reconnected and in sync", func() error {
+			testutil.EventuallyNil(t, waitFor, "reconnected and in sync", func() error {
 				if s := p.Stats(); s.Reconnects < uint64(i) || !s.Synced {
 					return fmt.Errorf("stats %+v", s)
 				}
@@ -166,7 +166,7 @@ func TestPublisherHealsStatus(t *testing.T) {
 		w := startWatch(t, b.url, "")
 		p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 2)}, nil)
 		w.gateway(t, "online", isState(gw, contract.StateOnline))
-		eventually(t, "idle", func() error {
+		testutil.EventuallyNil(t, waitFor, "idle", func() error {
 			if s := p.Stats(); !s.Synced {
 				return fmt.Errorf("stats %+v", s)
 			}
@@ -240,7 +240,7 @@ func TestPublisherResyncAfterOutage(t *testing.T) {
 
 		proxy.SetDown(true)
 		w.gateway(t, "offline from the will", isState(gw, contract.StateOffline))
-		eventually(t, "publisher disconnected", func() error {
+		testutil.EventuallyNil(t, waitFor, "publisher disconnected", func() error {
 			if p.Connected() {
 				return errors.New("still connected")
 			}
@@ -259,7 +259,7 @@ func TestPublisherResyncAfterOutage(t *testing.T) {
 
 		proxy.SetDown(false)
 		w.gateway(t, "online after the outage", isState(gw, contract.StateOnline))
-		eventually(t, "everything confirmed", func() error {
+		testutil.EventuallyNil(t, waitFor, "everything confirmed", func() error {
 			if s := p.Stats(); !s.Synced || s.Instances != 2 || s.Reconnects < 1 {
 				return fmt.Errorf("stats %+v", s)
 			}
@@ -286,7 +286,7 @@ func TestPublisherMosquittoRestart(t *testing.T) {
 	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 4)}, nil)
 	p.Publish(a1)
 	p.Publish(b1)
-	eventually(t, "records confirmed", func() error {
+	testutil.EventuallyNil(t, waitFor, "records confirmed", func() error {
 		if s := p.Stats(); !s.Synced || s.Connects != 1 {
 			return fmt.Errorf("stats %+v", s)
 		}
@@ -294,7 +294,7 @@ func TestPublisherMosquittoRestart(t *testing.T) {
 	})
 
 	b.mosq.Stop()
-	eventually(t, "publisher disconnected", func() error {
+	testutil.EventuallyNil(t, waitFor, "publisher disconnected", func() error {
 		if p.Connected() {
 			return errors.New("still connected")
 		}
@@ -304,7 +304,7 @@ func TestPublisherMosquittoRestart(t *testing.T) {
 	p.Publish(a2)
 	b.mosq.Restart()
 
-	eventually(t, "republished after restart", func() error {
+	testutil.EventuallyNil(t, waitFor, "republished after restart", func() error {
 		if s := p.Stats(); s.Reconnects < 1 || !s.Synced {
 			return fmt.Errorf("stats %+v", s)
 		}
@@ -337,7 +337,7 @@ func TestPublisherCoalesces(t *testing.T) {
 			t.Fatalf("before Run: %+v", s)
 		}
 	})
-	eventually(t, "published", func() error {
+	testutil.EventuallyNil(t, waitFor, "published", func() error {
 		if s := p.Stats(); !s.Synced {
 			return fmt.Errorf("stats %+v", s)
 		}
@@ -363,7 +363,7 @@ func TestPublisherServiceChange(t *testing.T) {
 	p.Publish(rec)
 	rec.Service, rec.Revision = "servo-drive", 2
 	p.Publish(rec)
-	eventually(t, "published", func() error {
+	testutil.EventuallyNil(t, waitFor, "published", func() error {
 		if s := p.Stats(); !s.Synced || s.Instances != 1 {
 			return fmt.Errorf("stats %+v", s)
 		}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -126,8 +127,14 @@ func (b *Broker) Close() error {
 	return b.err
 }
 
+// WriteTimeout bounds one write to a client's connection: a client that stops reading
+// (its TCP window full) is disconnected after it instead of stalling the broker's work
+// done on its behalf (a SUBSCRIBE's retained delivery holds the retained-index read lock,
+// see consistencyHook).
+const WriteTimeout = 10 * time.Second
+
 // trackedListener is mochi's TCP listener plus a signal when its accept loop ended,
-// which mochi does not wait for itself.
+// which mochi does not wait for itself; it gives every connection a write deadline.
 type trackedListener struct {
 	*listeners.TCP
 	served chan struct{}
@@ -137,22 +144,37 @@ type trackedListener struct {
 // Serve runs the accept loop and signals when it returned.
 func (l *trackedListener) Serve(establish listeners.EstablishFn) {
 	defer l.once.Do(func() { close(l.served) })
-	l.TCP.Serve(establish)
+	l.TCP.Serve(func(id string, c net.Conn) error {
+		return establish(id, deadlineConn{Conn: c})
+	})
 }
 
 var _ listeners.Listener = (*trackedListener)(nil)
 
+// deadlineConn sets a write deadline of WriteTimeout before every write.
+type deadlineConn struct{ net.Conn }
+
+// Write implements net.Conn.
+func (c deadlineConn) Write(b []byte) (int, error) {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	return c.Conn.Write(b)
+}
+
 // consistencyHook works around two behaviours of mochi v2.7.9 that break the MQTT
-// contract's guarantees (docs/contract.md, "Health semantics"; docs/libraries.md, "mochi-mqtt/server v2.7.9").
+// contract's guarantees (docs/contract.md, "Health semantics"; docs/libraries.md,
+// "mochi-mqtt/server v2.7.9").
 //
-// Retained-message ordering (upstream issue #200): TopicsIndex.scanMessages, run when a
-// client subscribes with a wildcard, reads each topic particle's retainPath without a
+// Retained index (upstream issue #200, a data race): TopicsIndex.scanMessages, run when
+// a client subscribes with a wildcard, reads each topic particle's retainPath without a
 // lock, while RetainMessage (a retained publish or a retained will) writes it under the
-// particle's lock. Nothing orders a completed scan before a later write. The hook
-// passes through one mutex after each SUBSCRIBE was processed (scan done) and before
-// each retained publish or will is stored, which orders every retained write after
-// every scan that completed before it (the race detector stops reporting it). It holds
-// the mutex for no I/O. A write that truly overlaps a scan still races inside mochi.
+// particle's lock only. The hook puts the two under one sync.RWMutex: a SUBSCRIBE holds
+// it shared from OnSubscribe until OnPacketProcessed (its retained scan and delivery
+// happen in between), a retained write holds it exclusively from OnPublish (or OnWill)
+// until OnRetainMessage, which mochi calls right after storing it. The hook is added
+// after the auth hook, so no later hook can reject a publication it has locked for.
+// Holders are tracked per client, so an unlock never happens without its lock (a
+// delayed MQTT 5 will, stored without OnWill, is left unordered). WriteTimeout bounds how
+// long a client that stops reading can keep the shared lock.
 //
 // Wills of taken-over sessions: when a client reconnects with the same client id
 // before the broker noticed its old connection died, mochi disconnects the old
@@ -165,8 +187,12 @@ var _ listeners.Listener = (*trackedListener)(nil)
 // retained).
 type consistencyHook struct {
 	mochi.HookBase
-	mu     sync.Mutex               // also the retained-ordering barrier
-	newest map[string]*mochi.Client // client id → newest connection
+	retained sync.RWMutex // the retained index: shared for scans, exclusive for writes
+
+	mu       sync.Mutex               // guards the maps below
+	newest   map[string]*mochi.Client // client id → newest connection
+	scanning map[*mochi.Client]bool   // holds retained shared (a SUBSCRIBE in progress)
+	writing  map[*mochi.Client]bool   // holds retained exclusively (a retained write)
 }
 
 // ID implements mochi.Hook.
@@ -175,29 +201,62 @@ func (h *consistencyHook) ID() string { return "rollcall-consistency" }
 // Provides implements mochi.Hook.
 func (h *consistencyHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mochi.OnPacketProcessed, mochi.OnPublish, mochi.OnWill,
+		mochi.OnSubscribe, mochi.OnPacketProcessed, mochi.OnPublish, mochi.OnWill, mochi.OnRetainMessage,
 		mochi.OnSessionEstablish, mochi.OnDisconnect,
 	}, []byte{b})
 }
 
-func (h *consistencyHook) barrier() {
+// hold records that cl holds the retained lock (in m); false if it already did.
+func (h *consistencyHook) hold(m *map[*mochi.Client]bool, cl *mochi.Client) bool {
 	h.mu.Lock()
-	h.mu.Unlock() // the empty critical section is the point: a happens-before edge
+	defer h.mu.Unlock()
+	if *m == nil {
+		*m = map[*mochi.Client]bool{}
+	}
+	if (*m)[cl] {
+		return false
+	}
+	(*m)[cl] = true
+	return true
+}
+
+// release forgets that cl holds the retained lock (in m) and reports whether it did.
+func (h *consistencyHook) release(m map[*mochi.Client]bool, cl *mochi.Client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	held := m[cl]
+	delete(m, cl)
+	return held
+}
+
+// OnSubscribe implements mochi.Hook: a SUBSCRIBE's retained scan is about to run.
+func (h *consistencyHook) OnSubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if !cl.Net.Inline && h.hold(&h.scanning, cl) { // the inline client has no OnPacketProcessed
+		h.retained.RLock()
+	}
+	return pk
 }
 
 // OnPacketProcessed implements mochi.Hook: after a SUBSCRIBE, its retained scan is done.
-func (h *consistencyHook) OnPacketProcessed(_ *mochi.Client, pk packets.Packet, _ error) {
-	if pk.FixedHeader.Type == packets.Subscribe {
-		h.barrier()
+func (h *consistencyHook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
+	if pk.FixedHeader.Type == packets.Subscribe && h.release(h.scanning, cl) {
+		h.retained.RUnlock()
 	}
 }
 
-// OnPublish implements mochi.Hook: before a retained publish is stored.
-func (h *consistencyHook) OnPublish(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Retain {
-		h.barrier()
+// OnPublish implements mochi.Hook: a retained publish is about to be stored.
+func (h *consistencyHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Retain && h.hold(&h.writing, cl) {
+		h.retained.Lock()
 	}
 	return pk, nil
+}
+
+// OnRetainMessage implements mochi.Hook: the retained write is done.
+func (h *consistencyHook) OnRetainMessage(cl *mochi.Client, _ packets.Packet, _ int64) {
+	if h.release(h.writing, cl) {
+		h.retained.Unlock()
+	}
 }
 
 // OnSessionEstablish implements mochi.Hook: cl is now the newest connection of its id.
@@ -219,13 +278,17 @@ func (h *consistencyHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
 	}
 }
 
-// OnWill implements mochi.Hook: blank the will of a taken-over connection; order a
-// retained will after completed scans.
+// OnWill implements mochi.Hook: blank the will of a taken-over connection; a retained
+// will sent now (not delayed) is about to be stored, under the exclusive retained lock.
 func (h *consistencyHook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if n, ok := h.newest[cl.ID]; ok && n != cl {
+		h.mu.Unlock()
 		return mochi.Will{}, nil
+	}
+	h.mu.Unlock()
+	if will.Retain && will.WillDelayInterval == 0 && cl.Properties.Will.WillDelayInterval == 0 && h.hold(&h.writing, cl) {
+		h.retained.Lock()
 	}
 	return will, nil
 }

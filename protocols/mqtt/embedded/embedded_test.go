@@ -1,10 +1,12 @@
 package embedded
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/tcpproxy"
 )
 
@@ -185,6 +188,7 @@ func TestConsistencyHookWill(t *testing.T) {
 	if got, _ := h.OnWill(oldC, will); got.TopicName != "t" {
 		t.Fatalf("will of the only connection changed: %+v", got)
 	}
+	h.OnRetainMessage(oldC, packets.Packet{}, 1) // mochi stores the retained will next
 	h.OnSessionEstablish(newC, packets.Packet{})
 	if got, _ := h.OnWill(oldC, will); got.TopicName != "" || got.Retain {
 		t.Fatalf("will of a taken-over connection kept: %+v", got)
@@ -193,8 +197,75 @@ func TestConsistencyHookWill(t *testing.T) {
 	if got, _ := h.OnWill(newC, will); got.TopicName != "t" {
 		t.Fatalf("will of the newest connection changed: %+v", got)
 	}
+	h.OnRetainMessage(newC, packets.Packet{}, 1)
+	if !h.retained.TryLock() {
+		t.Fatal("retained lock still held after the retained wills were stored")
+	}
+	h.retained.Unlock()
 	h.OnDisconnect(newC, nil, false)
 	if len(h.newest) != 0 {
 		t.Fatalf("connections not forgotten: %v", h.newest)
+	}
+}
+
+// TestRetainedIndexRace: wildcard subscriptions (whose retained scan reads the topic
+// tree) run while other clients create and clear retained topics (which write it). With
+// the race detector on, this reports mochi v2.7.9's unlocked read of retainPath unless
+// consistencyHook orders the two; without it, it checks that every subscriber still gets
+// a complete retained set of the topics that were never cleared.
+func TestRetainedIndexRace(t *testing.T) {
+	b := start(t, Options{Listen: "127.0.0.1:0"})
+	pub := client(t, b.URL(), "pub-stable", nil)
+	const stable = 20
+	for i := range stable {
+		if tok := pub.Publish(fmt.Sprintf("r/stable/%d", i), 1, true, "s"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	churn := client(t, b.URL(), "pub-churn", nil)
+	stop := make(chan struct{})
+	churned := make(chan error, 1)
+	go func() { // create and clear retained topics until told to stop
+		defer close(churned)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			topic := fmt.Sprintf("r/churn/%d", i%50)
+			payload := []byte("c")
+			if i%2 == 1 {
+				payload = nil // clears it: the particle's retainPath is written again
+			}
+			if tok := churn.Publish(topic, 1, true, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				churned <- fmt.Errorf("churn publish: %v", tok.Error())
+				return
+			}
+		}
+	}()
+	for round := range 30 {
+		var mu sync.Mutex
+		seen := map[string]bool{}
+		sub := client(t, b.URL(), fmt.Sprintf("sub-%d", round), func(_ paho.Client, m paho.Message) {
+			if m.Retained() && strings.HasPrefix(m.Topic(), "r/stable/") {
+				mu.Lock()
+				seen[m.Topic()] = true
+				mu.Unlock()
+			}
+		})
+		if tok := sub.Subscribe("r/#", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+		testutil.Eventually(t, 5*time.Second, "every stable retained topic delivered", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(seen) == stable
+		})
+		sub.Disconnect(0)
+	}
+	close(stop)
+	if err := <-churned; err != nil {
+		t.Fatal(err)
 	}
 }
