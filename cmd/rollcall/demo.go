@@ -63,6 +63,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	link := filepath.Join(dir, "bus1")
+	// The demo's own mDNS instances carry a tag unique to this process, and the gateway
+	// admits only those: another demo or device announcing on loopback is not listed.
+	demoTag := fmt.Sprintf("demo%d", os.Getpid())
 	var simYAML strings.Builder
 	fmt.Fprintf(&simYAML, "control: {listen: %q}\nbuses:\n  - name: bus1\n    link: %s\n    baud: 115200\n    turnaround: 1ms\n    drives:\n",
 		freeAddr(*control), link)
@@ -76,7 +79,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprint(&simYAML, "tcp:\n")
 	for i, axis := range []int{5, 6} {
 		fmt.Fprintf(&simYAML, "  - name: tcp%d\n    listen: 127.0.0.1:0\n    drives: [{unit: 1, serial: SIM-01%02d}]\n", i+1, axis)
-		fmt.Fprintf(&simYAML, "    mdns: {instance: axis-%d, host: axis-%d-sim, interfaces: [%s], txt: {cell: \"1\", axis: \"%d\", axis_group: \"A\"}}\n", axis, axis, lo, axis)
+		fmt.Fprintf(&simYAML, "    mdns: {instance: axis-%d-%s, host: axis-%d-sim, interfaces: [%s], txt: {cell: \"1\", axis: \"%d\", axis_group: \"A\"}}\n",
+			axis, demoTag, axis, lo, axis)
 	}
 	simCfg, err := sim.ParseConfig("demo-sim.yaml", []byte(simYAML.String()))
 	if err != nil {
@@ -97,15 +101,15 @@ gateway: {id: demo-gw, state_dir: %s}
 mqtt: {broker: embedded, embedded_listen: %q, embedded_auth: {allow_anonymous: true}}
 discovery:
   serial:
-    - {name: bus1, device: %s, baud: 115200, units: "1-16", timeout: 20ms, meta: {cell: "1"}}
-  mdns: {enabled: true, interfaces: [%s], window: 1s, every: 1s, timeout: 200ms}
+    - {name: bus1, device: %s, baud: 115200, units: "1-16", meta: {cell: "1"}}
+  mdns: {enabled: true, interfaces: [%s], window: 1s, every: 1s, timeout: 200ms, instance_patterns: ['^axis-[0-9]+-%s$']}
 health:
   poll_interval: %s
   failures_before_critical: 3
   successes_before_passing: 2
   deregister_critical_after: 10s
 http: {listen: %q}
-`, filepath.Join(dir, "state"), freeAddr(*listen), link, lo, *poll, freeAddr(*httpAddr))
+`, filepath.Join(dir, "state"), freeAddr(*listen), link, lo, demoTag, *poll, freeAddr(*httpAddr))
 	cfg, err := config.Parse("demo-gateway.yaml", []byte(gwYAML))
 	if err != nil {
 		return err
