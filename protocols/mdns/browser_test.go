@@ -10,11 +10,11 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/grandcat/zeroconf"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 func TestNewBrowserValidation(t *testing.T) {
@@ -227,19 +227,6 @@ func equalCandidate(a, b Candidate) bool {
 		a.Port == b.Port && slices.Equal(a.Addrs, b.Addrs) && maps.Equal(a.TXT, b.TXT)
 }
 
-// testLogger logs through t.Log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 func loopback(t *testing.T) net.Interface {
 	t.Helper()
 	ifs, err := net.Interfaces()
@@ -293,7 +280,7 @@ func TestBrowseLoopback(t *testing.T) {
 		Window:       300 * time.Millisecond,
 		Every:        100 * time.Millisecond,
 		DropAfter:    dropAfter,
-		Logger:       testLogger(t),
+		Logger:       testutil.Logger(t, slog.LevelDebug),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +354,7 @@ func TestBrowseLoopback(t *testing.T) {
 // Run still sends a snapshot per service type after each window, logs the error once,
 // and returns nil promptly when ctx ends, without closing up.
 func TestRunInterfaceGone(t *testing.T) {
-	var logs lockedLog
+	var logs testutil.SyncBuffer
 	b, err := NewBrowser(BrowserOptions{
 		ServiceTypes: []string{"_modbus._tcp", "_http._tcp"},
 		Interfaces:   []string{"lo"},
@@ -404,21 +391,4 @@ func TestRunInterfaceGone(t *testing.T) {
 	if !strings.Contains(logs.String(), `err="none of the interfaces [\"nosuch0\"] is available"`) {
 		t.Errorf("log does not name the interface:\n%s", logs.String())
 	}
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/grandcat/zeroconf"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/netns"
 )
 
@@ -271,7 +273,7 @@ func TestHelperBrowse(t *testing.T) {
 		Interfaces:   []string{netns.LinkB},
 		Window:       500 * time.Millisecond,
 		Every:        100 * time.Millisecond,
-		Logger:       testLogger(t),
+		Logger:       testutil.Logger(t, slog.LevelDebug),
 	})
 	if err != nil {
 		t.Fatal(err)

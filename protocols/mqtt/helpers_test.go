@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
 )
@@ -24,36 +25,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // waitFor is the deadline of every wait in these tests.
 const waitFor = 15 * time.Second
-
-// testLogger logs to the test's output until the test's last cleanup ran; later writes
-// (from goroutines of libraries winding down) are dropped instead of panicking.
-func testLogger(t testing.TB, level slog.Level) *slog.Logger {
-	w := &guardedWriter{t: t}
-	t.Cleanup(w.close) // registered first, so it runs last
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type guardedWriter struct {
-	mu     sync.Mutex
-	t      testing.TB
-	closed bool
-}
-
-func (g *guardedWriter) Write(b []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return len(b), nil
-	}
-	g.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
-}
-
-func (g *guardedWriter) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-}
 
 // broker is a running broker under test.
 type broker struct {
@@ -79,7 +50,7 @@ func startMosquitto(t *testing.T) broker {
 
 func startEmbedded(t *testing.T) broker {
 	t.Helper()
-	b, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", Logger: testLogger(t, slog.LevelError)})
+	b, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", Logger: testutil.Logger(t, slog.LevelError)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +71,7 @@ func testGateway(id string, epoch int64) contract.GatewayRecord {
 func startPublisher(t *testing.T, o PublisherOptions, before func(*Publisher)) (*Publisher, func()) {
 	t.Helper()
 	if o.Logger == nil {
-		o.Logger = testLogger(t, slog.LevelInfo)
+		o.Logger = testutil.Logger(t, slog.LevelInfo)
 	}
 	p, err := NewPublisher(o)
 	if err != nil {

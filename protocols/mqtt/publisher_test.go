@@ -377,7 +377,7 @@ func TestPublisherServiceChange(t *testing.T) {
 }
 
 func TestPublisherRejects(t *testing.T) {
-	p, err := NewPublisher(PublisherOptions{BrokerURL: "tcp://127.0.0.1:1", Gateway: testGateway("gw", 1), Logger: testLogger(t, 100)})
+	p, err := NewPublisher(PublisherOptions{BrokerURL: "tcp://127.0.0.1:1", Gateway: testGateway("gw", 1), Logger: testutil.Logger(t, 100)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,7 +426,7 @@ func TestPublisherNoBroker(t *testing.T) {
 	}
 	url := "tcp://" + l.Addr().String()
 	_ = l.Close()
-	p, err := NewPublisher(PublisherOptions{BrokerURL: url, Gateway: testGateway("gw", 1), Logger: testLogger(t, 0)})
+	p, err := NewPublisher(PublisherOptions{BrokerURL: url, Gateway: testGateway("gw", 1), Logger: testutil.Logger(t, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package client_test
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -180,7 +181,7 @@ func TestCacheFileProblems(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Options{Brokers: []string{"tcp://127.0.0.1:1"}, CacheFile: bad, Logger: testLogger(t)})
+	c, err := client.New(client.Options{Brokers: []string{"tcp://127.0.0.1:1"}, CacheFile: bad, Logger: testutil.Logger(t, slog.LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}

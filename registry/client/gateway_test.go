@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
 	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 	"github.com/rollcall-edge/rollcall/registry/client"
@@ -37,7 +39,7 @@ health:
 // newRig returns a rig (internal/testutil/rig) whose bus1 has a drive per unit → serial.
 func newRig(t *testing.T, serials map[int]string) *rig.Rig {
 	r := rig.New(t)
-	r.Log = testLogger(t)
+	r.Log = testutil.Logger(t, slog.LevelInfo)
 	r.StartSimSerials(serials)
 	return r
 }

@@ -9,47 +9,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
 // waitFor bounds every wait of these tests.
 const waitFor = 20 * time.Second
 
-// testLogger logs to the test's output until the test's last cleanup ran; later writes
-// (from goroutines winding down) are dropped instead of panicking.
-func testLogger(t testing.TB) *slog.Logger {
-	w := &guardedWriter{t: t}
-	t.Cleanup(w.close) // registered first, so it runs last
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type guardedWriter struct {
-	mu     sync.Mutex
-	t      testing.TB
-	closed bool
-}
-
-func (g *guardedWriter) Write(b []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if !g.closed {
-		g.t.Log(strings.TrimSuffix(string(b), "\n"))
-	}
-	return len(b), nil
-}
-
-func (g *guardedWriter) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-}
-
 // runClient creates a client and runs it until the returned stop function is called or
 // the test ends. stop returns Run's error.
 func runClient(t *testing.T, o client.Options) (*client.Client, func() error) {
 	t.Helper()
 	if o.Logger == nil {
-		o.Logger = testLogger(t)
+		o.Logger = testutil.Logger(t, slog.LevelInfo)
 	}
 	c, err := client.New(o)
 	if err != nil {

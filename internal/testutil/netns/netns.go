@@ -55,7 +55,6 @@ package netns
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -68,6 +67,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 // Link names and addresses of the two sides; see the package documentation.
@@ -271,7 +272,7 @@ type Proc struct {
 	stop   chan struct{} // closed by Wait: the reader discards further lines
 	exited chan struct{} // closed after cmd.Wait returned
 	err    error         // cmd.Wait's result, valid after exited
-	stderr lockedBuffer
+	stderr testutil.SyncBuffer
 	once   sync.Once
 }
 
@@ -392,21 +393,3 @@ func (p *Proc) Wait() error {
 
 // Stderr returns what the child wrote to stderr so far.
 func (p *Proc) Stderr() string { return p.stderr.String() }
-
-// lockedBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
