@@ -108,9 +108,10 @@ func (d *discovery) roomFor(key string) bool {
 func (d *discovery) run(ctx context.Context, snapshots <-chan mdns.Snapshot) {
 	for i := range d.cfg.Discovery.TCP {
 		t := &d.cfg.Discovery.TCP[i]
-		ep := d.startModbus(ctx, t.Address, t.Name, t.UnitList, t.Timeout, t.PollInterval)
+		ep := d.newModbus(t.Address, t.Name, t.UnitList, t.Timeout, t.PollInterval)
 		ep.static = t
 		d.refreshHints(ep)
+		d.launch(ctx, ep)
 	}
 	for {
 		select {
@@ -123,8 +124,8 @@ func (d *discovery) run(ctx context.Context, snapshots <-chan mdns.Snapshot) {
 	}
 }
 
-// startModbus starts the master of a Modbus TCP endpoint.
-func (d *discovery) startModbus(ctx context.Context, address, scope string, units []int, timeout, interval time.Duration) *endpoint {
+// newModbus adds the (not yet running) master of a Modbus TCP endpoint.
+func (d *discovery) newModbus(address, scope string, units []int, timeout, interval time.Duration) *endpoint {
 	host, portStr, _ := net.SplitHostPort(address)
 	port, _ := strconv.Atoi(portStr)
 	mc := masterConfig{
@@ -138,22 +139,27 @@ func (d *discovery) startModbus(ctx context.Context, address, scope string, unit
 		},
 	}
 	m := newMaster(mc, hints{}, d.cfg.Gateway.ID, d.profiles, d.reg, d.metrics, d.log.With("endpoint", address))
-	return d.start(ctx, "tcp:"+address, m)
+	return d.add("tcp:"+address, m)
 }
 
-// start runs p under a child of ctx until the endpoint is stopped or ctx ends.
-func (d *discovery) start(ctx context.Context, key string, p poller) *endpoint {
-	ctx, cancel := context.WithCancel(ctx)
-	ep := &endpoint{p: p, cancel: cancel, done: make(chan struct{}), inMDNS: map[string]bool{}}
+// add records a new endpoint polled by p; launch starts it once its hints are set, so
+// that its first registration already carries them (the id may come from TXT).
+func (d *discovery) add(key string, p poller) *endpoint {
+	ep := &endpoint{p: p, done: make(chan struct{}), inMDNS: map[string]bool{}}
 	d.endpoints[key] = ep
 	d.count.Store(int32(len(d.endpoints)))
+	return ep
+}
+
+// launch runs ep's poller under a child of ctx until the endpoint is stopped or ctx ends.
+func (d *discovery) launch(ctx context.Context, ep *endpoint) {
+	ctx, ep.cancel = context.WithCancel(ctx)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		defer close(ep.done)
-		_ = p.run(ctx)
+		_ = ep.p.run(ctx)
 	}()
-	return ep
 }
 
 // refreshHints recomputes discovered_by and meta of an endpoint from how it is known.
@@ -199,7 +205,7 @@ func (d *discovery) apply(ctx context.Context, s mdns.Snapshot) {
 					unit = u
 				}
 				md := d.cfg.Discovery.MDNS
-				ep = d.startModbus(ctx, hostport, c.Host, []int{unit}, md.Timeout, d.cfg.Health.PollInterval)
+				ep = d.newModbus(hostport, c.Host, []int{unit}, md.Timeout, d.cfg.Health.PollInterval)
 				d.log.Info("mdns candidate", "service", s.Service, "instance", c.Instance, "endpoint", hostport, "unit", unit)
 			}
 		} else {
@@ -214,7 +220,7 @@ func (d *discovery) apply(ctx context.Context, s mdns.Snapshot) {
 				}
 				sc := newServiceChecker(ck, addr.String(), c.Port, c.Instance, d.cfg.Gateway.ID, d.cfg.Health.PollInterval,
 					hints{}, d.reg, d.metrics, d.log.With("endpoint", hostport, "check", ck.Type))
-				ep = d.start(ctx, key, sc)
+				ep = d.add(key, sc)
 				d.log.Info("mdns candidate", "service", s.Service, "instance", c.Instance, "endpoint", hostport, "check", ck.Type)
 			}
 		}
@@ -222,6 +228,9 @@ func (d *discovery) apply(ctx context.Context, s mdns.Snapshot) {
 		ep.inMDNS[s.Service] = true
 		ep.txtMeta = c.TXT
 		d.refreshHints(ep)
+		if ep.cancel == nil { // new: its hints are in place now
+			d.launch(ctx, ep)
+		}
 	}
 	// Endpoints of this service type that left the snapshot: forget the announcement;
 	// stop them once nothing is live there (static targets always stay).
