@@ -40,8 +40,10 @@ type Policy struct {
 	// PublishBurst and PublishEvery limit each instance's record publications (token
 	// bucket: PublishBurst publications at once, one more every PublishEvery), so a
 	// flapping device cannot flood the broker. A held-back record is published when a
-	// token is free: the last state always gets out. Deregistrations are never held
-	// back. Defaults 5 and 1 s; PublishBurst < 0 disables the limit.
+	// token is free: the last state always gets out. A death is never held back: a
+	// transition to critical, and a deregistration, is published at once even with the
+	// bucket empty, so detect_budget_ms holds after flapping. Defaults 5 and 1 s;
+	// PublishBurst < 0 disables the limit.
 	PublishBurst int
 	PublishEvery time.Duration
 }

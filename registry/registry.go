@@ -231,10 +231,12 @@ func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 }
 
 // publishLocked emits e's record if its publication bucket has a token, else holds it
-// back until Tick finds one. It unlocks r.mu.
+// back until Tick finds one; a transition to critical is emitted at once regardless (it
+// still spends a token when there is one). It unlocks r.mu.
 func (r *Registry) publishLocked(e *entry, now time.Time, changed bool) {
 	transition := e.last.Status != e.health.Status
-	if !e.take(now, r.opts.Policy) {
+	death := transition && e.health.Status == contract.Critical
+	if !e.take(now, r.opts.Policy) && !death {
 		e.held = true
 		e.heldTr = e.heldTr || transition
 		engaged := !e.limited

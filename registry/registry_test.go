@@ -274,6 +274,46 @@ func TestRegistryPublicationLimit(t *testing.T) {
 	}
 }
 
+// TestRegistryDeathNotHeldBack: after flapping has emptied the publication bucket, the
+// transition to critical is published at the poll that makes it, not when a token is
+// free again, so the published detect_budget_ms still holds.
+func TestRegistryDeathNotHeldBack(t *testing.T) {
+	rec := &recorder{}
+	p := DefaultPolicy() // burst 5, one per second; 3 failures to critical
+	r := New(Options{Gateway: "gw1", Epoch: 1, Policy: p, Sink: rec.sink})
+	r.Register(testReg("f"), obs('o', 0))
+	i := 1
+	for ; i <= 10; i++ { // a fault bit flapping on every poll: the bucket runs dry
+		o := obs('o', i)
+		o.State = map[string]any{"fault": i%2 == 1}
+		o.Degraded = i%2 == 1
+		r.Observe("f", "o", o)
+	}
+	before := len(rec.events)
+	if e, _ := r.Get("f"); e.Status == contract.Critical {
+		t.Fatal("critical before the device went silent")
+	}
+	var diedAt time.Time
+	for k := 0; k < p.FailuresBeforeCritical; k, i = k+1, i+1 { // then it dies
+		o := obs('x', i)
+		r.Observe("f", "o", o)
+		diedAt = o.At
+	}
+	var got *Event
+	for j := before; j < len(rec.events); j++ {
+		if rec.events[j].Record.Status == contract.Critical {
+			got = &rec.events[j]
+			break
+		}
+	}
+	if got == nil {
+		t.Fatalf("no critical record published at the failing poll (events after flapping: %d)", len(rec.events)-before)
+	}
+	if !got.Transition || !got.Record.StatusSince.Equal(diedAt) {
+		t.Fatalf("critical event %+v, want a transition at %v", got, diedAt)
+	}
+}
+
 func TestRegistryCaps(t *testing.T) {
 	rec := &recorder{}
 	r := New(Options{Gateway: "gw1", Epoch: 1, Policy: DefaultPolicy(), Sink: rec.sink, MaxInstances: 2, MaxRecordBytes: 2048})

@@ -248,7 +248,18 @@ func (s *RTUServer) Serve(ctx context.Context, port Port) error {
 		}
 		n, err := port.Read(rb)
 		if n > 0 {
-			lastRx = time.Now()
+			now := time.Now()
+			if (len(buf) > 0 || discarding) && !now.Before(lastRx.Add(gap)) {
+				// The reader woke late (a busy machine): these bytes came after a silence
+				// of t3.5 at least, which ended what was buffered or discarded before.
+				if len(buf) > 0 && !discarding {
+					if p := s.endOfFrame(buf, lastRx); p != nil && pending == nil {
+						pending = p
+					}
+				}
+				buf, discarding = buf[:0], false
+			}
+			lastRx = now
 			if pending != nil {
 				s.log.Debug("reply dropped: the master sent again before the reply was due", "unit", pending.u.id)
 				pending = nil

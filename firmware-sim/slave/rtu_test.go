@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,4 +428,58 @@ func TestRTUServeWriteTimeout(t *testing.T) {
 // lineTime is bits/baud seconds, computed in floating point independently of WireTime.
 func lineTime(bits float64, baud int) time.Duration {
 	return time.Duration(bits / float64(baud) * float64(time.Second))
+}
+
+// stallPort is one end of a pipe whose read deadlines are ignored while stalled: the
+// server's reader then wakes only when bytes arrive, as a reader starved of CPU on a
+// busy machine does, long after the t3.5 silence it was waiting for.
+type stallPort struct {
+	net.Conn
+	stalled atomic.Bool
+}
+
+func (p *stallPort) SetReadDeadline(t time.Time) error {
+	if p.stalled.Load() {
+		t = time.Time{}
+	}
+	return p.Conn.SetReadDeadline(t)
+}
+
+// TestRTUServeLateReader: after a bad frame the server discards input until a t3.5
+// silence; a reader that wakes late, with the next request already there, must still
+// see that the silence happened (the request came well after t3.5) and answer it.
+func TestRTUServeLateReader(t *testing.T) {
+	b := newTestBus(t, 115200, 0)
+	slaveEnd, master := net.Pipe()
+	port := &stallPort{Conn: slaveEnd}
+	port.stalled.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.srv.Serve(ctx, port) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		_ = master.Close()
+		_ = slaveEnd.Close()
+	}()
+	_ = master.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := master.Write(testutil.Unhex(t, "01 03 00 00 00 02 0B C4")); err != nil { // bad CRC
+		t.Fatal(err)
+	}
+	// Line silence far beyond t3.5 (1.75 ms at 115200 baud) before the next request: a
+	// property of the simulated line, not a synchronisation.
+	time.Sleep(20 * InterFrameDelay(115200))
+	port.stalled.Store(false)
+	if _, err := master.Write(testutil.Unhex(t, "01 03 00 00 00 02 C4 0B")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 9)
+	if _, err := io.ReadFull(master, got); err != nil {
+		t.Fatalf("no reply to the request after the silence: %v", err)
+	}
+	if want := testutil.Unhex(t, "01 03 04 02 37 00 00 4A 45"); !bytes.Equal(got, want) {
+		t.Fatalf("reply % X, want % X", got, want)
+	}
 }
