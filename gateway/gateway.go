@@ -186,8 +186,9 @@ func (g *Gateway) build() (*parts, error) {
 		Gateway: contract.GatewayRecord{
 			Gateway: cfg.Gateway.ID, Epoch: epoch, Started: contract.Time{Time: time.Now()}, Version: g.version,
 		},
-		Username: cfg.MQTT.Username,
-		Logger:   g.base,
+		Username:    cfg.MQTT.Username,
+		Logger:      g.base,
+		HoldRecords: true, // until the first reconciliation (see reconcile)
 	}
 	if p.pubOpts.Password, err = readSecret("mqtt", cfg.MQTT.PasswordFile, cfg.MQTT.PasswordEnv); err != nil {
 		return p, err
@@ -329,7 +330,7 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 
 	var busWG sync.WaitGroup
 	busWG.Add(2)
-	go func() { defer busWG.Done(); g.readBack(ctx, p.pubOpts, p.mx) }()
+	go func() { defer busWG.Done(); g.reconcile(ctx, p) }()
 	go func() { defer busWG.Done(); g.tick(ctx) }()
 	for _, m := range p.masters {
 		busWG.Add(1)
@@ -373,32 +374,73 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 	g.log.Info("gateway stopped", "epoch", g.epoch)
 }
 
-// readBack reads this gateway's retained records left by earlier epochs and hands them
-// to the registry, which takes those no poller claims through critical to deregistered.
-// It retries while the broker cannot be reached (a broker that is down at start must not
-// leave stale records behind once it is back).
-func (g *Gateway) readBack(ctx context.Context, po mqtt.PublisherOptions, mx *metrics.Metrics) {
-	for retry := time.Second; ; retry = min(2*retry, 10*time.Second) {
-		recs, err := mqtt.ReadBack(ctx, mqtt.ReadBackOptions{
-			BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
-			Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig, Logger: g.base,
-		})
-		if err == nil {
-			n := g.reg.Adopt(recs, time.Now())
-			mx.Adopted(recs)
-			g.log.Info("read back retained records of earlier epochs", "records", len(recs), "adopted", n)
-			return
+// reconcile reads back the gateway's retained subtree after every connection of the
+// publisher (the first one included; the publisher holds the records until then) and
+// reconciles it with the registry
+// (registry.Reconcile): records of instances it deregistered, and malformed or
+// misplaced records, are cleared at once; records it does not know are adopted and
+// taken through critical to deregistration unless a poller finds their device again.
+// So a broker restored from old state, or a lost state directory, never leaves a stale
+// record behind. A failed read-back is retried (1 s, doubling up to 10 s) while the
+// connection lasts.
+func (g *Gateway) reconcile(ctx context.Context, p *parts) {
+	var done uint64 // connection generation last reconciled
+	retry, next := time.Second, time.Time{}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if gen := p.pub.Connections(); gen != done && p.pub.Connected() && !time.Now().Before(next) {
+			err := g.readBack(ctx, p)
+			// Records are held until the first read-back was tried: it must see what an
+			// earlier run left before this run's records replace it. A broker that
+			// refuses the read-back does not stop the catalog.
+			p.pub.Release()
+			if err == nil {
+				done, retry = gen, time.Second
+			} else if ctx.Err() == nil {
+				g.log.Warn("cannot read back retained records, retrying", "retry_in", retry, "err", err)
+				next = time.Now().Add(retry)
+				retry = min(2*retry, 10*time.Second)
+			}
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		g.log.Warn("cannot read back retained records, retrying", "retry_in", retry, "err", err)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(retry):
+		case <-t.C:
 		}
 	}
+}
+
+// readBack reads the retained subtree once and applies it (see reconcile).
+func (g *Gateway) readBack(ctx context.Context, p *parts) error {
+	po := p.pubOpts
+	retained, err := mqtt.ReadBack(ctx, mqtt.ReadBackOptions{
+		BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
+		Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig, Logger: g.base,
+	})
+	if err != nil {
+		return err
+	}
+	recs := make([]contract.Record, 0, len(retained))
+	malformed := 0
+	for _, r := range retained {
+		if r.Err != nil {
+			if p.pub.Clear(r.Topic) {
+				malformed++
+				g.log.Warn("clearing a malformed record in the gateway's subtree", "topic", r.Topic, "err", r.Err)
+			}
+			continue
+		}
+		recs = append(recs, *r.Record)
+	}
+	adopted, clear := g.reg.Reconcile(recs, time.Now())
+	p.mx.Adopted(adopted)
+	for _, rec := range clear {
+		p.pub.Clear(po.Topics.Instance(rec.Service, rec.Gateway, rec.ID))
+	}
+	g.log.Info("reconciled the retained records of the gateway's subtree", "records", len(retained),
+		"adopted", len(adopted), "cleared_stale", len(clear), "cleared_malformed", malformed)
+	return nil
 }
 
 // ready is nil when the gateway is ready (/readyz): started, not stopping, and the

@@ -1,13 +1,20 @@
 package gateway_test
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 )
 
 // view is a consumer's picture of the catalog built from messages: id → record fields
@@ -218,4 +225,183 @@ func decode(t *testing.T, m message) map[string]any {
 		t.Fatalf("%s: %v", m.topic, err)
 	}
 	return r
+}
+
+// TestBrokerBackWithOldState: the broker comes back from an old persistence file (a
+// restore, or a crash before its last save) that still holds a drive that died and was
+// deregistered since, as passing. Nothing is pending in the gateway for that drive; the
+// reconciliation after the reconnect must clear the stale record.
+func TestBrokerBackWithOldState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.StartPersistent(t)
+	h := rig.New(t)
+	s := h.StartSim(1, 2, 3)
+	g := h.StartGateway(broker.URL(), lifecycleConfig)
+	rig.WaitCatalog(t, g, 15*time.Second, "3 passing drives", rig.Passing(3))
+	// A fresh subscriber sees the three records retained: the broker has them.
+	sub := subscribe(t, broker.URL())
+	v := view{}
+	sub.next(t, 10*time.Second, "3 retained records", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		return len(v) == 3
+	})
+	broker.Stop() // saves: the file now holds the three drives passing
+	old, err := os.ReadFile(broker.PersistenceFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker.Restart()
+	gone := "rollcall-firmware-sim-sim-0003"
+	if err := s.SetFault("bus1", 3, slave.Fault{Mode: slave.FaultSilent}); err != nil {
+		t.Fatal(err)
+	}
+	rig.WaitCatalog(t, g, 15*time.Second, "drive 3 deregistered", func(r []contract.Record) bool {
+		_, ok := rig.Instance(r, gone)
+		return len(r) == 2 && !ok
+	})
+	now := subscribe(t, broker.URL())
+	nv := view{}
+	now.next(t, 10*time.Second, "the broker's view without drive 3", func(m message, r map[string]any) bool {
+		nv.apply(m, r)
+		return nv.equalsRegistry(g.Registry().Snapshot())
+	})
+	// The broker comes back with the old state: drive 3 passing, retained.
+	broker.Stop()
+	if err := os.WriteFile(broker.PersistenceFile(), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	broker.Restart()
+	after := subscribe(t, broker.URL())
+	av := view{}
+	after.next(t, 20*time.Second, "the stale record cleared after the reconnect", func(m message, r map[string]any) bool {
+		av.apply(m, r)
+		_, stale := av[gone]
+		return !stale && av.equalsRegistry(g.Registry().Snapshot())
+	})
+	t.Logf("stale record of the dead drive cleared %v after the broker came back with old state", time.Since(back))
+}
+
+// TestStateDirLost: the gateway's state directory is lost (a new SD card) while a drive
+// is removed: the restarted gateway is at epoch 1 again, below the epoch of the records
+// it finds. The removed drive's record is still taken through critical to deregistered,
+// and the live drives' revisions keep increasing.
+func TestStateDirLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.Start(t)
+	h := rig.New(t)
+	s := h.StartSim(1, 2, 3)
+	var revs map[string]int64
+	for run := 1; run <= 2; run++ { // two runs: the records are at epoch 2
+		g, stop := h.RunGateway(broker.URL(), lifecycleConfig)
+		snap := rig.WaitCatalog(t, g, 15*time.Second, "3 passing drives", rig.Passing(3))
+		revs = map[string]int64{}
+		for _, r := range snap {
+			revs[r.ID] = r.Revision
+		}
+		stop()
+	}
+	if err := os.RemoveAll(filepath.Join(h.Dir, "state-"+h.GatewayID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetFault("bus1", 3, slave.Fault{Mode: slave.FaultSilent}); err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribe(t, broker.URL())
+	g, _ := h.RunGateway(broker.URL(), lifecycleConfig)
+	if g.Epoch() != 1 {
+		t.Fatalf("epoch %d with a lost state directory, want 1", g.Epoch())
+	}
+	gone := "rollcall-firmware-sim-sim-0003"
+	v := view{}
+	sawCritical := false
+	sub.next(t, 20*time.Second, "removed drive critical then cleared, the others republished", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		if r != nil && r["id"] == gone && r["status"] == "critical" {
+			sawCritical = true
+		}
+		_, stale := v[gone]
+		return !stale && len(v) == 2 && above(v, "rollcall-firmware-sim-sim-0001", revs) && above(v, "rollcall-firmware-sim-sim-0002", revs)
+	})
+	if !sawCritical {
+		t.Error("the removed drive was cleared without going critical first")
+	}
+}
+
+// above reports whether the record of id in v is of epoch 1 with a revision above
+// revs[id].
+func above(v view, id string, revs map[string]int64) bool {
+	r, ok := v[id]
+	if !ok {
+		return false
+	}
+	rev, _ := r["revision"].(float64)
+	return r["epoch"] == float64(1) && int64(rev) > revs[id]
+}
+
+// TestMalformedRecordsCleared: what is not a valid record of its topic in the gateway's
+// own subtree (not JSON, over the 64 KiB limit, another id's record) is cleared when the
+// gateway starts, instead of being skipped and left retained for ever.
+func TestMalformedRecordsCleared(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.Start(t)
+	topics := contract.Topics{}
+	gw := rig.DefaultGatewayID
+	other, err := contract.EncodeRecord(testutil.FullRecord(gw, "someone-else", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string][]byte{
+		topics.Instance("servo-drive", gw, "not-json"):  []byte("{not json"),
+		topics.Instance("servo-drive", gw, "too-big"):   append([]byte(`{"schema":"rollcall.instance/v1","pad":"`), append(bytes.Repeat([]byte("x"), 70<<10), '"', '}')...),
+		topics.Instance("servo-drive", gw, "misplaced"): other,
+	}
+	var mu sync.Mutex
+	latest := map[string][]byte{}
+	watch := paho.NewClient(mqtt.Session{Brokers: []string{broker.URL()}, ClientID: "it-watch-malformed", CleanSession: true, OrderMatters: true}.Options())
+	if tok := watch.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer watch.Disconnect(100)
+	pub := paho.NewClient(mqtt.Session{Brokers: []string{broker.URL()}, ClientID: "it-pub-malformed", CleanSession: true}.Options())
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer pub.Disconnect(100)
+	for topic, payload := range bad {
+		if tok := pub.Publish(topic, 1, true, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", topic, tok.Error())
+		}
+	}
+	if tok := watch.Subscribe(topics.GatewayCatalogFilter(gw), 1, func(_ paho.Client, m paho.Message) {
+		mu.Lock()
+		latest[m.Topic()] = append([]byte(nil), m.Payload()...)
+		mu.Unlock()
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	testutil.Eventually(t, 10*time.Second, "the malformed records retained", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(latest) == len(bad)
+	})
+	h := rig.New(t)
+	h.StartSim(1)
+	h.StartGateway(broker.URL(), lifecycleConfig)
+	testutil.Eventually(t, 15*time.Second, "every malformed record cleared", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for topic := range bad {
+			if len(latest[topic]) != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }

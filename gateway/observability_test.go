@@ -200,7 +200,11 @@ func TestHTTPAPI(t *testing.T) {
 	})
 	checkMetric(m1, `rollcall_registrations_total`, eq(2), "2")
 	checkMetric(m1, `rollcall_polls_total{master="bus1",outcome="timeout",unit="2"}`, func(v float64) bool { return v >= 3 }, "≥ 3")
-	checkMetric(m1, `rollcall_polls_total{master="bus1",outcome="ok",unit="1"}`, func(v float64) bool { return v > 0 }, "> 0")
+	// The bystander's good polls are counted (on a starved machine its polls right
+	// around the fault may all have timed out: wait for one that answered).
+	testutil.Eventually(t, 10*time.Second, `rollcall_polls_total{master="bus1",outcome="ok",unit="1"} > 0`, func() bool {
+		return scrape(t, base+"/metrics")[`rollcall_polls_total{master="bus1",outcome="ok",unit="1"}`] > 0
+	})
 	checkMetric(m1, `rollcall_poll_round_trip_seconds_count{master="bus1"}`, func(v float64) bool { return v > 0 }, "> 0")
 	checkMetric(m1, `rollcall_modbus_timeouts_total{master="bus1"}`,
 		func(v float64) bool { return v >= m0[`rollcall_modbus_timeouts_total{master="bus1"}`]+3 }, "3 more than before")
@@ -364,13 +368,13 @@ func TestLogsAtDefaultLevel(t *testing.T) {
 		m := scrape(t, metricsURL)
 		return m[`rollcall_polls_total{master="bus1",outcome="ok",unit="1"}`] + m[`rollcall_polls_total{master="bus1",outcome="ok",unit="2"}`]
 	}
-	// The start-up lines (MQTT connection, read-back of earlier epochs) may come after
+	// The start-up lines (MQTT connection, reconciliation of the retained subtree) may come after
 	// the drives are passing: wait for both, then measure.
 	testutil.Eventually(t, 10*time.Second, "the start-up lines (MQTT connected, read-back done)", func() bool {
 		connected, readBack := false, false
 		for _, l := range store.gatewayLines(0) {
 			connected = connected || strings.HasPrefix(l.msg, "mqtt: connected")
-			readBack = readBack || strings.HasPrefix(l.msg, "read back retained records")
+			readBack = readBack || strings.HasPrefix(l.msg, "reconciled the retained records")
 		}
 		return connected && readBack
 	})

@@ -102,6 +102,7 @@ type entry struct {
 	state     map[string]any
 	live      bool  // false once deregistered (kept to continue its revision)
 	seq       int64 // publications of this instance in this epoch
+	rev       int64 // revision of the last record emitted, or the highest read back
 	published time.Time
 	last      contract.Record // last record emitted
 
@@ -278,22 +279,58 @@ func (e *entry) take(now time.Time, p Policy) bool {
 	return true
 }
 
-// Adopt takes over records that an earlier epoch of this gateway published (read back
-// from the broker's retained messages at start; docs/contract.md,
-// "Gateway start"). Records of ids already registered in this epoch, and records of other
-// gateways, are ignored. An adopted instance keeps its last status until a poller
-// registers the same id again (then it starts afresh), or until Policy.RestartGrace has
-// passed: then Tick makes it critical and, DeregisterCriticalAfter later, deregisters
-// it, so a restart never leaves a stale record behind. Nothing is published by Adopt
-// itself: the read-back records are already retained.
-func (r *Registry) Adopt(recs []contract.Record, now time.Time) (adopted int) {
+// MaxAdoptedRevision is the highest revision Reconcile takes over from a read-back
+// record (2^53 − 2^40): new revisions stay exact in JSON numbers (2^53) with room for
+// 2^40 more publications, whatever a record in the gateway's subtree claimed.
+const MaxAdoptedRevision = 1<<53 - 1<<40
+
+// Reconcile compares what the broker retains in this gateway's subtree (read back at
+// start and after every reconnect; docs/contract.md, "Gateway start" and "Broker
+// outage") with what the registry vouches for now, whatever the records' epochs:
+//
+//   - a record of a live instance: vouched for; the publisher's resynchronisation
+//     replaces it with the current record;
+//   - a record of an instance this gateway deregistered (a broker restored from its
+//     persistence file, say): returned in clear, to be cleared at once;
+//   - a record of an id the registry does not know (an earlier run's, whatever its
+//     epoch, even a later one than ours after a lost state directory, or a forgery in
+//     our subtree): adopted. It keeps its last status until a poller registers the same
+//     id again (then it starts afresh), or until Policy.RestartGrace has passed: then
+//     Tick makes it critical and, DeregisterCriticalAfter later, deregisters it, so no
+//     stale record is left behind.
+//
+// It returns the records adopted and those to clear. Records of other gateways are
+// ignored. Every record's revision (up to MaxAdoptedRevision) becomes a floor for its
+// id, so revisions stay strictly increasing even when the epoch went back (a lost state
+// directory); a live instance already published at or below that floor in this run is
+// published again above it (an Upsert event), so consumers that keep the highest
+// revision take the current record. Nothing else is published by Reconcile.
+func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, clear []contract.Record) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, rec := range recs {
-		if rec.Gateway != r.opts.Gateway || rec.ID == "" || rec.Epoch >= r.opts.Epoch {
-			continue // another gateway's, or already this epoch's
+	var bumped []contract.Record
+	defer func() {
+		r.mu.Unlock()
+		for _, rec := range bumped {
+			r.sink(Event{Kind: Upsert, Record: rec})
 		}
-		if e, ok := r.instances[rec.ID]; ok && e.live {
+	}()
+	for _, rec := range recs {
+		if rec.Gateway != r.opts.Gateway || rec.ID == "" {
+			continue // another gateway's
+		}
+		floor := min(max(rec.Revision, 0), MaxAdoptedRevision)
+		if e, ok := r.instances[rec.ID]; ok {
+			published := e.rev
+			e.rev = max(e.rev, floor)
+			switch {
+			case !e.live:
+				clear = append(clear, rec)
+			case e.adoptedAt.IsZero() && e.seq > 0 && published <= floor:
+				// Published in this run below what the broker held (the epoch went back):
+				// publish again above it, so consumers that keep the highest revision
+				// take the current record.
+				bumped = append(bumped, r.emitLocked(e, now))
+			}
 			continue
 		}
 		e := &entry{
@@ -306,11 +343,12 @@ func (r *Registry) Adopt(recs []contract.Record, now time.Time) (adopted int) {
 			live:      true,
 			adoptedAt: now,
 			last:      rec,
+			rev:       floor,
 		}
 		r.instances[rec.ID] = e
-		adopted++
+		adopted = append(adopted, rec)
 	}
-	return adopted
+	return adopted, clear
 }
 
 // Tick advances time-driven transitions; the gateway calls it periodically (e.g. every
@@ -398,6 +436,7 @@ func (r *Registry) SetCheck(id string, c contract.Check) {
 // emitLocked builds the record of e for publication at now, bumping its revision.
 func (r *Registry) emitLocked(e *entry, now time.Time) contract.Record {
 	e.seq++
+	e.rev = max(Revision(r.opts.Epoch, e.seq), e.rev+1)
 	e.published = now
 	e.last = r.recordLocked(e)
 	return e.last
@@ -425,7 +464,7 @@ func (r *Registry) recordLocked(e *entry) contract.Record {
 		Service:      e.reg.Service,
 		Gateway:      r.opts.Gateway,
 		Epoch:        r.opts.Epoch,
-		Revision:     Revision(r.opts.Epoch, e.seq),
+		Revision:     e.rev,
 		Status:       e.health.Status,
 		StatusSince:  contract.Time{Time: e.health.Since},
 		LastSeen:     lastSeen,
@@ -440,7 +479,8 @@ func (r *Registry) recordLocked(e *entry) contract.Record {
 }
 
 // Revision is the record revision for the seq-th publication of an instance in the given
-// gateway epoch: epoch × 2^32 + seq. It increases strictly for an instance across
+// gateway epoch: epoch × 2^32 + seq, or one more than the instance's previous revision
+// when that is higher (see Reconcile). It increases strictly for an instance across
 // epochs (the epoch is bumped on every gateway start) without persisting per-instance
 // counters, and stays below 2^53 (exact in JSON/JavaScript numbers) for epochs < 2^21.
 func Revision(epoch, seq int64) int64 { return epoch<<32 + seq }

@@ -204,8 +204,8 @@ func TestRegistryAdoptUnclaimedGoesCriticalThenAway(t *testing.T) {
 		Revision: Revision(2, 7), Status: contract.Passing, StatusSince: contract.Time{Time: t0.Add(-time.Hour)}}
 	foreign := old
 	foreign.ID, foreign.Gateway = "other", "gw2"
-	if n := r.Adopt([]contract.Record{old, foreign}, t0); n != 1 {
-		t.Fatalf("adopted %d, want 1", n)
+	if n, clear := r.Reconcile([]contract.Record{old, foreign}, t0); len(n) != 1 || len(clear) != 0 {
+		t.Fatalf("adopted %d, cleared %v; want 1 adopted, none cleared", len(n), clear)
 	}
 	if len(rec.events) != 0 {
 		t.Fatal("Adopt published")
@@ -233,7 +233,7 @@ func TestRegistryAdoptClaimed(t *testing.T) {
 	r := newTestRegistry(rec)
 	old := contract.Record{Schema: contract.Schema, ID: "a", Service: "servo-drive", Gateway: "gw1", Epoch: 2, Status: contract.Critical,
 		StatusSince: contract.Time{Time: t0.Add(-time.Minute)}}
-	r.Adopt([]contract.Record{old}, t0)
+	r.Reconcile([]contract.Record{old}, t0)
 	r.Register(testReg("a"), obs('o', 1))
 	if last := rec.events[len(rec.events)-1]; last.Record.Status != contract.Passing {
 		t.Fatalf("claimed instance not fresh: %+v", last)
@@ -241,6 +241,71 @@ func TestRegistryAdoptClaimed(t *testing.T) {
 	r.Tick(t0.Add(time.Hour))
 	if last := rec.events[len(rec.events)-1]; last.Kind != Upsert || last.Record.Status != contract.Passing {
 		t.Fatalf("claimed instance taken down by Tick: %+v", last)
+	}
+}
+
+// TestRegistryReconcileAnyEpoch: what the broker retains in the gateway's subtree is
+// reconciled whatever its epoch. A record from a later epoch than ours (the state
+// directory was lost) or a forged one is adopted and taken through critical to
+// deregistration; a record of an instance this gateway deregistered (a broker restored
+// from its persistence file) is returned to be cleared; a live instance's record is
+// vouched for. Revisions continue above every revision read back.
+func TestRegistryReconcileAnyEpoch(t *testing.T) {
+	rec := &recorder{}
+	r := newTestRegistry(rec) // epoch 3, RestartGrace 5 s, DeregisterCriticalAfter 1 s
+	r.Register(testReg("live"), obs('o', 0))
+	r.Register(testReg("dead"), obs('o', 0))
+	for i := 1; i <= 3; i++ {
+		r.Observe("dead", "o", obs('x', i))
+	}
+	r.Observe("dead", "o", obs('x', 30)) // critical for 2.7 s > 1 s: deregistered
+	if _, ok := r.Get("dead"); ok {
+		t.Fatal("dead instance still live")
+	}
+	rec.events = nil
+	later := contract.Record{Schema: contract.Schema, ID: "later", Service: "servo-drive", Gateway: "gw1", Epoch: 9,
+		Revision: Revision(9, 4), Status: contract.Passing, StatusSince: contract.Time{Time: t0.Add(-time.Hour)}}
+	stale := later
+	stale.ID, stale.Revision = "dead", Revision(3, 1)
+	stale.Epoch = 3
+	live := later
+	live.ID, live.Revision, live.Epoch = "live", Revision(9, 9), 9
+	n, clear := r.Reconcile([]contract.Record{later, stale, live}, t0)
+	if len(n) != 1 || n[0].ID != "later" || len(clear) != 1 || clear[0].ID != "dead" {
+		t.Fatalf("adopted %+v, clear %+v; want the later-epoch record adopted and the deregistered one cleared", n, clear)
+	}
+	// The live instance, published in this run below what was read back for its id, is
+	// published again above it; nothing else is published.
+	if len(rec.events) != 1 || rec.events[0].Record.ID != "live" || rec.events[0].Record.Revision <= live.Revision {
+		t.Fatalf("events after Reconcile %+v, want one record of live above revision %d", rec.events, live.Revision)
+	}
+	r.Observe("live", "o", obs('x', 40))
+	r.Observe("live", "o", obs('x', 41))
+	r.Observe("live", "o", obs('x', 42)) // critical: a transition, published
+	if got, _ := r.Get("live"); got.Revision <= live.Revision+1 {
+		t.Fatalf("revision %d after reading back %d", got.Revision, live.Revision)
+	}
+	r.Tick(t0.Add(5 * time.Second))
+	var crit *Event
+	for i := range rec.events {
+		if rec.events[i].Record.ID == "later" {
+			crit = &rec.events[i]
+		}
+	}
+	if crit == nil || crit.Record.Status != contract.Critical || crit.Record.Revision <= later.Revision {
+		t.Fatalf("later-epoch record after the grace: %+v", crit)
+	}
+	r.Tick(t0.Add(6 * time.Second))
+	if _, ok := r.Get("later"); ok {
+		t.Fatal("later-epoch record not deregistered")
+	}
+	// A forged huge revision cannot push revisions past exact JSON numbers.
+	huge := later
+	huge.ID, huge.Revision = "huge", 1<<62
+	r.Reconcile([]contract.Record{huge}, t0)
+	r.Register(testReg("huge"), obs('o', 70))
+	if got, _ := r.Get("huge"); got.Revision > 1<<53 {
+		t.Fatalf("revision %d beyond 2^53", got.Revision)
 	}
 }
 

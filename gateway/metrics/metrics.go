@@ -228,17 +228,14 @@ func (m *Metrics) Event(ev registry.Event) {
 	}
 }
 
-// Adopted tells the catalog tracker about records read back from an earlier epoch of
-// this gateway (the ones registry.Adopt takes: this gateway's, of an earlier epoch,
-// not live already): they count as live instances, not as registrations, and their
-// later status changes count from their read-back status.
+// Adopted tells the catalog tracker about records read back from the gateway's subtree
+// and adopted by registry.Reconcile (its first result): they count as live instances,
+// not as registrations, and their later status changes count from their read-back
+// status.
 func (m *Metrics) Adopted(recs []contract.Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, rec := range recs {
-		if rec.Gateway != m.opts.Gateway || rec.ID == "" || rec.Epoch >= m.opts.Epoch {
-			continue
-		}
 		if prev, known := m.statuses[rec.ID]; known && prev.live {
 			continue
 		}

@@ -69,12 +69,11 @@ func TestCatalogEvents(t *testing.T) {
 	up := func(id string, st contract.Status, rev int64, tr bool) {
 		m.Event(registry.Event{Kind: registry.Upsert, Record: rec(id, st, rev), Transition: tr})
 	}
-	// An instance read back from epoch 1, warning: live, not a registration.
+	// An instance read back from epoch 1 and adopted (registry.Reconcile), warning: live,
+	// not a registration.
 	old := rec("old", contract.Warning, 1<<32+5)
 	old.Epoch = 1
-	other := rec("foreign", contract.Passing, 1)
-	other.Gateway = "another-gw"
-	m.Adopted([]contract.Record{old, other})
+	m.Adopted([]contract.Record{old})
 
 	up("a", contract.Passing, 10, true)
 	up("b", contract.Passing, 10, true)

@@ -79,6 +79,11 @@ type PublisherOptions struct {
 	// ShutdownTimeout bounds the clean shutdown: publishing status "offline" and then
 	// the pending records (default 2 s).
 	ShutdownTimeout time.Duration
+	// HoldRecords: instance records (and empty records) are kept, not published, until
+	// Release is called; the gateway status is published as usual. The gateway holds
+	// its records until it has read back its subtree once, so that its first records
+	// cannot overwrite (and hide) the revisions an earlier run left on the broker.
+	HoldRecords bool
 	// OnPublished, if set, is called for every record (or empty record) the broker
 	// acknowledged, with the time from the Publish or Deregister call that made it to
 	// the PUBACK (an outage counts in full: it is the time the change took to get out).
@@ -160,6 +165,7 @@ type Publisher struct {
 	// resumeTimeouts counts waitResumed giving up (tests expect 0).
 	resumeTimeouts atomic.Uint64
 	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
+	held           atomic.Bool   // HoldRecords in force: records are not published yet
 	syncedGen      atomic.Uint64 // connection generation whose resync completed (for Stats)
 	healUntil      atomic.Int64  // unix ns: until then onStatusMessage repairs our status
 	mu             sync.Mutex
@@ -215,6 +221,7 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 		entries:   map[string]*entry{},
 		current:   map[string]string{},
 	}
+	p.held.Store(o.HoldRecords)
 	p.log = o.Logger.With("gateway", o.Gateway.Gateway)
 	g := o.Gateway
 	g.State = contract.StateOnline
@@ -245,6 +252,18 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	p.client = paho.NewClient(co)
 	return p, nil
 }
+
+// Release ends HoldRecords: the records kept so far, and every later one, are published.
+// Calling it again, or without HoldRecords, does nothing.
+func (p *Publisher) Release() {
+	if p.held.CompareAndSwap(true, false) {
+		signal(p.kick)
+	}
+}
+
+// Connections returns the number of connections to the broker established so far (the
+// first included): it changes after every reconnect.
+func (p *Publisher) Connections() uint64 { return p.connGen.Load() }
 
 // Connected reports whether the publisher holds an open connection to the broker now.
 func (p *Publisher) Connected() bool { return p.client.IsConnectionOpen() }
@@ -330,6 +349,31 @@ func (p *Publisher) Deregister(service, id string) {
 	signal(p.kick)
 }
 
+// Clear publishes an empty retained payload (QoS 1) on topic, an instance topic of this
+// gateway's subtree that it does not vouch for (a stale, foreign or malformed record
+// found by ReadBack), unless the topic holds one of its current records. Like Publish
+// it never blocks, and the clearing is retried until the broker acknowledges it. It
+// reports false, doing nothing, for a topic outside the gateway's subtree or current.
+func (p *Publisher) Clear(topic string) bool {
+	_, gw, inst, ok := p.o.Topics.ParseInstanceTopic(topic)
+	if !ok || gw != p.gwSlug {
+		return false
+	}
+	p.mu.Lock()
+	if cur, ok := p.current[inst]; ok && cur == topic {
+		p.mu.Unlock()
+		return false
+	}
+	if e := p.entries[topic]; e != nil && e.payload == nil {
+		p.mu.Unlock()
+		return true // already being cleared
+	}
+	p.setLocked(topic, inst, nil)
+	p.mu.Unlock()
+	signal(p.kick)
+	return true
+}
+
 // setLocked records a new wanted state for topic; p.mu must be held.
 func (p *Publisher) setLocked(topic, instance string, payload []byte) {
 	e := p.entries[topic]
@@ -396,7 +440,7 @@ func (p *Publisher) work(ctx context.Context) {
 			if ok {
 				ok = p.healStatus(ctx)
 			}
-			if ok {
+			if ok && !p.held.Load() {
 				ok = p.flush(ctx, gen)
 			}
 			if !ok && ctx.Err() == nil && retryC == nil {

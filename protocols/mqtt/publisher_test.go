@@ -457,3 +457,52 @@ func TestPublisherNoBroker(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestPublisherHoldAndClear: with HoldRecords the status goes out but records wait for
+// Release; Clear empties a stale topic of the gateway's subtree, and refuses the topic of
+// a current record and another gateway's topic.
+func TestPublisherHoldAndClear(t *testing.T) {
+	b := startEmbedded(t)
+	gw := "hold-gw"
+	w := startWatch(t, b.url, "")
+	stale := topics.Instance("servo-drive", gw, "gone-1")
+	foreign := topics.Instance("servo-drive", "other-gw", "x-1")
+	for topic, rec := range map[string]contract.Record{stale: testutil.FullRecord(gw, "gone-1", 1), foreign: testutil.FullRecord("other-gw", "x-1", 1)} {
+		payload, err := contract.EncodeRecord(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rawPublish(t, b.url, topic, true, payload)
+	}
+	p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 1), HoldRecords: true}, nil)
+	rec := testutil.FullRecord(gw, "drive-1", 1)
+	p.Publish(rec)
+	w.gateway(t, "online", isState(gw, contract.StateOnline))
+	instTopic := topics.Instance(rec.Service, gw, rec.ID)
+	if _, ok := retained(t, b.url, topics.CatalogFilter(""))[instTopic]; ok {
+		t.Fatal("record published while held")
+	}
+	p.Release()
+	w.catalog(t, "record after Release", isRecord(instTopic, 1))
+
+	if p.Clear(instTopic) {
+		t.Error("Clear took the topic of a current record")
+	}
+	if p.Clear(foreign) {
+		t.Error("Clear took another gateway's topic")
+	}
+	if !p.Clear(stale) {
+		t.Fatal("Clear refused a stale topic of the gateway's subtree")
+	}
+	w.catalog(t, "stale topic cleared", isGone(stale))
+	snap := retained(t, b.url, topics.CatalogFilter(""))
+	if _, ok := snap[stale]; ok {
+		t.Fatal("stale topic still retained")
+	}
+	if _, ok := snap[foreign]; !ok {
+		t.Fatal("another gateway's topic was cleared")
+	}
+	if _, ok := snap[instTopic]; !ok {
+		t.Fatal("the current record was cleared")
+	}
+}

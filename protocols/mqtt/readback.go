@@ -28,15 +28,27 @@ type ReadBackOptions struct {
 	Timeout time.Duration
 }
 
-// ReadBack returns the instance records a gateway has retained on the broker, i.e. what
-// an earlier epoch of it left behind (docs/contract.md, "Gateway start").
-// It subscribes to Topics.GatewayCatalogFilter with a clean session, then publishes a
-// non-retained marker {"readback":"<random nonce>"} to Topics.ReadBackMarker on the same
-// session: the broker sends retained messages when it handles the SUBSCRIBE, so they
-// arrive before the marker, which ends the read. Empty (deregistered) and malformed records are skipped (malformed ones are
-// logged). It fails when the broker cannot be reached or the marker does not come back
-// within Timeout.
-func ReadBack(ctx context.Context, o ReadBackOptions) ([]contract.Record, error) {
+// Retained is one retained message read back from a gateway's catalog subtree: its
+// topic and either its record or why it is not a valid record of that topic.
+type Retained struct {
+	Topic  string
+	Record *contract.Record // nil when Err is set
+	// Err: the payload does not decode (contract.DecodeRecord's errors), or the record
+	// is not the one its topic names (service, gateway and id slugs must match;
+	// wraps contract.ErrInvalidRecord).
+	Err error
+}
+
+// ReadBack returns what the broker retains in a gateway's catalog subtree (what an
+// earlier run of it, or anyone else, left there; docs/contract.md, "Gateway start"):
+// one Retained per non-empty retained message on an instance topic of the gateway, the
+// malformed ones included so the caller can clear them. It subscribes to
+// Topics.GatewayCatalogFilter with a clean session, then publishes a non-retained marker
+// {"readback":"<random nonce>"} to Topics.ReadBackMarker on the same session: the
+// broker sends retained messages when it handles the SUBSCRIBE, so they arrive before
+// the marker, which ends the read. It fails when the broker cannot be reached or the
+// marker does not come back within Timeout.
+func ReadBack(ctx context.Context, o ReadBackOptions) ([]Retained, error) {
 	if _, err := parseBrokerURL(o.BrokerURL); err != nil {
 		return nil, err
 	}
@@ -59,7 +71,7 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]contract.Record, error)
 	catalog := o.Topics.GatewayCatalogFilter(o.Gateway)
 
 	var mu sync.Mutex
-	var recs []contract.Record
+	var recs []Retained
 	done := make(chan struct{})
 	var once sync.Once
 	handler := func(_ paho.Client, m paho.Message) {
@@ -72,16 +84,22 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]contract.Record, error)
 		if !m.Retained() || len(m.Payload()) == 0 {
 			return
 		}
-		rec, err := contract.DecodeRecord(m.Payload())
-		if err != nil || rec == nil {
-			o.Logger.Warn("mqtt: read-back: skipping malformed record", "topic", m.Topic(), "err", err)
-			return
+		svc, gw, inst, ok := o.Topics.ParseInstanceTopic(m.Topic())
+		if !ok || gw != contract.Slug(o.Gateway) {
+			return // not an instance topic of ours (the filter matches deeper levels too)
 		}
-		if _, gw, _, ok := o.Topics.ParseInstanceTopic(m.Topic()); !ok || gw != contract.Slug(o.Gateway) || rec.Gateway != o.Gateway {
-			return
+		r := Retained{Topic: m.Topic()}
+		rec, err := contract.DecodeRecord(m.Payload())
+		switch {
+		case err != nil:
+			r.Err = err
+		case rec.Gateway != o.Gateway || contract.Slug(rec.Service) != svc || contract.Slug(rec.ID) != inst:
+			r.Err = fmt.Errorf("%w: record of %s/%s/%s on this topic", contract.ErrInvalidRecord, rec.Service, rec.Gateway, rec.ID)
+		default:
+			r.Record = rec
 		}
 		mu.Lock()
-		recs = append(recs, *rec)
+		recs = append(recs, r)
 		mu.Unlock()
 	}
 	opts := Session{Brokers: []string{o.BrokerURL}, ClientID: o.ClientID, CleanSession: true, OrderMatters: true,

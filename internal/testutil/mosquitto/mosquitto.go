@@ -235,6 +235,12 @@ func (m *Mosquitto) Port() int { return m.port }
 // LogPath returns the path of the broker's log file.
 func (m *Mosquitto) LogPath() string { return m.logPath }
 
+// PersistenceFile is the path of the broker's persistence database (mosquitto.db in
+// its directory); it exists once a persistent broker has saved (autosave every 1 s, and
+// on Stop). A test may copy it aside and put it back while the broker is stopped, to
+// bring the broker back with old state.
+func (m *Mosquitto) PersistenceFile() string { return filepath.Join(m.dir, "mosquitto.db") }
+
 // Stop terminates the broker (SIGTERM, then SIGKILL after 5 s) and waits for the
 // process to exit. Clients see their connection closed; retained messages are lost
 // (persistence is off). Stopping a stopped broker does nothing.
