@@ -85,6 +85,9 @@ type Record struct {
 	Check        Check             `json:"check"`
 	DiscoveredBy []string          `json:"discovered_by"`
 	Meta         map[string]string `json:"meta"`
+	// ValidUntil is the record's lease (see Lease): after it, readers treat the instance
+	// as unknown. Zero (null) in records of gateways without leases: no lease.
+	ValidUntil Time `json:"valid_until,omitzero"`
 }
 
 // TimeLayout is RFC 3339 in UTC with exactly three fractional digits (milliseconds),
@@ -128,4 +131,9 @@ type GatewayRecord struct {
 	Epoch   int64  `json:"epoch"`
 	Started Time   `json:"started"`
 	Version string `json:"version"`
+	// ValidUntil is the gateway's status lease (see Lease), renewed while it is online:
+	// after it, readers treat the gateway and every instance it published as unknown,
+	// whatever the status says (a will that never fired, a broker restored from old
+	// state). Zero (null) on "offline" records and from gateways without leases.
+	ValidUntil Time `json:"valid_until,omitzero"`
 }

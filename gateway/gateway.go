@@ -189,6 +189,7 @@ func (g *Gateway) build() (*parts, error) {
 		Username:    cfg.MQTT.Username,
 		Logger:      g.base,
 		HoldRecords: true, // until the first reconciliation (see reconcile)
+		StatusLease: cfg.Health.StatusLease,
 	}
 	if p.pubOpts.Password, err = readSecret("mqtt", cfg.MQTT.PasswordFile, cfg.MQTT.PasswordEnv); err != nil {
 		return p, err
@@ -255,6 +256,7 @@ func (g *Gateway) newRegistry(p *parts) *registry.Registry {
 		SuccessesBeforePassing:  cfg.Health.SuccessesBeforePassing,
 		DeregisterCriticalAfter: cfg.Health.DeregisterCriticalAfter,
 		RefreshInterval:         cfg.Health.RefreshInterval,
+		InstanceLease:           cfg.Health.InstanceLease,
 		SlowRTT:                 cfg.Health.SlowRTT,
 		RestartGrace:            cfg.Health.RestartGrace,
 		PublishBurst:            cfg.Health.PublishBurst,

@@ -46,6 +46,11 @@ type Policy struct {
 	// PublishBurst < 0 disables the limit.
 	PublishBurst int
 	PublishEvery time.Duration
+	// InstanceLease, if > 0, is the lease of every instance record published (its
+	// valid_until = publication time + InstanceLease; docs/contract.md, "Leases"). It
+	// must exceed RefreshInterval, which renews it. Default 0 (no lease); the gateway
+	// sets 3 × RefreshInterval.
+	InstanceLease time.Duration
 }
 
 // DefaultPolicy returns the defaults documented on Policy's fields.

@@ -100,9 +100,10 @@ type entry struct {
 	reg       Registration
 	health    Health
 	state     map[string]any
-	live      bool  // false once deregistered (kept to continue its revision)
-	seq       int64 // publications of this instance in this epoch
-	rev       int64 // revision of the last record emitted, or the highest read back
+	live      bool      // false once deregistered (kept to continue its revision)
+	seq       int64     // publications of this instance in this epoch
+	rev       int64     // revision of the last record emitted, or the highest read back
+	validTo   time.Time // valid_until of the last record emitted (or read back); zero: no lease
 	published time.Time
 	last      contract.Record // last record emitted
 
@@ -344,6 +345,7 @@ func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, cl
 			adoptedAt: now,
 			last:      rec,
 			rev:       floor,
+			validTo:   rec.ValidUntil.Time,
 		}
 		r.instances[rec.ID] = e
 		adopted = append(adopted, rec)
@@ -437,6 +439,10 @@ func (r *Registry) SetCheck(id string, c contract.Check) {
 func (r *Registry) emitLocked(e *entry, now time.Time) contract.Record {
 	e.seq++
 	e.rev = max(Revision(r.opts.Epoch, e.seq), e.rev+1)
+	e.validTo = time.Time{}
+	if l := r.opts.Policy.InstanceLease; l > 0 {
+		e.validTo = now.Add(l)
+	}
 	e.published = now
 	e.last = r.recordLocked(e)
 	return e.last
@@ -475,6 +481,7 @@ func (r *Registry) recordLocked(e *entry) contract.Record {
 		Check:        chk,
 		DiscoveredBy: slices.Clone(e.reg.DiscoveredBy),
 		Meta:         maps.Clone(meta),
+		ValidUntil:   contract.Time{Time: e.validTo},
 	}
 }
 

@@ -402,3 +402,26 @@ func TestRegistryCaps(t *testing.T) {
 		t.Fatal("refused registrations changed the catalog")
 	}
 }
+
+// TestRegistryInstanceLease: every record emitted carries valid_until = its publication
+// time + InstanceLease, so a refresh renews it; without a lease it is omitted.
+func TestRegistryInstanceLease(t *testing.T) {
+	rec := &recorder{}
+	p := DefaultPolicy()
+	p.RefreshInterval, p.InstanceLease = time.Second, 3*time.Second
+	r := New(Options{Gateway: "gw1", Epoch: 1, Policy: p, Sink: rec.sink})
+	r.Register(testReg("a"), obs('o', 0))
+	r.Observe("a", "o", obs('o', 15)) // 1.5 s later: a refresh
+	if len(rec.events) != 2 {
+		t.Fatalf("%d events, want the registration and one refresh", len(rec.events))
+	}
+	for i, at := range []time.Time{obs('o', 0).At, obs('o', 15).At} {
+		if got, want := rec.events[i].Record.ValidUntil.Time, at.Add(p.InstanceLease); !got.Equal(want) {
+			t.Errorf("event %d: valid_until %v, want %v", i, got, want)
+		}
+	}
+	r2 := New(Options{Gateway: "gw1", Epoch: 1, Policy: DefaultPolicy(), Sink: rec.sink})
+	if got, _ := r2.Register(testReg("b"), obs('o', 0)); !got.ValidUntil.IsZero() {
+		t.Errorf("valid_until %v without a lease", got.ValidUntil)
+	}
+}

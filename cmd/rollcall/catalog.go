@@ -53,6 +53,7 @@ type consumerFlags struct {
 	asJSON   bool
 	wait     time.Duration
 	logLevel string
+	skew     time.Duration
 }
 
 func (c *consumerFlags) register(fs *flag.FlagSet) {
@@ -62,16 +63,22 @@ func (c *consumerFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.pwEnv, "password-env", "", "environment variable holding the MQTT password")
 	fs.BoolVar(&c.asJSON, "json", false, "JSON output (one object per line)")
 	fs.DurationVar(&c.wait, "timeout", 10*time.Second, "how long to wait for the broker's catalog")
+	fs.DurationVar(&c.skew, "max-clock-skew", contract.DefaultMaxClockSkew,
+		"how far this host's clock may differ from the gateways': a record counts as expired this long after its valid_until")
 }
 
 // start runs a catalog client until ctx ends and waits until its first complete
 // catalog arrived; an error (exit 2) when no broker answered within the timeout.
 func (c *consumerFlags) start(ctx context.Context, services []string, stderr io.Writer) (*client.Client, func(), error) {
 	o := client.Options{
-		Brokers:  strings.Split(c.brokers, ","),
-		Services: services,
-		Username: c.user,
-		Logger:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Brokers:      strings.Split(c.brokers, ","),
+		Services:     services,
+		Username:     c.user,
+		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		MaxClockSkew: c.skew,
+	}
+	if c.skew == 0 {
+		o.MaxClockSkew = -1 // 0 on the command line: no allowance
 	}
 	o.Topics.Prefix = c.prefix
 	if c.pwEnv != "" {
@@ -265,6 +272,9 @@ func printCatalog(w io.Writer, ins []client.Instance, st client.Status) {
 		status := string(in.Status)
 		if in.GatewayState == client.GatewayOffline {
 			status += " (gateway offline)"
+		}
+		if in.Expired {
+			status += " (lease expired: unknown)"
 		}
 		if in.Stale {
 			status += fmt.Sprintf(" (stale %s)", in.Age.Round(time.Second))

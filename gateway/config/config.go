@@ -227,6 +227,13 @@ type Health struct {
 	// bucket) against flapping devices. Defaults 5 and 1 s; publish_burst -1 = no limit.
 	PublishBurst int           `yaml:"publish_burst"`
 	PublishEvery time.Duration `yaml:"publish_every"`
+	// StatusLease is the lease of the gateway's "online" status record, renewed every
+	// third of it: consumers take the gateway's instances as unknown once it has not
+	// been renewed (a dead gateway whose will never fired). Default 5 s; at least 1 s.
+	StatusLease time.Duration `yaml:"status_lease"`
+	// InstanceLease is the lease of every instance record, renewed by its refresh
+	// (refresh_interval). Default 3 × refresh_interval; more than refresh_interval.
+	InstanceLease time.Duration `yaml:"instance_lease"`
 }
 
 // Profiles says where device profiles are loaded from.
@@ -333,6 +340,12 @@ func (c *Config) applyDefaults() {
 	}
 	if h.PublishEvery == 0 {
 		h.PublishEvery = time.Second
+	}
+	if h.StatusLease == 0 {
+		h.StatusLease = 5 * time.Second
+	}
+	if h.InstanceLease == 0 && h.RefreshInterval > 0 {
+		h.InstanceLease = 3 * h.RefreshInterval
 	}
 	for i := range c.Discovery.TCP {
 		t := &c.Discovery.TCP[i]
@@ -449,6 +462,12 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 		if d.d < 0 {
 			bad("health."+d.key, "expected a duration ≥ 0, got %v", d.d)
 		}
+	}
+	if h.StatusLease < time.Second {
+		bad("health.status_lease", "expected a duration of at least 1s (it is renewed every third of it), got %v", h.StatusLease)
+	}
+	if h.InstanceLease <= h.RefreshInterval {
+		bad("health.instance_lease", "expected more than refresh_interval (%v), which renews it, got %v", h.RefreshInterval, h.InstanceLease)
 	}
 	names := map[string]string{} // bus or target name → its key path
 	for i, b := range c.Discovery.Serial {

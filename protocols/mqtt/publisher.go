@@ -79,6 +79,11 @@ type PublisherOptions struct {
 	// ShutdownTimeout bounds the clean shutdown: publishing status "offline" and then
 	// the pending records (default 2 s).
 	ShutdownTimeout time.Duration
+	// StatusLease, if > 0, is the lease of the "online" status record (its valid_until,
+	// docs/contract.md "Leases"): the publisher renews it every StatusLease/3 while
+	// connected, so readers keep the gateway's instances live only while it runs and
+	// reaches the broker. 0: no lease (valid_until omitted).
+	StatusLease time.Duration
 	// HoldRecords: instance records (and empty records) are kept, not published, until
 	// Release is called; the gateway status is published as usual. The gateway holds
 	// its records until it has read back its subtree once, so that its first records
@@ -166,6 +171,7 @@ type Publisher struct {
 	resumeTimeouts atomic.Uint64
 	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
 	held           atomic.Bool   // HoldRecords in force: records are not published yet
+	onlineAt       atomic.Int64  // when "online" was last published (Unix ns), for the lease
 	syncedGen      atomic.Uint64 // connection generation whose resync completed (for Stats)
 	healUntil      atomic.Int64  // unix ns: until then onStatusMessage repairs our status
 	mu             sync.Mutex
@@ -224,8 +230,8 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	p.held.Store(o.HoldRecords)
 	p.log = o.Logger.With("gateway", o.Gateway.Gateway)
 	g := o.Gateway
-	g.State = contract.StateOnline
-	if p.online, err = contract.EncodeGatewayRecord(g); err != nil {
+	g.State, g.ValidUntil = contract.StateOnline, contract.Time{}
+	if p.online, err = contract.EncodeGatewayRecord(g); err != nil { // checks the record once
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 	g.State = contract.StateOffline
@@ -440,6 +446,9 @@ func (p *Publisher) work(ctx context.Context) {
 			if ok {
 				ok = p.healStatus(ctx)
 			}
+			if d, lease := p.renewDue(); ok && lease && d <= 0 {
+				ok = p.publishOnline(ctx)
+			}
 			if ok && !p.held.Load() {
 				ok = p.flush(ctx, gen)
 			}
@@ -452,13 +461,22 @@ func (p *Publisher) work(ctx context.Context) {
 				retryC = retry.C
 			}
 		}
+		var renew *time.Timer // renews the status lease while connected
+		var renewC <-chan time.Time
+		if d, lease := p.renewDue(); lease && gen > 0 && gen == syncedGen && p.client.IsConnectionOpen() {
+			renew = time.NewTimer(max(d, 0))
+			renewC = renew.C
+		}
 		select {
 		case <-ctx.Done():
-			return
 		case <-p.kick:
 		case <-p.connEv:
 		case <-retryC:
 			retryC = nil
+		case <-renewC:
+		}
+		if renew != nil {
+			renew.Stop()
 		}
 	}
 }
@@ -553,7 +571,14 @@ func (p *Publisher) resync(ctx context.Context, gen uint64) bool {
 func (p *Publisher) publishOnline(ctx context.Context) bool {
 	sctx, cancel := context.WithTimeoutCause(ctx, p.o.PublishTimeout, errors.New("no PUBACK within PublishTimeout"))
 	defer cancel()
-	if err := await(sctx, p.client.Publish(p.statusTop, 1, true, p.online)); err != nil {
+	payload := p.online
+	now := time.Now()
+	if p.o.StatusLease > 0 {
+		g := p.o.Gateway
+		g.State, g.ValidUntil = contract.StateOnline, contract.Time{Time: now.Add(p.o.StatusLease)}
+		payload, _ = contract.EncodeGatewayRecord(g) // the same record NewPublisher checked
+	}
+	if err := await(sctx, p.client.Publish(p.statusTop, 1, true, payload)); err != nil {
 		p.failed.Add(1)
 		if ctx.Err() == nil {
 			p.log.Warn("mqtt: publishing status online failed", "topic", p.statusTop, "err", err)
@@ -561,7 +586,17 @@ func (p *Publisher) publishOnline(ctx context.Context) bool {
 		return false
 	}
 	p.published.Add(1)
+	p.onlineAt.Store(now.UnixNano())
 	return true
+}
+
+// renewDue returns how long until the status lease must be renewed (≤ 0: now), or a
+// negative value and false when there is no lease.
+func (p *Publisher) renewDue() (time.Duration, bool) {
+	if p.o.StatusLease <= 0 {
+		return 0, false
+	}
+	return time.Until(time.Unix(0, p.onlineAt.Load()).Add(p.o.StatusLease / 3)), true
 }
 
 // healWindow is how long after publishing "online" on a new connection a live

@@ -506,3 +506,25 @@ func TestPublisherHoldAndClear(t *testing.T) {
 		t.Fatal("the current record was cleared")
 	}
 }
+
+// TestPublisherStatusLease: the "online" status carries valid_until = publication +
+// StatusLease and is renewed every third of the lease, each renewal extending it.
+func TestPublisherStatusLease(t *testing.T) {
+	b := startEmbedded(t)
+	const gw, lease = "lease-gw", 1200 * time.Millisecond
+	w := startWatch(t, b.url, "")
+	startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 1), StatusLease: lease}, nil)
+	first := w.gateway(t, "online with a lease", isState(gw, contract.StateOnline))
+	if first.Record.ValidUntil.IsZero() {
+		t.Fatalf("online status without valid_until: %+v", first.Record)
+	}
+	if d := time.Until(first.Record.ValidUntil.Time); d > lease || d < -lease {
+		t.Fatalf("valid_until %v is not about %v from now", first.Record.ValidUntil, lease)
+	}
+	renewed := w.gateway(t, "the lease renewed", func(e gatewayEvent) bool {
+		return isState(gw, contract.StateOnline)(e) && e.Record.ValidUntil.After(first.Record.ValidUntil.Time)
+	})
+	if gap := renewed.Record.ValidUntil.Sub(first.Record.ValidUntil.Time); gap > lease {
+		t.Fatalf("renewed %v later than the first lease; want within a lease (renewal every %v)", gap, lease/3)
+	}
+}

@@ -37,6 +37,11 @@ type Instance struct {
 	// GatewayEpoch is the epoch of the gateway's status record (0 when unknown): the
 	// gateway's current epoch. Pick never returns an instance whose Epoch is below it.
 	GatewayEpoch int64
+	// Expired: the record's lease (valid_until) or its gateway's status lease has
+	// expired (contract.Lease, with Options.MaxClockSkew): the instance is unknown, not
+	// live, whatever its status says. Pick never returns it, not even with AllowStale,
+	// and Subscribe reports the moment it expires as an Updated change.
+	Expired bool
 }
 
 // ChangeKind says what happened to an instance.
@@ -87,6 +92,7 @@ type entry struct {
 	gen           uint64    // connection generation that last delivered it; 0: the cache file
 	confirmed     time.Time // when last known current (meaningful when not live)
 	cached        bool      // read from the cache file, not confirmed since
+	expired       bool      // Expired when last reported (see expireLocked)
 }
 
 // gwEntry is one gateway's status record.
@@ -111,10 +117,33 @@ func (c *Client) instanceLocked(e *entry, now time.Time) Instance {
 		in.Age = max(now.Sub(e.confirmed), 0)
 	}
 	in.Stale = e.cached || (c.o.StaleAfter > 0 && in.Age > c.o.StaleAfter)
+	lease := contract.Lease{MaxClockSkew: c.o.MaxClockSkew}
+	in.Expired = lease.Expired(e.rec.ValidUntil, now)
 	if g := c.gateways[e.gw]; g != nil {
 		in.GatewayState, in.GatewayEpoch = g.rec.State, g.rec.Epoch
+		in.Expired = in.Expired || lease.Expired(g.rec.ValidUntil, now)
 	}
 	return in
+}
+
+// expireLocked reports, as an Updated change, every entry whose lease expired (or came
+// back) since it was last reported; c.mu held. The loop calls it periodically.
+func (c *Client) expireLocked(now time.Time) {
+	for _, e := range c.entries {
+		in := c.instanceLocked(e, now)
+		if in.Expired == e.expired {
+			continue
+		}
+		e.expired = in.Expired
+		if in.Expired {
+			c.log.Info("client: lease expired; instance unknown", "service", e.svc, "gateway", e.gw, "instance", e.inst)
+		}
+		ch := Change{Kind: Updated, Instance: in}
+		for s := range c.subs {
+			s.send(ch)
+		}
+		c.notifyLocked()
+	}
 }
 
 // cloneRecord copies a record with its maps and slices, so callers may keep or modify it.

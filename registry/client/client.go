@@ -79,6 +79,11 @@ type Options struct {
 	// confirmed by a broker are stale; during an outage the entries the client
 	// received keep answering Pick, with a growing Age.
 	StaleAfter time.Duration
+	// MaxClockSkew is how far this host's clock may differ from the gateways' before
+	// their leases are judged wrongly (contract.Lease): a record is taken as expired
+	// MaxClockSkew after its valid_until. 0: contract.DefaultMaxClockSkew (1 s); negative:
+	// none.
+	MaxClockSkew time.Duration
 	// SyncTopic is where the client publishes its sync marker (QoS 1, not retained)
 	// after each SUBSCRIBE, to learn when the broker has sent every retained record.
 	// Default <prefix>/consumers/<slug(ClientID)>/sync. The broker's ACL must let the
@@ -382,6 +387,10 @@ func (c *Client) enqueue(in inbound) {
 // subscribeRetry is the pause before a failed SUBSCRIBE is retried.
 const subscribeRetry = time.Second
 
+// leaseCheck is how often the client looks for expired leases to report them to
+// subscribers (Pick checks leases at the moment it is called, whatever this period).
+const leaseCheck = 100 * time.Millisecond
+
 // session is the state of the loop goroutine (Run's own).
 type session struct {
 	c       *Client
@@ -403,10 +412,16 @@ func (s *session) loop(ctx context.Context) {
 	s.syncT.Stop()
 	defer s.retry.Stop()
 	defer s.syncT.Stop()
+	leases := time.NewTicker(leaseCheck)
+	defer leases.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-leases.C:
+			s.c.mu.Lock()
+			s.c.expireLocked(now)
+			s.c.mu.Unlock()
 		case <-s.c.wake:
 			s.drain(ctx)
 		case <-s.c.lost:

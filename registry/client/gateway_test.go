@@ -1,8 +1,10 @@
 package client_test
 
 import (
+	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
+	"github.com/rollcall-edge/rollcall/internal/testutil/tcpproxy"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
@@ -299,4 +302,60 @@ func TestTwoRealGatewaysMerged(t *testing.T) {
 			t.Errorf("picked %s/%s of the offline gateway", in.Gateway, in.ID)
 		}
 	}
+}
+
+// TestLeaseExpiresWhenGatewayVanishes: the gateway's link to the broker goes silent (a
+// frozen link: the broker notices nothing, so no will fires before 1.5 × the keep-alive,
+// 7.5 s). The consumer must stop picking its drives once the status lease (2 s here, plus
+// the default 1 s clock-skew allowance) has run out, while the retained status still says
+// "online", and report the expiry to subscribers.
+func TestLeaseExpiresWhenGatewayVanishes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	const statusLease = 2 * time.Second
+	m := mosquitto.Start(t)
+	proxy := tcpproxy.Start(t, m.Addr())
+	r := newRig(t, map[int]string{1: "SIM-0001", 2: "SIM-0002"})
+	r.GatewayID = "gw-lease"
+	r.RunGateway(proxy.URL(), gatewayYAML+"  status_lease: 2s\n")
+	c, _ := runClient(t, client.Options{Brokers: []string{m.URL()}})
+	const svc = "servo-drive"
+	changes, cancel := c.Subscribe(1024)
+	defer cancel()
+	follow(t, c, changes, "two live drives", func() bool { return len(c.Live(svc)) == 2 })
+
+	frozen := time.Now()
+	if n := proxy.Freeze(); n == 0 {
+		t.Fatal("no gateway link to freeze")
+	}
+	budget := 2 * (statusLease + contract.DefaultMaxClockSkew) // the published lease, with a factor of 2
+	expired := testutil.EventuallyValue(t, budget, "the drives unknown (lease expired)", func() (client.Instance, bool) {
+		ins := c.Instances(svc)
+		for _, in := range ins {
+			if !in.Expired {
+				return in, false
+			}
+		}
+		return ins[0], len(ins) == 2
+	})
+	took := time.Since(frozen)
+	if expired.GatewayState != client.GatewayOnline {
+		t.Fatalf("gateway state %q when the lease expired: the will fired first, the lease was not tested", expired.GatewayState)
+	}
+	if _, err := c.Pick(svc); !errors.Is(err, client.ErrNoneLive) || !strings.Contains(err.Error(), "lease expired") {
+		t.Fatalf("Pick after the lease expired: %v, want ErrNoneLive naming the expired lease", err)
+	}
+	// Subscribers hear of it too (the client looks for expired leases every 100 ms).
+	deadline := timer(t, waitFor)
+	for sawExpiry := false; !sawExpiry; {
+		select {
+		case ch := <-changes:
+			sawExpiry = ch.Kind == client.Updated && ch.Instance.Expired
+		case <-deadline:
+			t.Fatal("no Updated change reported the expiry")
+		}
+	}
+	t.Logf("drives unknown at the consumer %v after the gateway's link froze (status lease %v + skew %v)", took.Round(time.Millisecond),
+		statusLease, contract.DefaultMaxClockSkew)
 }

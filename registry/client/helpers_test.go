@@ -113,6 +113,8 @@ func checkInvariants(t *testing.T, c *client.Client, service string) {
 				t.Errorf("picked %s/%s of an offline gateway", in.Gateway, in.ID)
 			case in.GatewayState != client.GatewayUnknown && in.Epoch < in.GatewayEpoch:
 				t.Errorf("picked %s/%s of epoch %d, gateway epoch %d", in.Gateway, in.ID, in.Epoch, in.GatewayEpoch)
+			case in.Expired:
+				t.Errorf("picked %s/%s whose lease expired", in.Gateway, in.ID)
 			case in.Stale && !allowStale:
 				t.Errorf("picked stale %s/%s without AllowStale", in.Gateway, in.ID)
 			}

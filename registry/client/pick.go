@@ -160,6 +160,7 @@ const (
 	refUnknownGW
 	refPendingGW
 	refOldEpoch
+	refExpired
 	refStale
 	refCount
 )
@@ -181,6 +182,8 @@ func refusalText(r int) string {
 		return "gateway status not received yet"
 	case refOldEpoch:
 		return "older epoch than their gateway"
+	case refExpired:
+		return "lease expired"
 	case refStale:
 		return "stale"
 	}
@@ -231,6 +234,8 @@ func (p *pickSpec) refusal(e *entry, in *Instance, gwComplete bool) int {
 		return refPendingGW // it may be on its way, and say "offline"
 	case in.GatewayState != GatewayUnknown && in.Epoch < in.GatewayEpoch:
 		return refOldEpoch
+	case in.Expired:
+		return refExpired
 	case in.Stale && !p.allowStale:
 		return refStale
 	}
@@ -281,6 +286,8 @@ func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([
 //     "online");
 //   - its record's epoch not older than its gateway's current epoch (from the
 //     gateway's status record);
+//   - its lease and its gateway's status lease not expired (Instance.Expired), with or
+//     without AllowStale;
 //   - not Stale, unless AllowStale;
 //   - matching every filter (WithMeta, WithID, WithGateway, WithIdentity).
 //

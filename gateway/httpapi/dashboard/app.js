@@ -131,6 +131,11 @@
       badge.className = "status status-" + rec.status;
       badge.dataset.status = rec.status;
       badge.textContent = statusText[rec.status] || rec.status;
+      // A record past its lease (valid_until) is unknown, whatever its status says.
+      if (rec.valid_until && Date.parse(rec.valid_until) < Date.now()) {
+        badge.textContent = "? unknown (lease expired)";
+        badge.dataset.status = "expired";
+      }
       st.appendChild(badge);
       const ds = stateText(rec.state);
       // A critical device does not answer: its state is the last one it reported.
