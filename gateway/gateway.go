@@ -117,8 +117,73 @@ func (g *Gateway) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.close()
+	if err := g.checkUnique(ctx, p); err != nil {
+		return err
+	}
+	ctx, p.withdraw = context.WithCancelCause(ctx)
+	defer p.withdraw(nil)
 	g.run(ctx, p)
+	if err := context.Cause(ctx); errors.Is(err, ErrDuplicateID) {
+		return err
+	}
 	return nil
+}
+
+// ErrDuplicateID is wrapped by the error Run returns when another gateway is online
+// under the same gateway.id: at start (its status lease is being renewed), or later
+// (its live "online" status, from an earlier start than ours, arrives on our status
+// topic). The gateway then publishes nothing more, not even "offline", so that it never
+// overwrites the other's status or records.
+var ErrDuplicateID = errors.New("another gateway is online under this gateway id")
+
+// checkUnique refuses to start while another gateway is online under this id: a
+// retained "online" status whose lease is renewed while we watch it. A status whose
+// lease just runs out (a gateway that died without its will) is waited out (at most one
+// status lease plus the clock-skew allowance). A broker that cannot be reached is no
+// reason not to start (the check during the run covers it then).
+func (g *Gateway) checkUnique(ctx context.Context, p *parts) error {
+	lease := contract.Lease{}
+	var seen *contract.GatewayRecord
+	for {
+		res, err := mqtt.ReadBack(ctx, g.readBackOptions(p))
+		if err != nil {
+			g.log.Warn("cannot check that no other gateway is online under this id; starting", "err", err)
+			return nil
+		}
+		st := res.Status
+		switch {
+		case st == nil || st.State != contract.StateOnline || st.ValidUntil.IsZero():
+			return nil
+		case seen != nil && st.ValidUntil.After(seen.ValidUntil.Time):
+			return fmt.Errorf("gateway %s: %w (its status lease is being renewed; epoch %d, started %s): give each gateway its own gateway.id",
+				g.cfg.Gateway.ID, ErrDuplicateID, st.Epoch, st.Started.Format(time.RFC3339))
+		case lease.Expired(st.ValidUntil, time.Now()):
+			return nil
+		}
+		seen = st
+		until, _ := lease.Expiry(st.ValidUntil)
+		g.log.Info("this gateway id's status is still leased: waiting for the lease to run out or be renewed",
+			"valid_until", st.ValidUntil, "epoch", st.Epoch)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(until) + 100*time.Millisecond):
+		}
+	}
+}
+
+// onForeignOnline handles another gateway's "online" status on our status topic: the
+// gateway that started later withdraws (both, on a tie).
+func (g *Gateway) onForeignOnline(p *parts, theirs contract.GatewayRecord) {
+	ours := p.pubOpts.Gateway.Started.Time
+	if theirs.Started.After(ours) {
+		return // the newcomer withdraws
+	}
+	p.pub.Withdraw()
+	g.log.Error("another gateway is online under this gateway id; withdrawing", "their_epoch", theirs.Epoch,
+		"their_start", theirs.Started)
+	p.withdraw(fmt.Errorf("gateway %s: %w (epoch %d, started %s): give each gateway its own gateway.id",
+		g.cfg.Gateway.ID, ErrDuplicateID, theirs.Epoch, theirs.Started.Format(time.RFC3339)))
 }
 
 // parts is what build made and run starts: nothing in it runs yet, except the embedded
@@ -134,6 +199,9 @@ type parts struct {
 	browser *mdns.Browser // nil when mDNS is off
 	disc    *discovery    // nil without static TCP targets and mDNS
 	masters []*master     // one per serial bus
+	// withdraw ends the run with a cause (set by Run before run starts); see
+	// onForeignOnline.
+	withdraw context.CancelCauseFunc
 }
 
 // close releases what build acquired (listeners, the embedded broker); safe on a
@@ -191,6 +259,7 @@ func (g *Gateway) build() (*parts, error) {
 		HoldRecords: true, // until the first reconciliation (see reconcile)
 		StatusLease: cfg.Health.StatusLease,
 	}
+	p.pubOpts.OnForeignOnline = func(theirs contract.GatewayRecord) { g.onForeignOnline(p, theirs) }
 	if p.pubOpts.Password, err = readSecret("mqtt", cfg.MQTT.PasswordFile, cfg.MQTT.PasswordEnv); err != nil {
 		return p, err
 	}
@@ -413,16 +482,23 @@ func (g *Gateway) reconcile(ctx context.Context, p *parts) {
 	}
 }
 
+// readBackOptions are the options of a read-back of this gateway's subtree.
+func (g *Gateway) readBackOptions(p *parts) mqtt.ReadBackOptions {
+	po := p.pubOpts
+	return mqtt.ReadBackOptions{
+		BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
+		Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig, Logger: g.base,
+	}
+}
+
 // readBack reads the retained subtree once and applies it (see reconcile).
 func (g *Gateway) readBack(ctx context.Context, p *parts) error {
 	po := p.pubOpts
-	retained, err := mqtt.ReadBack(ctx, mqtt.ReadBackOptions{
-		BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
-		Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig, Logger: g.base,
-	})
+	res, err := mqtt.ReadBack(ctx, g.readBackOptions(p))
 	if err != nil {
 		return err
 	}
+	retained := res.Records
 	recs := make([]contract.Record, 0, len(retained))
 	malformed := 0
 	for _, r := range retained {

@@ -2,8 +2,13 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +16,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
@@ -404,4 +411,67 @@ func TestMalformedRecordsCleared(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestClonedGatewayID: a second gateway started with the same gateway.id (a cloned
+// edge-box image) on the same broker refuses to start, naming the id, once it has seen
+// the first one's status lease renewed; the first keeps running, and no consumer ever
+// sees a false critical or empty record of its drives, nor its status overwritten.
+func TestClonedGatewayID(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.Start(t)
+	leased := strings.Replace(lifecycleConfig, "deregister_critical_after: 1s}", "deregister_critical_after: 1s, status_lease: 2s}", 1)
+	a := rig.New(t)
+	a.StartSim(1, 2)
+	sub := subscribe(t, broker.URL())
+	a.RunGateway(broker.URL(), leased)
+	v := view{}
+	sub.next(t, 15*time.Second, "2 passing records", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		return len(v) == 2
+	})
+
+	b := rig.New(t) // another box: its own state directory and drives, the same id
+	b.StartSim(1)
+	cfg, err := config.Parse("clone.yaml", []byte(fmt.Sprintf("gateway: {id: %s, state_dir: %s}\nmqtt: {broker: %q}\n%s",
+		rig.DefaultGatewayID, filepath.Join(b.Dir, "state"), broker.URL(), b.Expand(leased))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := gateway.New(gateway.Options{Config: cfg, Logger: b.Log, Version: "clone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	runErr := clone.Run(ctx)
+	if !errors.Is(runErr, gateway.ErrDuplicateID) || !strings.Contains(runErr.Error(), rig.DefaultGatewayID) {
+		t.Fatalf("clone: Run returned %v, want ErrDuplicateID naming %s", runErr, rig.DefaultGatewayID)
+	}
+	t.Logf("clone refused after %v: %v", time.Since(start).Round(time.Millisecond), runErr)
+	// Nothing false came out: every message since is one of the first gateway's, online
+	// and passing.
+	for {
+		select {
+		case m := <-sub.msgs:
+			var r map[string]any
+			if len(m.payload) == 0 {
+				t.Fatalf("empty record on %s", m.topic)
+			}
+			if err := json.Unmarshal(m.payload, &r); err != nil {
+				t.Fatalf("%s: %v", m.topic, err)
+			}
+			if m.topic == gatewayStatus() && (r["state"] != "online" || r["version"] != "test") {
+				t.Fatalf("status overwritten: %s", m.payload)
+			}
+			if isCatalog(m) && r["status"] != "passing" {
+				t.Fatalf("false record: %s", m.payload)
+			}
+		default:
+			return
+		}
+	}
 }

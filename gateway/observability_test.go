@@ -368,15 +368,19 @@ func TestLogsAtDefaultLevel(t *testing.T) {
 		m := scrape(t, metricsURL)
 		return m[`rollcall_polls_total{master="bus1",outcome="ok",unit="1"}`] + m[`rollcall_polls_total{master="bus1",outcome="ok",unit="2"}`]
 	}
-	// The start-up lines (MQTT connection, reconciliation of the retained subtree) may come after
-	// the drives are passing: wait for both, then measure.
-	testutil.Eventually(t, 10*time.Second, "the start-up lines (MQTT connected, read-back done)", func() bool {
-		connected, readBack := false, false
+	// The start-up lines (MQTT connection, reconciliation of the retained subtree, each
+	// drive's registration, logged just after its first record) may come after the drives
+	// are passing: wait for all, then measure.
+	testutil.Eventually(t, 10*time.Second, "the start-up lines (MQTT connected, read-back done, 2 drives registered)", func() bool {
+		connected, readBack, registered := false, false, 0
 		for _, l := range store.gatewayLines(0) {
 			connected = connected || strings.HasPrefix(l.msg, "mqtt: connected")
 			readBack = readBack || strings.HasPrefix(l.msg, "reconciled the retained records")
+			if l.msg == "device registered" {
+				registered++
+			}
 		}
-		return connected && readBack
+		return connected && readBack && registered >= 2
 	})
 	// Polling logs nothing at info level. The only lines allowed while the drives are
 	// polled are status transitions: on a machine starved of CPU the simulator may leave

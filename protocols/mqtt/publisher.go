@@ -84,6 +84,11 @@ type PublisherOptions struct {
 	// connected, so readers keep the gateway's instances live only while it runs and
 	// reaches the broker. 0: no lease (valid_until omitted).
 	StatusLease time.Duration
+	// OnForeignOnline, if set, is called (from an MQTT client goroutine; it must not
+	// block) with every live "online" status record on this gateway's status topic that
+	// is not this publisher's own (another epoch or start time): another gateway is
+	// publishing under the same id. See Withdraw.
+	OnForeignOnline func(contract.GatewayRecord)
 	// HoldRecords: instance records (and empty records) are kept, not published, until
 	// Release is called; the gateway status is published as usual. The gateway holds
 	// its records until it has read back its subtree once, so that its first records
@@ -171,6 +176,7 @@ type Publisher struct {
 	resumeTimeouts atomic.Uint64
 	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
 	held           atomic.Bool   // HoldRecords in force: records are not published yet
+	withdrawn      atomic.Bool   // Withdraw called: publish nothing more
 	onlineAt       atomic.Int64  // when "online" was last published (Unix ns), for the lease
 	syncedGen      atomic.Uint64 // connection generation whose resync completed (for Stats)
 	healUntil      atomic.Int64  // unix ns: until then onStatusMessage repairs our status
@@ -259,10 +265,21 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	return p, nil
 }
 
+// Withdraw stops every publication for good: nothing more is published, not even
+// status "offline" at shutdown (a clean DISCONNECT then also discards the will). The
+// gateway calls it when another gateway publishes under its id (OnForeignOnline), so
+// that it never overwrites the other's status or records.
+func (p *Publisher) Withdraw() {
+	if !p.withdrawn.Swap(true) {
+		p.held.Store(true)
+		signal(p.kick)
+	}
+}
+
 // Release ends HoldRecords: the records kept so far, and every later one, are published.
 // Calling it again, or without HoldRecords, does nothing.
 func (p *Publisher) Release() {
-	if p.held.CompareAndSwap(true, false) {
+	if !p.withdrawn.Load() && p.held.CompareAndSwap(true, false) {
 		signal(p.kick)
 	}
 }
@@ -569,6 +586,9 @@ func (p *Publisher) resync(ctx context.Context, gen uint64) bool {
 
 // publishOnline publishes status "online" and waits for the acknowledgement.
 func (p *Publisher) publishOnline(ctx context.Context) bool {
+	if p.withdrawn.Load() {
+		return true
+	}
 	sctx, cancel := context.WithTimeoutCause(ctx, p.o.PublishTimeout, errors.New("no PUBACK within PublishTimeout"))
 	defer cancel()
 	payload := p.online
@@ -593,7 +613,7 @@ func (p *Publisher) publishOnline(ctx context.Context) bool {
 // renewDue returns how long until the status lease must be renewed (≤ 0: now), or a
 // negative value and false when there is no lease.
 func (p *Publisher) renewDue() (time.Duration, bool) {
-	if p.o.StatusLease <= 0 {
+	if p.o.StatusLease <= 0 || p.withdrawn.Load() {
 		return 0, false
 	}
 	return time.Until(time.Unix(0, p.onlineAt.Load()).Add(p.o.StatusLease / 3)), true
@@ -617,10 +637,22 @@ const healWindow = 2
 // "online" anyway. The order of handler calls does not matter (OrderMatters(false)):
 // each such message triggers one republish.
 func (p *Publisher) onStatusMessage(_ paho.Client, m paho.Message) {
-	if m.Topic() != p.statusTop || m.Retained() || time.Now().UnixNano() > p.healUntil.Load() {
+	if m.Topic() != p.statusTop || m.Retained() {
 		return
 	}
-	if g, err := contract.DecodeGatewayRecord(m.Payload()); err == nil && g != nil && g.State == contract.StateOnline {
+	g, err := contract.DecodeGatewayRecord(m.Payload())
+	if err == nil && g != nil && g.State == contract.StateOnline {
+		own := p.o.Gateway
+		if g.Epoch != own.Epoch || g.Started.UnixMilli() != own.Started.UnixMilli() {
+			p.log.Warn("mqtt: another gateway is online under this gateway's id", "topic", p.statusTop,
+				"their_epoch", g.Epoch, "their_start", g.Started, "our_epoch", own.Epoch, "our_start", own.Started)
+			if p.o.OnForeignOnline != nil {
+				p.o.OnForeignOnline(*g)
+			}
+		}
+		return
+	}
+	if time.Now().UnixNano() > p.healUntil.Load() {
 		return
 	}
 	p.statusStale.Store(true)
@@ -728,6 +760,12 @@ func (p *Publisher) shutdown(parent context.Context) {
 	defer cancel()
 	if !p.client.IsConnectionOpen() {
 		p.log.Info("mqtt: not connected at shutdown; the will of the last connection, if any, reports offline", "broker", p.broker)
+		return
+	}
+	if p.withdrawn.Load() {
+		// Another gateway publishes under this id: its status and records are not ours
+		// to overwrite. The clean DISCONNECT that follows also discards our will.
+		p.log.Warn("mqtt: withdrawn: leaving the status topic and the records to the other gateway", "topic", p.statusTop)
 		return
 	}
 	p.waitResumed(ctx, p.connGen.Load())

@@ -528,3 +528,47 @@ func TestPublisherStatusLease(t *testing.T) {
 		t.Fatalf("renewed %v later than the first lease; want within a lease (renewal every %v)", gap, lease/3)
 	}
 }
+
+// TestPublisherForeignOnline: a live "online" status of another start on our status
+// topic is reported (our own renewals are not); after Withdraw nothing more is
+// published, not even "offline" at shutdown.
+func TestPublisherForeignOnline(t *testing.T) {
+	b := startEmbedded(t)
+	const gw = "twin-gw"
+	foreign := make(chan contract.GatewayRecord, 16)
+	w := startWatch(t, b.url, "")
+	p, stop := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 3), StatusLease: time.Second,
+		OnForeignOnline: func(g contract.GatewayRecord) { foreign <- g }}, nil)
+	w.gateway(t, "online", isState(gw, contract.StateOnline))
+	w.gateway(t, "a renewal", isState(gw, contract.StateOnline)) // our own, echoed back
+	select {
+	case g := <-foreign:
+		t.Fatalf("own status reported as foreign: %+v", g)
+	default:
+	}
+	twin := testGateway(gw, 3)
+	twin.State, twin.Started = contract.StateOnline, contract.Time{Time: twin.Started.Add(-time.Hour)}
+	payload, err := contract.EncodeGatewayRecord(twin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawPublish(t, b.url, topics.GatewayStatus(gw), false, payload)
+	select {
+	case g := <-foreign:
+		if !g.Started.Equal(twin.Started.Time) {
+			t.Fatalf("reported %+v, want the twin's record", g)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the other gateway's online status was not reported")
+	}
+	p.Withdraw()
+	p.Publish(testutil.FullRecord(gw, "after-withdraw", 1))
+	stop()
+	snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+	if _, ok := snap[topics.Instance("servo-drive", gw, "after-withdraw")]; ok {
+		t.Error("a record was published after Withdraw")
+	}
+	if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != contract.StateOnline {
+		t.Errorf("status after a withdrawn shutdown: %+v, want the last online left in place", g)
+	}
+}

@@ -39,16 +39,26 @@ type Retained struct {
 	Err error
 }
 
+// ReadBackResult is what ReadBack found.
+type ReadBackResult struct {
+	// Records: one per non-empty retained message on an instance topic of the gateway.
+	Records []Retained
+	// Status is the gateway's retained status record, nil when there is none (or it is
+	// malformed).
+	Status *contract.GatewayRecord
+}
+
 // ReadBack returns what the broker retains in a gateway's catalog subtree (what an
 // earlier run of it, or anyone else, left there; docs/contract.md, "Gateway start"):
 // one Retained per non-empty retained message on an instance topic of the gateway, the
-// malformed ones included so the caller can clear them. It subscribes to
-// Topics.GatewayCatalogFilter with a clean session, then publishes a non-retained marker
+// malformed ones included so the caller can clear them, and its retained status record.
+// It subscribes to Topics.GatewayCatalogFilter and Topics.GatewayStatus with a clean
+// session, then publishes a non-retained marker
 // {"readback":"<random nonce>"} to Topics.ReadBackMarker on the same session: the
 // broker sends retained messages when it handles the SUBSCRIBE, so they arrive before
 // the marker, which ends the read. It fails when the broker cannot be reached or the
 // marker does not come back within Timeout.
-func ReadBack(ctx context.Context, o ReadBackOptions) ([]Retained, error) {
+func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 	if _, err := parseBrokerURL(o.BrokerURL); err != nil {
 		return nil, err
 	}
@@ -69,9 +79,10 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]Retained, error) {
 	nonce := `{"readback":"` + hex.EncodeToString(nonceB) + `"}`
 	marker := o.Topics.ReadBackMarker(o.Gateway)
 	catalog := o.Topics.GatewayCatalogFilter(o.Gateway)
+	status := o.Topics.GatewayStatus(o.Gateway)
 
 	var mu sync.Mutex
-	var recs []Retained
+	res := &ReadBackResult{}
 	done := make(chan struct{})
 	var once sync.Once
 	handler := func(_ paho.Client, m paho.Message) {
@@ -82,6 +93,14 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]Retained, error) {
 			return
 		}
 		if !m.Retained() || len(m.Payload()) == 0 {
+			return
+		}
+		if m.Topic() == status {
+			if g, err := contract.DecodeGatewayRecord(m.Payload()); err == nil && g.Gateway == o.Gateway {
+				mu.Lock()
+				res.Status = g
+				mu.Unlock()
+			}
 			return
 		}
 		svc, gw, inst, ok := o.Topics.ParseInstanceTopic(m.Topic())
@@ -99,7 +118,7 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]Retained, error) {
 			r.Record = rec
 		}
 		mu.Lock()
-		recs = append(recs, r)
+		res.Records = append(res.Records, r)
 		mu.Unlock()
 	}
 	opts := Session{Brokers: []string{o.BrokerURL}, ClientID: o.ClientID, CleanSession: true, OrderMatters: true,
@@ -112,7 +131,7 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]Retained, error) {
 		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", o.BrokerURL, err)
 	}
 	defer StopClient(c, tok, 100, time.Second)
-	subTok := c.SubscribeMultiple(map[string]byte{catalog: 1, marker: 1}, handler)
+	subTok := c.SubscribeMultiple(map[string]byte{catalog: 1, status: 1, marker: 1}, handler)
 	if err := await(ctx, subTok); err != nil {
 		return nil, fmt.Errorf("mqtt: read-back subscribe: %w", err)
 	}
@@ -129,5 +148,5 @@ func ReadBack(ctx context.Context, o ReadBackOptions) ([]Retained, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return recs, nil
+	return res, nil
 }

@@ -370,7 +370,10 @@ func TestUnknownGatewayBeforeSync(t *testing.T) {
 	}
 	testutil.Eventually(t, waitFor, "x1 received", func() bool { return len(never.Instances(svc)) == 2 })
 	mustRefuse(t, never, svc, []string{"1 gateway status not received yet"}, client.WithID("x1"))
-	if s := never.Status(); !s.Connected || s.Synced {
+	// Connected is set once the SUBACK is handled, which may come just after the
+	// retained records.
+	s := testutil.EventuallyValue(t, waitFor, "connected", func() (client.Status, bool) { s := never.Status(); return s, s.Connected })
+	if s.Synced {
 		t.Errorf("status %+v, want connected, not synced", s)
 	}
 
