@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -348,31 +349,10 @@ func TestBadConfigs(t *testing.T) {
 		"unit-range.bad.yml":  {`testdata/unit-range.bad.yml:6:10: buses[0].drives[0].unit: must be an integer from 1 to 247, got 248`},
 		"unknown-key.bad.yml": {`testdata/unknown-key.bad.yml:6:37: buses[0].drives[0].colour: unknown key "colour" (expected one of: unit, serial, model, revision, enabled, schedule, repeat)`},
 	}
-	files, _ := filepath.Glob("testdata/*.bad.yml")
-	if len(files) != len(want) {
-		t.Errorf("%d bad configs in testdata, %d expected message lists: every file needs one", len(files), len(want))
-	}
-	for file, msgs := range want {
-		t.Run(file, func(t *testing.T) {
-			_, err := LoadConfig("testdata/" + file)
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if got, w := err.Error(), strings.Join(msgs, "\n"); got != w {
-				t.Fatalf("got\n%s\nwant\n%s", got, w)
-			}
-			errs := []error{err}
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				errs = j.Unwrap()
-			}
-			for _, e := range errs {
-				var ce *ConfigError
-				if !errors.As(e, &ce) || ce.File != "testdata/"+file {
-					t.Errorf("%v: not a *ConfigError naming the file", e)
-				}
-			}
-		})
-	}
+	testutil.BadConfigs(t, want, func(path string) error {
+		_, err := LoadConfig(path)
+		return err
+	})
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {

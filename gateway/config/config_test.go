@@ -1,14 +1,12 @@
 package config
 
 import (
-	"errors"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/internal/yamlx"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 func TestGoodConfig(t *testing.T) {
@@ -71,31 +69,10 @@ func TestBadConfigs(t *testing.T) {
 		"unknown-key.bad.yml":      {`testdata/unknown-key.bad.yml:6:7: discovery.serial[0].unit: unknown key "unit" (expected one of: name, device, baud, parity, stop_bits, units, timeout, poll_interval, turnaround, frame_gap, probe_share, meta, devices)`},
 		"unknown-top.bad.yml":      {`testdata/unknown-top.bad.yml:5:3: discovery.serial_buses: unknown key "serial_buses" (expected one of: serial, tcp, mdns)`},
 	}
-	files, _ := filepath.Glob("testdata/*.bad.yml")
-	if len(files) != len(want) {
-		t.Errorf("%d bad configs in testdata, %d expected message lists: every file needs one", len(files), len(want))
-	}
-	for file, msgs := range want {
-		t.Run(file, func(t *testing.T) {
-			_, err := Load("testdata/" + file)
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			if got, w := err.Error(), strings.Join(msgs, "\n"); got != w {
-				t.Fatalf("got\n%s\nwant\n%s", got, w)
-			}
-			errs := []error{err}
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				errs = j.Unwrap()
-			}
-			for _, e := range errs {
-				var ye *yamlx.Error
-				if !errors.As(e, &ye) || ye.File != "testdata/"+file || ye.Line == 0 {
-					t.Errorf("%v: not a *yamlx.Error with file and line", e)
-				}
-			}
-		})
-	}
+	testutil.BadConfigs(t, want, func(path string) error {
+		_, err := Load(path)
+		return err
+	})
 }
 
 func TestParseUnits(t *testing.T) {
