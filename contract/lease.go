@@ -24,18 +24,13 @@ type Lease struct {
 // Expired reports whether a lease valid until validUntil has expired at now (the
 // reader's clock).
 func (l Lease) Expired(validUntil Time, now time.Time) bool {
-	if validUntil.IsZero() {
-		return false
-	}
-	skew := l.MaxClockSkew
-	if skew == 0 {
-		skew = DefaultMaxClockSkew
-	}
-	return now.After(validUntil.Add(max(skew, 0)))
+	until, ok := l.Expiry(validUntil)
+	return ok && now.After(until)
 }
 
 // Expiry returns the instant (on the reader's clock) at which a lease valid until
-// validUntil expires, and false for a lease that never expires (zero validUntil).
+// validUntil expires: validUntil plus the clock-skew allowance; false for a lease that
+// never expires (zero validUntil).
 func (l Lease) Expiry(validUntil Time) (time.Time, bool) {
 	if validUntil.IsZero() {
 		return time.Time{}, false

@@ -92,7 +92,8 @@ type Snapshot struct {
 }
 
 // Source returns the snapshot's source key for a discovery manager, "mdns:<service>",
-// e.g. "mdns:_modbus._tcp" (STYLE.md: updates are snapshots keyed by a source).
+// e.g. "mdns:_modbus._tcp": every update is a full snapshot of one source, so an
+// empty snapshot means that source now sees nothing.
 func (s Snapshot) Source() string { return "mdns:" + s.Service }
 
 // BrowserOptions configures a Browser. Zero values take the documented defaults.

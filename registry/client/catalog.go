@@ -112,37 +112,42 @@ func (c *Client) liveLocked(gen uint64) bool {
 
 // instanceLocked builds the Instance view of e at now; c.mu held.
 func (c *Client) instanceLocked(e *entry, now time.Time) Instance {
-	in := Instance{Record: cloneRecord(e.rec), GatewayState: GatewayUnknown}
+	in := Instance{Record: cloneRecord(e.rec), GatewayState: GatewayUnknown, Expired: c.expiredLocked(e, now)}
 	if !c.liveLocked(e.gen) {
 		in.Age = max(now.Sub(e.confirmed), 0)
 	}
 	in.Stale = e.cached || (c.o.StaleAfter > 0 && in.Age > c.o.StaleAfter)
-	lease := contract.Lease{MaxClockSkew: c.o.MaxClockSkew}
-	in.Expired = lease.Expired(e.rec.ValidUntil, now)
 	if g := c.gateways[e.gw]; g != nil {
 		in.GatewayState, in.GatewayEpoch = g.rec.State, g.rec.Epoch
-		in.Expired = in.Expired || lease.Expired(g.rec.ValidUntil, now)
 	}
 	return in
 }
 
+// expiredLocked reports whether e's lease, or its gateway's status lease, has expired
+// at now (contract.Lease with Options.MaxClockSkew); c.mu held.
+func (c *Client) expiredLocked(e *entry, now time.Time) bool {
+	lease := contract.Lease{MaxClockSkew: c.o.MaxClockSkew}
+	if lease.Expired(e.rec.ValidUntil, now) {
+		return true
+	}
+	g := c.gateways[e.gw]
+	return g != nil && lease.Expired(g.rec.ValidUntil, now)
+}
+
 // expireLocked reports, as an Updated change, every entry whose lease expired (or came
-// back) since it was last reported; c.mu held. The loop calls it periodically.
+// back) since it was last reported; c.mu held. The loop calls it periodically, so it
+// builds an Instance only for the entries that changed.
 func (c *Client) expireLocked(now time.Time) {
 	for _, e := range c.entries {
-		in := c.instanceLocked(e, now)
-		if in.Expired == e.expired {
+		expired := c.expiredLocked(e, now)
+		if expired == e.expired {
 			continue
 		}
-		e.expired = in.Expired
-		if in.Expired {
+		e.expired = expired
+		if expired {
 			c.log.Info("client: lease expired; instance unknown", "service", e.svc, "gateway", e.gw, "instance", e.inst)
 		}
-		ch := Change{Kind: Updated, Instance: in}
-		for s := range c.subs {
-			s.send(ch)
-		}
-		c.notifyLocked()
+		c.emitLocked(Updated, e, now)
 	}
 }
 
