@@ -145,7 +145,9 @@ func (g *Gateway) checkUnique(ctx context.Context, p *parts) error {
 	lease := contract.Lease{}
 	var seen *contract.GatewayRecord
 	for {
-		res, err := mqtt.ReadBack(ctx, g.readBackOptions(p))
+		o := g.readBackOptions(p)
+		o.StatusOnly = true
+		res, err := mqtt.ReadBack(ctx, o)
 		if err != nil {
 			g.log.Warn("cannot check that no other gateway is online under this id; starting", "err", err)
 			return nil

@@ -26,6 +26,9 @@ type ReadBackOptions struct {
 	Logger             *slog.Logger
 	// Timeout bounds the whole read-back (connect, subscribe, wait). Default 5 s.
 	Timeout time.Duration
+	// StatusOnly reads the gateway's status record and not its catalog subtree
+	// (ReadBackResult.Records stays empty).
+	StatusOnly bool
 }
 
 // Retained is one retained message read back from a gateway's catalog subtree: its
@@ -131,7 +134,11 @@ func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", o.BrokerURL, err)
 	}
 	defer StopClient(c, tok, 100, time.Second)
-	subTok := c.SubscribeMultiple(map[string]byte{catalog: 1, status: 1, marker: 1}, handler)
+	filters := map[string]byte{catalog: 1, status: 1, marker: 1}
+	if o.StatusOnly {
+		delete(filters, catalog)
+	}
+	subTok := c.SubscribeMultiple(filters, handler)
 	if err := await(ctx, subTok); err != nil {
 		return nil, fmt.Errorf("mqtt: read-back subscribe: %w", err)
 	}
