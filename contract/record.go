@@ -136,4 +136,9 @@ type GatewayRecord struct {
 	// whatever the status says (a will that never fired, a broker restored from old
 	// state). Zero (null) on "offline" records and from gateways without leases.
 	ValidUntil Time `json:"valid_until,omitzero"`
+	// Key is the gateway's public signing key in the text form of FormatPublicKey
+	// ("ed25519:<base64>"); every record of a gateway that has one is signed (Sign).
+	// Informational: a reader trusts keys it was given (KeyRing), never a key a record
+	// names. Empty from gateways that do not sign.
+	Key string `json:"key,omitempty"`
 }

@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,12 +197,13 @@ type parts struct {
 	pubOpts mqtt.PublisherOptions
 	pub     *mqtt.Publisher
 	mx      *metrics.Metrics
-	hub     *httpapi.Hub  // event stream of the dashboard; nil when HTTP is off
-	httpLn  net.Listener  // nil when HTTP is off
-	httpH   http.Handler  // served on httpLn
-	browser *mdns.Browser // nil when mDNS is off
-	disc    *discovery    // nil without static TCP targets and mDNS
-	masters []*master     // one per serial bus
+	hub     *httpapi.Hub      // event stream of the dashboard; nil when HTTP is off
+	httpLn  net.Listener      // nil when HTTP is off
+	httpH   http.Handler      // served on httpLn
+	browser *mdns.Browser     // nil when mDNS is off
+	disc    *discovery        // nil without static TCP targets and mDNS
+	masters []*master         // one per serial bus
+	ownKeys *contract.KeyRing // this gateway's public key: what its read-back accepts
 	// withdraw ends the run with a cause (set by Run before run starts); see
 	// onForeignOnline.
 	withdraw context.CancelCauseFunc
@@ -229,6 +232,17 @@ func (g *Gateway) build() (*parts, error) {
 		return p, err
 	}
 	g.epoch = epoch
+	key, created, err := LoadOrCreateKey(cfg.Gateway.StateDir)
+	if err != nil {
+		return p, err
+	}
+	pubKey := key.Public().(ed25519.PublicKey)
+	p.ownKeys = &contract.KeyRing{}
+	p.ownKeys.Add(cfg.Gateway.ID, pubKey)
+	if created {
+		g.log.Warn("made a new signing key: consumers that check signatures must be given it (rollcall key)",
+			"file", filepath.Join(cfg.Gateway.StateDir, KeyFile), "key", contract.FormatPublicKey(pubKey))
+	}
 
 	brokerURL := cfg.MQTT.Broker
 	var self embedded.User // the gateway's own account on the embedded broker
@@ -255,7 +269,9 @@ func (g *Gateway) build() (*parts, error) {
 		Topics:    contract.Topics{Prefix: cfg.MQTT.TopicPrefix},
 		Gateway: contract.GatewayRecord{
 			Gateway: cfg.Gateway.ID, Epoch: epoch, Started: contract.Time{Time: time.Now()}, Version: g.version,
+			Key: contract.FormatPublicKey(pubKey),
 		},
+		SigningKey:  key,
 		Username:    cfg.MQTT.Username,
 		Logger:      g.base,
 		HoldRecords: true, // until the first reconciliation (see reconcile)
@@ -449,13 +465,14 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 
 // reconcile reads back the gateway's retained subtree after every connection of the
 // publisher (the first one included; the publisher holds the records until then) and
-// reconciles it with the registry
-// (registry.Reconcile): records of instances it deregistered, and malformed or
-// misplaced records, are cleared at once; records it does not know are adopted and
-// taken through critical to deregistration unless a poller finds their device again.
-// So a broker restored from old state, or a lost state directory, never leaves a stale
-// record behind. A failed read-back is retried (1 s, doubling up to 10 s) while the
-// connection lasts.
+// reconciles it with the registry (registry.Reconcile): records of instances it
+// deregistered, and malformed, misplaced or unsigned records (or records signed with
+// another key: a forgery, or a key lost with the state directory) are cleared at once;
+// records it signed but does not know are adopted and taken through critical to
+// deregistration unless a poller finds their device again. So a broker restored from
+// old state, a lost state directory or a forger never leaves a record behind that the
+// gateway does not vouch for. A failed read-back is retried (1 s, doubling up to 10 s)
+// while the connection lasts.
 func (g *Gateway) reconcile(ctx context.Context, p *parts) {
 	var done uint64 // connection generation last reconciled
 	retry, next := time.Second, time.Time{}
@@ -490,6 +507,7 @@ func (g *Gateway) readBackOptions(p *parts) mqtt.ReadBackOptions {
 	return mqtt.ReadBackOptions{
 		BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
 		Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig, Logger: g.base,
+		Keys: p.ownKeys,
 	}
 }
 
@@ -502,17 +520,23 @@ func (g *Gateway) readBack(ctx context.Context, p *parts) error {
 	}
 	retained := res.Records
 	recs := make([]contract.Record, 0, len(retained))
+	var unverified []contract.Record
 	malformed := 0
 	for _, r := range retained {
+		if r.Unverified != nil {
+			unverified = append(unverified, *r.Unverified)
+		}
 		if r.Err != nil {
 			if p.pub.Clear(r.Topic) {
 				malformed++
-				g.log.Warn("clearing a malformed record in the gateway's subtree", "topic", r.Topic, "err", r.Err)
+				g.log.Warn("clearing a record in the gateway's subtree that it did not write (malformed, or not signed with its key)",
+					"topic", r.Topic, "err", r.Err)
 			}
 			continue
 		}
 		recs = append(recs, *r.Record)
 	}
+	g.reg.Floor(unverified, time.Now())
 	adopted, clear := g.reg.Reconcile(recs, time.Now())
 	p.mx.Adopted(adopted)
 	for _, rec := range clear {

@@ -311,9 +311,7 @@ func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, cl
 	var bumped []contract.Record
 	defer func() {
 		r.mu.Unlock()
-		for _, rec := range bumped {
-			r.sink(Event{Kind: Upsert, Record: rec})
-		}
+		r.emitBumped(bumped)
 	}()
 	for _, rec := range recs {
 		if rec.Gateway != r.opts.Gateway || rec.ID == "" {
@@ -321,17 +319,10 @@ func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, cl
 		}
 		floor := min(max(rec.Revision, 0), MaxAdoptedRevision)
 		if e, ok := r.instances[rec.ID]; ok {
-			published := e.rev
-			e.rev = max(e.rev, floor)
-			switch {
-			case !e.live:
+			if !e.live {
 				clear = append(clear, rec)
-			case e.adoptedAt.IsZero() && e.seq > 0 && published <= floor:
-				// Published in this run below what the broker held (the epoch went back):
-				// publish again above it, so consumers that keep the highest revision
-				// take the current record.
-				bumped = append(bumped, r.emitLocked(e, now))
 			}
+			bumped = r.floorLocked(e, floor, now, bumped)
 			continue
 		}
 		e := &entry{
@@ -351,6 +342,53 @@ func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, cl
 		adopted = append(adopted, rec)
 	}
 	return adopted, clear
+}
+
+// Floor takes the revisions of records read back from this gateway's subtree that it
+// will not adopt (they fail its signature check: a forgery, or its own records signed
+// with a key lost with the state directory; the caller clears them) as floors, as
+// Reconcile does, without adopting anything: an instance registered later under such an
+// id continues above that revision (up to MaxAdoptedRevision), so consumers that keep
+// the highest revision take its records. Records of other gateways are ignored.
+func (r *Registry) Floor(recs []contract.Record, now time.Time) {
+	r.mu.Lock()
+	var bumped []contract.Record
+	for _, rec := range recs {
+		if rec.Gateway != r.opts.Gateway || rec.ID == "" {
+			continue
+		}
+		floor := min(max(rec.Revision, 0), MaxAdoptedRevision)
+		e, ok := r.instances[rec.ID]
+		if !ok {
+			// Deregistered, as far as this run knows: kept for its revision only.
+			r.instances[rec.ID] = &entry{reg: Registration{ID: rec.ID, Service: rec.Service}, rev: floor}
+			continue
+		}
+		bumped = r.floorLocked(e, floor, now, bumped)
+	}
+	r.mu.Unlock()
+	r.emitBumped(bumped)
+}
+
+// floorLocked raises e's revision to at least floor; a live instance already published
+// in this run at or below it is emitted again above it (appended to bumped). r.mu held.
+func (r *Registry) floorLocked(e *entry, floor int64, now time.Time, bumped []contract.Record) []contract.Record {
+	published := e.rev
+	e.rev = max(e.rev, floor)
+	if e.live && e.adoptedAt.IsZero() && e.seq > 0 && published <= floor {
+		// Published in this run below what the broker held (the epoch went back):
+		// publish again above it, so consumers that keep the highest revision take
+		// the current record.
+		bumped = append(bumped, r.emitLocked(e, now))
+	}
+	return bumped
+}
+
+// emitBumped sends the Upsert events of records floorLocked emitted again (r.mu not held).
+func (r *Registry) emitBumped(bumped []contract.Record) {
+	for _, rec := range bumped {
+		r.sink(Event{Kind: Upsert, Record: rec})
+	}
 }
 
 // Tick advances time-driven transitions; the gateway calls it periodically (e.g. every

@@ -54,6 +54,7 @@ type consumerFlags struct {
 	wait     time.Duration
 	logLevel string
 	skew     time.Duration
+	keys     string
 }
 
 func (c *consumerFlags) register(fs *flag.FlagSet) {
@@ -65,6 +66,8 @@ func (c *consumerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.wait, "timeout", 10*time.Second, "how long to wait for the broker's catalog")
 	fs.DurationVar(&c.skew, "max-clock-skew", contract.DefaultMaxClockSkew,
 		"how far this host's clock may differ from the gateways': a record counts as expired this long after its valid_until")
+	fs.StringVar(&c.keys, "trusted-keys", "",
+		"file of trusted gateway keys, one `<gateway-id> ed25519:<base64>` per line as `rollcall key` prints them: records not signed by them are ignored")
 }
 
 // start runs a catalog client until ctx ends and waits until its first complete
@@ -83,6 +86,17 @@ func (c *consumerFlags) start(ctx context.Context, services []string, stderr io.
 	o.Topics.Prefix = c.prefix
 	if c.pwEnv != "" {
 		o.Password = os.Getenv(c.pwEnv)
+	}
+	if c.keys != "" {
+		f, err := os.Open(c.keys)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--trusted-keys: %v: %w", err, errUsage)
+		}
+		o.TrustedKeys, err = contract.ParseKeyRing(f, c.keys)
+		f.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("--trusted-keys: %v: %w", err, errUsage)
+		}
 	}
 	cl, err := client.New(o)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"io"
@@ -139,9 +140,18 @@ http: {listen: %q}
 	}
 	fmt.Fprintln(stdout)
 
+	// The view trusts the demo gateway's key (made by its first start above), as a line
+	// controller given `rollcall key`'s output would.
+	key, _, err := gateway.LoadOrCreateKey(cfg.Gateway.StateDir)
+	if err != nil {
+		return err
+	}
+	trusted := &contract.KeyRing{}
+	trusted.Add(cfg.Gateway.ID, key.Public().(ed25519.PublicKey))
 	cc, err := client.New(client.Options{
 		Brokers: []string{g.BrokerURL()}, ClientID: fmt.Sprintf("rollcall-demo-view-%d", os.Getpid()),
 		Topics: contract.Topics{Prefix: cfg.MQTT.TopicPrefix}, Logger: log.With("component", "view"),
+		TrustedKeys: trusted,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@
 //	rollcall watch   --broker URL [--service S] [--json]
 //	rollcall find    SERVICE --broker URL [--meta k=v]... [--json]
 //	rollcall scan    --device PATH --baud N [--units 1-247] [--json]
+//	rollcall key     [--config FILE]
 //	rollcall version
 package main
 
@@ -59,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdWatch(ctx, args[1:], stdout, stderr)
 	case "find":
 		err = cmdFind(ctx, args[1:], stdout, stderr)
+	case "key":
+		err = cmdKey(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "rollcall", version)
 	case "help", "-h", "--help":
@@ -88,12 +91,13 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   rollcall gateway [--config FILE]   run the gateway daemon
   rollcall demo                      embedded broker + simulated drives + gateway + live catalog
-  rollcall watch --broker URL [--service S] [--json]
+  rollcall watch --broker URL [--service S] [--trusted-keys FILE] [--json]
                                      the live catalog as a table (or JSON lines)
-  rollcall find SERVICE --broker URL [--meta k=v]... [--json]
+  rollcall find SERVICE --broker URL [--meta k=v]... [--trusted-keys FILE] [--json]
                                      one live instance's endpoint (exit 0 found, 1 none, 2 error)
   rollcall scan --device PATH --baud N [--units 1-247] [--json]
                                      one-shot commissioning scan of a serial bus
+  rollcall key [--config FILE]       print the gateway's public signing key (a trusted-keys line)
   rollcall version                   print the version
 `)
 }

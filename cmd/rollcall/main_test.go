@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -192,5 +195,68 @@ discovery:
 	}
 	if err := json.Unmarshal([]byte(strings.SplitN(wout.String(), "\n", 2)[0]), &ev); err != nil || ev.Event != "added" || ev.Instance["status"] != "passing" {
 		t.Fatalf("watch line %v %+v", err, ev)
+	}
+}
+
+// TestKeyAndTrustedKeys: `rollcall key` prints the gateway's key as a trusted-keys line;
+// `find --trusted-keys` with that file finds its drives, with another gateway's key finds
+// nothing (exit 1: every record is ignored), and a malformed file is a usage error
+// naming file and line.
+func TestKeyAndTrustedKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	r := rig.New(t)
+	r.StartSim(1)
+	r.GatewayID = "key-gw"
+	r.MQTTExtra = ", embedded_auth: {allow_anonymous: true}"
+	g := r.StartGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
+`)
+	cfg := filepath.Join(r.Dir, "gw.yaml")
+	if err := os.WriteFile(cfg, []byte("gateway: {id: key-gw, state_dir: "+filepath.Join(r.Dir, "state-key-gw")+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"key", "--config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("key: exit %d: %s", code, errb.String())
+	}
+	line := out.String()
+	if !strings.HasPrefix(line, "key-gw ed25519:") || len(strings.Fields(line)) != 2 {
+		t.Fatalf("key printed %q", line)
+	}
+	keys := filepath.Join(r.Dir, "trusted-keys")
+	if err := os.WriteFile(keys, []byte("# cell 1\n"+line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := g.BrokerURL()
+	testutil.Eventually(t, 15*time.Second, "find with the gateway's key to find its drive", func() bool {
+		out.Reset()
+		code := run([]string{"find", "servo-drive", "--broker", url, "--trusted-keys", keys}, &out, &errb)
+		if code != 0 && code != 1 {
+			t.Fatalf("find: exit %d: %s", code, errb.String())
+		}
+		return code == 0
+	})
+	// Another gateway's key: the drive's records are not signed with it.
+	other := filepath.Join(r.Dir, "other-keys")
+	if err := os.WriteFile(other, []byte("key-gw ed25519:"+base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	if code := run([]string{"find", "servo-drive", "--broker", url, "--trusted-keys", other}, &out, &errb); code != 1 {
+		t.Fatalf("find with a wrong key: exit %d, want 1 (none live): %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "signature") {
+		t.Errorf("find with a wrong key said nothing about signatures: %s", errb.String())
+	}
+	bad := filepath.Join(r.Dir, "bad-keys")
+	if err := os.WriteFile(bad, []byte("key-gw\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	if code := run([]string{"find", "servo-drive", "--broker", url, "--trusted-keys", bad}, &out, &errb); code != 2 || !strings.Contains(errb.String(), bad+":1:") {
+		t.Fatalf("find with a malformed keys file: exit %d, %s", code, errb.String())
 	}
 }

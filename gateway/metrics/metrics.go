@@ -144,8 +144,9 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // Publisher registers the MQTT publisher's metrics, read at scrape time from stats
 // ((*mqtt.Publisher).Stats) and connected ((*mqtt.Publisher).Connected):
 // rollcall_mqtt_publications_total, rollcall_mqtt_publication_failures_total,
-// rollcall_mqtt_rejected_records_total, rollcall_mqtt_reconnects_total,
-// rollcall_mqtt_pending_instances and rollcall_mqtt_connected. Call it once.
+// rollcall_mqtt_rejected_records_total, rollcall_mqtt_overwritten_records_total,
+// rollcall_mqtt_reconnects_total, rollcall_mqtt_pending_instances and
+// rollcall_mqtt_connected. Call it once.
 func (m *Metrics) Publisher(stats func() mqtt.PublisherStats, connected func() bool) {
 	counter := func(name, help string, v func(mqtt.PublisherStats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
@@ -158,6 +159,8 @@ func (m *Metrics) Publisher(stats func() mqtt.PublisherStats, connected func() b
 			func(s mqtt.PublisherStats) uint64 { return s.Failed }),
 		counter("rollcall_mqtt_rejected_records_total", "Records refused before publication: invalid, too large, or another gateway's.",
 			func(s mqtt.PublisherStats) uint64 { return s.Rejected }),
+		counter("rollcall_mqtt_overwritten_records_total", "Messages on the gateway's own topics that it did not publish (forged, played back, or another writer's); each was overwritten with its own record.",
+			func(s mqtt.PublisherStats) uint64 { return s.Overwritten }),
 		counter("rollcall_mqtt_reconnects_total", "Connections to the broker after the first one.",
 			func(s mqtt.PublisherStats) uint64 { return s.Reconnects }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

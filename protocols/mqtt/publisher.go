@@ -1,7 +1,9 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -94,6 +96,10 @@ type PublisherOptions struct {
 	// its records until it has read back its subtree once, so that its first records
 	// cannot overwrite (and hide) the revisions an earlier run left on the broker.
 	HoldRecords bool
+	// SigningKey, if set, signs every record the publisher sends — instance records,
+	// the status record and the will (contract.Sign; docs/contract.md, "Signed
+	// records") — and its public key is published in the status record's "key".
+	SigningKey ed25519.PrivateKey
 	// OnPublished, if set, is called for every record (or empty record) the broker
 	// acknowledged, with the time from the Publish or Deregister call that made it to
 	// the PUBACK (an outage counts in full: it is the time the change took to get out).
@@ -108,8 +114,12 @@ type PublisherStats struct {
 	Published  uint64 // publications acknowledged by the broker: records, empty records, status
 	Failed     uint64 // publications that failed or timed out; each is retried later
 	Rejected   uint64 // records refused by Publish: invalid, too large, or another gateway's
-	Instances  int    // instance topics held in memory: current records + unconfirmed deregistrations
-	Pending    int    // of Instances, those with a change the broker has not acknowledged
+	// Overwritten counts live messages on this gateway's own topics that were not its
+	// own publications (a forgery, a replayed old record, another writer): each made
+	// the publisher publish its own current record (or empty record) there again.
+	Overwritten uint64
+	Instances   int // instance topics held in memory: current records + unconfirmed deregistrations
+	Pending     int // of Instances, those with a change the broker has not acknowledged
 	// Synced: connected, "online" published on this connection, and no change pending:
 	// the broker holds exactly what the gateway wants published.
 	Synced bool
@@ -119,6 +129,8 @@ type PublisherStats struct {
 type entry struct {
 	instance string    // instance id as given (for logs)
 	payload  []byte    // JSON record; nil = deregistered (empty retained payload)
+	prev     []byte    // the payload wanted before this one, until this one's echo came back (see onRecordMessage)
+	echoed   bool      // payload's echo came back on our subscription
 	rev      uint64    // sequence number of the latest change
 	done     uint64    // rev acknowledged by the broker on the current connection
 	changed  time.Time // when rev was set (Publish/Deregister), for OnPublished
@@ -172,6 +184,8 @@ type Publisher struct {
 	published atomic.Uint64
 	failed    atomic.Uint64
 	rejected  atomic.Uint64
+	overwrite atomic.Uint64 // Stats().Overwritten
+	overLog   atomic.Int64  // unix ns of the last "overwritten" log line
 	// resumeTimeouts counts waitResumed giving up (tests expect 0).
 	resumeTimeouts atomic.Uint64
 	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
@@ -235,14 +249,17 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	}
 	p.held.Store(o.HoldRecords)
 	p.log = o.Logger.With("gateway", o.Gateway.Gateway)
-	g := o.Gateway
+	if o.SigningKey != nil {
+		p.o.Gateway.Key = contract.FormatPublicKey(o.SigningKey.Public().(ed25519.PublicKey))
+	}
+	g := p.o.Gateway
 	g.State, g.ValidUntil = contract.StateOnline, contract.Time{}
-	if p.online, err = contract.EncodeGatewayRecord(g); err != nil { // checks the record once
-		return nil, fmt.Errorf("mqtt: %w", err)
+	if p.online, err = p.encodeStatus(g); err != nil { // checks the record once
+		return nil, err
 	}
 	g.State = contract.StateOffline
-	if p.offline, err = contract.EncodeGatewayRecord(g); err != nil {
-		return nil, fmt.Errorf("mqtt: %w", err)
+	if p.offline, err = p.encodeStatus(g); err != nil {
+		return nil, err
 	}
 
 	co := Session{Brokers: []string{o.BrokerURL}, ClientID: o.ClientID, Reconnect: true,
@@ -263,6 +280,18 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 		})
 	p.client = paho.NewClient(co)
 	return p, nil
+}
+
+// encodeStatus encodes (and signs, with a SigningKey) a gateway status record.
+func (p *Publisher) encodeStatus(g contract.GatewayRecord) ([]byte, error) {
+	b, err := contract.EncodeGatewayRecord(g)
+	if err == nil && p.o.SigningKey != nil {
+		b, err = contract.Sign(p.o.SigningKey, contract.KindGateway, b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	return b, nil
 }
 
 // Withdraw stops every publication for good: nothing more is published, not even
@@ -294,10 +323,11 @@ func (p *Publisher) Connected() bool { return p.client.IsConnectionOpen() }
 // Stats returns a snapshot of the publisher's counters.
 func (p *Publisher) Stats() PublisherStats {
 	s := PublisherStats{
-		Connects:  p.connGen.Load(),
-		Published: p.published.Load(),
-		Failed:    p.failed.Load(),
-		Rejected:  p.rejected.Load(),
+		Connects:    p.connGen.Load(),
+		Published:   p.published.Load(),
+		Failed:      p.failed.Load(),
+		Rejected:    p.rejected.Load(),
+		Overwritten: p.overwrite.Load(),
 	}
 	if s.Connects > 0 {
 		s.Reconnects = s.Connects - 1
@@ -335,6 +365,9 @@ func (p *Publisher) Publish(rec contract.Record) {
 		return
 	}
 	payload, err := contract.EncodeRecord(rec)
+	if err == nil && p.o.SigningKey != nil {
+		payload, err = contract.Sign(p.o.SigningKey, contract.KindInstance, payload)
+	}
 	if err != nil {
 		p.rejected.Add(1)
 		p.log.Error("mqtt: record not published", "instance", rec.ID, "err", err)
@@ -405,7 +438,11 @@ func (p *Publisher) setLocked(topic, instance string, payload []byte) {
 		p.entries[topic] = e
 	}
 	p.seq++
-	e.instance, e.payload, e.rev, e.changed = instance, payload, p.seq, time.Now()
+	e.prev = e.payload
+	if e.echoed {
+		e.prev = nil // its echo is in: a copy arriving now would not be ours
+	}
+	e.instance, e.payload, e.echoed, e.rev, e.changed = instance, payload, false, p.seq, time.Now()
 }
 
 // Run connects to the broker and publishes until ctx ends; it blocks until then and
@@ -568,6 +605,19 @@ func (p *Publisher) resync(ctx context.Context, gen uint64) bool {
 		p.log.Warn("mqtt: cannot watch own status topic; a late will would not be repaired",
 			"topic", p.statusTop, "err", err)
 	}
+	// Watch our own records too (see onRecordMessage).
+	filter := p.o.Topics.GatewayCatalogFilter(p.o.Gateway.Gateway)
+	sctx, cancel = context.WithTimeoutCause(ctx, p.o.PublishTimeout, errors.New("no SUBACK within PublishTimeout"))
+	tok = p.client.Subscribe(filter, 0, p.onRecordMessage)
+	err = await(sctx, tok)
+	if err == nil {
+		err = subscribeError(tok)
+	}
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		p.log.Warn("mqtt: cannot watch own records; an overwritten record is repaired only at the next reconnect",
+			"filter", filter, "err", err)
+	}
 	p.statusStale.Store(false)
 	p.healUntil.Store(time.Now().Add(p.o.PublishTimeout + healWindow*p.o.KeepAlive).UnixNano())
 	if !p.publishOnline(ctx) {
@@ -596,7 +646,7 @@ func (p *Publisher) publishOnline(ctx context.Context) bool {
 	if p.o.StatusLease > 0 {
 		g := p.o.Gateway
 		g.State, g.ValidUntil = contract.StateOnline, contract.Time{Time: now.Add(p.o.StatusLease)}
-		payload, _ = contract.EncodeGatewayRecord(g) // the same record NewPublisher checked
+		payload, _ = p.encodeStatus(g) // the same record NewPublisher checked
 	}
 	if err := await(sctx, p.client.Publish(p.statusTop, 1, true, payload)); err != nil {
 		p.failed.Add(1)
@@ -643,9 +693,18 @@ func (p *Publisher) onStatusMessage(_ paho.Client, m paho.Message) {
 	g, err := contract.DecodeGatewayRecord(m.Payload())
 	if err == nil && g != nil && g.State == contract.StateOnline {
 		own := p.o.Gateway
-		if g.Epoch != own.Epoch || g.Started.UnixMilli() != own.Started.UnixMilli() {
+		if p.replayedStatus(m.Payload(), g) {
+			p.log.Warn("mqtt: an old status record of this gateway was replayed on its status topic; republishing online",
+				"topic", p.statusTop, "their_epoch", g.Epoch, "our_epoch", own.Epoch)
+			p.overwrite.Add(1)
+			p.statusStale.Store(true)
+			signal(p.kick)
+			return
+		}
+		if g.Epoch != own.Epoch || g.Started.UnixMilli() != own.Started.UnixMilli() || g.Key != own.Key {
 			p.log.Warn("mqtt: another gateway is online under this gateway's id", "topic", p.statusTop,
-				"their_epoch", g.Epoch, "their_start", g.Started, "our_epoch", own.Epoch, "our_start", own.Started)
+				"their_epoch", g.Epoch, "their_start", g.Started, "their_key", g.Key,
+				"our_epoch", own.Epoch, "our_start", own.Started)
 			if p.o.OnForeignOnline != nil {
 				p.o.OnForeignOnline(*g)
 			}
@@ -656,6 +715,66 @@ func (p *Publisher) onStatusMessage(_ paho.Client, m paho.Message) {
 		return
 	}
 	p.statusStale.Store(true)
+	signal(p.kick)
+}
+
+// replayedStatus reports whether an "online" record g (raw payload) on our status topic
+// is one of our own earlier runs' records played back by someone: signed with our key,
+// of an earlier epoch, its lease run out. A live gateway under our id (a clone) renews
+// its lease, so it is never taken for a replay.
+func (p *Publisher) replayedStatus(payload []byte, g *contract.GatewayRecord) bool {
+	key := p.o.SigningKey
+	if key == nil || g.Epoch >= p.o.Gateway.Epoch || g.ValidUntil.IsZero() || !g.ValidUntil.Before(time.Now()) {
+		return false
+	}
+	var ring contract.KeyRing
+	ring.Add(p.o.Gateway.Gateway, key.Public().(ed25519.PublicKey))
+	_, err := ring.Verify(p.gwSlug, contract.KindGateway, payload)
+	return err == nil
+}
+
+// onRecordMessage is paho's handler for live messages on our own instance topics (it
+// runs in a paho goroutine: only look and signal). Our own publications come back
+// here; anything else — a forged record, an old record of ours played back, an empty
+// record we did not send, a record on a topic we do not hold — makes the worker
+// publish what we want there again (our current record, or an empty record), so no
+// consumer that connects later is handed it. Retained messages are the broker's state
+// before our resync, which the gateway's read-back reconciles. Nothing is done once
+// withdrawn (the topics are another gateway's).
+func (p *Publisher) onRecordMessage(_ paho.Client, m paho.Message) {
+	if m.Retained() || p.withdrawn.Load() {
+		return
+	}
+	topic, payload := m.Topic(), m.Payload()
+	_, gw, inst, ok := p.o.Topics.ParseInstanceTopic(topic)
+	if !ok || gw != p.gwSlug {
+		return // not an instance topic: no consumer reads it
+	}
+	p.mu.Lock()
+	e := p.entries[topic]
+	switch {
+	case e == nil && len(payload) == 0:
+		p.mu.Unlock()
+		return
+	case e == nil:
+		p.setLocked(topic, inst, nil) // every current record has an entry: not ours
+	case bytes.Equal(payload, e.payload):
+		e.prev, e.echoed = nil, true // the broker keeps our order: no older echo can follow
+		p.mu.Unlock()
+		return // our own publication coming back
+	case e.prev != nil && bytes.Equal(payload, e.prev):
+		p.mu.Unlock()
+		return // the echo of the one before, still on its way
+	default:
+		e.done = 0 // publish ours again
+	}
+	p.mu.Unlock()
+	p.overwrite.Add(1)
+	if now := time.Now().UnixNano(); now-p.overLog.Load() > int64(time.Second) {
+		p.overLog.Store(now)
+		p.log.Warn("mqtt: a record on this gateway's own topic was not its own; publishing its own again",
+			"topic", topic, "bytes", len(payload), "overwritten_total", p.overwrite.Load())
+	}
 	signal(p.kick)
 }
 

@@ -1,7 +1,10 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -571,4 +574,75 @@ func TestPublisherForeignOnline(t *testing.T) {
 	if g := decodeStatus(t, snap, topics.GatewayStatus(gw)); g.State != contract.StateOnline {
 		t.Errorf("status after a withdrawn shutdown: %+v, want the last online left in place", g)
 	}
+}
+
+// TestPublisherSigns: with a SigningKey every payload the publisher leaves on the broker
+// verifies with its public key — the instance record, the status record with the key in
+// it, and the will the broker publishes when the link is cut — and a record that is not
+// its own, written on its topics while it runs (a forgery, an empty record, an old
+// record of its own played back, a record on a topic it does not hold), is replaced by
+// its own at once and counted.
+func TestPublisherSigns(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker) {
+		const gw = "gw-signed"
+		pub, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ring := &contract.KeyRing{}
+		ring.Add(gw, pub)
+		proxy := tcpproxy.Start(t, b.addr)
+		w := startWatch(t, b.url, "")
+		p, _ := startPublisher(t, PublisherOptions{BrokerURL: proxy.URL(), Gateway: testGateway(gw, 3), SigningKey: key}, nil)
+		rec := testutil.FullRecord(gw, "drive-1", 1)
+		topic := topics.Instance(rec.Service, gw, rec.ID)
+		p.Publish(rec)
+		w.catalog(t, "record", isRecord(topic, 1))
+		first := retained(t, b.url, topics.CatalogFilter(""))[topic]
+		rec.Revision = 2
+		p.Publish(rec)
+		w.catalog(t, "record 2", isRecord(topic, 2))
+		snap := retained(t, b.url, topics.CatalogFilter(""), topics.GatewayStatusFilter())
+		if _, err := ring.Verify(gw, contract.KindInstance, snap[topic]); err != nil {
+			t.Fatalf("instance record: %v", err)
+		}
+		body, err := ring.Verify(gw, contract.KindGateway, snap[topics.GatewayStatus(gw)])
+		if err != nil {
+			t.Fatalf("status record: %v", err)
+		}
+		if g, _ := contract.DecodeGatewayRecord(body); g == nil || g.Key != contract.FormatPublicKey(pub) {
+			t.Fatalf("status record %s does not carry the key", body)
+		}
+
+		// Writes on its own topics that are not its own.
+		stray := topics.Instance(rec.Service, gw, "stray")
+		forged := bytes.Replace(snap[topic], []byte(`"revision":2`), []byte(`"revision":99`), 1)
+		for i, m := range []struct {
+			topic   string
+			payload []byte
+		}{{topic, forged}, {topic, nil}, {topic, first}, {stray, snap[topic]}} {
+			rawPublish(t, b.url, m.topic, true, m.payload)
+			testutil.EventuallyNil(t, waitFor, "the publisher's own records back", func() error {
+				now := retained(t, b.url, topics.CatalogFilter(""))
+				if _, there := now[stray]; there {
+					return fmt.Errorf("the record on %s is still there", stray)
+				}
+				if !bytes.Equal(now[topic], snap[topic]) {
+					return fmt.Errorf("write %d: %s holds %q", i, topic, now[topic])
+				}
+				return nil
+			})
+		}
+		if n := p.Stats().Overwritten; n != 4 {
+			t.Errorf("Overwritten = %d, want 4", n)
+		}
+
+		proxy.SetDown(true)
+		w.gateway(t, "offline from the will", isState(gw, contract.StateOffline))
+		will := retained(t, b.url, topics.GatewayStatusFilter())[topics.GatewayStatus(gw)]
+		if _, err := ring.Verify(gw, contract.KindGateway, will); err != nil {
+			t.Fatalf("will: %v (%s)", err, will)
+		}
+		proxy.SetDown(false)
+	})
 }

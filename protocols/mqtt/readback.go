@@ -29,6 +29,9 @@ type ReadBackOptions struct {
 	// StatusOnly reads the gateway's status record and not its catalog subtree
 	// (ReadBackResult.Records stays empty).
 	StatusOnly bool
+	// Keys, if set, are the gateway's own keys: an instance record that does not verify
+	// with them (contract.KeyRing.Verify) is returned with that error, not as a record.
+	Keys *contract.KeyRing
 }
 
 // Retained is one retained message read back from a gateway's catalog subtree: its
@@ -36,10 +39,14 @@ type ReadBackOptions struct {
 type Retained struct {
 	Topic  string
 	Record *contract.Record // nil when Err is set
-	// Err: the payload does not decode (contract.DecodeRecord's errors), or the record
+	// Err: the payload does not decode (contract.DecodeRecord's errors), the record
 	// is not the one its topic names (service, gateway and id slugs must match;
-	// wraps contract.ErrInvalidRecord).
+	// wraps contract.ErrInvalidRecord), or, with ReadBackOptions.Keys, its signature
+	// does not verify (contract.ErrUnsigned, ErrBadSignature).
 	Err error
+	// Unverified is, when Err is a signature error, the record the payload holds if it
+	// decodes, unauthenticated: good for nothing but its revision (a floor).
+	Unverified *contract.Record
 }
 
 // ReadBackResult is what ReadBack found.
@@ -111,7 +118,17 @@ func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 			return // not an instance topic of ours (the filter matches deeper levels too)
 		}
 		r := Retained{Topic: m.Topic()}
-		rec, err := contract.DecodeRecord(m.Payload())
+		body := m.Payload()
+		var err error
+		if o.Keys != nil {
+			body, err = o.Keys.Verify(gw, contract.KindInstance, body)
+		}
+		var rec *contract.Record
+		if err == nil {
+			rec, err = contract.DecodeRecord(body)
+		} else if u, uerr := contract.DecodeRecord(m.Payload()); uerr == nil && u.Gateway == o.Gateway && contract.Slug(u.ID) == inst {
+			r.Unverified = u
+		}
 		switch {
 		case err != nil:
 			r.Err = err

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -134,10 +135,47 @@ func (c *Client) expiredLocked(e *entry, now time.Time) bool {
 	return g != nil && lease.Expired(g.rec.ValidUntil, now)
 }
 
+// tombstone remembers the last record of a removed instance until its lease ran out,
+// so that an older record of the same gateway run played back on its topic (whose
+// lease, being older, runs out no later) is not taken for a new registration.
+type tombstone struct {
+	epoch, revision int64
+	until           time.Time // the removed record's lease expiry (reader's clock)
+}
+
+// maxTombstones bounds the tombstones a client keeps.
+const maxTombstones = 1 << 16
+
+// buryLocked keeps a tombstone for e, which is being removed; c.mu held. Records
+// without a lease get none (nothing bounds how long it would be needed).
+func (c *Client) buryLocked(e *entry) {
+	until, ok := contract.Lease{MaxClockSkew: c.o.MaxClockSkew}.Expiry(e.rec.ValidUntil)
+	if !ok || len(c.tombs) >= maxTombstones {
+		return
+	}
+	if c.tombs == nil {
+		c.tombs = map[string]tombstone{}
+	}
+	c.tombs[e.topic] = tombstone{epoch: e.rec.Epoch, revision: e.rec.Revision, until: until}
+}
+
+// buriedLocked reports whether rec, arriving on topic where no entry is held, is not
+// newer than the record removed there (same epoch, revision not above it) while that
+// record's lease lasts; c.mu held.
+func (c *Client) buriedLocked(topic string, rec *contract.Record, now time.Time) bool {
+	t, ok := c.tombs[topic]
+	return ok && now.Before(t.until) && rec.Epoch == t.epoch && rec.Revision <= t.revision
+}
+
 // expireLocked reports, as an Updated change, every entry whose lease expired (or came
 // back) since it was last reported; c.mu held. The loop calls it periodically, so it
 // builds an Instance only for the entries that changed.
 func (c *Client) expireLocked(now time.Time) {
+	for topic, t := range c.tombs {
+		if !now.Before(t.until) {
+			delete(c.tombs, topic)
+		}
+	}
 	for _, e := range c.entries {
 		expired := c.expiredLocked(e, now)
 		if expired == e.expired {
@@ -167,7 +205,11 @@ func (c *Client) apply(in inbound) {
 		if len(c.services) > 0 && !c.services[svc] {
 			return
 		}
-		rec, err := contract.DecodeRecord(in.payload)
+		body, ok := c.verify(gw, contract.KindInstance, in.payload)
+		if !ok {
+			return
+		}
+		rec, err := contract.DecodeRecord(body)
 		if err != nil {
 			c.log.Warn("client: malformed instance record skipped", "topic", in.topic, "err", err)
 			return
@@ -181,7 +223,11 @@ func (c *Client) apply(in inbound) {
 		return
 	}
 	if gw, ok := t.ParseGatewayStatusTopic(in.topic); ok {
-		rec, err := contract.DecodeGatewayRecord(in.payload)
+		body, ok := c.verify(gw, contract.KindGateway, in.payload)
+		if !ok {
+			return
+		}
+		rec, err := contract.DecodeGatewayRecord(body)
 		if err != nil {
 			c.log.Warn("client: malformed gateway record skipped", "topic", in.topic, "err", err)
 			return
@@ -196,6 +242,45 @@ func (c *Client) apply(in inbound) {
 	c.log.Debug("client: message on an unexpected topic skipped", "topic", in.topic)
 }
 
+// maxSigLogged bounds the (gateway, reason) pairs verify remembers having logged.
+const maxSigLogged = 1024
+
+// verify checks the signature of a payload published under gateway slug gw when the
+// client has trusted keys, and returns the bytes to decode (the signed body; an empty
+// payload as it is). A payload that fails is counted and logged once per gateway and
+// reason, and ok is false.
+func (c *Client) verify(gw string, kind contract.SignedKind, payload []byte) (body []byte, ok bool) {
+	if c.o.TrustedKeys.Len() == 0 || len(payload) == 0 {
+		return payload, true
+	}
+	body, err := c.o.TrustedKeys.Verify(gw, kind, payload)
+	if err == nil {
+		return body, true
+	}
+	reason := "bad-signature"
+	c.mu.Lock()
+	if errors.Is(err, contract.ErrUnsigned) {
+		reason = "unsigned"
+		c.unsigned++
+	} else {
+		c.badSigs++
+	}
+	// Bounded: a forger can make up any number of gateway ids.
+	first := !c.sigLogged[gw+" "+reason] && len(c.sigLogged) < maxSigLogged
+	if first {
+		if c.sigLogged == nil {
+			c.sigLogged = map[string]bool{}
+		}
+		c.sigLogged[gw+" "+reason] = true
+	}
+	c.mu.Unlock()
+	if first {
+		c.log.Warn("client: records that fail the signature check are ignored (logged once per gateway and reason; see Status)",
+			"gateway", gw, "reason", reason, "kind", string(kind), "err", err)
+	}
+	return nil, false
+}
+
 func (c *Client) applyInstance(in inbound, svc, gw, inst string, rec *contract.Record) {
 	now := time.Now()
 	c.mu.Lock()
@@ -205,6 +290,7 @@ func (c *Client) applyInstance(in inbound, svc, gw, inst string, rec *contract.R
 		if e == nil {
 			return
 		}
+		c.buryLocked(e)
 		delete(c.entries, in.topic)
 		c.log.Debug("client: instance deregistered", "service", svc, "gateway", gw, "instance", inst)
 		c.emitLocked(Removed, e, now)
@@ -212,6 +298,10 @@ func (c *Client) applyInstance(in inbound, svc, gw, inst string, rec *contract.R
 	}
 	kind := Updated
 	switch {
+	case e == nil && c.buriedLocked(in.topic, rec, now):
+		c.log.Debug("client: older record of a removed instance ignored (a replay?)", "service", svc, "gateway", gw,
+			"instance", inst, "revision", rec.Revision)
+		return
 	case e == nil:
 		kind = Added
 		e = &entry{topic: in.topic, svc: svc, gw: gw, inst: inst}
@@ -282,6 +372,7 @@ func (c *Client) sweep(gen uint64) {
 	removed := 0
 	for _, e := range c.sortedLocked("") {
 		if e.gen != gen {
+			c.buryLocked(e)
 			delete(c.entries, e.topic)
 			c.emitLocked(Removed, e, now)
 			removed++

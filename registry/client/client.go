@@ -84,6 +84,15 @@ type Options struct {
 	// MaxClockSkew after its valid_until. 0: contract.DefaultMaxClockSkew (1 s); negative:
 	// none.
 	MaxClockSkew time.Duration
+	// TrustedKeys, if it holds any key, makes the client check signatures
+	// (docs/contract.md, "Signed records"): an instance record or gateway status record
+	// that is unsigned, or not signed with a trusted key of the gateway named by its
+	// topic, is ignored — counted in Status (Unsigned, BadSignatures) and logged once
+	// per gateway and reason — so a forger who can publish on the broker can hide
+	// instances (empty records cannot be signed) but never add, alter or revive one.
+	// nil or empty: records are not authenticated, and Run logs one warning saying so.
+	// The ring must not be changed once the client was created.
+	TrustedKeys *contract.KeyRing
 	// SyncTopic is where the client publishes its sync marker (QoS 1, not retained)
 	// after each SUBSCRIBE, to learn when the broker has sent every retained record.
 	// Default <prefix>/consumers/<slug(ClientID)>/sync. The broker's ACL must let the
@@ -167,6 +176,11 @@ type Client struct {
 	isReady    bool
 	done       bool // Run has returned: subscriptions are closed
 	dirty      bool // changed since the last cache write
+	// Signature checks (Options.TrustedKeys): counters, and the (gateway, reason)
+	// pairs already logged.
+	unsigned, badSigs uint64
+	sigLogged         map[string]bool
+	tombs             map[string]tombstone // instance topic → last removed record (see buryLocked)
 }
 
 // connState is the connection as the loop last saw it.
@@ -313,7 +327,11 @@ func (c *Client) Run(ctx context.Context) error {
 	for _, b := range c.o.Brokers {
 		redacted = append(redacted, c.brokers[b])
 	}
-	c.log.Info("client: connecting", "brokers", redacted, "client_id", c.o.ClientID, "services", c.o.Services)
+	c.log.Info("client: connecting", "brokers", redacted, "client_id", c.o.ClientID, "services", c.o.Services,
+		"trusted_keys", c.o.TrustedKeys.Len())
+	if c.o.TrustedKeys.Len() == 0 {
+		c.log.Warn("client: no trusted gateway keys: records are not authenticated, and anyone who can publish on the broker can forge the catalog (give the gateways' keys: rollcall key)")
+	}
 
 	var wg sync.WaitGroup
 	saveCtx, stopSaver := context.WithCancel(ctx)
@@ -602,6 +620,10 @@ type Status struct {
 	Since time.Time
 	// Instances is the number of catalog entries, of any status, stale ones included.
 	Instances int
+	// Unsigned counts records ignored because they carried no signature, and
+	// BadSignatures those whose signature did not verify with a trusted key of their
+	// gateway (or whose gateway has none); both stay 0 without Options.TrustedKeys.
+	Unsigned, BadSignatures uint64
 }
 
 // Status returns the connection status.
@@ -611,6 +633,7 @@ func (c *Client) Status() Status {
 	return Status{
 		Connected: c.conn.connected, Broker: c.conn.broker, Synced: c.conn.connected && c.conn.synced,
 		Since: c.conn.since, Instances: len(c.entries),
+		Unsigned: c.unsigned, BadSignatures: c.badSigs,
 	}
 }
 

@@ -23,6 +23,7 @@ package rig
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"log/slog"
@@ -272,4 +273,23 @@ func WaitAnswering(t testing.TB, g *gateway.Gateway, deadline time.Duration, sin
 		}
 		return recs, ok
 	})
+}
+
+// TrustedKeys returns a key ring holding the public signing key of each gateway id
+// given (default: GatewayID) from its state directory, as a consumer given
+// `rollcall key`'s output holds it; run the gateway first (it makes its key).
+func (r *Rig) TrustedKeys(ids ...string) *contract.KeyRing {
+	r.t.Helper()
+	if len(ids) == 0 {
+		ids = []string{r.GatewayID}
+	}
+	ring := &contract.KeyRing{}
+	for _, id := range ids {
+		key, _, err := gateway.LoadOrCreateKey(filepath.Join(r.Dir, "state-"+id))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		ring.Add(id, key.Public().(ed25519.PublicKey))
+	}
+	return ring
 }
