@@ -222,6 +222,77 @@ health: {poll_interval: 20ms, successes_before_passing: 1, publish_burst: 5, pub
 	_ = g
 }
 
+// TestDeathAfterFlapping: a drive flaps (CiA 402 fault bit on and off every 100 ms) long
+// enough for the per-instance publication limit to hold records back, then dies. Its
+// death must reach a subscriber within the detect budget its own record publishes: the
+// transition to critical bypasses the limit. Measured from the last successful poll
+// (the record's last_seen: the drive died after it) to the critical record's arrival at
+// a plain MQTT subscriber, an upper bound of silent → critical.
+func TestDeathAfterFlapping(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	broker := mosquitto.Start(t)
+	h := rig.New(t)
+	s := h.StartSim(1)
+	sub := subscribe(t, broker.URL())
+	g := h.StartGateway(broker.URL(), `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
+health: {poll_interval: 20ms, successes_before_passing: 1, publish_burst: 5, publish_every: 1s}
+`)
+	id := "rollcall-firmware-sim-sim-0001"
+	rig.WaitCatalog(t, g, 15*time.Second, "the drive passing", rig.Passing(1))
+	// Flap: the stimulus, ten fault/clear cycles of 100 ms each.
+	records := 0
+	toggle := time.NewTicker(100 * time.Millisecond)
+	defer toggle.Stop()
+	for i := 0; i < 20; {
+		select {
+		case m := <-sub.msgs:
+			if r := decode(t, m); r != nil && r["id"] == id && !m.retained {
+				records++
+			}
+		case <-toggle.C:
+			mode := slave.FaultNone
+			if i%2 == 0 {
+				mode = slave.FaultDevice
+			}
+			if err := s.SetFault("bus1", 1, slave.Fault{Mode: mode}); err != nil {
+				t.Fatal(err)
+			}
+			i++
+		}
+	}
+	if records <= 5 {
+		t.Fatalf("%d records during 2 s of flapping: the publication limit (burst 5) was never reached", records)
+	}
+	if err := s.SetFault("bus1", 1, slave.Fault{Mode: slave.FaultSilent}); err != nil {
+		t.Fatal(err)
+	}
+	var crit map[string]any
+	var at time.Time
+	sub.next(t, 20*time.Second, "the critical record", func(m message, r map[string]any) bool {
+		if r != nil && r["id"] == id && r["status"] == "critical" {
+			crit, at = r, m.at
+			return true
+		}
+		return false
+	})
+	lastSeen, err := time.Parse(time.RFC3339Nano, crit["last_seen"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := crit["check"].(map[string]any)
+	budget := time.Duration(check["detect_budget_ms"].(float64)) * time.Millisecond
+	took := at.Sub(lastSeen)
+	t.Logf("after %d records of flapping (limit engaged), last good poll → critical at the subscriber %v; published detect_budget_ms %v",
+		records, took.Round(time.Millisecond), budget)
+	if took > rig.DetectFactor*budget {
+		t.Fatalf("death took %v to reach the subscriber, more than %d × the published budget %v", took, rig.DetectFactor, budget)
+	}
+}
+
 func decode(t *testing.T, m message) map[string]any {
 	t.Helper()
 	if len(m.payload) == 0 {

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
@@ -34,10 +35,23 @@ func main() {
 	broker := flag.String("broker", "tcp://127.0.0.1:1883", "MQTT broker of the rollcall catalog")
 	group := flag.String("axis-group", "A", "meta axis_group of the drives this controller may use")
 	every := flag.Duration("every", 200*time.Millisecond, "position read period")
+	keys := flag.String("trusted-keys", "", "trusted gateway keys (`rollcall key` lines); records not signed by them are ignored")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, Config{Broker: *broker, AxisGroup: *group, Every: *every}, os.Stdout)
+	cfg := Config{Broker: *broker, AxisGroup: *group, Every: *every}
+	if *keys != "" {
+		f, err := os.Open(*keys)
+		if err == nil {
+			cfg.TrustedKeys, err = contract.ParseKeyRing(f, *keys)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "line-controller:", err)
+			os.Exit(2)
+		}
+	}
+	err := run(ctx, cfg, os.Stdout)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "line-controller:", err)
 		os.Exit(1)
@@ -49,6 +63,9 @@ type Config struct {
 	Broker    string        // MQTT broker URL
 	AxisGroup string        // meta axis_group to pick drives from
 	Every     time.Duration // position read period
+	// TrustedKeys, if set, are the gateways' keys: records not signed by them are
+	// ignored (client.Options.TrustedKeys).
+	TrustedKeys *contract.KeyRing
 	// OnDrive, if set, is called with the instance id each time the controller starts
 	// using a drive (for tests).
 	OnDrive func(id string)
@@ -57,7 +74,7 @@ type Config struct {
 // run is the controller loop: pick, read, fail over; until ctx ends.
 func run(ctx context.Context, cfg Config, out io.Writer) error {
 	cl, err := client.New(client.Options{
-		Brokers: []string{cfg.Broker}, Services: []string{"servo-drive"},
+		Brokers: []string{cfg.Broker}, Services: []string{"servo-drive"}, TrustedKeys: cfg.TrustedKeys,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

@@ -47,7 +47,7 @@ health: {poll_interval: 50ms}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = run(ctx, Config{Broker: g.BrokerURL(), AxisGroup: "A", Every: 20 * time.Millisecond,
+		_ = run(ctx, Config{Broker: g.BrokerURL(), AxisGroup: "A", Every: 20 * time.Millisecond, TrustedKeys: r.TrustedKeys(),
 			OnDrive: func(id string) { drives <- id }}, &out)
 	}()
 	var first string

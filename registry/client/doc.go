@@ -35,9 +35,22 @@
 // not match their topic, are logged and skipped; the gateways' read-back marker topic
 // (<prefix>/gateways/<g>/readback) is not matched by these filters.
 //
-// Records are taken as the broker delivers them, with one exception: a record of the
+// Records are taken as the broker delivers them, with two exceptions: a record of the
 // same epoch as the one held but with a lower revision is an older publication
-// delivered late, and does not replace the newer one.
+// delivered late, and does not replace the newer one; and after an instance was removed,
+// a record of it no newer than the removed one (same epoch, revision not above) is not
+// taken for a new registration while the removed record's lease could still run.
+//
+// # Signatures
+//
+// Give Options.TrustedKeys the gateways' public keys (contract.ParseKeyRing reads the
+// lines `rollcall key` prints) and the client believes only what they signed: an
+// instance or status record that is unsigned, signed with another key, or altered is
+// ignored, counted in Status().Unsigned or Status().BadSignatures, and logged once per
+// gateway and reason. Empty records (deregistrations) cannot be signed and are taken:
+// a forger can hide an instance but never add, alter or revive one. Without trusted
+// keys Run logs one warning that the catalog is not authenticated
+// (docs/contract.md, "Signed records").
 //
 // # Pick
 //
