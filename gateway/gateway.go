@@ -611,7 +611,9 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 		return nil, embedded.User{}, err
 	}
 	own := topics.GatewayACL(cfg.Gateway.ID)
-	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw), Read: own, Write: own}
+	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw), Read: own, Write: own, Unlimited: true}
+	// Consumers write only their own sync topic (contract.Topics.ConsumerSyncTopic).
+	ownSync := topics.Root() + "/consumers/" + embedded.ClientIDPattern + "/#"
 	o := embedded.AccessOptions{Users: []embedded.User{self}}
 	for i, u := range cfg.MQTT.EmbeddedAuth.Users {
 		pass, err := readSecret(fmt.Sprintf("mqtt.embedded_auth.users[%d]", i), u.PasswordFile, u.PasswordEnv)
@@ -623,12 +625,14 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 			eu.Read = []string{topics.ReadAllFilter()}
 		}
 		if eu.Write == nil {
-			eu.Write = []string{topics.ConsumersFilter()}
+			eu.Write = []string{ownSync}
 		}
 		o.Users = append(o.Users, eu)
 	}
 	if cfg.MQTT.EmbeddedAuth.AllowAnonymous {
-		o.Anonymous = &embedded.User{Read: []string{topics.ReadAllFilter()}, Write: []string{topics.ConsumersFilter()}}
+		// Read only: anonymous clients store nothing (no retained message, no retained
+		// will) and write nowhere but their own sync topic.
+		o.Anonymous = &embedded.User{Read: []string{topics.ReadAllFilter()}, Write: []string{ownSync}, NoRetain: true}
 	}
 	return embedded.NewAccess(o), self, nil
 }

@@ -313,12 +313,17 @@ discovery:
 	}
 	defer c.Disconnect(100)
 	forged := contract.Topics{}.Instance("servo-drive", "it-gw", "forged")
-	syncTopic := contract.Topics{}.ConsumerSyncTopic("line1")
+	syncTopic := contract.Topics{}.ConsumerSyncTopic("access-line1l1ne") // its own client id
+	otherSync := contract.Topics{}.ConsumerSyncTopic("someone-else")
 	c.Publish(forged, 0, true, `{"schema":"rollcall.instance/v1"}`).WaitTimeout(5 * time.Second)
+	c.Publish(otherSync, 0, false, `{"marker":0}`).WaitTimeout(5 * time.Second)
 	c.Publish(syncTopic, 0, false, `{"marker":1}`).WaitTimeout(5 * time.Second)
 	sub.next(t, 10*time.Second, "line1's marker", func(m message, r map[string]any) bool {
 		if m.topic == forged {
 			t.Fatal("line1 wrote a record")
+		}
+		if m.topic == otherSync {
+			t.Fatal("line1 wrote on another consumer's sync topic")
 		}
 		return m.topic == syncTopic
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 // Figure tcp_scale: the gateway process alone, 1000 Modbus TCP devices polled at 1 Hz.
@@ -127,22 +127,6 @@ func cpuTicks(pid int) (int64, error) {
 		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
 	return ut + st, nil
-}
-
-// procStatusKB returns a "kB" field (e.g. VmHWM) of /proc/<pid>/status.
-func procStatusKB(pid int, field string) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }
 
 // moduleRoot returns dir if set, else the nearest directory at or above the working
@@ -426,11 +410,11 @@ func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, wi
 	if err != nil {
 		return nil, fmt.Errorf("sim requests: %w", err)
 	}
-	if res.hwmKB, err = procStatusKB(gw.pid(), "VmHWM"); err != nil {
+	if res.hwmKB, err = testutil.ProcStatusKB(gw.pid(), "VmHWM"); err != nil {
 		return nil, fmt.Errorf("rss: %w", err)
 	}
-	res.rssKB, _ = procStatusKB(gw.pid(), "VmRSS")
-	res.threads, _ = procStatusKB(gw.pid(), "Threads")
+	res.rssKB, _ = testutil.ProcStatusKB(gw.pid(), "VmRSS")
+	res.threads, _ = testutil.ProcStatusKB(gw.pid(), "Threads")
 	res.share = 100 * float64(t1-t0) / userHZ / res.wall.Seconds()
 	res.simShare = 100 * float64(s1-s0) / userHZ / res.wall.Seconds()
 	res.pollRate = float64(r1-r0) / res.wall.Seconds()

@@ -36,14 +36,26 @@ type Options struct {
 	Auth mochi.Hook
 	// AuthConfig is passed with Auth to mochi's AddHook (e.g. *auth.Options).
 	AuthConfig any
+	// Limits bound clients, packet sizes, in-flight messages and retained messages;
+	// zero fields take the defaults (see Limits). With an *Access as Auth, its
+	// User.Unlimited accounts are exempt from the retained quotas.
+	Limits Limits
 }
 
 // Broker is a running embedded broker. Close it when done.
 type Broker struct {
 	srv    *mochi.Server
 	ln     *trackedListener
+	quota  *quotaHook
+	refuse *refusals
 	closed sync.Once
 	err    error
+}
+
+// Stats returns the broker's counters now.
+func (b *Broker) Stats() Stats {
+	n, bytes := b.quota.usage()
+	return Stats{Clients: b.srv.Clients.Len(), Retained: n, RetainedBytes: bytes, Refused: b.refuse.n.Load()}
 }
 
 // Start starts the broker and returns once it is listening. Retained messages never
@@ -57,18 +69,34 @@ func Start(o Options) (*Broker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	lim := o.Limits.withDefaults()
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumMessageExpiryInterval = 0 // retained records must not expire
+	caps.MaximumClients = int64(lim.MaxClients)
+	caps.MaximumPacketSize = uint32(lim.MaxPacketBytes)
+	caps.ReceiveMaximum = uint16(min(lim.MaxInflight, 65535))
+	caps.MaximumInflight = uint16(min(lim.MaxInflight, 65535))
 	srv := mochi.New(&mochi.Options{
 		Capabilities: caps,
 		Logger:       o.Logger.With("component", "mqtt-broker"),
 	})
+	refuse := &refusals{log: o.Logger, logged: map[string]bool{}}
+	quota := &quotaHook{lim: lim, log: refuse, topics: map[string]retainedMsg{}, accounts: map[string]*usage{}}
 	hook, cfg := o.Auth, o.AuthConfig
 	if hook == nil {
 		hook, cfg = new(auth.AllowHook), nil
 	}
+	if a, ok := hook.(*Access); ok {
+		a.log, quota.unlimited = refuse, a.unlimited
+	}
+	// Order matters: the access and quota hooks may drop a retained publish or will,
+	// so they run before the consistency hook, which locks the retained index for
+	// every retained message it sees until it is stored.
 	if err := srv.AddHook(hook, cfg); err != nil {
 		return nil, fmt.Errorf("embedded broker: auth hook %s: %w", hook.ID(), err)
+	}
+	if err := srv.AddHook(quota, nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	if err := srv.AddHook(new(consistencyHook), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
@@ -81,7 +109,7 @@ func Start(o Options) (*Broker, error) {
 		_ = srv.Close()
 		return nil, fmt.Errorf("embedded broker: serve: %w", err)
 	}
-	return &Broker{srv: srv, ln: ln}, nil
+	return &Broker{srv: srv, ln: ln, quota: quota, refuse: refuse}, nil
 }
 
 // Addr returns the bound listen address, host:port (the real port when Listen had
