@@ -13,12 +13,12 @@ import (
 
 // Defaults of Limits; a zero field takes its default.
 const (
-	DefaultMaxClients                = 1024      // connected clients
-	DefaultMaxPacketBytes            = 256 << 10 // bytes: a record is at most 64 KiB (contract.MaxPayloadSize)
-	DefaultMaxInflight               = 256       // QoS 1/2 messages per client awaiting acknowledgement
-	DefaultMaxRetained               = 16384     // retained messages of limited accounts, in total
-	DefaultMaxRetainedBytes          = 64 << 20  // bytes of those, in total (topic + payload)
-	DefaultMaxRetainedPerAccount     = 4096      // retained messages per limited account
+	DefaultMaxClients                 = 1024      // connected clients
+	DefaultMaxPacketBytes             = 256 << 10 // bytes: a record is at most 64 KiB (contract.MaxPayloadSize)
+	DefaultMaxInflight                = 256       // QoS 1/2 messages per client awaiting acknowledgement
+	DefaultMaxRetained                = 16384     // retained messages of limited accounts, in total
+	DefaultMaxRetainedBytes           = 64 << 20  // bytes of those, in total (topic + payload)
+	DefaultMaxRetainedPerAccount      = 4096      // retained messages per limited account
 	DefaultMaxRetainedBytesPerAccount = 16 << 20  // bytes per limited account
 )
 
