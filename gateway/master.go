@@ -73,7 +73,7 @@ type master struct {
 	failCost  time.Duration   // master time of one failed poll: default timeout + resync listening
 	maxTA     time.Duration   // longest device turnaround observed (RTU): round trip − wire times
 	known     map[int]*device // registered units
-	refused   map[int]bool    // units whose registration a limit refused (logged once)
+	unreg     map[int]string  // units that answer but cannot be registered → reason (reported once)
 	absent    []int           // units to probe, ascending
 	sweepPos  int             // index into absent of the next probe
 	nextProbe time.Time       // earliest start of the next probe
@@ -108,7 +108,7 @@ func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Pr
 		cfg: cfg, gateway: gatewayID, profiles: profiles, reg: reg, policy: reg.Policy(), metrics: mx,
 		log:     log,
 		known:   map[int]*device{},
-		refused: map[int]bool{},
+		unreg:   map[int]string{},
 		absent:  slices.Clone(cfg.Units),
 	}
 	m.hints.Store(&h)
@@ -267,9 +267,16 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 	if err == nil {
 		m.observeTurnaround(time.Since(start), 7, deviceIDReplyLen(basic))
 	}
+	// Something is at the unit if the probe got any reply: a normal one, an exception,
+	// or a malformed one.
+	present := err == nil || !(errors.Is(err, modbus.ErrTimeout) || errors.Is(err, modbus.ErrUnreachable) ||
+		errors.Is(err, modbus.ErrClosed) || errors.Is(err, context.Canceled))
 	err = m.register(ctx, c, unit, basic, err)
-	if err != nil && ctx.Err() == nil && !errors.Is(err, modbus.ErrTimeout) && !errors.Is(err, modbus.ErrUnreachable) {
-		m.log.Debug("probe", "unit", unit, "err", err)
+	switch {
+	case err == nil || !present || ctx.Err() != nil:
+		delete(m.unreg, unit)
+	default:
+		m.reportUnregistrable(unit, err)
 	}
 	now := time.Now()
 	m.stats.Probe(now.Sub(start), m.sweepPos >= len(m.absent))
@@ -343,12 +350,11 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 	p := m.profiles.Match(ident.Objects)
 	identity, err := devices.ReadIdentity(ctx, c, byte(unit), p, ident)
 	if err != nil {
-		m.log.Warn("device answers but its identity cannot be read", "unit", unit, "profile", p.Name, "err", err)
-		return err
+		return fmt.Errorf("identity (profile %s): %w", p.Name, err)
 	}
 	o := devices.Poll(ctx, c, byte(unit), p, ident.Objects != nil)
 	if !o.Answered {
-		return fmt.Errorf("first poll: %w", o.Err)
+		return fmt.Errorf("first poll (profile %s): %w", p.Name, o.Err)
 	}
 	h := m.hints.Load()
 	d := &device{unit: unit, id: m.instanceID(identity, unit), profile: p, hasDevID: ident.Objects != nil,
@@ -365,19 +371,55 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 		Check:        m.check(len(m.known) + 1),
 		Owner:        m.cfg.Owner,
 	}, o); err != nil {
-		if !m.refused[unit] {
-			m.refused[unit] = true
-			m.log.Warn("registration refused: a limit is reached", "unit", unit, "instance", d.id, "err", err)
-		}
-		return err
+		return fmt.Errorf("instance %s: %w", d.id, err)
 	}
-	delete(m.refused, unit)
 	m.known[unit] = d
 	m.live.Store(int32(len(m.known)))
 	m.removeAbsent(unit)
 	m.updateChecks()
 	m.log.Info("device registered", "unit", unit, "instance", d.id, "profile", p.Name, "serial", identity.Serial)
 	return nil
+}
+
+// Reasons a unit that answers cannot be registered (rollcall_unregistrable_devices_total).
+const (
+	unregException = "exception"           // a Modbus exception where identification or the first poll needs a reply
+	unregMalformed = "malformed"           // CRC errors, short, malformed or wrong-unit replies
+	unregIDLoop    = "identification_loop" // FC 0x2B "more follows" never ends (modbus.ErrDeviceIDLoop)
+	unregTimeout   = "timeout"             // answered the probe, then stopped answering
+	unregLimit     = "limit"               // the registry's instance cap or record size limit
+	unregOther     = "other"
+)
+
+// unregistrableReason classifies why a unit that answers could not be registered.
+func unregistrableReason(err error) string {
+	var wrong *modbus.WrongUnitError
+	switch {
+	case errors.Is(err, modbus.ErrDeviceIDLoop):
+		return unregIDLoop
+	case modbus.IsAnswer(err):
+		return unregException
+	case errors.Is(err, modbus.ErrBadFrame), errors.Is(err, modbus.ErrCRC), errors.Is(err, modbus.ErrShortFrame), errors.As(err, &wrong):
+		return unregMalformed
+	case errors.Is(err, modbus.ErrTimeout):
+		return unregTimeout
+	case errors.Is(err, registry.ErrTooManyInstances), errors.Is(err, registry.ErrRecordTooLarge):
+		return unregLimit
+	}
+	return unregOther
+}
+
+// reportUnregistrable reports, once per unit and reason, a unit that answers the sweep
+// but cannot be registered: a Warn line at the default log level with the reason and the
+// error, and rollcall_unregistrable_devices_total. The sweep keeps trying it.
+func (m *master) reportUnregistrable(unit int, err error) {
+	reason := unregistrableReason(err)
+	if m.unreg[unit] == reason {
+		return
+	}
+	m.unreg[unit] = reason
+	m.stats.Unregistrable(reason)
+	m.log.Warn("device answers but cannot be registered; the sweep keeps trying it", "unit", unit, "reason", reason, "err", err)
 }
 
 // detectBudget is the worst case from a device's death to critical with n devices on

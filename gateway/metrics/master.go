@@ -73,6 +73,7 @@ func (mm *Master) Close() {
 	}
 	delete(m.masters, mm.name)
 	m.polls.DeletePartialMatch(prometheus.Labels{"master": mm.name})
+	m.unregistrable.DeletePartialMatch(prometheus.Labels{"master": mm.name})
 	m.roundTrip.DeleteLabelValues(mm.name)
 }
 
@@ -96,6 +97,16 @@ func (mm *Master) Probe(d time.Duration, cycleDone bool) {
 	if cycleDone {
 		mm.cycles.Add(1)
 	}
+}
+
+// Unregistrable counts a unit that answered the sweep but could not be registered, for
+// reason (rollcall_unregistrable_devices_total); the caller counts each unit and reason
+// once.
+func (mm *Master) Unregistrable(reason string) {
+	if mm == nil {
+		return
+	}
+	mm.m.unregistrable.WithLabelValues(mm.name, reason).Inc()
 }
 
 // Sweep sets the sweep progress: probed units of the current cycle, and the number of

@@ -52,6 +52,7 @@ type Metrics struct {
 	deregistrations prometheus.Counter
 	transitions     *prometheus.CounterVec // from, to
 	instances       *prometheus.GaugeVec   // status
+	unregistrable   *prometheus.CounterVec // master, reason
 
 	mu             sync.Mutex
 	publishLatency prometheus.Histogram
@@ -101,6 +102,11 @@ func New(o Options) *Metrics {
 			Name: "rollcall_instances",
 			Help: "Live instances of this gateway by status.",
 		}, []string{"status"}),
+		unregistrable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollcall_unregistrable_devices_total",
+			Help: "Devices that answered the sweep but could not be registered, by master and reason " +
+				"(exception, malformed, identification_loop, timeout, limit, other); counted once per unit and reason.",
+		}, []string{"master", "reason"}),
 	}
 	statuses := []contract.Status{contract.Passing, contract.Warning, contract.Critical}
 	for _, s := range statuses {
@@ -128,7 +134,7 @@ func New(o Options) *Metrics {
 			"a broker outage counts in full.",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	})
-	m.reg.MustRegister(m.publishLatency, m.polls, m.roundTrip, m.registrations, m.deregistrations, m.transitions, m.instances,
+	m.reg.MustRegister(m.publishLatency, m.polls, m.roundTrip, m.registrations, m.deregistrations, m.transitions, m.instances, m.unregistrable,
 		info, epoch, masterCollector{m, newMasterDescs()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -26,6 +26,11 @@ var (
 	// also an MBAP header with a protocol identifier other than 0, a length field out of
 	// range, or a transaction identifier that was never sent on the connection.
 	ErrBadFrame = errors.New("modbus: malformed reply")
+	// ErrDeviceIDLoop: a Read Device Identification (FC 0x2B/0x0E) that still says
+	// "more follows" after MaxDeviceIDContinuations continuations, or whose next object
+	// id does not advance (Modbus Application Protocol V1.1b3 §6.21): a device in a loop.
+	// It wraps ErrBadFrame.
+	ErrDeviceIDLoop = fmt.Errorf("%w: device identification does not end", ErrBadFrame)
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("modbus: client closed")
 	// ErrInvalidRequest: the request was refused before anything was sent: a quantity

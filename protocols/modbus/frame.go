@@ -199,10 +199,10 @@ func followDeviceID(read func(objectID byte) (DeviceIDPart, error), wrap func(er
 			return id, nil
 		}
 		if i == MaxDeviceIDContinuations {
-			return nil, wrap(fmt.Errorf("%w: device identification still has more after %d continuations", ErrBadFrame, i))
+			return nil, wrap(fmt.Errorf("%w: still more after %d continuations", ErrDeviceIDLoop, i))
 		}
 		if part.NextObject <= obj {
-			return nil, wrap(fmt.Errorf("%w: next object id 0x%02X after a request from 0x%02X", ErrBadFrame, part.NextObject, obj))
+			return nil, wrap(fmt.Errorf("%w: next object id 0x%02X after a request from 0x%02X", ErrDeviceIDLoop, part.NextObject, obj))
 		}
 		obj = part.NextObject
 	}
