@@ -106,10 +106,10 @@ func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Pr
 	mx *metrics.Metrics, log *slog.Logger) *master {
 	m := &master{
 		cfg: cfg, gateway: gatewayID, profiles: profiles, reg: reg, policy: reg.Policy(), metrics: mx,
-		log:     log,
-		known:   map[int]*device{},
-		unreg:   map[int]string{},
-		absent:  slices.Clone(cfg.Units),
+		log:    log,
+		known:  map[int]*device{},
+		unreg:  map[int]string{},
+		absent: slices.Clone(cfg.Units),
 	}
 	m.hints.Store(&h)
 	return m
