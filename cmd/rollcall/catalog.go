@@ -239,7 +239,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if tty {
 			fmt.Fprint(stdout, "\033[H\033[2J")
 		}
-		printCatalog(stdout, cl.Instances(*service), cl.Status())
+		printCatalog(stdout, client.MergeByID(cl.Instances(*service)), cl.Status())
 	}
 	draw()
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -263,6 +263,18 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 }
 
+// seenBy names the gateways that see in: its record's gateway first, then the others
+// (client.MergeByID).
+func seenBy(in client.Instance) string {
+	out := []string{in.Gateway}
+	for _, g := range in.SeenBy {
+		if g != in.Gateway {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 type watchEvent struct {
 	Event    string          `json:"event"`
 	Instance client.Instance `json:"instance"`
@@ -281,7 +293,7 @@ func printCatalog(w io.Writer, ins []client.Instance, st client.Status) {
 	}
 	fmt.Fprintf(w, "rollcall catalog, %s, %d instances, %s\n", conn, len(ins), time.Now().Format("15:04:05"))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tSTATE\tENDPOINT\tGATEWAY\tRTT ms\tLAST SEEN")
+	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tSTATE\tENDPOINT\tSEEN BY\tRTT ms\tLAST SEEN")
 	for _, in := range ins {
 		status := string(in.Status)
 		if in.GatewayState == client.GatewayOffline {
@@ -298,7 +310,7 @@ func printCatalog(w io.Writer, ins []client.Instance, st client.Status) {
 			state = fmt.Sprint(s)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", in.Service, in.ID, status, state, endpointString(in.Endpoint),
-			in.Gateway, in.Check.RTTMS, in.LastSeen.Local().Format("15:04:05.000"))
+			seenBy(in), in.Check.RTTMS, in.LastSeen.Local().Format("15:04:05.000"))
 	}
 	tw.Flush()
 }

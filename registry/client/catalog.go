@@ -43,6 +43,59 @@ type Instance struct {
 	// live, whatever its status says. Pick never returns it, not even with AllowStale,
 	// and Subscribe reports the moment it expires as an Updated change.
 	Expired bool
+	// SeenBy lists, for an instance returned by Pick or Live or merged by MergeByID,
+	// the gateways (ids, sorted) that publish a record of this id that was merged into
+	// it: a device seen by several gateways is one instance. Nil from Instances.
+	SeenBy []string
+}
+
+// live reports whether in could be picked at all (passing or warning, gateway not
+// offline, lease valid, not stale).
+func (in *Instance) live() bool {
+	return (in.Status == contract.Passing || in.Status == contract.Warning) &&
+		in.GatewayState != GatewayOffline && !in.Expired && !in.Stale
+}
+
+// better reports whether a is the better record of one device than b: live before not
+// live, passing before warning, then the newer last_seen (the gateway that heard from
+// the device last), then the newer status_since.
+func better(a, b *Instance) bool {
+	if al, bl := a.live(), b.live(); al != bl {
+		return al
+	}
+	if ap, bp := a.Status == contract.Passing, b.Status == contract.Passing; ap != bp {
+		return ap
+	}
+	if !a.LastSeen.Equal(b.LastSeen.Time) {
+		return a.LastSeen.After(b.LastSeen.Time)
+	}
+	return a.StatusSince.After(b.StatusSince.Time)
+}
+
+// MergeByID merges the records of one device (the same id, published by several
+// gateways: docs/contract.md, "Instance id") into one instance: the better record
+// (live before not live, passing before warning, then the newest last_seen), with
+// SeenBy listing every gateway that published one. The result keeps the order of the
+// first record of each id. ins is not modified.
+func MergeByID(ins []Instance) []Instance {
+	out := make([]Instance, 0, len(ins))
+	at := make(map[string]int, len(ins)) // id → index in out
+	for _, in := range ins {
+		i, ok := at[in.ID]
+		if !ok {
+			at[in.ID] = len(out)
+			in.SeenBy = []string{in.Gateway}
+			out = append(out, in)
+			continue
+		}
+		seen := append(out[i].SeenBy, in.Gateway)
+		if better(&in, &out[i]) {
+			out[i] = in
+		}
+		slices.Sort(seen)
+		out[i].SeenBy = slices.Compact(seen)
+	}
+	return out
 }
 
 // ChangeKind says what happened to an instance.

@@ -255,8 +255,10 @@ func TestFailoverSilentDrive(t *testing.T) {
 }
 
 // TestTwoRealGatewaysMerged: two gateways, each with its own simulated bus, publish
-// servo-drive; one drive id exists on both (same vendor and serial). The client merges
-// them into one pool, keyed by gateway and id.
+// servo-drive; one drive id exists on both (same vendor and serial: to the contract, the
+// same device). The client merges the pools and the shared device into one instance
+// seen by both; when one gateway stops, the shared device stays pickable through the
+// other.
 func TestTwoRealGatewaysMerged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -268,24 +270,39 @@ func TestTwoRealGatewaysMerged(t *testing.T) {
 	runGateway(rb, "gw-b", m.URL())
 	c, _ := runClient(t, client.Options{Brokers: []string{m.URL()}})
 	const svc = "servo-drive"
+	const simDrive3 = "rollcall-firmware-sim-sim-0003"
 	changes, cancel := c.Subscribe(1024)
 	defer cancel()
-	follow(t, c, changes, "four live drives", func() bool { return len(c.Live(svc)) == 4 })
-	want := []string{"gw-a/" + simDrive1, "gw-a/" + simDrive2, "gw-b/" + simDrive1, "gw-b/rollcall-firmware-sim-sim-0003"}
-	if got := ids(c.Live(svc)); !slices.Equal(got, want) {
+	follow(t, c, changes, "three live drives, one seen by both gateways", func() bool {
+		live := c.Live(svc)
+		return len(live) == 3 && slices.Equal(live[0].SeenBy, []string{"gw-a", "gw-b"})
+	})
+	want := []string{simDrive1, simDrive2, simDrive3}
+	var got []string
+	for _, in := range c.Live(svc) {
+		got = append(got, in.ID)
+	}
+	if !slices.Equal(got, want) {
 		t.Fatalf("merged catalog %v, want %v", got, want)
 	}
-	// Round robin: 4 picks return each of the 4 drives once. (A drive that a CPU-starved
+	// Round robin: 3 picks return each of the 3 drives once. (A drive that a CPU-starved
 	// simulator let go critical meanwhile is rightly skipped: only the drives live
 	// before and after the picks must all have been picked.)
-	before := ids(c.Live(svc))
+	liveIDs := func() []string {
+		var out []string
+		for _, in := range c.Live(svc) {
+			out = append(out, in.ID)
+		}
+		return out
+	}
+	before := liveIDs()
 	seen := map[string]bool{}
-	for range 4 {
+	for range 3 {
 		if in, err := c.Pick(svc, client.WithMeta("axis_group", "A")); err == nil {
-			seen[in.Gateway+"/"+in.ID] = true
+			seen[in.ID] = true
 		}
 	}
-	after := ids(c.Live(svc))
+	after := liveIDs()
 	for _, id := range before {
 		if slices.Contains(after, id) && !seen[id] {
 			t.Errorf("round robin over two gateways saw %v, not %s (live before and after)", seen, id)
@@ -294,13 +311,16 @@ func TestTwoRealGatewaysMerged(t *testing.T) {
 	if in := mustPick(t, c, svc, client.WithID(simDrive1), client.WithGateway("gw-b")); in.Gateway != "gw-b" {
 		t.Errorf("WithGateway gw-b returned %s", in.Gateway)
 	}
-	// gw-a shuts down: only gw-b's drives remain live.
+	// gw-a shuts down: its own drive goes; the shared one is still picked, from gw-b.
 	stopA()
 	follow(t, c, changes, "gw-a offline", func() bool { return len(c.Live(svc)) == 2 })
 	for range 4 {
 		if in, err := c.Pick(svc); err == nil && in.Gateway != "gw-b" {
 			t.Errorf("picked %s/%s of the offline gateway", in.Gateway, in.ID)
 		}
+	}
+	if in := mustPick(t, c, svc, client.WithID(simDrive1)); in.Gateway != "gw-b" || !slices.Equal(in.SeenBy, []string{"gw-b"}) {
+		t.Errorf("shared drive after gw-a stopped: gateway %s, seen by %v", in.Gateway, in.SeenBy)
 	}
 }
 

@@ -261,7 +261,7 @@ func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([
 		out = append(out, in)
 	}
 	if len(out) > 0 {
-		return out, nil
+		return MergeByID(out), nil
 	}
 	var why []string
 	for r, n := range refused {
@@ -292,7 +292,11 @@ func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([
 //   - matching every filter (WithMeta, WithID, WithGateway, WithIdentity).
 //
 // Among those, the Strategy chooses (RoundRobin by default). Instances of the same
-// service from several gateways are one pool. Pick never blocks on the network: it
+// service from several gateways are one pool, and a device published by several
+// gateways (the same id) is one instance in it: the record of the gateway that heard
+// from it last (the newest last_seen; passing before warning), with Instance.SeenBy
+// naming every gateway that sees it. So killing one of two gateways that poll the same
+// device changes nothing for Pick. Pick never blocks on the network: it
 // answers from memory, also while the broker is unreachable (see Instance.Age). When
 // nothing qualifies the error wraps ErrNoneLive and names the service, the filters and
 // how many known instances were refused for which reason.
@@ -329,7 +333,8 @@ func (c *Client) pickLocked(service string, p *pickSpec) (Instance, error) {
 }
 
 // Live returns every instance of service that Pick could return with these options,
-// ordered by gateway and id (a Strategy among opts is ignored), or nil when there is
+// merged by id as Pick merges them (Instance.SeenBy), ordered by the gateway and id of
+// each device's first record (a Strategy among opts is ignored), or nil when there is
 // none.
 func (c *Client) Live(service string, opts ...PickOption) []Instance {
 	p := newPickSpec(opts)

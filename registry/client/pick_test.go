@@ -216,30 +216,54 @@ func TestMergedGateways(t *testing.T) {
 	}
 	c, _ := runClient(t, client.Options{Brokers: []string{m.URL()}})
 	waitReady(t, c)
-	if got, want := ids(c.Live(svc)), []string{"gw-a/acme-sn-1", "gw-b/acme-sn-1", "gw-b/acme-sn-2"}; !slices.Equal(got, want) {
+	// acme-sn-1 is one device seen by both gateways: one instance.
+	live := c.Live(svc)
+	if got, want := ids(live), []string{"gw-a/acme-sn-1", "gw-b/acme-sn-2"}; !slices.Equal(got, want) {
 		t.Fatalf("merged catalog %v, want %v", got, want)
 	}
-	seen := map[string]bool{}
-	for range 3 {
-		in := mustPick(t, c, svc)
-		seen[in.Gateway+"/"+in.ID] = true
+	if !slices.Equal(live[0].SeenBy, []string{"gw-a", "gw-b"}) || !slices.Equal(live[1].SeenBy, []string{"gw-b"}) {
+		t.Fatalf("SeenBy %v, %v", live[0].SeenBy, live[1].SeenBy)
 	}
-	if len(seen) != 3 {
+	seen := map[string]bool{}
+	for range 2 {
+		in := mustPick(t, c, svc)
+		seen[in.ID] = true
+	}
+	if len(seen) != 2 {
 		t.Errorf("round robin over the merged pool saw %v", seen)
 	}
 	if in := mustPick(t, c, svc, client.WithID("acme-sn-1"), client.WithGateway("gw-b")); in.Gateway != "gw-b" || in.Epoch != 4 {
 		t.Errorf("WithGateway gw-b: %+v", in)
 	}
+	// The gateway that heard from the device last wins; passing beats warning.
+	newer := drive("gw-b", 4, "acme-sn-1", 1, contract.Passing, 1, 2)
+	newer.LastSeen.Time = newer.LastSeen.Add(time.Second)
 	changes, cancel := c.Subscribe(16)
 	defer cancel()
+	if err := publish(m.URL(), instanceMsg(newer)); err != nil {
+		t.Fatal(err)
+	}
+	nextChange(t, changes, func(ch client.Change) bool { return ch.Instance.Gateway == "gw-b" && ch.Instance.ID == "acme-sn-1" })
+	if in := mustPick(t, c, svc, client.WithID("acme-sn-1")); in.Gateway != "gw-b" {
+		t.Errorf("picked gw-a's older record of acme-sn-1, want gw-b's newer one")
+	}
+	warn := drive("gw-b", 4, "acme-sn-1", 1, contract.Warning, 1, 3)
+	warn.LastSeen.Time = newer.LastSeen.Add(time.Second)
+	if err := publish(m.URL(), instanceMsg(warn)); err != nil {
+		t.Fatal(err)
+	}
+	nextChange(t, changes, func(ch client.Change) bool { return ch.Instance.Gateway == "gw-b" && ch.Instance.Status == contract.Warning })
+	if in := mustPick(t, c, svc, client.WithID("acme-sn-1"), client.AllowWarning()); in.Gateway != "gw-a" {
+		t.Errorf("picked gw-b's warning record, want gw-a's passing one")
+	}
 	if err := publish(m.URL(), clearMsg(svc, "gw-a", "acme-sn-1")); err != nil {
 		t.Fatal(err)
 	}
-	ch := nextChange(t, changes, func(client.Change) bool { return true })
-	if ch.Kind != client.Removed || ch.Instance.Gateway != "gw-a" || ch.Instance.ID != "acme-sn-1" {
+	ch := nextChange(t, changes, func(ch client.Change) bool { return ch.Kind == client.Removed })
+	if ch.Instance.Gateway != "gw-a" || ch.Instance.ID != "acme-sn-1" {
 		t.Errorf("change %v %s/%s, want removed gw-a/acme-sn-1", ch.Kind, ch.Instance.Gateway, ch.Instance.ID)
 	}
-	if got, want := ids(c.Live(svc)), []string{"gw-b/acme-sn-1", "gw-b/acme-sn-2"}; !slices.Equal(got, want) {
+	if got, want := ids(c.Live(svc, client.AllowWarning())), []string{"gw-b/acme-sn-1", "gw-b/acme-sn-2"}; !slices.Equal(got, want) {
 		t.Errorf("after deregistration %v, want %v", got, want)
 	}
 }
