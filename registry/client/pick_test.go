@@ -252,7 +252,9 @@ func TestMergedGateways(t *testing.T) {
 	if err := publish(m.URL(), instanceMsg(warn)); err != nil {
 		t.Fatal(err)
 	}
-	nextChange(t, changes, func(ch client.Change) bool { return ch.Instance.Gateway == "gw-b" && ch.Instance.Status == contract.Warning })
+	nextChange(t, changes, func(ch client.Change) bool {
+		return ch.Instance.Gateway == "gw-b" && ch.Instance.Status == contract.Warning
+	})
 	if in := mustPick(t, c, svc, client.WithID("acme-sn-1"), client.AllowWarning()); in.Gateway != "gw-a" {
 		t.Errorf("picked gw-b's warning record, want gw-a's passing one")
 	}
