@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,9 +38,14 @@ var ErrAlreadyRun = errors.New("mqtt: Publisher.Run called more than once")
 // PublisherOptions configures a Publisher. Zero durations take the documented default.
 type PublisherOptions struct {
 	// BrokerURL is the broker, scheme://host:port with scheme tcp, ssl (TLS), ws or wss
-	// (paho's aliases mqtt, mqtts, tls, tcps and unix work too). Required. A password in
-	// the URL's user info is never logged.
+	// (paho's aliases mqtt, mqtts, tls, tcps and unix work too). A password in the URL's
+	// user info is never logged. Required unless Brokers is set.
 	BrokerURL string
+	// Brokers, if not empty, replaces BrokerURL with several brokers of one cluster (or
+	// a bridged pair), same URL rules: every connection attempt tries them in order and
+	// keeps the first that accepts, so a lost node is replaced by the next; the
+	// publisher resynchronises on every (re)connection, whichever node it reaches.
+	Brokers []string
 	// ClientID is the MQTT client identifier; it must be stable across restarts and
 	// unique per gateway. Default "rollcall-" + Slug(Gateway.Gateway).
 	ClientID string
@@ -186,6 +193,7 @@ type Publisher struct {
 	rejected  atomic.Uint64
 	overwrite atomic.Uint64 // Stats().Overwritten
 	overLog   atomic.Int64  // unix ns of the last "overwritten" log line
+	attempt   atomic.Value  // string: redacted URL of the latest connection attempt (the node connected to)
 	// resumeTimeouts counts waitResumed giving up (tests expect 0).
 	resumeTimeouts atomic.Uint64
 	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
@@ -206,10 +214,18 @@ type Publisher struct {
 // connect: Run does). Errors: an invalid BrokerURL or topic prefix, an empty
 // Gateway.Gateway, or a KeepAlive below one second.
 func NewPublisher(o PublisherOptions) (*Publisher, error) {
-	broker, err := parseBrokerURL(o.BrokerURL)
-	if err != nil {
-		return nil, err
+	if len(o.Brokers) == 0 {
+		o.Brokers = []string{o.BrokerURL}
 	}
+	redacted := make([]string, 0, len(o.Brokers))
+	for _, b := range o.Brokers {
+		r, err := parseBrokerURL(b)
+		if err != nil {
+			return nil, err
+		}
+		redacted = append(redacted, r)
+	}
+	broker := strings.Join(redacted, ",")
 	if err := o.Topics.Validate(); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
@@ -254,6 +270,7 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	}
 	g := p.o.Gateway
 	g.State, g.ValidUntil = contract.StateOnline, contract.Time{}
+	var err error
 	if p.online, err = p.encodeStatus(g); err != nil { // checks the record once
 		return nil, err
 	}
@@ -262,11 +279,15 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 		return nil, err
 	}
 
-	co := Session{Brokers: []string{o.BrokerURL}, ClientID: o.ClientID, Reconnect: true,
+	co := Session{Brokers: o.Brokers, ClientID: o.ClientID, Reconnect: true,
 		Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig, Timing: timing}.Options().
 		SetBinaryWill(p.statusTop, p.offline, 1, true).
 		SetStore(p.store).
 		SetDefaultPublishHandler(p.onStatusMessage).
+		SetConnectionAttemptHandler(func(u *url.URL, cfg *tls.Config) *tls.Config {
+			p.attempt.Store(u.Redacted())
+			return cfg
+		}).
 		SetOnConnectHandler(func(paho.Client) {
 			// Runs in a goroutine of paho's: only signal the worker.
 			p.connGen.Add(1)
@@ -629,8 +650,9 @@ func (p *Publisher) resync(ctx context.Context, gen uint64) bool {
 		e.done = 0
 	}
 	p.mu.Unlock()
+	node, _ := p.attempt.Load().(string)
 	p.log.Info("mqtt: connected; status online, republishing instances",
-		"broker", p.broker, "topic", p.statusTop, "connects", gen, "instances", n)
+		"broker", node, "topic", p.statusTop, "connects", gen, "instances", n)
 	return true
 }
 

@@ -646,3 +646,27 @@ func TestPublisherSigns(t *testing.T) {
 		proxy.SetDown(false)
 	})
 }
+
+// TestPublisherFailover: with two brokers listed, the publisher connects to the first;
+// when that one goes away it connects to the next and resynchronises there: status
+// online and every current record, as on any reconnect.
+func TestPublisherFailover(t *testing.T) {
+	first, second := startMosquitto(t), startMosquitto(t)
+	proxy := tcpproxy.Start(t, first.addr)
+	const gw = "gw-failover"
+	w1, w2 := startWatch(t, first.url, ""), startWatch(t, second.url, "")
+	p, _ := startPublisher(t, PublisherOptions{Brokers: []string{proxy.URL(), second.url}, Gateway: testGateway(gw, 3)}, nil)
+	rec := testutil.FullRecord(gw, "drive-1", 1)
+	topic := topics.Instance(rec.Service, gw, rec.ID)
+	p.Publish(rec)
+	w1.catalog(t, "record on the first broker", isRecord(topic, 1))
+	proxy.SetDown(true)
+	w2.gateway(t, "online on the second broker", isState(gw, contract.StateOnline))
+	w2.catalog(t, "record on the second broker", isRecord(topic, 1))
+	rec.Revision = 2
+	p.Publish(rec)
+	w2.catalog(t, "a later record on the second broker", isRecord(topic, 2))
+	if s := p.Stats(); s.Connects < 2 {
+		t.Fatalf("stats %+v: want a second connection", s)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,7 +17,10 @@ import (
 
 // ReadBackOptions configures ReadBack.
 type ReadBackOptions struct {
+	// BrokerURL is the broker; Brokers, if set, several of one cluster, tried in order
+	// (see PublisherOptions.Brokers).
 	BrokerURL string
+	Brokers   []string
 	// ClientID of the short-lived read-back session; default "rollcall-<gateway>-readback".
 	ClientID           string
 	Topics             contract.Topics
@@ -69,8 +73,13 @@ type ReadBackResult struct {
 // the marker, which ends the read. It fails when the broker cannot be reached or the
 // marker does not come back within Timeout.
 func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
-	if _, err := parseBrokerURL(o.BrokerURL); err != nil {
-		return nil, err
+	if len(o.Brokers) == 0 {
+		o.Brokers = []string{o.BrokerURL}
+	}
+	for _, b := range o.Brokers {
+		if _, err := parseBrokerURL(b); err != nil {
+			return nil, err
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -141,14 +150,14 @@ func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 		res.Records = append(res.Records, r)
 		mu.Unlock()
 	}
-	opts := Session{Brokers: []string{o.BrokerURL}, ClientID: o.ClientID, CleanSession: true, OrderMatters: true,
+	opts := Session{Brokers: o.Brokers, ClientID: o.ClientID, CleanSession: true, OrderMatters: true,
 		Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
 		Timing: Timing{ConnectTimeout: o.Timeout}}.Options().SetDefaultPublishHandler(handler)
 	c := paho.NewClient(opts)
 	tok := c.Connect()
 	if err := await(ctx, tok); err != nil {
 		StopClient(c, tok, 0, time.Second)
-		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", o.BrokerURL, err)
+		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", strings.Join(o.Brokers, ","), err)
 	}
 	defer StopClient(c, tok, 100, time.Second)
 	filters := map[string]byte{catalog: 1, status: 1, marker: 1}
