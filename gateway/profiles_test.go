@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
