@@ -5,10 +5,18 @@
 //
 // A candidate is only a hint. Whether a device is alive is decided by polling it, never
 // by mDNS; so the Browser keeps no timers per record and does not follow TTLs or
-// goodbye packets (RFC 6762 §10.1). It browses in windows instead, with a fresh
-// github.com/grandcat/zeroconf Resolver each time (a Resolver is single-use, and Browse
-// reports each instance once and never its removal), and reports after every window,
-// per service type, a complete snapshot of the instances seen recently.
+// goodbye packets (RFC 6762 §10.1). It browses in windows instead, each with fresh
+// sockets, and reports after every window, per service type, a complete snapshot of
+// the instances seen recently.
+//
+// The Browser is its own small mDNS querier (RFC 6762 §5, RFC 6763 §4): it sends PTR
+// queries to 224.0.0.251 (and ff02::fb) port 5353 out of each browsed interface and
+// parses the responses with github.com/miekg/dns. It accepts a response only if the
+// datagram arrived on a browsed interface, judged by the arrival interface the kernel
+// reports (IP_PKTINFO / IPV6_PKTINFO), whatever its source address or port and whether
+// it was multicast or unicast to port 5353; other datagrams are dropped, counted
+// (Stats) and logged (MaxDropWarnings). github.com/grandcat/zeroconf's client could not
+// be used for this: it discards the arrival interface.
 //
 // Everything in a Candidate comes from the network and is cleaned and bounded (valid
 // UTF-8, no control characters, limited lengths and counts; see ParseTXT and the Max
@@ -27,6 +35,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grandcat/zeroconf"
@@ -105,12 +114,14 @@ type BrowserOptions struct {
 	ServiceTypes []string
 	// Domain to browse. Default DefaultDomain ("local.").
 	Domain string
-	// Interfaces to browse on, by name. Empty: zeroconf's default, every interface that
-	// is up and has the MULTICAST flag (which excludes "lo"). "lo" may be named
-	// explicitly. The names are resolved again at every window, so an interface that
-	// disappears is skipped (and logged) until it is back. Queries go out only on these
-	// interfaces; answers arriving on another one can still be seen if some other
-	// program on the host joined the mDNS group there (Linux IP_MULTICAST_ALL).
+	// Interfaces to browse on, by name. Empty: every interface that is up and has the
+	// MULTICAST flag (which excludes "lo" on Linux), as listed at each window. "lo" may
+	// be named explicitly. The names are resolved again at every window, so an
+	// interface that disappears is skipped (and logged) until it is back. Queries go out
+	// only on these interfaces, and only datagrams that arrive on one of them are used:
+	// a response that arrives on another interface, even unicast to port 5353, is
+	// dropped and counted in Stats.WrongInterface. A process on this host that sends to
+	// one of the host's own addresses reaches it through "lo".
 	Interfaces []string
 	// Window is the length of one browse window. Default DefaultWindow (3 s). Responders
 	// delay answers to a query by 20–120 ms (RFC 6762 §6) and repeat announcements 1 s
@@ -126,8 +137,8 @@ type BrowserOptions struct {
 	// IPv6 adds an IPv6 browse (ff02::fb) in every window and keeps AAAA addresses.
 	// Default false: IPv4 only.
 	IPv6 bool
-	// Logger receives the Browser's logs, with keys service, instance, iface and err.
-	// Default: discard.
+	// Logger receives the Browser's logs, with keys service, instance, iface, family,
+	// src, srcport, dst and err. Default: discard.
 	Logger *slog.Logger
 }
 
@@ -141,6 +152,37 @@ type Browser struct {
 	dropAfter  int
 	ipv6       bool
 	log        *slog.Logger
+
+	received, wrongIface, malformed atomic.Uint64 // see Stats
+
+	dropMu   sync.Mutex
+	dropSeen map[netip.Addr]struct{} // sources of dropped datagrams logged; ≤ MaxDropWarnings
+	dropFull bool                    // the Warn that further sources go unlogged was given
+}
+
+// Stats are a Browser's datagram counters since NewBrowser; see Browser.Stats.
+type Stats struct {
+	// Received is the number of UDP datagrams read from the Browser's mDNS sockets, on
+	// any interface: responses, queries (the Browser's own come back by multicast
+	// loopback) and anything else sent to port 5353 while a window is open.
+	Received uint64
+	// WrongInterface is the number of datagrams dropped unread because they arrived on
+	// an interface that is not browsed (BrowserOptions.Interfaces), judged by the
+	// arrival interface the kernel reports (IP_PKTINFO / IPV6_PKTINFO), whatever their
+	// source address or port, multicast or unicast. Their sources are logged at Warn,
+	// once each, for up to MaxDropWarnings addresses.
+	WrongInterface uint64
+	// Malformed is the number of datagrams from a browsed interface that were not
+	// well-formed DNS messages: an unreadable header or question section (the datagram
+	// is dropped), or a record that could not be unpacked (that record is skipped, the
+	// others are used).
+	Malformed uint64
+}
+
+// Stats returns the Browser's counters. It may be called at any time, also while Run
+// is running.
+func (b *Browser) Stats() Stats {
+	return Stats{Received: b.received.Load(), WrongInterface: b.wrongIface.Load(), Malformed: b.malformed.Load()}
 }
 
 // NewBrowser validates o, applies the defaults and returns a Browser. It returns an
@@ -158,6 +200,7 @@ func NewBrowser(o BrowserOptions) (*Browser, error) {
 		dropAfter: DefaultDropAfter,
 		ipv6:      o.IPv6,
 		log:       o.Logger,
+		dropSeen:  map[netip.Addr]struct{}{},
 	}
 	seen := map[string]bool{}
 	for _, st := range o.ServiceTypes {
@@ -250,17 +293,22 @@ type tracked struct {
 
 // Run browses until ctx ends. Every window (BrowserOptions.Window long, the first
 // starting at once, each later one BrowserOptions.Every after the receiver took the
-// previous window's last snapshot) browses every
-// service type at once, each with a new zeroconf Resolver (and a second one for IPv6
-// when enabled) whose entries channel is drained until it closes. After each window Run
-// sends one Snapshot per service type, in the order of ServiceTypes, to up: every
-// instance seen in this window or missing from fewer than DropAfter consecutive windows.
-// A window in which browsing a service type failed (logged with service and err) does
-// not age its instances.
+// previous window's last snapshot) browses every service type at once: it opens a
+// socket per address family (IPv4, and IPv6 when enabled) on port 5353, joined to the
+// mDNS group on each browsed interface, sends a PTR query per service type out of each
+// of them at the window's start and again after 1 s, 3 s, 7 s … (RFC 6762 §5.2), and
+// collects the responses, solicited or not, that arrive on a browsed interface, until
+// the window ends and the sockets are closed. An instance is reported when the window
+// saw its SRV record and an address record of the SRV target, in the same response or
+// an earlier one (RFC 6763 §12). After each window Run sends one Snapshot per service
+// type, in the order of ServiceTypes, to up: every instance seen in this window or
+// missing from fewer than DropAfter consecutive windows. A window in which browsing
+// failed (no socket could be opened or joined, or no query sent; logged with service
+// and err) does not age the instances.
 //
 // Run blocks on up until the receiver takes each snapshot or ctx ends. It never closes
-// up. It returns nil once ctx is done, after the goroutines it started have ended;
-// zeroconf's own socket readers end moments later, when their sockets are closed.
+// up. It returns nil once ctx is done, after the goroutines it started have ended and
+// its sockets are closed.
 func (b *Browser) Run(ctx context.Context, up chan<- Snapshot) error {
 	known := make(map[string]map[string]*tracked, len(b.services))
 	failing := make(map[string]string, len(b.services)) // service → last error logged
@@ -360,127 +408,12 @@ type windowResult struct {
 	err   error
 }
 
-// browseWindow browses all service types for one window and waits for every browse to
-// end.
-func (b *Browser) browseWindow(ctx context.Context) map[string]windowResult {
-	results := make(map[string]windowResult, len(b.services))
-	ifaces, err := b.interfaces()
-	if err != nil {
-		for _, svc := range b.services {
-			results[svc] = windowResult{err: err}
-		}
-		return results
-	}
-	wctx, cancel := context.WithTimeout(ctx, b.window)
-	defer cancel()
-	families := []zeroconf.IPType{zeroconf.IPv4}
-	if b.ipv6 {
-		families = append(families, zeroconf.IPv6)
-	}
-	type job struct {
-		svc   string
-		found map[string]Candidate
-		err   error
-	}
-	jobs := make([]job, 0, len(b.services)*len(families))
-	for _, svc := range b.services {
-		for range families {
-			jobs = append(jobs, job{svc: svc})
-		}
-	}
-	var wg sync.WaitGroup
-	for i := range jobs {
-		wg.Add(1)
-		go func(j *job, family zeroconf.IPType) {
-			defer wg.Done()
-			j.found, j.err = b.browse(wctx, ifaces, j.svc, family)
-		}(&jobs[i], families[i%len(families)])
-	}
-	wg.Wait()
-	for _, j := range jobs {
-		r, seen := results[j.svc]
-		switch {
-		case !seen:
-			r = windowResult{found: j.found, err: j.err}
-		case r.err != nil: // this family's result replaces a failed one
-			r = windowResult{found: j.found, err: j.err}
-		case j.err != nil: // the other family worked
-			b.log.Debug("mdns: browse failed for one address family", "service", j.svc, "err", j.err)
-		default:
-			for key, c := range j.found {
-				if prev, ok := r.found[key]; ok {
-					c = merge(prev, c)
-				}
-				r.found[key] = c
-			}
-		}
-		results[j.svc] = r
-	}
-	return results
-}
-
-// interfaces resolves the configured interface names; nil means zeroconf's default.
-func (b *Browser) interfaces() ([]net.Interface, error) {
-	if len(b.ifaceNames) == 0 {
-		return nil, nil
-	}
-	var ifaces []net.Interface
-	for _, name := range b.ifaceNames {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			b.log.Debug("mdns: interface not available", "iface", name, "err", err)
-			continue
-		}
-		ifaces = append(ifaces, *ifi)
-	}
-	if len(ifaces) == 0 {
-		return nil, fmt.Errorf("none of the interfaces %q is available", b.ifaceNames)
-	}
-	return ifaces, nil
-}
-
-// browse runs one zeroconf browse of svc for the life of ctx and returns the valid
-// instances it reported. The entries channel is always drained until zeroconf closes
-// it, which it does when ctx ends.
-func (b *Browser) browse(ctx context.Context, ifaces []net.Interface, svc string, family zeroconf.IPType) (map[string]Candidate, error) {
-	opts := []zeroconf.ClientOption{zeroconf.SelectIPTraffic(family)}
-	if ifaces != nil {
-		opts = append(opts, zeroconf.SelectIfaces(ifaces))
-	}
-	r, err := zeroconf.NewResolver(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("mdns: resolver (%s): %w", familyName(family), err)
-	}
-	entries := make(chan *zeroconf.ServiceEntry, 16)
-	if err := r.Browse(ctx, svc, b.domain, entries); err != nil {
-		for range entries { // Browse cancelled its loop, which closes entries
-		}
-		return nil, fmt.Errorf("mdns: browse %s (%s): %w", svc, familyName(family), err)
-	}
-	found := map[string]Candidate{}
-	for e := range entries {
-		key, c, why := b.candidate(svc, e)
-		if why != "" {
-			b.log.Debug("mdns: ignoring answer", "service", svc, "instance", c.Instance, "reason", why)
-			continue
-		}
-		if prev, ok := found[key]; ok {
-			c = merge(prev, c)
-		}
-		found[key] = c
-	}
-	return found, nil
-}
-
-func familyName(f zeroconf.IPType) string {
-	if f == zeroconf.IPv6 {
-		return "IPv6"
-	}
-	return "IPv4"
-}
-
-// candidate converts a zeroconf entry. It returns the instance's key (its escaped name,
-// unique per instance) and the cleaned candidate, or a reason to ignore it.
+// candidate converts an instance as a window assembled it (collector.entries), in the
+// shape of a zeroconf.ServiceEntry: the escaped instance label, the SRV target and
+// port, the escaped TXT strings and the addresses. It returns the instance's key (its
+// escaped name, unique per instance) and the cleaned candidate, or a reason to ignore
+// it. (instanceFromZeroconf leaves the collector's labels as they are: they never end
+// in an escaping backslash.)
 func (b *Browser) candidate(svc string, e *zeroconf.ServiceEntry) (string, Candidate, string) {
 	key := instanceFromZeroconf(e.Instance)
 	c := Candidate{

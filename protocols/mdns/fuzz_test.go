@@ -33,3 +33,48 @@ func FuzzParseTXT(f *testing.F) {
 		}
 	})
 }
+
+// FuzzResponse: any datagram from a browsed interface goes through parseResponse, a
+// window's collector and the Browser's candidate conversion without panicking, and what
+// comes out is bounded and clean: at most maxWindowInstances instances per service type,
+// and every accepted candidate has a non-empty clean instance name of at most
+// MaxInstanceLen bytes, a port 1–65535, 1 to MaxAddrs usable addresses and at most
+// MaxTXTKeys TXT keys.
+func FuzzResponse(f *testing.F) {
+	good := axis()
+	f.Add(response(f, good))
+	f.Add(appendAdditional(response(f, good), "axis-7-sim.local.", 47, append(wireName("x."), 0, 0)))
+	good.Instance, good.TXT = "Axis 7. \\Cell\x00", map[string]string{"k\xff": "v\x01", "": "x"}
+	f.Add(response(f, good))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		b, err := NewBrowser(BrowserOptions{ServiceTypes: []string{"_modbus._tcp", "_http._tcp"}, IPv6: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rrs, _, err := parseResponse(msg)
+		if err != nil {
+			return
+		}
+		col := newCollector(b.services, b.domain)
+		col.add(rrs)
+		col.add(rrs)
+		entries, _ := col.entries(b.services)
+		for i, svc := range b.services {
+			if len(entries[i]) > maxWindowInstances {
+				t.Fatalf("%d instances of %s", len(entries[i]), svc)
+			}
+			for _, e := range entries[i] {
+				_, c, why := b.candidate(svc, e)
+				if why != "" {
+					continue
+				}
+				if c.Instance == "" || len(c.Instance) > MaxInstanceLen || !clean(Snapshot{Candidates: []Candidate{c}}) {
+					t.Fatalf("instance %q host %q", c.Instance, c.Host)
+				}
+				if c.Port < 1 || c.Port > 65535 || len(c.Addrs) == 0 || len(c.Addrs) > MaxAddrs || len(c.TXT) > MaxTXTKeys {
+					t.Fatalf("candidate %+v", c)
+				}
+			}
+		}
+	})
+}

@@ -132,31 +132,12 @@ func TestNamespaceBrowse(t *testing.T) {
 	var last snapLine
 	nextSnapshot := func(timeout time.Duration) snapLine {
 		t.Helper()
-		timer := time.NewTimer(timeout)
-		defer timer.Stop()
-		for {
-			select {
-			case l, ok := <-br.Lines():
-				if !ok {
-					t.Fatalf("browser exited (%v); stderr:\n%s", br.Wait(), br.Stderr())
-				}
-				js, isSnap := strings.CutPrefix(l.Text, "SNAPSHOT ")
-				if !isSnap {
-					continue
-				}
-				var s snapLine
-				if err := json.Unmarshal([]byte(js), &s); err != nil {
-					t.Fatalf("browser line %q: %v", l.Text, err)
-				}
-				s.at = l.At
-				if !s.Clean {
-					t.Errorf("browser reported unclean strings in %s", js)
-				}
-				return s
-			case <-timer.C:
-				t.Fatalf("no snapshot from the browser within %v; last: %+v; stderr:\n%s", timeout, last, br.Stderr())
-			}
+		s, line := nextJSON[snapLine](t, br, "SNAPSHOT ", timeout, fmt.Sprintf("last snapshot: %+v", last))
+		s.at = line.At
+		if !s.Clean {
+			t.Errorf("browser reported unclean strings in %s", line.Text)
 		}
+		return s
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for len(firstSeen) < 2 {
@@ -247,11 +228,18 @@ func TestHelperAdvertise(t *testing.T) {
 	if !ok {
 		t.Skip("helper process for TestNamespaceBrowse")
 	}
+	advertiseUntilStdin(t, "_modbus._tcp", ad)
+}
+
+// advertiseUntilStdin advertises ad as an instance of service on netns.LinkA with the
+// address of netns.PrefixA (zeroconf.RegisterProxy), prints "READY" and waits until
+// stdin closes (see waitStdin).
+func advertiseUntilStdin(t *testing.T, service string, ad advertisement) {
 	ifi, err := net.InterfaceByName(netns.LinkA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := zeroconf.RegisterProxy(ad.instance, "_modbus._tcp", "local.", ad.port, ad.host,
+	srv, err := zeroconf.RegisterProxy(ad.instance, service, "local.", ad.port, ad.host,
 		[]string{netip.MustParsePrefix(netns.PrefixA).Addr().String()}, ad.txt, []net.Interface{*ifi})
 	if err != nil {
 		t.Fatal(err)
@@ -278,19 +266,27 @@ func TestHelperBrowse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runUntilStdin(t, b, "SNAPSHOT ", func(s Snapshot) any {
+		return snapLine{Service: s.Service, Candidates: s.Candidates, Clean: clean(s)}
+	})
+}
+
+// runUntilStdin runs b until stdin closes (see waitStdin), printing for every snapshot
+// a line of prefix and line(snapshot) in JSON, then stops b and waits for Run to return.
+func runUntilStdin(t *testing.T, b *Browser, prefix string, line func(Snapshot) any) {
 	ctx, cancel := context.WithCancel(context.Background())
 	up := make(chan Snapshot)
 	runErr := make(chan error, 1)
 	go func() { runErr <- b.Run(ctx, up) }()
 	printed := make(chan struct{})
-	go func() { // ends when Run has returned and up is drained
+	go func() { // ends when ctx is cancelled
 		defer close(printed)
 		enc := json.NewEncoder(os.Stdout)
 		for {
 			select {
 			case s := <-up:
-				fmt.Print("SNAPSHOT ")
-				if err := enc.Encode(snapLine{Service: s.Service, Candidates: s.Candidates, Clean: clean(s)}); err != nil {
+				fmt.Print(prefix)
+				if err := enc.Encode(line(s)); err != nil {
 					t.Errorf("encode: %v", err)
 				}
 			case <-ctx.Done():
