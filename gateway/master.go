@@ -176,14 +176,27 @@ func (m *master) run(ctx context.Context) error {
 	return nil
 }
 
+// openRetry opens the port or endpoint, retrying with backoff (500 ms doubling to
+// 10 s) until it opens or ctx ends. A failure is logged at Warn when it is new (its
+// message changed: another holder of the bus, another error), then at Debug, so a bus
+// held by another program for hours does not fill the log; the Warn names the holder
+// (modbus.ErrBusInUse).
 func (m *master) openRetry(ctx context.Context) (modbus.Client, error) {
 	backoff := 500 * time.Millisecond
+	last := ""
 	for {
 		c, err := m.cfg.Open()
 		if err == nil {
+			if last != "" {
+				m.log.Info("opened after retrying")
+			}
 			return c, nil
 		}
-		m.log.Warn("cannot open, retrying", "retry_in", backoff, "err", err)
+		level := slog.LevelDebug
+		if err.Error() != last {
+			level, last = slog.LevelWarn, err.Error()
+		}
+		m.log.Log(ctx, level, "cannot open, retrying", "retry_in", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

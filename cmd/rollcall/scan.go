@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,15 +33,41 @@ type scanResult struct {
 	Error    string         `json:"error,omitempty"` // answered the probe, but identity or poll failed
 }
 
+// scanHelp is the text of `rollcall scan -h`, before the flags.
+const scanHelp = `usage: rollcall scan --device PATH --baud N [--units 1-247] [--json]
+
+One-shot commissioning scan of a serial bus: probes each unit ID with a basic Read
+Device Identification (FC 0x2B/0x0E), identifies every unit that answers, matches a
+profile and polls it once, printing each device as it is found.
+
+While it runs, the scan is the bus master, and an RS-485 bus has one master: a running
+gateway holds (locks) every bus in its config for as long as it runs. The scan refuses
+a bus that a gateway, another scan or any other program holding the device's lock has,
+naming the holder's pid and command line; stop the gateway (or take the bus out of its
+config) first.
+
+Exit status: 0 at least one device answered, 1 none did, 2 usage error, port cannot be
+opened, or bus in use.
+
+Flags:
+`
+
 // cmdScan is `rollcall scan --device PATH --baud N [--units 1-247]`: a one-shot
 // commissioning scan of a serial bus. It probes each unit ID with a basic Read Device
 // Identification (FC 0x2B/0x0E), identifies every unit that answers (even with an
 // exception), matches a profile and polls it once, printing each device as it is found
-// and progress on stderr. Exit status: 0 when at least one device answered, 1 when none
-// did, 2 on usage errors or when the port cannot be opened.
+// and progress on stderr. It opens the bus with modbus.OpenRTU, which locks the device:
+// a bus held by another master (a running gateway) is refused with a message naming the
+// holder (modbus.ErrBusInUse), before anything is sent. Exit status: 0 when at least one
+// device answered, 1 when none did, 2 on usage errors, when the port cannot be opened or
+// when the bus is in use.
 func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fset := flag.NewFlagSet("scan", flag.ContinueOnError)
 	fset.SetOutput(stderr)
+	fset.Usage = func() {
+		fmt.Fprint(fset.Output(), scanHelp)
+		fset.PrintDefaults()
+	}
 	device := fset.String("device", "", "serial device, e.g. /dev/ttyUSB0 (required)")
 	baud := fset.Int("baud", 19200, "baud rate")
 	parity := fset.String("parity", "none", "parity: none, even or odd")
@@ -69,6 +96,11 @@ func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%v: %w", err, errUsage)
 	}
 	bus, err := modbus.OpenRTU(modbus.SerialConfig{Device: *device, Baud: *baud, Parity: *parity, Timeout: *timeout})
+	if errors.Is(err, modbus.ErrBusInUse) {
+		// Printed here, whole: the holder and what to do about it.
+		fmt.Fprintf(stderr, "rollcall: %v\nrollcall scan: not scanning %s: a running gateway holds every bus in its config; stop it, or take this bus out of its config, first\n", err, *device)
+		return errUsage
+	}
 	if err != nil {
 		return fmt.Errorf("%v: %w", err, errUsage)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,6 +110,7 @@ type RTU struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	stats     rtuCounters
+	lock      *busLock // the device's exclusive lock, released by Close
 
 	// Guarded by sem (the bus lock).
 	port         serial.Port
@@ -123,33 +126,87 @@ var _ Client = (*RTU)(nil)
 
 // OpenRTU opens cfg.Device as an RTU bus: 8 data bits, cfg's parity and stop bits, raw
 // mode, modem status lines left as the driver sets them (Mode.InitialStatusBits nil, so
-// pseudo-terminals work). It returns an error naming the device when the configuration
-// is invalid (no device, baud <= 0, unknown parity, stop bits other than 1 or 2,
-// negative durations) or the port cannot be opened.
+// pseudo-terminals work).
+//
+// One master per bus: on Linux, OpenRTU first takes an exclusive advisory lock on the
+// device (flock(2) LOCK_EX|LOCK_NB on a descriptor of its own, symlinks resolved) and
+// holds it until Close; an open that fails releases it. When another master holds the
+// device (the lock is taken, in this process or another; or the device is open with
+// exclusive access and open(2) fails with EBUSY) it fails at once, in a few ms, with a
+// *BusInUseError matching ErrBusInUse that names the holders' pids and command lines
+// (from /proc/locks, else /proc/*/fd), or says "holder unknown". Other systems take no
+// lock; an EBUSY open there is ErrBusInUse with the holder unknown.
+//
+// It also returns an error naming the device when the configuration is invalid
+// (ErrInvalidRequest: no device, baud <= 0, unknown parity, stop bits other than 1 or 2,
+// negative durations) or the port cannot be opened (the system's error: no such device,
+// permission denied, not a terminal).
 func OpenRTU(cfg SerialConfig) (*RTU, error) {
 	cfg, mode, err := normaliseConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("modbus: open %q: %w", cfg.Device, err)
 	}
-	port, err := serial.Open(cfg.Device, mode)
+	// The lock and the port are opened on the resolved path, so that a symlink replaced
+	// in between (firmware-sim replaces its link on restart) cannot leave the lock on one
+	// device and the port on another. A path that does not resolve is opened as given,
+	// for the open to report the error (or, outside Linux, to name a port like COM3).
+	path, err := filepath.EvalSymlinks(cfg.Device)
 	if err != nil {
-		return nil, fmt.Errorf("modbus: open %s: %w", cfg.Device, err)
+		path = cfg.Device
+	}
+	name := deviceName(cfg.Device, path)
+	// The lock is taken before serial.Open: go.bug.st/serial v1.6.4 (serial_unix.go,
+	// nativeOpen) opens the port O_RDWR|O_NOCTTY|O_NDELAY and, once it is configured, sets
+	// TIOCEXCL on it (acquireExclusiveAccess, its error ignored; Close clears it with
+	// TIOCNXCL). While another master's port is open, any further open(2) of the tty by a
+	// process without CAP_SYS_ADMIN fails with EBUSY, which the library returns as
+	// *serial.PortError with code PortBusy (not a wrapped errno); root is not stopped by
+	// it at all. So the lock comes first, and an EBUSY on the lock's own open is reported
+	// as ErrBusInUse with the holder looked up like a lock conflict.
+	lock, err := lockBus(cfg.Device, path)
+	if err != nil {
+		if errors.Is(err, ErrBusInUse) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("modbus: open %s: %w", name, unwrapPath(err))
+	}
+	port, err := serial.Open(path, mode)
+	if err != nil {
+		_ = lock.release() // first: not to be found among the holders
+		var pe *serial.PortError
+		if errors.As(err, &pe) && pe.Code() == serial.PortBusy {
+			// Opened exclusively (between our lock and our open) by a program that does
+			// not take the lock.
+			return nil, busInUse(cfg.Device, path, err)
+		}
+		return nil, fmt.Errorf("modbus: open %s: %w", name, err)
 	}
 	if err := port.ResetInputBuffer(); err != nil {
 		_ = port.Close()
-		return nil, fmt.Errorf("modbus: open %s: flush input: %w", cfg.Device, err)
+		_ = lock.release()
+		return nil, fmt.Errorf("modbus: open %s: flush input: %w", name, err)
 	}
 	r := &RTU{
 		cfg:          cfg,
 		t35:          T35(cfg.Baud),
 		sem:          make(chan struct{}, 1),
 		closed:       make(chan struct{}),
+		lock:         lock,
 		port:         port,
 		pk:           gmodbus.NewRTUClientHandler(""),
 		lastActivity: time.Now(),
 		owed:         cfg.Resync,
 	}
 	return r, nil
+}
+
+// unwrapPath strips the *os.PathError around a system error: the caller names the device.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 func normaliseConfig(cfg SerialConfig) (SerialConfig, *serial.Mode, error) {
@@ -251,8 +308,9 @@ func (r *RTU) Stats() Stats {
 }
 
 // Close ends the bus: waiting callers get ErrClosed, a transaction in progress is
-// abandoned within about 10 ms (ErrClosed), then the port is closed. A second Close
-// returns ErrClosed.
+// abandoned within about 10 ms (ErrClosed), then the port is closed and the device's
+// lock released (also when closing the port fails), so another master may open it. A
+// second Close returns ErrClosed.
 func (r *RTU) Close() error {
 	first := false
 	r.closeOnce.Do(func() {
@@ -263,7 +321,9 @@ func (r *RTU) Close() error {
 		return fmt.Errorf("%s: %w", r.cfg.Device, ErrClosed)
 	}
 	r.sem <- struct{}{} // take the bus for good
-	if err := r.port.Close(); err != nil {
+	perr := r.port.Close()
+	lerr := r.lock.release()
+	if err := errors.Join(perr, lerr); err != nil {
 		return fmt.Errorf("modbus: close %s: %w", r.cfg.Device, err)
 	}
 	return nil
