@@ -43,7 +43,8 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./protocols/modbus:FuzzExpectedReplyLength ./protocols/modbus:FuzzParseDeviceIDReply \
 	./protocols/modbus:FuzzMBAPHeader ./contract:FuzzInstanceTopic ./contract:FuzzDecodeRecord \
-	./protocols/mdns:FuzzParseTXT ./gateway/config:FuzzParse ./devices:FuzzCleanString ./devices:FuzzParseProfile
+	./protocols/mdns:FuzzParseTXT ./protocols/mdns:FuzzResponse ./contract:FuzzVerify \
+	./gateway/config:FuzzParse ./internal/yamlx:FuzzDecode ./devices:FuzzCleanString ./devices:FuzzParseProfile
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \

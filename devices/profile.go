@@ -5,6 +5,7 @@
 package devices
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -17,6 +18,11 @@ import (
 	"github.com/rollcall-edge/rollcall/internal/yamlx"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
+
+// MaxProfileBytes is the largest device profile file loaded (256 KiB; the shipped
+// profiles are under 1 KiB). A larger file is refused before it is read, with an error
+// naming it, its size and the limit.
+const MaxProfileBytes = 256 << 10
 
 // Decoders of a status read.
 const (
@@ -159,7 +165,11 @@ func loadFS(fsys fs.FS, name string) ([]*Profile, error) {
 	sort.Strings(files)
 	var all []*Profile
 	for _, f := range files {
-		data, err := fs.ReadFile(fsys, f)
+		data, err := yamlx.ReadFileFS(fsys, f, path.Join(name, f), MaxProfileBytes, "a device profile")
+		var yerr *yamlx.Error
+		if errors.As(err, &yerr) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("profile: %w", err)
 		}

@@ -67,6 +67,9 @@ func New(o Options) (*Gateway, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	for _, w := range o.Config.Warnings() {
+		o.Logger.Warn("config", "warning", w)
+	}
 	var ps *devices.Profiles
 	var err error
 	if len(o.Config.Profiles.Dirs) == 0 {
@@ -199,7 +202,7 @@ type parts struct {
 	mx      *metrics.Metrics
 	hub     *httpapi.Hub      // event stream of the dashboard; nil when HTTP is off
 	httpLn  net.Listener      // nil when HTTP is off
-	httpH   http.Handler      // served on httpLn
+	httpSrv *http.Server      // serves httpLn (an *httpapi.Listener); nil when HTTP is off
 	browser *mdns.Browser     // nil when mDNS is off
 	disc    *discovery        // nil without static TCP targets and mDNS
 	masters []*master         // one per serial bus
@@ -254,7 +257,11 @@ func (g *Gateway) build() (*parts, error) {
 		self = me
 		// mochi logs a warning for every client with a keep-alive of 5 s or less (ours):
 		// only its errors are worth a line.
+		el := cfg.MQTT.EmbeddedLimits
 		p.broker, err = embedded.Start(embedded.Options{Listen: cfg.MQTT.EmbeddedListen, Auth: access,
+			Limits: embedded.Limits{MaxClients: el.MaxClients, MaxPacketBytes: el.MaxPacketBytes, MaxInflight: el.MaxInflight,
+				MaxRetained: el.MaxRetained, MaxRetainedBytes: int64(el.MaxRetainedBytes),
+				MaxRetainedPerAccount: el.MaxRetainedPerAccount, MaxRetainedBytesPerAccount: int64(el.MaxRetainedBytesPerAccount)},
 			Logger: slog.New(minLevel{g.log.Handler(), slog.LevelError})})
 		if err != nil {
 			return p, fmt.Errorf("embedded broker: %w", err)
@@ -300,19 +307,22 @@ func (g *Gateway) build() (*parts, error) {
 	g.reg = g.newRegistry(p)
 
 	if cfg.HTTP.Listen != "" {
-		if p.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
 			return p, fmt.Errorf("http.listen: %w", err)
 		}
-		g.httpAddr = p.httpLn.Addr().String()
+		g.httpAddr = ln.Addr().String()
 		gwRec := p.pubOpts.Gateway
 		gwRec.State = contract.StateOnline
-		p.httpH = httpapi.New(httpapi.Options{
-			Catalog: g.reg.Snapshot,
-			Gateway: func() contract.GatewayRecord { return gwRec },
-			Ready:   func() error { return g.ready(p.pub) },
-			Metrics: promhttp.HandlerFor(p.mx.Registry(), promhttp.HandlerOpts{}),
-			Events:  p.hub,
-		})
+		p.httpSrv, p.httpLn = httpapi.NewServer(httpapi.Options{
+			Catalog:         g.reg.Snapshot,
+			Gateway:         func() contract.GatewayRecord { return gwRec },
+			Ready:           func() error { return g.ready(p.pub) },
+			Metrics:         promhttp.HandlerFor(p.mx.Registry(), promhttp.HandlerOpts{}),
+			Events:          p.hub,
+			MaxConnections:  cfg.HTTP.MaxConnections,
+			MaxEventStreams: cfg.HTTP.MaxEventStreams,
+		}, ln)
 	}
 
 	for _, bc := range cfg.Discovery.Serial {
@@ -384,13 +394,10 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 	var httpWG sync.WaitGroup
 	var srv *http.Server
 	if p.httpLn != nil {
-		srv = &http.Server{
-			Handler:           p.httpH,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       60 * time.Second,
-			BaseContext:       func(net.Listener) context.Context { return ctx }, // event streams end with ctx
-			ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
-		}
+		// Timeouts, caps and ConnState are set by httpapi.NewServer.
+		srv = p.httpSrv
+		srv.BaseContext = func(net.Listener) context.Context { return ctx } // event streams end with ctx
+		srv.ErrorLog = slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
 		ln := p.httpLn
 		p.httpLn = nil // the server owns it now
 		httpWG.Add(1)

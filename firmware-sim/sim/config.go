@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,11 +75,12 @@ type Bus struct {
 	// A–Z a–z 0–9 . _ -, unique among buses and TCP listeners.
 	Name string
 	// Link is the path of the symlink to the bus's pseudo-terminal (/dev/pts/N); its
-	// parent directory is created.
+	// parent directory is created. Unique among buses (compared cleaned).
 	Link string
-	// Baud is the emulated line speed in bits/s, > 0.
+	// Baud is the emulated line speed in bits/s, MinBaud–MaxBaud.
 	Baud int
-	// Turnaround is the emulated processing time of a drive before it replies, ≥ 0.
+	// Turnaround is the emulated processing time of a drive before it replies,
+	// 0–MaxTurnaround.
 	Turnaround time.Duration
 	// Parity is "none", "even" or "odd" ("" = none). Documentation only: a character
 	// is 11 bits either way (Modbus over Serial Line V1.02 §2.5.1).
@@ -107,8 +108,9 @@ type Drive struct {
 	// control API does) at its offset. Offsets are strictly increasing.
 	Schedule []ScheduleStep
 	// Repeat, when > 0, runs the schedule again every Repeat: step i fires at
-	// start + k×Repeat + Schedule[i].After for k = 0, 1, … It needs a schedule and must
-	// exceed the last step's After. 0 runs the schedule once.
+	// start + k×Repeat + Schedule[i].After for k = 0, 1, … It needs a schedule, must
+	// exceed the last step's After and is at most MaxScheduleAfter. 0 runs the schedule
+	// once.
 	Repeat time.Duration
 }
 
@@ -116,7 +118,7 @@ type Drive struct {
 // `{after: 10s, mode: slow, delay: 200ms}`).
 type ScheduleStep struct {
 	// After is the step's offset from the simulator's start (from the start of the
-	// cycle with Drive.Repeat), ≥ 0.
+	// cycle with Drive.Repeat), 0–MaxScheduleAfter.
 	After time.Duration
 	// Fault is the fault to set: YAML keys mode (required), delay (slow only, required
 	// there, ≤ slave.MaxFaultDelay) and code (exception only, 1–255, default 4).
@@ -171,6 +173,19 @@ type MDNS struct {
 	TXT map[string]string `yaml:"txt"`
 }
 
+// MaxConfigBytes is the largest config file LoadConfig reads, in bytes (1 MiB): the
+// config of 1000 TCP listeners that cmd/rollcall-bench runs is about 80 KiB. A larger
+// file is refused after a Stat, without being read.
+const MaxConfigBytes = yamlx.MaxDocumentBytes
+
+// Ranges of the numeric settings (see Validate).
+const (
+	MinBaud          = 300            // bits/s; no RS-485 line runs slower
+	MaxBaud          = 4_000_000      // bits/s; faster than RS-485 transceivers go
+	MaxTurnaround    = time.Second    // a drive slower to answer is beyond every master's timeout
+	MaxScheduleAfter = 24 * time.Hour // ScheduleStep.After and Drive.Repeat: a simulator run lasts hours at most
+)
+
 // ConfigError is a configuration problem, "file:line:column: key: message"; the file
 // and the position are left out when unknown (a config built in code). It is the
 // *yamlx.Error of the shared strict YAML loader.
@@ -178,10 +193,15 @@ type ConfigError = yamlx.Error
 
 // LoadConfig reads, decodes and validates the YAML config at path. Errors are
 // *ConfigError values (several joined with errors.Join, in order of line) naming path,
-// line, column and key, or the read error wrapped with the path.
+// line, column and key, or the read error wrapped with the path. A file larger than
+// MaxConfigBytes is refused without being read, with a *ConfigError naming path, its
+// size and the limit.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlx.ReadFile(path, MaxConfigBytes, "a firmware-sim config")
 	if err != nil {
+		if ce := (*ConfigError)(nil); errors.As(err, &ce) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("firmware-sim config: %w", err)
 	}
 	return ParseConfig(path, data)
@@ -304,7 +324,8 @@ func convertDrives(doc *yamlx.Doc, owner string, in []yamlDrive, errs []error) (
 
 // Validate checks the semantic rules: at least one bus or TCP listener; names of
 // 1–64 characters of A–Z a–z 0–9 . _ - unique among buses and listeners; a link per
-// bus; baud > 0; turnaround ≥ 0; parity none|even|odd; devid_max_reply 0 or 16–253;
+// bus, unique; baud MinBaud–MaxBaud; turnaround 0–MaxTurnaround; parity none|even|odd;
+// devid_max_reply 0 or 16–253;
 // unit IDs 1–247 unique per bus or listener; at least one drive per listener; serials
 // of 1–16 printable ASCII characters unique in the config; model and revision
 // printable ASCII, ≤ 64 bytes; listen addresses host:port; schedules (ScheduleStep,
@@ -326,6 +347,7 @@ func (c *Config) Validate() error {
 			bad("control.listen", "must be host:port such as 127.0.0.1:18081, got %q", c.Control.Listen)
 		}
 	}
+	links := make(map[string]string)     // cleaned link → key path
 	names := make(map[string]string)     // name → key path
 	serials := make(map[string]string)   // serial → key path
 	instances := make(map[string]string) // instance, service, domain → listener
@@ -379,12 +401,23 @@ func (c *Config) Validate() error {
 		checkName(p, b.Name)
 		if b.Link == "" {
 			bad(p+".link", "required: the path of the symlink to the bus's pseudo-terminal")
+		} else if prev, dup := links[filepath.Clean(b.Link)]; dup {
+			bad(p+".link", "duplicate link %q (also at line %d): each bus needs its own pseudo-terminal link", b.Link, c.line(prev))
+		} else {
+			links[filepath.Clean(b.Link)] = p + ".link"
 		}
-		if b.Baud <= 0 {
-			bad(p+".baud", "must be a positive integer, got %d", b.Baud)
+		switch {
+		case b.Baud < MinBaud:
+			bad(p+".baud", "must be an integer from %d to %d, got %d: at least %d (no RS-485 line runs slower)", MinBaud, MaxBaud, b.Baud, MinBaud)
+		case b.Baud > MaxBaud:
+			bad(p+".baud", "must be an integer from %d to %d, got %d: at most %d (faster than RS-485 transceivers go)", MinBaud, MaxBaud, b.Baud, MaxBaud)
 		}
-		if b.Turnaround < 0 {
+		switch {
+		case b.Turnaround < 0:
 			bad(p+".turnaround", "must be a non-negative duration, got %v", b.Turnaround)
+		case b.Turnaround > MaxTurnaround:
+			bad(p+".turnaround", "must be a duration from 0s to %v, got %v: at most %v (a drive slower to answer is beyond every master's timeout)",
+				MaxTurnaround, b.Turnaround, MaxTurnaround)
 		}
 		switch b.Parity {
 		case "", "none", "even", "odd":
@@ -427,6 +460,9 @@ func checkSchedule(bad func(path, format string, args ...any), dp string, d Driv
 		switch {
 		case st.After < 0:
 			bad(sp+".after", "must be a non-negative duration, got %v", st.After)
+		case st.After > MaxScheduleAfter:
+			bad(sp+".after", "must be a duration from 0s to %v, got %v: at most %v (a simulator run lasts hours at most)",
+				MaxScheduleAfter, st.After, MaxScheduleAfter)
 		case j > 0 && st.After <= d.Schedule[j-1].After:
 			bad(sp+".after", "must be later than the previous step's after (%v), got %v", d.Schedule[j-1].After, st.After)
 		}
@@ -448,6 +484,9 @@ func checkSchedule(bad func(path, format string, args ...any), dp string, d Driv
 	switch {
 	case d.Repeat < 0:
 		bad(dp+".repeat", "must be a non-negative duration, got %v", d.Repeat)
+	case d.Repeat > MaxScheduleAfter:
+		bad(dp+".repeat", "must be a duration from 0s to %v, got %v: at most %v (a simulator run lasts hours at most)",
+			MaxScheduleAfter, d.Repeat, MaxScheduleAfter)
 	case d.Repeat > 0 && len(d.Schedule) == 0:
 		bad(dp+".repeat", "needs a schedule to repeat")
 	case d.Repeat > 0 && d.Repeat <= d.Schedule[len(d.Schedule)-1].After:

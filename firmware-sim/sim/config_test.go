@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -123,11 +124,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"baud not an integer", "control: {listen: 127.0.0.1:0}\nbuses:\n  - name: bus1\n    link: /tmp/x\n    drives:\n      - {unit: 1, serial: A}\n    baud: fast\n",
 			[]string{`sim.yaml:7:11: buses[0].baud: expected an integer, got "fast"`}},
 		{"baud zero", bus[:len(bus)-5] + "0\n",
-			[]string{`sim.yaml:4:5: buses[0].baud: must be a positive integer, got 0`}},
+			[]string{`sim.yaml:4:5: buses[0].baud: must be an integer from 300 to 4000000, got 0: at least 300 (no RS-485 line runs slower)`}},
 		{"baud negative", "buses:\n  - {name: b, link: /x, baud: -5}\n",
-			[]string{`sim.yaml:2:25: buses[0].baud: must be a positive integer, got -5`}},
+			[]string{`sim.yaml:2:25: buses[0].baud: must be an integer from 300 to 4000000, got -5: at least 300 (no RS-485 line runs slower)`}},
 		{"baud missing", "buses:\n  - name: b\n    link: /x\n",
-			[]string{`sim.yaml:2:5: buses[0].baud: must be a positive integer, got 0`}},
+			[]string{`sim.yaml:2:5: buses[0].baud: must be an integer from 300 to 4000000, got 0: at least 300 (no RS-485 line runs slower)`}},
 		{"unknown bus key", bus + "    bauds: 3\n",
 			[]string{`sim.yaml:5:5: buses[0].bauds: unknown key "bauds" (expected one of: name, link, baud, turnaround, parity, devid_max_reply, drives)`}},
 		{"unknown top key", "contrl: {listen: x}\n" + bus,
@@ -138,7 +139,7 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`sim.yaml:5:5: buses[0].baud: key "baud" appears twice (first at line 4)`}},
 		{"duplicate bus name", bus + "  - name: bus1\n    link: /tmp/y\n    baud: 9600\n",
 			[]string{`sim.yaml:5:5: buses[1].name: duplicate name "bus1" (also at line 2)`}},
-		{"bad bus name", "buses:\n  - {name: bus/1, link: /x, baud: 1}\n",
+		{"bad bus name", "buses:\n  - {name: bus/1, link: /x, baud: 9600}\n",
 			[]string{`sim.yaml:2:6: buses[0].name: must be 1–64 characters of A–Z a–z 0–9 . _ -, got "bus/1"`}},
 		{"missing link", "buses:\n  - name: bus1\n    baud: 9600\n",
 			[]string{`sim.yaml:2:5: buses[0].link: required: the path of the symlink to the bus's pseudo-terminal`}},
@@ -150,7 +151,7 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`sim.yaml:6:16: buses[0].drives[0].unit: expected an integer, got "one"`}},
 		{"duplicate unit", bus + "    drives:\n      - {unit: 1, serial: A}\n      - {unit: 1, serial: B}\n",
 			[]string{`sim.yaml:7:10: buses[0].drives[1].unit: duplicate unit 1 on bus "bus1" (also at line 6)`}},
-		{"duplicate serial across buses", bus + "    drives: [{unit: 1, serial: A}]\n  - name: bus2\n    link: /y\n    baud: 1\n    drives: [{unit: 1, serial: A}]\n",
+		{"duplicate serial across buses", bus + "    drives: [{unit: 1, serial: A}]\n  - name: bus2\n    link: /y\n    baud: 9600\n    drives: [{unit: 1, serial: A}]\n",
 			[]string{`sim.yaml:9:24: buses[1].drives[0].serial: duplicate serial "A" (also at line 5)`}},
 		{"missing serial", bus + "    drives:\n      - {unit: 1}\n",
 			[]string{`sim.yaml:6:9: buses[0].drives[0].serial: required: 1–16 printable ASCII characters`}},
@@ -162,6 +163,12 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`sim.yaml:5:17: buses[0].turnaround: expected a duration such as "250ms" or "30s", got "soon"`}},
 		{"turnaround negative", bus + "    turnaround: -1ms\n",
 			[]string{`sim.yaml:5:5: buses[0].turnaround: must be a non-negative duration, got -1ms`}},
+		{"baud too high", bus[:len(bus)-5] + "4000001\n",
+			[]string{`sim.yaml:4:5: buses[0].baud: must be an integer from 300 to 4000000, got 4000001: at most 4000000 (faster than RS-485 transceivers go)`}},
+		{"turnaround too long", bus + "    turnaround: 2s\n",
+			[]string{`sim.yaml:5:5: buses[0].turnaround: must be a duration from 0s to 1s, got 2s: at most 1s (a drive slower to answer is beyond every master's timeout)`}},
+		{"duplicate link", bus + "  - name: bus2\n    link: /tmp/./x/\n    baud: 9600\n",
+			[]string{`sim.yaml:6:5: buses[1].link: duplicate link "/tmp/./x/" (also at line 3): each bus needs its own pseudo-terminal link`}},
 		{"parity", bus + "    parity: mark\n",
 			[]string{`sim.yaml:5:5: buses[0].parity: must be none, even or odd, got "mark"`}},
 		{"devid_max_reply", bus + "    devid_max_reply: 300\n",
@@ -182,9 +189,9 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`sim.yaml:2:11: invalid YAML: sequence end token ']' not found`}},
 		{"two documents", bus + "---\nbuses: []\n",
 			[]string{`sim.yaml:5:1: only one YAML document is allowed`}},
-		{"several problems reported together", "buses:\n  - {name: a, link: /x, baud: 0}\n  - {name: a, link: '', baud: 1}\n",
+		{"several problems reported together", "buses:\n  - {name: a, link: /x, baud: 0}\n  - {name: a, link: '', baud: 9600}\n",
 			[]string{
-				`sim.yaml:2:25: buses[0].baud: must be a positive integer, got 0`,
+				`sim.yaml:2:25: buses[0].baud: must be an integer from 300 to 4000000, got 0: at least 300 (no RS-485 line runs slower)`,
 				`sim.yaml:3:6: buses[1].name: duplicate name "a" (also at line 2)`,
 				`sim.yaml:3:15: buses[1].link: required: the path of the symlink to the bus's pseudo-terminal`,
 			}},
@@ -247,6 +254,10 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`sim.yaml:8:42: tcp[0].drives[0].schedule[0].code: must be an exception code from 1 to 255, got 300`}},
 		{"schedule code zero", tcpBase + "        schedule:\n          - {after: 1s, mode: exception, code: 0}\n",
 			[]string{`sim.yaml:8:42: tcp[0].drives[0].schedule[0].code: must be an exception code from 1 to 255, got 0`}},
+		{"schedule after too late", tcpBase + "        schedule:\n          - {after: 25h, mode: silent}\n",
+			[]string{`sim.yaml:8:14: tcp[0].drives[0].schedule[0].after: must be a duration from 0s to 24h0m0s, got 25h0m0s: at most 24h0m0s (a simulator run lasts hours at most)`}},
+		{"repeat too long", tcpBase + "        schedule: [{after: 1s, mode: none}]\n        repeat: 100h\n",
+			[]string{`sim.yaml:8:9: tcp[0].drives[0].repeat: must be a duration from 0s to 24h0m0s, got 100h0m0s: at most 24h0m0s (a simulator run lasts hours at most)`}},
 		{"repeat without schedule", tcpBase + "        repeat: 10s\n",
 			[]string{`sim.yaml:7:9: tcp[0].drives[0].repeat: needs a schedule to repeat`}},
 		{"repeat not longer than the schedule", tcpBase + "        schedule:\n          - {after: 10s, mode: silent}\n          - {after: 15s, mode: none}\n        repeat: 15s\n",
@@ -321,7 +332,7 @@ func TestBadConfigs(t *testing.T) {
 		"many-mistakes.bad.yml": {
 			`testdata/many-mistakes.bad.yml:2:11: control.listen: must be host:port such as 127.0.0.1:18081, got "localhost"`,
 			`testdata/many-mistakes.bad.yml:4:5: buses[0].name: must be 1–64 characters of A–Z a–z 0–9 . _ -, got "bus 1"`,
-			`testdata/many-mistakes.bad.yml:6:5: buses[0].baud: must be a positive integer, got 0`,
+			`testdata/many-mistakes.bad.yml:6:5: buses[0].baud: must be an integer from 300 to 4000000, got 0: at least 300 (no RS-485 line runs slower)`,
 			`testdata/many-mistakes.bad.yml:7:5: buses[0].parity: must be none, even or odd, got "mark"`,
 			`testdata/many-mistakes.bad.yml:9:46: buses[0].drives[0].enabled: expected true or false, got "yes"`,
 			`testdata/many-mistakes.bad.yml:10:10: buses[0].drives[1].unit: duplicate unit 1 on bus "bus 1" (also at line 9)`,
@@ -355,6 +366,55 @@ func TestBadConfigs(t *testing.T) {
 	})
 }
 
+// TestLoadConfigSizeLimit: a config over MaxConfigBytes is refused from its size,
+// without being read, naming the file, its size and the limit; one of exactly
+// MaxConfigBytes loads.
+func TestLoadConfigSizeLimit(t *testing.T) {
+	dir := t.TempDir()
+	valid := "buses:\n  - {name: bus1, link: /tmp/x, baud: 9600, drives: [{unit: 1, serial: A}]}\n"
+	padded := func(size int) []byte {
+		line := "# " + strings.Repeat("x", 60) + "\n"
+		text := valid + strings.Repeat(line, (size-len(valid))/len(line))
+		return []byte(text + strings.Repeat("\n", size-len(text)))
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, padded(5<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	_, err := LoadConfig(big)
+	took := time.Since(start)
+	runtime.ReadMemStats(&after)
+	t.Logf("5 MiB config refused in %v", took)
+	want := big + ": the file is 5242880 bytes (5.0 MiB); a firmware-sim config is at most 1048576 bytes (1.0 MiB) (is this the right file?)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.File != big {
+		t.Errorf("%T is not a *ConfigError naming the file", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 256<<10 {
+		t.Errorf("refusing a 5 MiB file allocated %d bytes: it was read", n)
+	}
+	at := filepath.Join(dir, "at.yaml")
+	if err := os.WriteFile(at, padded(MaxConfigBytes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(at); err != nil {
+		t.Fatalf("a config of MaxConfigBytes: %v", err)
+	}
+}
+
+// TestShippedConfig: the sample config of configs/ loads.
+func TestShippedConfig(t *testing.T) {
+	if _, err := LoadConfig(filepath.Join("..", "..", "configs", "sim.yaml")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestLoadConfigMissingFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nope.yaml")
 	_, err := LoadConfig(path)
@@ -366,7 +426,7 @@ func TestLoadConfigMissingFile(t *testing.T) {
 func TestValidateInCode(t *testing.T) {
 	cfg := &Config{Buses: []Bus{{Name: "b", Link: "/x", Baud: 0, Drives: []Drive{{Unit: 1, Serial: "A"}}}}}
 	err := cfg.Validate()
-	if err == nil || err.Error() != "buses[0].baud: must be a positive integer, got 0" {
+	if err == nil || err.Error() != "buses[0].baud: must be an integer from 300 to 4000000, got 0: at least 300 (no RS-485 line runs slower)" {
 		t.Fatalf("err = %v", err)
 	}
 	cfg.Buses[0].Baud = 9600

@@ -1,7 +1,12 @@
 // Package config loads and validates the gateway's YAML configuration (docs/design.md,
 // "Configuration"). Decoding is strict: an unknown key, a wrong type or an invalid value
 // is an error naming the file, the line, the column and the key, and saying what is
-// expected; every such problem of a file is reported in one run.
+// expected and why; every such problem of a file is reported in one run.
+//
+// A key left out takes its default; a key written is taken as written and must be in
+// its range (so "failures_before_critical: 0" is refused, not read as the default).
+// Every count and duration has a minimum and a maximum, each with its reason in the
+// message. A config file is at most MaxConfigBytes, refused before it is read.
 package config
 
 import (
@@ -10,7 +15,9 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +25,7 @@ import (
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/yamlx"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
 
 // Config is the whole gateway configuration.
@@ -29,16 +37,26 @@ type Config struct {
 	Profiles  Profiles  `yaml:"profiles"`
 	HTTP      HTTP      `yaml:"http"`
 	Limits    Limits    `yaml:"limits"`
+
+	warnings []string // see Warnings
 }
+
+// MaxConfigBytes is the largest config file Load reads, in bytes (1 MiB): a gateway
+// config of a large cell (16 buses of 247 units, each with its meta) is about 200 KiB.
+// A larger file is refused after a Stat, without being read. It equals
+// yamlx.MaxDocumentBytes, the largest document Parse takes.
+const MaxConfigBytes = yamlx.MaxDocumentBytes
 
 // Limits bound what the wire can make the gateway hold and publish. A cap that is hit
 // is logged.
 type Limits struct {
-	// MaxInstances caps the live instances of the gateway. Default 2000.
+	// MaxInstances caps the live instances of the gateway. Default 2000; 1–100000.
 	MaxInstances int `yaml:"max_instances"`
-	// MaxRecordBytes caps one instance record's JSON size. Default 16384.
+	// MaxRecordBytes caps one instance record's JSON size, in bytes. Default 16384;
+	// 1024–1048576.
 	MaxRecordBytes int `yaml:"max_record_bytes"`
-	// MaxEndpoints caps the network endpoints polled for mDNS candidates. Default 512.
+	// MaxEndpoints caps the network endpoints polled for mDNS candidates. Default 512;
+	// 1–10000.
 	MaxEndpoints int `yaml:"max_endpoints"`
 }
 
@@ -56,11 +74,14 @@ type MQTT struct {
 	// Broker: "embedded" (default; an in-process broker) or a URL tcp://host:port,
 	// ssl://host:port.
 	Broker string `yaml:"broker"`
-	// EmbeddedListen is the embedded broker's TCP listen address. Default 127.0.0.1:1883.
+	// EmbeddedListen is the embedded broker's TCP listen address, host:port with a port
+	// 0–65535 (0: any free port). Default 127.0.0.1:1883.
 	EmbeddedListen string `yaml:"embedded_listen"`
 	// EmbeddedAuth says who may use the embedded broker besides the gateway itself.
 	// Default: nobody (anonymous clients refused).
 	EmbeddedAuth EmbeddedAuth `yaml:"embedded_auth"`
+	// EmbeddedLimits bound what clients can make the embedded broker hold.
+	EmbeddedLimits EmbeddedLimits `yaml:"embedded_limits"`
 	// TopicPrefix is <prefix> of the contract. Default "rollcall/v1".
 	TopicPrefix string `yaml:"topic_prefix"`
 	// ClientID: default "rollcall-<gateway id>".
@@ -73,11 +94,39 @@ type MQTT struct {
 	TLS          TLS    `yaml:"tls"`
 }
 
+// EmbeddedLimits bound what clients can make the embedded broker hold
+// (protocols/mqtt/embedded.Limits). Retained quotas count the retained messages (topic +
+// payload bytes) of every account but the gateway's own, per account (a user name; all
+// anonymous clients are one account, and may not retain anything anyway) and in total;
+// a retained publish over a quota is acknowledged and dropped, and counted and logged
+// once per client.
+type EmbeddedLimits struct {
+	// MaxClients: connections beyond it are refused (CONNACK "server unavailable").
+	// Default 1024; 1–100000.
+	MaxClients int `yaml:"max_clients"`
+	// MaxPacketBytes: a client sending a larger MQTT packet is disconnected before the
+	// packet is read. Default 262144 (256 KiB); 69632–16777216.
+	MaxPacketBytes int `yaml:"max_packet_bytes"`
+	// MaxInflight: QoS 1 messages a client may leave unacknowledged. Default 256;
+	// 1–65535.
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxRetained and MaxRetainedBytes: retained messages of all limited accounts
+	// together. Defaults 16384 and 67108864 (64 MiB).
+	MaxRetained      int `yaml:"max_retained"`
+	MaxRetainedBytes int `yaml:"max_retained_bytes"`
+	// MaxRetainedPerAccount and MaxRetainedBytesPerAccount: per account. Defaults 4096
+	// and 16777216 (16 MiB).
+	MaxRetainedPerAccount      int `yaml:"max_retained_per_account"`
+	MaxRetainedBytesPerAccount int `yaml:"max_retained_bytes_per_account"`
+}
+
 // EmbeddedAuth configures the embedded broker's accounts. The gateway's own client
 // always connects with a credential made at start, confined to its own subtree.
 type EmbeddedAuth struct {
 	// AllowAnonymous lets clients without a username read the catalog (<prefix>/#) and
-	// use consumer sync topics (<prefix>/consumers/#). Default false.
+	// publish, not retained, on their own consumer sync topic
+	// (<prefix>/consumers/<slug(client id)>/#); they can store nothing: no retained
+	// message, no retained will, no will outside their sync topic. Default false.
 	AllowAnonymous bool `yaml:"allow_anonymous"`
 	// Users are named accounts.
 	Users []EmbeddedUser `yaml:"users"`
@@ -113,9 +162,12 @@ type Discovery struct {
 type SerialBus struct {
 	// Name is the bus name, used in endpoints, ids and logs: [a-z0-9._-], unique.
 	Name string `yaml:"name"`
-	// Device is the serial device path (/dev/ttyUSB0, or a firmware-sim link).
+	// Device is the serial device path (/dev/ttyUSB0, or a firmware-sim link). Two buses
+	// may not name one device, directly or through symbolic links: one RS-485 line has
+	// one master (Modbus over Serial Line V1.02 §2.1).
 	Device string `yaml:"device"`
-	// Baud: bits/s. Default 19200 (the Modbus over Serial Line V1.02 §2.2 default).
+	// Baud: bits/s, 300–4000000. Default 19200 (the Modbus over Serial Line V1.02 §2.2
+	// default).
 	Baud int `yaml:"baud"`
 	// Parity: "none", "even" (the spec default) or "odd". Default "none".
 	Parity string `yaml:"parity"`
@@ -123,17 +175,18 @@ type SerialBus struct {
 	StopBits int `yaml:"stop_bits"`
 	// Units to sweep: "1-32", "1,3,5-7". Default "1-247".
 	Units string `yaml:"units"`
-	// Timeout is the reply timeout of one request. Default 50 ms at ≥ 19200 baud, else
-	// 200 ms.
+	// Timeout is the reply timeout of one request, 1 ms–10 s. Default 50 ms at
+	// ≥ 19200 baud, else 200 ms.
 	Timeout time.Duration `yaml:"timeout"`
-	// PollInterval overrides health.poll_interval for this bus.
+	// PollInterval overrides health.poll_interval for this bus (same range).
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// Turnaround is the slowest device turnaround assumed before one is observed: probes
 	// of absent unit IDs wait t3.5 + the longest turnaround (observed or this) + margin.
-	// Raise it for devices slower to answer than 5 ms. Default 5 ms.
+	// Raise it for devices slower to answer than 5 ms. Default 5 ms; 0–1 s.
 	Turnaround time.Duration `yaml:"turnaround"`
-	// FrameGap is the silence that ends a reply (and resync listening): default t3.5 +
-	// 1 ms on a pseudo-terminal, + 20 ms on a USB adapter (latency timer), + 2 ms else.
+	// FrameGap is the silence that ends a reply (and resync listening): default (0)
+	// t3.5 + 1 ms on a pseudo-terminal, + 20 ms on a USB adapter (latency timer), + 2 ms
+	// else. Set, it is from t3.5 at Baud (modbus.T35) to 1 s.
 	FrameGap time.Duration `yaml:"frame_gap"`
 	// ProbeShare is the largest share of bus time given to probing absent unit IDs while
 	// devices are being polled, 0 < share ≤ 1. Default 0.2.
@@ -147,7 +200,8 @@ type SerialBus struct {
 	UnitList []int `yaml:"-"`
 }
 
-// UnitMeta attaches meta to one unit of a bus (e.g. {unit: 3, meta: {axis: "3"}}).
+// UnitMeta attaches meta to one unit of a bus (e.g. {unit: 3, meta: {axis: "3"}}): unit
+// 1–247 on a serial bus, 0–255 behind a TCP target.
 type UnitMeta struct {
 	Unit int               `yaml:"unit"`
 	Meta map[string]string `yaml:"meta"`
@@ -157,13 +211,13 @@ type UnitMeta struct {
 type TCPTarget struct {
 	// Name is used in logs and in fallback instance ids: [a-z0-9._-], unique.
 	Name string `yaml:"name"`
-	// Address is host:port (port 502 is the Modbus TCP default).
+	// Address is host:port, port 1–65535 (502 is the Modbus TCP default).
 	Address string `yaml:"address"`
 	// Units to sweep behind the endpoint: "1", "1-4". Default "1".
 	Units string `yaml:"units"`
-	// Timeout is the reply timeout of one request. Default 500 ms.
+	// Timeout is the reply timeout of one request. Default 500 ms; 1 ms–30 s.
 	Timeout time.Duration `yaml:"timeout"`
-	// PollInterval overrides health.poll_interval for this endpoint.
+	// PollInterval overrides health.poll_interval for this endpoint (same range).
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// Meta is copied into the meta of every instance behind this endpoint.
 	Meta map[string]string `yaml:"meta"`
@@ -185,10 +239,12 @@ type MDNS struct {
 	ServiceTypes []string `yaml:"service_types"`
 	// Interfaces to browse on, by name; empty = every multicast interface.
 	Interfaces []string `yaml:"interfaces"`
-	// Window is one browse window; Every the gap between windows. Defaults 2 s and 5 s.
+	// Window is one browse window, 120 ms–1 min; Every the gap between windows,
+	// 100 ms–1 h. Defaults 2 s and 5 s.
 	Window time.Duration `yaml:"window"`
 	Every  time.Duration `yaml:"every"`
-	// Timeout is the Modbus TCP reply timeout for devices found over mDNS. Default 500 ms.
+	// Timeout is the Modbus TCP reply timeout for devices found over mDNS. Default
+	// 500 ms; 1 ms–30 s.
 	Timeout time.Duration `yaml:"timeout"`
 	// InstancePatterns, when not empty, is an allowlist: only announcements whose
 	// instance name matches one of these regular expressions (RE2) are considered.
@@ -208,31 +264,34 @@ type ServiceCheck struct {
 	// Service is the catalog service name, e.g. "vision-module". Default: the service
 	// type's name without underscores and protocol ("_http._tcp" → "http").
 	Service string `yaml:"service"`
-	// Timeout of one check. Default 500 ms.
+	// Timeout of one check. Default 500 ms; 1 ms–30 s.
 	Timeout time.Duration `yaml:"timeout"`
 }
 
-// Health holds the health policy (docs/design.md, "Health semantics").
+// Health holds the health policy (docs/design.md, "Health semantics"). Each field gives
+// its default and its range.
 type Health struct {
-	PollInterval            time.Duration `yaml:"poll_interval"`             // default 250 ms
-	FailuresBeforeCritical  int           `yaml:"failures_before_critical"`  // default 3
-	SuccessesBeforePassing  int           `yaml:"successes_before_passing"`  // default 2
-	DeregisterCriticalAfter time.Duration `yaml:"deregister_critical_after"` // default 30 s
-	RefreshInterval         time.Duration `yaml:"refresh_interval"`          // default 10 s
-	SlowRTT                 time.Duration `yaml:"slow_rtt"`                  // 0 = off (default)
+	PollInterval            time.Duration `yaml:"poll_interval"`             // default 250 ms; 1 ms–10 min
+	FailuresBeforeCritical  int           `yaml:"failures_before_critical"`  // default 3; 1–1000
+	SuccessesBeforePassing  int           `yaml:"successes_before_passing"`  // default 2; 1–1000
+	DeregisterCriticalAfter time.Duration `yaml:"deregister_critical_after"` // default 30 s; 1 s–168 h
+	RefreshInterval         time.Duration `yaml:"refresh_interval"`          // default 10 s; 1 s–1 h
+	SlowRTT                 time.Duration `yaml:"slow_rtt"`                  // 0 = off (default); else 1 ms–1 min
 	// RestartGrace: records of an earlier epoch that no poller claims after this long are
-	// taken critical, then deregistered. Default 5 s.
+	// taken critical, then deregistered. Default 5 s; 1 s–1 h.
 	RestartGrace time.Duration `yaml:"restart_grace"`
 	// PublishBurst and PublishEvery limit record publications per instance (token
-	// bucket) against flapping devices. Defaults 5 and 1 s; publish_burst -1 = no limit.
+	// bucket) against flapping devices. Defaults 5 and 1 s; publish_burst -1 = no limit,
+	// else 1–1000; publish_every 10 ms–1 h.
 	PublishBurst int           `yaml:"publish_burst"`
 	PublishEvery time.Duration `yaml:"publish_every"`
 	// StatusLease is the lease of the gateway's "online" status record, renewed every
 	// third of it: consumers take the gateway's instances as unknown once it has not
-	// been renewed (a dead gateway whose will never fired). Default 5 s; at least 1 s.
+	// been renewed (a dead gateway whose will never fired). Default 5 s; 1 s–1 h.
 	StatusLease time.Duration `yaml:"status_lease"`
 	// InstanceLease is the lease of every instance record, renewed by its refresh
-	// (refresh_interval). Default 3 × refresh_interval; more than refresh_interval.
+	// (refresh_interval). Default 3 × refresh_interval; more than refresh_interval, at
+	// most 24 h.
 	InstanceLease time.Duration `yaml:"instance_lease"`
 }
 
@@ -247,10 +306,26 @@ type Profiles struct {
 // catalog API (/v1/catalog, /v1/events) and the live dashboard at /.
 type HTTP struct {
 	// Listen is host:port to listen on, e.g. 127.0.0.1:9180 (port 0: any free port).
-	// Empty (the default in a config file): no HTTP listener. The config used without
-	// --config listens on DefaultHTTPListen.
+	// The host is required: ":9180" is refused, since it would listen on every interface
+	// without saying so; write 0.0.0.0:9180 or [::]:9180 for that, which is accepted with
+	// a warning (Config.Warnings): the HTTP API has no authentication. Empty (the
+	// default in a config file): no HTTP listener. The config used without --config
+	// listens on DefaultHTTPListen.
 	Listen string `yaml:"listen"`
+	// MaxConnections caps the HTTP connections open at once (each is a file descriptor
+	// and a goroutine). Default DefaultHTTPMaxConnections (256); 1–65535.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxEventStreams caps the /v1/events streams (server-sent events) open at once;
+	// each holds a connection, counted in MaxConnections too. Default
+	// DefaultHTTPMaxEventStreams (64); 1–4096.
+	MaxEventStreams int `yaml:"max_event_streams"`
 }
+
+// Defaults of HTTP.MaxConnections and HTTP.MaxEventStreams.
+const (
+	DefaultHTTPMaxConnections  = 256
+	DefaultHTTPMaxEventStreams = 64
+)
 
 // DefaultHTTPListen is the HTTP listener of the config used without --config: loopback
 // only.
@@ -263,37 +338,55 @@ func Default() *Config {
 	c := &Config{}
 	c.Discovery.MDNS.Enabled = true
 	c.HTTP.Listen = DefaultHTTPListen
-	c.applyDefaults()
+	c.applyDefaults(nil)
 	return c
 }
 
-// Load reads and validates a config file (see Parse); a read error is wrapped.
+// Load reads and validates a config file (see Parse). A file larger than MaxConfigBytes
+// is refused without being read, with a *yamlx.Error naming the file, its size and the
+// limit; a read error is wrapped ("config: ...", errors.Is works on it).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlx.ReadFile(path, MaxConfigBytes, "a gateway config")
 	if err != nil {
+		if ye := (*yamlx.Error)(nil); errors.As(err, &ye) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return Parse(path, data)
 }
 
+// Warnings returns what is allowed but probably not meant (an HTTP listener on every
+// interface), each "file:line:column: key: what and why" like the errors; nil when none
+// (always for Default). The gateway logs them at start.
+func (c *Config) Warnings() []string {
+	return slices.Clone(c.warnings)
+}
+
 // Parse decodes (strictly, with internal/yamlx) and validates config text; file names
 // it in errors. It reports every problem of the text at once: each unknown key, value of
 // the wrong type and rule violation is a *yamlx.Error ("file:line:column: key: what is
-// expected"), several joined with errors.Join in order of line.
+// expected"), several joined with errors.Join in order of line. Text over the limits of
+// yamlx.Decode (yamlx.MaxDocumentBytes, MaxMappingKeys, MaxDepth) is refused before it
+// is parsed. The serial device paths are resolved (filepath.EvalSymlinks) to find two
+// buses on one device; nothing else is read from the system.
 func Parse(file string, data []byte) (*Config, error) {
 	var c Config
 	doc, err := yamlx.Decode(file, data, &c)
 	if doc == nil { // malformed YAML
 		return nil, err
 	}
-	c.applyDefaults()
+	c.applyDefaults(doc)
 	if err := yamlx.Join(err, c.validate(doc)); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-func (c *Config) applyDefaults() {
+// applyDefaults sets the default of every key that doc does not have (every key, for a
+// nil doc): a value written, zero included, is kept for validate to check.
+func (c *Config) applyDefaults(doc *yamlx.Doc) {
+	unset := func(key string) bool { return !doc.Has(key) }
 	if c.Gateway.ID == "" {
 		c.Gateway.ID = "gateway"
 		if host, _ := os.Hostname(); host != "" {
@@ -317,78 +410,61 @@ func (c *Config) applyDefaults() {
 		m.ClientID = "rollcall-" + c.Gateway.ID
 	}
 	h := &c.Health
-	if h.PollInterval == 0 {
-		h.PollInterval = 250 * time.Millisecond
+	setDuration := func(key string, d *time.Duration, def time.Duration) {
+		if unset(key) {
+			*d = def
+		}
 	}
-	if h.FailuresBeforeCritical == 0 {
-		h.FailuresBeforeCritical = 3
+	setInt := func(key string, n *int, def int) {
+		if unset(key) {
+			*n = def
+		}
 	}
-	if h.SuccessesBeforePassing == 0 {
-		h.SuccessesBeforePassing = 2
-	}
-	if h.DeregisterCriticalAfter == 0 {
-		h.DeregisterCriticalAfter = 30 * time.Second
-	}
-	if h.RefreshInterval == 0 {
-		h.RefreshInterval = 10 * time.Second
-	}
-	if h.RestartGrace == 0 {
-		h.RestartGrace = 5 * time.Second
-	}
-	if h.PublishBurst == 0 {
-		h.PublishBurst = 5
-	}
-	if h.PublishEvery == 0 {
-		h.PublishEvery = time.Second
-	}
-	if h.StatusLease == 0 {
-		h.StatusLease = 5 * time.Second
-	}
-	if h.InstanceLease == 0 && h.RefreshInterval > 0 {
-		h.InstanceLease = 3 * h.RefreshInterval
-	}
+	setDuration("health.poll_interval", &h.PollInterval, 250*time.Millisecond)
+	setInt("health.failures_before_critical", &h.FailuresBeforeCritical, 3)
+	setInt("health.successes_before_passing", &h.SuccessesBeforePassing, 2)
+	setDuration("health.deregister_critical_after", &h.DeregisterCriticalAfter, 30*time.Second)
+	setDuration("health.refresh_interval", &h.RefreshInterval, 10*time.Second)
+	setDuration("health.restart_grace", &h.RestartGrace, 5*time.Second)
+	setInt("health.publish_burst", &h.PublishBurst, 5)
+	setDuration("health.publish_every", &h.PublishEvery, time.Second)
+	setDuration("health.status_lease", &h.StatusLease, 5*time.Second)
+	setDuration("health.instance_lease", &h.InstanceLease, 3*h.RefreshInterval)
 	for i := range c.Discovery.TCP {
 		t := &c.Discovery.TCP[i]
+		key := fmt.Sprintf("discovery.tcp[%d].", i)
 		if t.Units == "" {
 			t.Units = "1"
 		}
-		if t.Timeout == 0 {
-			t.Timeout = 500 * time.Millisecond
-		}
-		if t.PollInterval == 0 {
-			t.PollInterval = h.PollInterval
-		}
+		setDuration(key+"timeout", &t.Timeout, 500*time.Millisecond)
+		setDuration(key+"poll_interval", &t.PollInterval, h.PollInterval)
 	}
-	if c.Limits.MaxInstances == 0 {
-		c.Limits.MaxInstances = 2000
-	}
-	if c.Limits.MaxRecordBytes == 0 {
-		c.Limits.MaxRecordBytes = 16384
-	}
-	if c.Limits.MaxEndpoints == 0 {
-		c.Limits.MaxEndpoints = 512
-	}
+	setInt("limits.max_instances", &c.Limits.MaxInstances, 2000)
+	setInt("limits.max_record_bytes", &c.Limits.MaxRecordBytes, 16384)
+	setInt("limits.max_endpoints", &c.Limits.MaxEndpoints, 512)
+	el := &c.MQTT.EmbeddedLimits
+	setInt("mqtt.embedded_limits.max_clients", &el.MaxClients, 1024)
+	setInt("mqtt.embedded_limits.max_packet_bytes", &el.MaxPacketBytes, 256<<10)
+	setInt("mqtt.embedded_limits.max_inflight", &el.MaxInflight, 256)
+	setInt("mqtt.embedded_limits.max_retained", &el.MaxRetained, 16384)
+	setInt("mqtt.embedded_limits.max_retained_bytes", &el.MaxRetainedBytes, 64<<20)
+	setInt("mqtt.embedded_limits.max_retained_per_account", &el.MaxRetainedPerAccount, 4096)
+	setInt("mqtt.embedded_limits.max_retained_bytes_per_account", &el.MaxRetainedBytesPerAccount, 16<<20)
+	setInt("http.max_connections", &c.HTTP.MaxConnections, DefaultHTTPMaxConnections)
+	setInt("http.max_event_streams", &c.HTTP.MaxEventStreams, DefaultHTTPMaxEventStreams)
 	md := &c.Discovery.MDNS
 	if len(md.ServiceTypes) == 0 {
 		md.ServiceTypes = []string{"_modbus._tcp"}
 	}
-	if md.Window == 0 {
-		md.Window = 2 * time.Second
-	}
-	if md.Every == 0 {
-		md.Every = 5 * time.Second
-	}
-	if md.Timeout == 0 {
-		md.Timeout = 500 * time.Millisecond
-	}
+	setDuration("discovery.mdns.window", &md.Window, 2*time.Second)
+	setDuration("discovery.mdns.every", &md.Every, 5*time.Second)
+	setDuration("discovery.mdns.timeout", &md.Timeout, 500*time.Millisecond)
 	for i := range md.Checks {
 		ck := &md.Checks[i]
 		if ck.Path == "" {
 			ck.Path = "/"
 		}
-		if ck.Timeout == 0 {
-			ck.Timeout = 500 * time.Millisecond
-		}
+		setDuration(fmt.Sprintf("discovery.mdns.checks[%d].timeout", i), &ck.Timeout, 500*time.Millisecond)
 		if ck.Service == "" {
 			name, _, _ := strings.Cut(strings.TrimPrefix(ck.ServiceType, "_"), ".")
 			ck.Service = strings.ToLower(name)
@@ -396,93 +472,240 @@ func (c *Config) applyDefaults() {
 	}
 	for i := range c.Discovery.Serial {
 		b := &c.Discovery.Serial[i]
-		if b.Baud == 0 {
-			b.Baud = 19200
-		}
+		key := fmt.Sprintf("discovery.serial[%d].", i)
+		setInt(key+"baud", &b.Baud, 19200)
 		if b.Parity == "" {
 			b.Parity = "none"
 		}
-		if b.StopBits == 0 {
-			b.StopBits = 1
-		}
+		setInt(key+"stop_bits", &b.StopBits, 1)
 		if b.Units == "" {
 			b.Units = "1-247"
 		}
-		if b.Timeout == 0 {
+		if unset(key + "timeout") {
 			b.Timeout = 50 * time.Millisecond
 			if b.Baud < 19200 {
 				b.Timeout = 200 * time.Millisecond
 			}
 		}
-		if b.PollInterval == 0 {
-			b.PollInterval = h.PollInterval
-		}
-		if b.ProbeShare == 0 {
+		setDuration(key+"poll_interval", &b.PollInterval, h.PollInterval)
+		if unset(key + "probe_share") {
 			b.ProbeShare = 0.2
 		}
-		if b.Turnaround == 0 {
-			b.Turnaround = 5 * time.Millisecond
-		}
+		setDuration(key+"turnaround", &b.Turnaround, 5*time.Millisecond)
 	}
 }
 
 // validate checks the rules of every section and returns every violation, each a
-// *yamlx.Error, joined (nil when none). It sets UnitList of each bus and TCP target, and
-// lower-cases the mDNS service types (DNS names compare case-insensitively, RFC 4343;
-// the browser reports them lower-cased).
+// *yamlx.Error, joined (nil when none); it records the warnings (Warnings). It sets
+// UnitList of each bus and TCP target, and lower-cases the mDNS service types (DNS names
+// compare case-insensitively, RFC 4343; the browser reports them lower-cased).
 func (c *Config) validate(doc *yamlx.Doc) error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, doc.Errorf(key, format, args...))
 	}
+	c.warnings = nil
+	warn := func(key, format string, args ...any) {
+		c.warnings = append(c.warnings, doc.Errorf(key, format, args...).Error())
+	}
 	if !contract.IsSlug(c.Gateway.ID) {
 		bad("gateway.id", "expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got %q", c.Gateway.ID)
 	}
 	c.validateMQTT(bad)
-	h := c.Health
-	if h.PollInterval < time.Millisecond {
-		bad("health.poll_interval", "expected a duration of at least 1ms, got %v", h.PollInterval)
-	}
-	if h.FailuresBeforeCritical < 1 {
-		bad("health.failures_before_critical", "expected an integer ≥ 1, got %d", h.FailuresBeforeCritical)
-	}
-	if h.SuccessesBeforePassing < 1 {
-		bad("health.successes_before_passing", "expected an integer ≥ 1, got %d", h.SuccessesBeforePassing)
-	}
-	if h.PublishBurst < -1 {
-		bad("health.publish_burst", "expected -1 (no limit) or a positive integer, got %d", h.PublishBurst)
-	}
-	for _, d := range []struct {
-		key string
-		d   time.Duration
-	}{
-		{"deregister_critical_after", h.DeregisterCriticalAfter}, {"refresh_interval", h.RefreshInterval},
-		{"slow_rtt", h.SlowRTT}, {"restart_grace", h.RestartGrace}, {"publish_every", h.PublishEvery},
-	} {
-		if d.d < 0 {
-			bad("health."+d.key, "expected a duration ≥ 0, got %v", d.d)
+	c.validateHealth(doc, bad)
+	c.validateSerial(doc, bad)
+	for i, t := range c.Discovery.TCP {
+		key := fmt.Sprintf("discovery.tcp[%d]", i)
+		if !contract.IsSlug(t.Name) {
+			bad(key+".name", "expected a name of 1–64 characters [a-z0-9._-], got %q", t.Name)
+		}
+		if host, port, err := net.SplitHostPort(t.Address); err != nil || host == "" || port == "" {
+			bad(key+".address", "expected host:port, e.g. 192.168.1.20:502, got %q", t.Address)
+		} else if n, ok := portNumber(port); !ok || n == 0 {
+			bad(key+".address", "expected a port from 1 to 65535 (502 is the Modbus TCP port), got %q", port)
+		}
+		if units, err := parseUnitsTCP(t.Units); err != nil {
+			bad(key+".units", "%v", err)
+		} else {
+			c.Discovery.TCP[i].UnitList = units
+		}
+		inRange(bad, key+".timeout", t.Timeout, tcpTimeout)
+		if doc.Has(key + ".poll_interval") { // else health.poll_interval, checked there
+			inRange(bad, key+".poll_interval", t.PollInterval, pollInterval)
+		}
+		for j, d := range t.Devices {
+			if d.Unit < 0 || d.Unit > 255 {
+				bad(fmt.Sprintf("%s.devices[%d].unit", key, j),
+					"expected a unit ID 0–255 (the MBAP unit identifier is one byte, Modbus Messaging on TCP/IP Implementation Guide V1.0b §3.1.3), got %d", d.Unit)
+			}
 		}
 	}
-	if h.StatusLease < time.Second {
-		bad("health.status_lease", "expected a duration of at least 1s (it is renewed every third of it), got %v", h.StatusLease)
+	c.checkNames(bad)
+	c.validateMDNS(bad)
+	inRange(bad, "limits.max_instances", c.Limits.MaxInstances, maxInstances)
+	inRange(bad, "limits.max_record_bytes", c.Limits.MaxRecordBytes, maxRecordBytes)
+	inRange(bad, "limits.max_endpoints", c.Limits.MaxEndpoints, maxEndpoints)
+	c.validateHTTP(bad, warn)
+	return yamlx.Join(errs...)
+}
+
+// span is the range of a count or a duration and why each bound: a value outside it
+// is refused with the reason of the bound it crosses ("expected an integer from 1 to
+// 1000, got 0: at least 1 (why)").
+type span[T int | time.Duration] struct {
+	min, max T
+	whyMin   string // completes "at least <min> "
+	whyMax   string // completes "at most <max> "
+	// alt, when altMeans is not "", is accepted too, meaning altMeans (0 = "off").
+	alt      T
+	altMeans string
+}
+
+// inRange reports v at key when it is outside s.
+func inRange[T int | time.Duration](bad func(key, format string, args ...any), key string, v T, s span[T]) {
+	if v == s.alt && s.altMeans != "" || v >= s.min && v <= s.max {
+		return
 	}
-	if h.InstanceLease <= h.RefreshInterval {
+	what := "an integer"
+	if _, isDuration := any(v).(time.Duration); isDuration {
+		what = "a duration"
+	}
+	expected := fmt.Sprintf("%s from %v to %v", what, s.min, s.max)
+	if s.altMeans != "" {
+		expected = fmt.Sprintf("%v (%s) or %s", s.alt, s.altMeans, expected)
+	}
+	bound, why := fmt.Sprintf("at least %v", s.min), s.whyMin
+	if v > s.max {
+		bound, why = fmt.Sprintf("at most %v", s.max), s.whyMax
+	}
+	if why != "" {
+		bound += " " + why
+	}
+	bad(key, "expected %s, got %v: %s", expected, v, bound)
+}
+
+// The ranges of the counts and durations (see the field documentation). The maxima are
+// far beyond what a plant uses: they catch a mistyped value (a missing unit, extra
+// digits), not a choice.
+var (
+	pollInterval = span[time.Duration]{min: time.Millisecond, max: 10 * time.Minute,
+		whyMin: "(a device is polled at most once a millisecond)",
+		whyMax: "(a slower heartbeat leaves a dead device listed as alive for over 10 minutes)"}
+	failuresBeforeCritical = span[int]{min: 1, max: 1000,
+		whyMin: "(it is how many polls in a row without an answer make a device critical)",
+		whyMax: "(more would keep a silent device listed as alive for over 1000 polls)"}
+	successesBeforePassing = span[int]{min: 1, max: 1000,
+		whyMin: "(it is how many good polls in a row bring a device back)",
+		whyMax: "(more would keep a device that answers again critical for over 1000 polls)"}
+	deregisterCriticalAfter = span[time.Duration]{min: time.Second, max: 168 * time.Hour,
+		whyMin: "(consumers must get to see the critical record before it is removed)",
+		whyMax: "(a dead device would stay in the catalog for over a week)"}
+	refreshInterval = span[time.Duration]{min: time.Second, max: time.Hour,
+		whyMin: "(every unchanged record would be republished more than once a second, flooding the broker)",
+		whyMax: "(consumers would see last_seen over an hour old)"}
+	slowRTT = span[time.Duration]{min: time.Millisecond, max: time.Minute, altMeans: "off",
+		whyMin: "(a round trip is measured in milliseconds)",
+		whyMax: "(a reply that slow has timed out long before)"}
+	restartGrace = span[time.Duration]{min: time.Second, max: time.Hour,
+		whyMin: "(after a restart, pollers need time to claim the devices they find again)",
+		whyMax: "(devices gone while the gateway was down would stay listed for over an hour)"}
+	publishBurst = span[int]{min: 1, max: 1000, alt: -1, altMeans: "no limit",
+		whyMin: "(0 would hold back every publication but deaths; -1 is no limit)",
+		whyMax: "(more is no limit in practice: write -1)"}
+	publishEvery = span[time.Duration]{min: 10 * time.Millisecond, max: time.Hour,
+		whyMin: "(faster is no limit in practice: write publish_burst: -1)",
+		whyMax: "(the latest state of a flapping device would wait over an hour)"}
+	statusLease = span[time.Duration]{min: time.Second, max: time.Hour,
+		whyMin: "(it is renewed every third of it)",
+		whyMax: "(consumers would take over an hour to drop the instances of a dead gateway)"}
+	serialTimeout = span[time.Duration]{min: time.Millisecond, max: 10 * time.Second,
+		whyMin: "(a reply takes at least the wire time of its bytes)",
+		whyMax: "(while it waits, the master polls no other device of the bus)"}
+	turnaround = span[time.Duration]{min: 0, max: time.Second,
+		whyMin: "(a device cannot answer before it is asked)",
+		whyMax: "(probes of absent unit IDs would each wait that long; no Modbus device takes a second to start its reply)"}
+	tcpTimeout = span[time.Duration]{min: time.Millisecond, max: 30 * time.Second,
+		whyMin: "(a reply takes at least a network round trip)",
+		whyMax: "(while it waits, the master polls no other unit of the endpoint)"}
+	checkTimeout = span[time.Duration]{min: time.Millisecond, max: 30 * time.Second,
+		whyMin: "(a check takes at least a network round trip)",
+		whyMax: "(a module that slow to answer is as good as down)"}
+	mdnsWindow = span[time.Duration]{min: 120 * time.Millisecond, max: time.Minute,
+		whyMin: "(RFC 6762 §6: a responder may wait up to 120 ms before answering)",
+		whyMax: "(a device announced would wait over a minute to be seen)"}
+	mdnsEvery = span[time.Duration]{min: 100 * time.Millisecond, max: time.Hour,
+		whyMin: "(windows back to back would query the network without pause)",
+		whyMax: "(a device announced would wait over an hour to be found)"}
+	maxInstances = span[int]{min: 1, max: 100_000,
+		whyMin: "(0 would admit no device)",
+		whyMax: "(a gateway polls a few thousand devices; a larger cap only lets a rogue network fill the memory)"}
+	maxRecordBytes = span[int]{min: 1024, max: 1 << 20,
+		whyMin: "bytes (a record with its meta and identity needs that much room)",
+		whyMax: "(a record is well under 1 KiB; a larger cap only lets a device bloat the catalog)"}
+	maxEndpoints = span[int]{min: 1, max: 10_000,
+		whyMin: "(0 would admit no mDNS candidate)",
+		whyMax: "(each endpoint is a TCP connection polled on its own; a larger cap only lets a rogue network exhaust the sockets)"}
+	brokerClients = span[int]{min: 1, max: 100_000,
+		whyMin: "(0 would refuse every client, the gateway's own included)",
+		whyMax: "(each client is a connection and goroutines of the gateway's process)"}
+	brokerPacketBytes = span[int]{min: 69632, max: 16 << 20,
+		whyMin: "bytes (a signed record may be 64 KiB plus its topic and header)",
+		whyMax: "bytes (a larger packet is read whole into the gateway's memory)"}
+	brokerInflight = span[int]{min: 1, max: 65535,
+		whyMin: "(0 would let no client publish with QoS 1)",
+		whyMax: "(MQTT's receive maximum is a 16-bit number)"}
+	brokerRetained = span[int]{min: 1, max: 1_000_000,
+		whyMin: "(0 would refuse every retained message of the other accounts)",
+		whyMax: "(each retained message is held in the gateway's memory)"}
+	brokerRetainedBytes = span[int]{min: 1 << 10, max: 1 << 30,
+		whyMin: "bytes (smaller than one record)",
+		whyMax: "bytes (retained messages are held in the gateway's memory)"}
+	httpMaxConnections = span[int]{min: 1, max: 65535,
+		whyMin: "(0 would refuse every client)",
+		whyMax: "(one listener cannot have more connections than TCP has ports)"}
+	httpMaxEventStreams = span[int]{min: 1, max: 4096,
+		whyMin: "(0 would refuse every /v1/events client)",
+		whyMax: "(each stream holds a connection and a goroutine for as long as it lasts)"}
+)
+
+// validateHealth checks the health section.
+func (c *Config) validateHealth(doc *yamlx.Doc, bad func(key, format string, args ...any)) {
+	h := c.Health
+	inRange(bad, "health.poll_interval", h.PollInterval, pollInterval)
+	inRange(bad, "health.failures_before_critical", h.FailuresBeforeCritical, failuresBeforeCritical)
+	inRange(bad, "health.successes_before_passing", h.SuccessesBeforePassing, successesBeforePassing)
+	inRange(bad, "health.publish_burst", h.PublishBurst, publishBurst)
+	inRange(bad, "health.deregister_critical_after", h.DeregisterCriticalAfter, deregisterCriticalAfter)
+	inRange(bad, "health.refresh_interval", h.RefreshInterval, refreshInterval)
+	inRange(bad, "health.slow_rtt", h.SlowRTT, slowRTT)
+	inRange(bad, "health.restart_grace", h.RestartGrace, restartGrace)
+	inRange(bad, "health.publish_every", h.PublishEvery, publishEvery)
+	inRange(bad, "health.status_lease", h.StatusLease, statusLease)
+	refreshOK := h.RefreshInterval >= refreshInterval.min && h.RefreshInterval <= refreshInterval.max
+	switch {
+	case !refreshOK && !doc.Has("health.instance_lease"):
+		// 3 × refresh_interval by default: refresh_interval is the one to fix.
+	case refreshOK && h.InstanceLease <= h.RefreshInterval:
 		bad("health.instance_lease", "expected more than refresh_interval (%v), which renews it, got %v", h.RefreshInterval, h.InstanceLease)
+	case h.InstanceLease > 24*time.Hour:
+		bad("health.instance_lease", "expected a duration more than refresh_interval and at most 24h0m0s, got %v: "+
+			"at most 24h0m0s (a record of a dead gateway would stay valid for over a day)", h.InstanceLease)
 	}
-	names := map[string]string{} // bus or target name → its key path
+}
+
+// validateSerial checks discovery.serial: each bus, and that no two buses have one
+// device (sameDevice).
+func (c *Config) validateSerial(doc *yamlx.Doc, bad func(key, format string, args ...any)) {
 	for i, b := range c.Discovery.Serial {
 		key := fmt.Sprintf("discovery.serial[%d]", i)
 		if !contract.IsSlug(b.Name) {
 			bad(key+".name", "expected a bus name of 1–64 characters [a-z0-9._-], got %q", b.Name)
-		} else if prev, dup := names[b.Name]; dup {
-			bad(key+".name", "bus name %q is already used by %s", b.Name, prev)
-		} else {
-			names[b.Name] = key
 		}
 		if b.Device == "" {
 			bad(key+".device", "expected the serial device path, e.g. /dev/ttyUSB0")
 		}
-		if b.Baud < 300 || b.Baud > 4_000_000 {
+		baudOK := b.Baud >= 300 && b.Baud <= 4_000_000
+		if !baudOK {
 			bad(key+".baud", "expected a baud rate between 300 and 4000000, got %d", b.Baud)
 		}
 		if b.Parity != "none" && b.Parity != "even" && b.Parity != "odd" {
@@ -496,10 +719,18 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 		} else {
 			c.Discovery.Serial[i].UnitList = units
 		}
-		if b.Timeout < time.Millisecond {
-			bad(key+".timeout", "expected a duration of at least 1ms, got %v", b.Timeout)
+		inRange(bad, key+".timeout", b.Timeout, serialTimeout)
+		if doc.Has(key + ".poll_interval") { // else health.poll_interval, checked there
+			inRange(bad, key+".poll_interval", b.PollInterval, pollInterval)
 		}
-		if b.ProbeShare <= 0 || b.ProbeShare > 1 {
+		inRange(bad, key+".turnaround", b.Turnaround, turnaround)
+		if b.FrameGap != 0 && baudOK {
+			t35 := modbus.T35(b.Baud)
+			inRange(bad, key+".frame_gap", b.FrameGap, span[time.Duration]{min: t35, max: time.Second, altMeans: "the default",
+				whyMin: fmt.Sprintf("(t3.5 at %d baud: Modbus over Serial Line V1.02 §2.5.1.1 separates frames by 3.5 character times)", b.Baud),
+				whyMax: "(the master waits this long after every reply)"})
+		}
+		if !(b.ProbeShare > 0 && b.ProbeShare <= 1) { // NaN too
 			bad(key+".probe_share", "expected a share 0 < share ≤ 1, got %v", b.ProbeShare)
 		}
 		for j, d := range b.Devices {
@@ -508,43 +739,108 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 			}
 		}
 	}
+	c.sameDevice(doc, bad)
+}
+
+// sameDevice reports a bus whose device is the device of an earlier bus: the same path
+// once cleaned, or the same file once symbolic links are resolved (when the path
+// exists). Two masters on one RS-485 line corrupt each other's frames (Modbus over
+// Serial Line V1.02 §2.1: one master per bus; docs/design.md, "One master per serial
+// bus").
+func (c *Config) sameDevice(doc *yamlx.Doc, bad func(key, format string, args ...any)) {
+	type first struct {
+		bus  int
+		path string // as written
+	}
+	seen := map[string]first{} // resolved path → first bus
+	for i, b := range c.Discovery.Serial {
+		if b.Device == "" {
+			continue
+		}
+		resolved := filepath.Clean(b.Device)
+		if r, err := filepath.EvalSymlinks(resolved); err == nil {
+			resolved = r
+		}
+		prev, dup := seen[resolved]
+		if !dup {
+			seen[resolved] = first{i, b.Device}
+			continue
+		}
+		written := ""
+		if b.Device != resolved || prev.path != resolved {
+			written = fmt.Sprintf(" (written %q and %q)", b.Device, prev.path)
+		}
+		line, _ := doc.Pos(fmt.Sprintf("discovery.serial[%d].device", prev.bus))
+		bad(fmt.Sprintf("discovery.serial[%d].device", i),
+			"bus %q and bus %q (discovery.serial[%d], line %d) both use device %s%s: one RS-485 line takes one master "+
+				"(Modbus over Serial Line V1.02 §2.1); give each bus its own device",
+			b.Name, c.Discovery.Serial[prev.bus].Name, prev.bus, line, resolved, written)
+	}
+}
+
+// checkNames reports bus and target names used twice (they name endpoints and ids).
+func (c *Config) checkNames(bad func(key, format string, args ...any)) {
+	names := map[string]string{} // bus or target name → its key path
+	for i, b := range c.Discovery.Serial {
+		key := fmt.Sprintf("discovery.serial[%d]", i)
+		if !contract.IsSlug(b.Name) {
+			continue
+		}
+		if prev, dup := names[b.Name]; dup {
+			bad(key+".name", "bus name %q is already used by %s", b.Name, prev)
+		} else {
+			names[b.Name] = key
+		}
+	}
 	for i, t := range c.Discovery.TCP {
 		key := fmt.Sprintf("discovery.tcp[%d]", i)
 		if !contract.IsSlug(t.Name) {
-			bad(key+".name", "expected a name of 1–64 characters [a-z0-9._-], got %q", t.Name)
-		} else if prev, dup := names[t.Name]; dup {
+			continue
+		}
+		if prev, dup := names[t.Name]; dup {
 			bad(key+".name", "name %q is already used by %s", t.Name, prev)
 		} else {
 			names[t.Name] = key
 		}
-		if host, port, err := net.SplitHostPort(t.Address); err != nil || host == "" || port == "" {
-			bad(key+".address", "expected host:port, e.g. 192.168.1.20:502, got %q", t.Address)
-		}
-		if units, err := parseUnitsTCP(t.Units); err != nil {
-			bad(key+".units", "%v", err)
-		} else {
-			c.Discovery.TCP[i].UnitList = units
-		}
-		if t.Timeout < time.Millisecond {
-			bad(key+".timeout", "expected a duration of at least 1ms, got %v", t.Timeout)
-		}
 	}
-	c.validateMDNS(bad)
-	if l := c.Limits; l.MaxInstances < 1 {
-		bad("limits.max_instances", "expected an integer ≥ 1, got %d", l.MaxInstances)
-	}
-	if l := c.Limits; l.MaxRecordBytes < 1024 {
-		bad("limits.max_record_bytes", "expected at least 1024 bytes, got %d", l.MaxRecordBytes)
-	}
-	if l := c.Limits; l.MaxEndpoints < 1 {
-		bad("limits.max_endpoints", "expected an integer ≥ 1, got %d", l.MaxEndpoints)
-	}
-	if c.HTTP.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
-			bad("http.listen", "expected host:port, got %q", c.HTTP.Listen)
+}
+
+// validateHTTP checks the http section; an explicit wildcard host is a warning.
+func (c *Config) validateHTTP(bad, warn func(key, format string, args ...any)) {
+	if l := c.HTTP.Listen; l != "" {
+		host, port, err := net.SplitHostPort(l)
+		_, portOK := portNumber(port)
+		switch {
+		case err != nil:
+			bad("http.listen", "expected host:port, got %q", l)
+		case !portOK:
+			bad("http.listen", "expected a port from 0 to 65535 (0: any free port), got %q", port)
+		case host == "":
+			bad("http.listen", "%q has no host, which listens on every interface without saying so: write 0.0.0.0:%s or [::]:%s "+
+				"if every interface is meant, or 127.0.0.1:%s for this host only", l, port, port, port)
+		case isWildcard(host):
+			warn("http.listen", "%s listens on every interface: the HTTP API (catalog, events, dashboard, metrics) has no "+
+				"authentication; keep it on loopback or behind a proxy unless every network it reaches may read the catalog", l)
 		}
 	}
-	return yamlx.Join(errs...)
+	inRange(bad, "http.max_connections", c.HTTP.MaxConnections, httpMaxConnections)
+	inRange(bad, "http.max_event_streams", c.HTTP.MaxEventStreams, httpMaxEventStreams)
+}
+
+// isWildcard reports whether host is an unspecified address (0.0.0.0, ::): a listener
+// on every interface.
+func isWildcard(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// portNumber parses a port number 0–65535 (digits only: service names are refused).
+func portNumber(s string) (int, bool) {
+	if s == "" || len(s) > 5 || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n <= 65535
 }
 
 // validateMDNS checks discovery.mdns: service types (mdns.ValidServiceType), checks,
@@ -570,6 +866,7 @@ func (c *Config) validateMDNS(bad func(key, format string, args ...any)) {
 		if !contract.IsSlug(ck.Service) {
 			bad(key+".service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", ck.Service)
 		}
+		inRange(bad, key+".timeout", ck.Timeout, checkTimeout)
 	}
 	for i, st := range md.ServiceTypes {
 		key := fmt.Sprintf("discovery.mdns.service_types[%d]", i)
@@ -588,15 +885,9 @@ func (c *Config) validateMDNS(bad func(key, format string, args ...any)) {
 			bad(fmt.Sprintf("discovery.mdns.instance_patterns[%d]", i), "expected a regular expression: %v", err)
 		}
 	}
-	if md.Window <= 0 {
-		bad("discovery.mdns.window", "expected a positive duration, got %v", md.Window)
-	}
-	if md.Every < 0 {
-		bad("discovery.mdns.every", "expected a duration ≥ 0, got %v", md.Every)
-	}
-	if md.Timeout < time.Millisecond {
-		bad("discovery.mdns.timeout", "expected a duration of at least 1ms, got %v", md.Timeout)
-	}
+	inRange(bad, "discovery.mdns.window", md.Window, mdnsWindow)
+	inRange(bad, "discovery.mdns.every", md.Every, mdnsEvery)
+	inRange(bad, "discovery.mdns.timeout", md.Timeout, tcpTimeout)
 }
 
 // serviceTypeProblem returns why st is not a DNS-SD service type, or "".
@@ -623,8 +914,10 @@ func (c *Config) validateMQTT(bad func(key, format string, args ...any)) {
 			bad("mqtt.broker", "unsupported URL scheme %q (tcp, ssl, ws, wss)", u.Scheme)
 		}
 	}
-	if _, _, err := net.SplitHostPort(m.EmbeddedListen); err != nil {
+	if _, port, err := net.SplitHostPort(m.EmbeddedListen); err != nil {
 		bad("mqtt.embedded_listen", "expected host:port, got %q", m.EmbeddedListen)
+	} else if _, ok := portNumber(port); !ok {
+		bad("mqtt.embedded_listen", "expected a port from 0 to 65535 (0: any free port), got %q", port)
 	}
 	if err := (contract.Topics{Prefix: m.TopicPrefix}).Validate(); err != nil {
 		bad("mqtt.topic_prefix", "expected topic levels without wildcards, empty levels or a leading '$', got %q", m.TopicPrefix)
@@ -635,6 +928,14 @@ func (c *Config) validateMQTT(bad func(key, format string, args ...any)) {
 	if (m.PasswordFile != "" || m.PasswordEnv != "") && m.Username == "" {
 		bad("mqtt.username", "a password is configured but no username")
 	}
+	el := m.EmbeddedLimits
+	inRange(bad, "mqtt.embedded_limits.max_clients", el.MaxClients, brokerClients)
+	inRange(bad, "mqtt.embedded_limits.max_packet_bytes", el.MaxPacketBytes, brokerPacketBytes)
+	inRange(bad, "mqtt.embedded_limits.max_inflight", el.MaxInflight, brokerInflight)
+	inRange(bad, "mqtt.embedded_limits.max_retained", el.MaxRetained, brokerRetained)
+	inRange(bad, "mqtt.embedded_limits.max_retained_bytes", el.MaxRetainedBytes, brokerRetainedBytes)
+	inRange(bad, "mqtt.embedded_limits.max_retained_per_account", el.MaxRetainedPerAccount, brokerRetained)
+	inRange(bad, "mqtt.embedded_limits.max_retained_bytes_per_account", el.MaxRetainedBytesPerAccount, brokerRetainedBytes)
 	for i, u := range m.EmbeddedAuth.Users {
 		key := fmt.Sprintf("mqtt.embedded_auth.users[%d]", i)
 		if u.Username == "" || strings.ContainsAny(u.Username, "+#/\x00") {

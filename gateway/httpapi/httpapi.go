@@ -12,17 +12,34 @@
 // The event stream starts with `event: snapshot` whose data is the catalog (as
 // /v1/catalog); then each registry change is one message, `event: upsert` with the new
 // record or `event: deregister` with the last record of the instance removed. A client
-// that falls behind loses its oldest queued events and gets a new `snapshot` instead;
-// clients should apply upserts and deregistrations only when their revision is not
-// below the one they hold for the instance. A comment line is sent every Heartbeat.
+// that falls behind (its queue in the Hub overflows) loses its queued events and gets a
+// new `snapshot` instead; clients should apply upserts and deregistrations only when
+// their revision is not below the one they hold for the instance. A comment line is
+// sent every Heartbeat.
+//
+// # Limits
+//
+// What a flood of clients can make the process hold is bounded (defaults in
+// parentheses, each an Options field): open connections (DefaultMaxConnections;
+// NewServer's Listener), event streams (DefaultMaxEventStreams; beyond it /v1/events
+// answers 503 with Retry-After and a JSON error), the time to send a request header
+// (DefaultReadHeaderTimeout) and a whole request (DefaultReadTimeout), the time to
+// write a response (DefaultWriteTimeout) or one event-stream write
+// (DefaultEventWriteTimeout), an idle keep-alive connection's life
+// (DefaultIdleTimeout), a request header's size (DefaultMaxHeaderBytes), and the events
+// queued per stream (the Hub's queue, DefaultQueue). With them, the memory a flood can
+// add is about FloodMemory with the defaults, and the Listener hands it back to the
+// operating system when the flood ends.
 package httpapi
 
 import (
 	"embed"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
@@ -32,15 +49,39 @@ import (
 //go:embed dashboard
 var dashboardFS embed.FS // read-only
 
-// DefaultHeartbeat is the period of keep-alive comments on /v1/events when
-// Options.Heartbeat is 0.
-const DefaultHeartbeat = 15 * time.Second
+// Defaults of the Options fields that are 0.
+const (
+	// DefaultHeartbeat is the period of keep-alive comments on /v1/events.
+	DefaultHeartbeat = 15 * time.Second
+	// DefaultMaxEventStreams caps the /v1/events streams open at once.
+	DefaultMaxEventStreams = 64
+	// DefaultEventWriteTimeout bounds one write to an event-stream client.
+	DefaultEventWriteTimeout = 10 * time.Second
+	// DefaultMaxConnections caps the HTTP connections open at once (NewServer).
+	DefaultMaxConnections = 256
+	// DefaultReadHeaderTimeout bounds the reading of a request header (NewServer).
+	DefaultReadHeaderTimeout = 5 * time.Second
+	// DefaultReadTimeout bounds the reading of a whole request (NewServer).
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultWriteTimeout bounds the writing of a response other than an event stream
+	// (NewServer).
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultIdleTimeout bounds the wait for the next request on a keep-alive
+	// connection (NewServer).
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultMaxHeaderBytes caps a request header's size in bytes: request line and
+	// header fields (NewServer; net/http reads up to 4096 bytes more before it
+	// answers 431).
+	DefaultMaxHeaderBytes = 16 << 10
+)
 
-// writeTimeout bounds one write to an event-stream client: a client that does not
-// read for that long is disconnected (its browser reconnects and gets a snapshot).
-const writeTimeout = 10 * time.Second
+// StreamRetryAfter is the Retry-After of a 503 answer to /v1/events when
+// MaxEventStreams streams are open, and of a connection refused by a Listener at its
+// cap (RFC 9110, section 10.2.3: delay-seconds).
+const StreamRetryAfter = 10 * time.Second
 
-// Options configures the handler returned by New.
+// Options configures the handler returned by New, and the server and Listener returned
+// by NewServer. Zero (or negative) durations and counts take the defaults above.
 type Options struct {
 	// Catalog returns the live instance records sorted by id
 	// ((*registry.Registry).Snapshot). Required.
@@ -59,22 +100,89 @@ type Options struct {
 	// Heartbeat is the period of keep-alive comments on /v1/events (default
 	// DefaultHeartbeat).
 	Heartbeat time.Duration
+	// MaxEventStreams caps the /v1/events streams open at once (default
+	// DefaultMaxEventStreams; config http.max_event_streams). Beyond it /v1/events
+	// answers 503 Service Unavailable with Retry-After (StreamRetryAfter), Connection:
+	// close and a JSON body {"error": "<why>"}. Each stream holds up to the Hub's queue
+	// of events (see NewHub) and its snapshot while it is being written.
+	MaxEventStreams int
+	// EventWriteTimeout bounds each write to an event-stream client (default
+	// DefaultEventWriteTimeout): a client that takes nothing for that long (it stopped
+	// reading and the socket buffers between us are full) is disconnected; a browser
+	// reconnects and gets a snapshot. Set with http.ResponseController.SetWriteDeadline,
+	// it replaces WriteTimeout on the streams.
+	EventWriteTimeout time.Duration
+
+	// The fields below configure the *http.Server and Listener of NewServer; New
+	// ignores them.
+
+	// MaxConnections caps the HTTP connections open at once (default
+	// DefaultMaxConnections; config http.max_connections); see Listener for what
+	// happens to connections beyond it.
+	MaxConnections int
+	// ReadHeaderTimeout bounds the reading of a request's header, from the connection's
+	// accept or, on a keep-alive connection, from the first byte of the next request
+	// (default DefaultReadHeaderTimeout; http.Server.ReadHeaderTimeout): a slowloris
+	// connection is closed after it.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the reading of a whole request, header and body (default
+	// DefaultReadTimeout; http.Server.ReadTimeout). It does not cut event streams:
+	// net/http lifts the read deadline once a request without a body is read.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the writing of a response, from the end of its request's
+	// header (default DefaultWriteTimeout; http.Server.WriteTimeout); event streams use
+	// EventWriteTimeout per write instead.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive connection
+	// (default DefaultIdleTimeout; http.Server.IdleTimeout).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps the size of a request's header in bytes (default
+	// DefaultMaxHeaderBytes; http.Server.MaxHeaderBytes): beyond it the answer is 431.
+	MaxHeaderBytes int
+}
+
+// withDefaults returns o with every zero or negative limit set to its default.
+func (o Options) withDefaults() Options {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.Heartbeat, DefaultHeartbeat)
+	def(&o.EventWriteTimeout, DefaultEventWriteTimeout)
+	def(&o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&o.ReadTimeout, DefaultReadTimeout)
+	def(&o.WriteTimeout, DefaultWriteTimeout)
+	def(&o.IdleTimeout, DefaultIdleTimeout)
+	defInt(&o.MaxEventStreams, DefaultMaxEventStreams)
+	defInt(&o.MaxConnections, DefaultMaxConnections)
+	defInt(&o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	return o
 }
 
 type server struct {
-	o Options
+	o       Options
+	streams chan struct{} // one token per open event stream; capacity o.MaxEventStreams
 }
 
-// New returns the handler of every endpoint listed in the package documentation.
-// It panics if o.Catalog is nil.
+func newServer(o Options) *server {
+	o = o.withDefaults()
+	return &server{o: o, streams: make(chan struct{}, o.MaxEventStreams)}
+}
+
+// New returns the handler of every endpoint listed in the package documentation, with
+// the event-stream limits of o (MaxEventStreams, EventWriteTimeout). Serve it with
+// NewServer for the connection limits and timeouts. It panics if o.Catalog is nil.
 func New(o Options) http.Handler {
 	if o.Catalog == nil {
 		panic("httpapi: Options.Catalog is nil")
 	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = DefaultHeartbeat
-	}
-	s := &server{o: o}
+	s := newServer(o)
 	assets, err := fs.Sub(dashboardFS, "dashboard")
 	if err != nil {
 		panic(err) // the embedded directory exists at build time
@@ -143,7 +251,9 @@ func (s *server) readyz(w http.ResponseWriter, _ *http.Request) {
 	text(w, http.StatusOK, "ready\n")
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+func writeJSON(w http.ResponseWriter, v any) { writeJSONStatus(w, http.StatusOK, v) }
+
+func writeJSONStatus(w http.ResponseWriter, code int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -151,8 +261,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
 	_, _ = w.Write(append(b, '\n'))
 }
+
+// retryAfter is StreamRetryAfter as delay-seconds (the value of a Retry-After field).
+func retryAfter() string { return strconv.Itoa(int(StreamRetryAfter / time.Second)) }
 
 // catalog serves /v1/catalog and /v1/catalog/{service}: a JSON array (possibly empty)
 // of records sorted by id.
@@ -189,24 +303,39 @@ func (s *server) gateway(w http.ResponseWriter, r *http.Request) {
 
 // events serves /v1/events (see the package documentation).
 func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		hd := w.Header()
+		hd.Set("Retry-After", retryAfter())
+		hd.Set("Connection", "close") // nothing else to wait for on this connection
+		writeJSONStatus(w, http.StatusServiceUnavailable, map[string]string{
+			"error": fmt.Sprintf("too many event streams (%d open); retry in %s s", s.o.MaxEventStreams, retryAfter()),
+		})
+		return
+	}
 	rc := http.NewResponseController(w)
+	// A deadline on each write, replacing the server's WriteTimeout (which runs from the
+	// end of the request's header). The error, not supported by w (a test's recorder),
+	// leaves nothing to bound. (No read deadline to clear: once a request without a body
+	// is read, net/http clears it for its background read, which detects the client's
+	// disconnect.)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(s.o.EventWriteTimeout)) }
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Accel-Buffering", "no")
-	var queue <-chan registry.Event
+	var ready <-chan struct{}
 	var sub *subscription
 	if s.o.Events != nil {
 		sub = s.o.Events.subscribe() // before the snapshot: no change falls in between
 		defer s.o.Events.unsubscribe(sub)
-		queue = sub.ch
+		ready = sub.ready
 	}
-	flush := func() bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		return rc.Flush() == nil
-	}
-	fmt.Fprint(w, "retry: 2000\n\n")
-	if !s.writeSnapshot(w) || !flush() {
+	deadline()
+	_, _ = io.WriteString(w, "retry: 2000\n\n")
+	if !s.writeSnapshot(w) || rc.Flush() != nil {
 		return
 	}
 	tick := time.NewTicker(s.o.Heartbeat)
@@ -216,41 +345,30 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || !flush() {
+			deadline()
+			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return
 			}
-		case ev := <-queue:
-			// Send what is queued now in one flush.
-			for more := true; more; {
-				if sub.lost.Swap(false) {
-					drain(queue)
-					if !s.writeSnapshot(w) {
-						return
-					}
-					break
+		case <-ready:
+			// Send what is queued now in one flush; a snapshot instead if events were lost.
+			events, resync := sub.take()
+			if len(events) == 0 && !resync {
+				continue
+			}
+			deadline()
+			if resync {
+				if !s.writeSnapshot(w) {
+					return
 				}
+			}
+			for _, ev := range events {
 				if !writeEvent(w, ev) {
 					return
 				}
-				select {
-				case ev = <-queue:
-				default:
-					more = false
-				}
 			}
-			if !flush() {
+			if rc.Flush() != nil {
 				return
 			}
-		}
-	}
-}
-
-func drain(q <-chan registry.Event) {
-	for {
-		select {
-		case <-q:
-		default:
-			return
 		}
 	}
 }

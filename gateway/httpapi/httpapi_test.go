@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -236,9 +237,10 @@ func TestEventStream(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "the client unsubscribed after its disconnect", func() bool { return hub.Clients() == 0 })
 }
 
-// Publish never blocks: a client that does not keep up loses its oldest events and is
-// marked for a resync.
-func TestHubDropsOldest(t *testing.T) {
+// Publish never blocks: a client that does not keep up has its queue emptied and is
+// marked for a resync; nothing is queued for it until it has taken the resync, then
+// events queue again.
+func TestHubOverflow(t *testing.T) {
 	hub := NewHub(2)
 	s := hub.subscribe()
 	defer hub.unsubscribe(s)
@@ -254,14 +256,43 @@ func TestHubDropsOldest(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Publish blocked on a client that does not read")
 	}
-	if !s.lost.Load() || hub.Resyncs() != 1 {
-		t.Errorf("lost %v, resyncs %d", s.lost.Load(), hub.Resyncs())
+	s.mu.Lock()
+	pending, lost := len(s.pending), s.lost
+	s.mu.Unlock()
+	if !lost || pending != 0 || hub.Resyncs() != 1 {
+		t.Errorf("lost %v, %d events held, resyncs %d; want lost, none held, 1 resync", lost, pending, hub.Resyncs())
 	}
-	if a, b := (<-s.ch).Record.Revision, (<-s.ch).Record.Revision; a != 999 || b != 1000 {
-		t.Errorf("queue holds %d, %d; want the newest, 999 and 1000", a, b)
+	if evs, resync := s.take(); !resync || evs != nil {
+		t.Errorf("take: %d events, resync %v; want a resync", len(evs), resync)
+	}
+	hub.Publish(registry.Event{Kind: registry.Upsert, Record: contract.Record{ID: "a", Revision: 1001}})
+	if evs, resync := s.take(); resync || len(evs) != 1 || evs[0].Record.Revision != 1001 {
+		t.Errorf("after the resync: %v, resync %v; want revision 1001", evs, resync)
 	}
 	var nilHub *Hub
 	nilHub.Publish(registry.Event{}) // HTTP off: no hub, no-op
+}
+
+// A connected client that nothing has been published to holds no queue: subscribing
+// allocates a few hundred bytes, not DefaultQueue × EventSize (116 KiB).
+func TestHubIdleClientHoldsNoQueue(t *testing.T) {
+	const clients = 1000
+	hub := NewHub(0)
+	subs := make([]*subscription, 0, clients)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range clients {
+		subs = append(subs, hub.subscribe())
+	}
+	runtime.ReadMemStats(&after)
+	per := (after.TotalAlloc - before.TotalAlloc) / clients
+	t.Logf("%d B allocated per subscription", per)
+	if per > 1024 {
+		t.Errorf("%d B allocated per subscription; want at most 1 KiB (a full queue is %d B)", per, DefaultQueue*EventSize)
+	}
+	for _, s := range subs {
+		hub.unsubscribe(s)
+	}
 }
 
 // gatedWriter is a ResponseWriter whose writes block while the gate is closed.
@@ -297,7 +328,7 @@ func (w *gatedWriter) String() string {
 func TestEventStreamResync(t *testing.T) {
 	cat := &catalog{recs: []contract.Record{record("a-1", "servo-drive", contract.Passing, 1)}}
 	hub := NewHub(1)
-	s := &server{o: Options{Catalog: cat.snapshot, Events: hub, Heartbeat: time.Hour}}
+	s := newServer(Options{Catalog: cat.snapshot, Events: hub, Heartbeat: time.Hour})
 	open := make(chan struct{})
 	close(open)
 	w := &gatedWriter{gate: open, hdr: http.Header{}}
@@ -317,7 +348,7 @@ func TestEventStreamResync(t *testing.T) {
 	up(2) // taken by the handler, which blocks writing it
 	testutil.Eventually(t, 5*time.Second, "the handler writing event 2", func() bool { return w.blocked.Load() == 1 })
 	up(3) // queued
-	up(4) // queue full: 3 dropped, resync due
+	up(4) // queue full: 3 dropped, resync due, 4 not queued (the snapshot will have it)
 	cat.mu.Lock()
 	cat.recs = []contract.Record{record("a-1", "servo-drive", contract.Critical, 4)}
 	cat.mu.Unlock()

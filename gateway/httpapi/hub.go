@@ -3,6 +3,7 @@ package httpapi
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/rollcall-edge/rollcall/registry"
 )
@@ -10,11 +11,19 @@ import (
 // DefaultQueue is the number of events a Hub queues per client when NewHub is given 0.
 const DefaultQueue = 256
 
+// EventSize is the size in bytes of one queued event: a registry.Event value (464 on
+// 64-bit platforms), not counting its record's strings, maps and slices. A client's
+// queue holds at most the Hub's queue length of them.
+const EventSize = int(unsafe.Sizeof(registry.Event{}))
+
 // Hub fans registry change events out to the /v1/events clients. Publish never blocks:
-// each client has a bounded queue; when it is full the oldest event is dropped and the
-// client is marked to resynchronise, so its stream sends a fresh snapshot of the
-// catalog before anything else. A Hub is safe for concurrent use; a nil *Hub drops
-// events.
+// each client has a bounded queue, which takes memory only for the events it holds.
+// When a client's queue is full (it does not keep up) the queue is emptied and the
+// client is marked to resynchronise: its stream sends a fresh snapshot of the catalog
+// instead of the events it lost, and nothing is queued for it until then (the snapshot,
+// taken after the mark is cleared, includes those changes: the registry calls its Sink
+// after the change is visible to Snapshot). A Hub is safe for concurrent use; a nil
+// *Hub drops events.
 type Hub struct {
 	queue   int
 	mu      sync.Mutex
@@ -24,12 +33,15 @@ type Hub struct {
 
 // subscription is one client's queue.
 type subscription struct {
-	ch   chan registry.Event
-	lost atomic.Bool // events were dropped: resynchronise from a snapshot
+	ready chan struct{} // capacity 1: a signal that pending or lost changed
+
+	mu      sync.Mutex
+	pending []registry.Event // queued events, oldest first; allocated as they come
+	lost    bool             // events were dropped: resynchronise from a snapshot
 }
 
 // NewHub returns a Hub that queues at most queue events per client (DefaultQueue when
-// queue ≤ 0).
+// queue ≤ 0), that is at most queue × EventSize bytes per client.
 func NewHub(queue int) *Hub {
 	if queue <= 0 {
 		queue = DefaultQueue
@@ -46,23 +58,21 @@ func (h *Hub) Publish(ev registry.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
-		select {
-		case s.ch <- ev:
-			continue
-		default:
-		}
-		// Full: drop the oldest, remember to resync, queue the newest. Only Publish sends,
-		// under h.mu, so the second send always finds room.
-		select {
-		case <-s.ch:
-		default:
-		}
-		if !s.lost.Swap(true) {
+		s.mu.Lock()
+		switch {
+		case s.lost: // a snapshot is due, and will include ev
+		case len(s.pending) >= h.queue:
+			// Full: the client is not keeping up. What it holds would be replaced by the
+			// snapshot anyway, so release it now.
+			s.pending, s.lost = nil, true
 			h.resyncs.Add(1)
-		}
-		select {
-		case s.ch <- ev:
 		default:
+			s.pending = append(s.pending, ev)
+		}
+		s.mu.Unlock()
+		select {
+		case s.ready <- struct{}{}:
+		default: // already signalled
 		}
 	}
 }
@@ -86,7 +96,7 @@ func (h *Hub) Resyncs() uint64 {
 }
 
 func (h *Hub) subscribe() *subscription {
-	s := &subscription{ch: make(chan registry.Event, h.queue)}
+	s := &subscription{ready: make(chan struct{}, 1)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
@@ -97,4 +107,17 @@ func (h *Hub) unsubscribe(s *subscription) {
 	h.mu.Lock()
 	delete(h.subs, s)
 	h.mu.Unlock()
+}
+
+// take returns the queued events, oldest first, and whether the client must be
+// resynchronised instead (then events is nil), and empties the queue.
+func (s *subscription) take() (events []registry.Event, resync bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	events, resync = s.pending, s.lost
+	s.pending, s.lost = nil, false
+	if resync {
+		events = nil
+	}
+	return events, resync
 }

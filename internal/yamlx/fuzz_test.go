@@ -14,6 +14,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("&a [*a, *a]\n"))
 	f.Add([]byte("a: 1\n---\nb: 2\n"))
 	f.Add([]byte("? [a]\n: {meta: {k: [1]}}\n"))
+	f.Add([]byte("tags:\n  - - - [[{a: [x]}]]\n"))          // nesting, block and flow (MaxDepth)
+	f.Add([]byte("on: true\n&k ? on\n: false\n\"x\": 1\n")) // keys anchored, explicit, quoted (MaxMappingKeys)
+	f.Add([]byte("---\non: true\n...\n---\n"))              // document markers
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var c config
 		doc, err := Decode("fuzz.yml", data, &c)

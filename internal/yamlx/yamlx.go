@@ -22,6 +22,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/lexer"
 	"github.com/goccy/go-yaml/parser"
 	"github.com/goccy/go-yaml/token"
 )
@@ -75,12 +76,14 @@ type pos struct{ line, col int }
 // Doc is a decoded document, kept to locate key paths for validation errors.
 type Doc struct {
 	// File is the file name given to Decode.
-	File string
-	keys map[string]pos // key path → position of its key (of the item, for list items)
+	File  string
+	keys  map[string]pos  // key path → position of its key (of the item, for list items)
+	nulls map[string]bool // key paths whose value is null ("key:", "key: ~")
 }
 
-// maxNodes bounds the values one Decode visits, aliases expanded (a YAML "billion
-// laughs" document would otherwise expand without end).
+// maxNodes bounds the values one Decode visits, aliases expanded, plus the entries merge
+// keys bring (a YAML "billion laughs" document, or a chain of mappings each merging the
+// one before, would otherwise expand without end or in time quadratic in its size).
 const maxNodes = 200_000
 
 // Decode strictly decodes data, one YAML document, into out, a non-nil pointer (to a
@@ -91,8 +94,9 @@ const maxNodes = 200_000
 // ("<<") and aliases are resolved; explicit tags are ignored. An empty document leaves
 // out unchanged.
 //
-// When the YAML is malformed (a syntax error, more than one document) the returned Doc
-// is nil and the error says where. Otherwise the Doc is non-nil, and the error, if any,
+// When the YAML is malformed (a syntax error, more than one document) or over a limit
+// (MaxDocumentBytes, MaxMappingKeys, MaxDepth; checked before parsing, in time linear
+// in the size of data) the returned Doc is nil and the error says where. Otherwise the Doc is non-nil, and the error, if any,
 // reports every unknown key, duplicate key and value of the wrong type found, each a
 // *Error, joined with errors.Join in order of position; out then holds everything that
 // did decode. Validate it with the Doc and report both with Join.
@@ -108,7 +112,16 @@ func Decode(file string, data []byte, out any) (doc *Doc, err error) {
 			doc, err = nil, &Error{File: file, Msg: fmt.Sprintf("%s: %v", internalError, p)}
 		}
 	}()
-	f, err := parser.ParseBytes(data, 0, parser.AllowDuplicateMapKey())
+	if len(data) > MaxDocumentBytes {
+		return nil, tooLarge(file, int64(len(data)), MaxDocumentBytes, "a YAML document")
+	}
+	tokens := lexer.Tokenize(string(data))
+	if tokens.InvalidToken() == nil { // else Parse reports the syntax error
+		if e := checkShape(file, tokens); e != nil {
+			return nil, e
+		}
+	}
+	f, err := parser.Parse(tokens, 0, parser.AllowDuplicateMapKey())
 	if err != nil {
 		e := &Error{File: file, Msg: "invalid YAML"}
 		var ye yaml.Error
@@ -134,7 +147,7 @@ func Decode(file string, data []byte, out any) (doc *Doc, err error) {
 		}
 		body = d.Body
 	}
-	doc = &Doc{File: file, keys: map[string]pos{}}
+	doc = &Doc{File: file, keys: map[string]pos{}, nulls: map[string]bool{}}
 	if body == nil {
 		return doc, nil
 	}
@@ -146,6 +159,9 @@ func Decode(file string, data []byte, out any) (doc *Doc, err error) {
 		budget:  maxNodes,
 	}
 	ast.Walk(dec, body)
+	for _, as := range dec.anchors {
+		slices.SortStableFunc(as, func(a, b *ast.AnchorNode) int { return offset(a) - offset(b) })
+	}
 	line, col := nodePos(body)
 	doc.keys[""] = pos{line, col}
 	dec.value(body, rv.Elem(), "")
@@ -168,6 +184,19 @@ func (d *Doc) Pos(key string) (line, col int) {
 		}
 		key = parent(key)
 	}
+}
+
+// Has reports whether the key path (e.g. "health.failures_before_critical",
+// "discovery.serial[0].baud") is written in the document with a value, so that a caller
+// can tell a value given as zero from one left out. A key whose value is null ("key:",
+// "key: ~") counts as left out, as Decode leaves its field unchanged. A nil Doc has no
+// keys.
+func (d *Doc) Has(key string) bool {
+	if d == nil {
+		return false
+	}
+	_, ok := d.keys[key]
+	return ok && !d.nulls[key]
 }
 
 // Errorf returns an *Error for the key path (e.g. "discovery.serial[0].baud") at the
@@ -214,10 +243,10 @@ func Join(errs ...error) error {
 	for _, err := range errs {
 		flatten(err)
 	}
-	var failed []string
+	failed := map[string]bool{} // key paths of decoding errors
 	for _, err := range flat {
 		if e, ok := err.(*Error); ok && e.decoding {
-			failed = append(failed, e.Key)
+			failed[e.Key] = true
 		}
 	}
 	var ours []*Error
@@ -228,7 +257,7 @@ func Join(errs ...error) error {
 			others = append(others, err)
 			continue
 		}
-		if !e.decoding && slices.ContainsFunc(failed, func(k string) bool { return within(e.Key, k) }) {
+		if !e.decoding && len(failed) > 0 && underFailed(e.Key, failed) {
 			continue
 		}
 		ours = append(ours, e)
@@ -258,12 +287,18 @@ func Join(errs ...error) error {
 	return errors.Join(all...)
 }
 
-// within reports whether key path k is anc or lies under it.
-func within(k, anc string) bool {
-	if anc == "" || k == anc {
-		return true
+// underFailed reports whether key path k, or one of its ancestors (parent), is in
+// failed: a lookup per ancestor, so that Join takes time linear in the errors.
+func underFailed(k string, failed map[string]bool) bool {
+	for {
+		if failed[k] {
+			return true
+		}
+		if k == "" {
+			return false
+		}
+		k = parent(k)
 	}
-	return strings.HasPrefix(k, anc) && len(k) > len(anc) && (k[len(anc)] == '.' || k[len(anc)] == '[')
 }
 
 // parent returns the key path one level up: "a.b[2]" → "a.b" → "a" → "".
@@ -308,11 +343,24 @@ func nodePos(n ast.Node) (line, col int) {
 // decoder walks the syntax tree of one document against the destination's Go type.
 type decoder struct {
 	doc     *Doc
-	anchors map[string][]*ast.AnchorNode // by name, in document order
+	anchors map[string][]*ast.AnchorNode // by name, in document order (sorted by offset)
 	active  map[*ast.AnchorNode]bool     // anchors being expanded (an alias to one is a cycle)
 	fields  map[reflect.Type]*structFields
-	budget  int // values left to visit
+	budget  int // values (and merged entries) left to visit
 	errs    []error
+}
+
+// spend takes n from the budget of values; when it runs out it reports that once, at
+// node n of key path key, and returns false (then, and after).
+func (d *decoder) spend(cost int, n ast.Node, key string) bool {
+	if d.budget < 0 {
+		return false
+	}
+	if d.budget -= cost; d.budget < 0 {
+		d.fail(n, key, "the document has more than %d values (aliases and merge keys expanded)", maxNodes)
+		return false
+	}
+	return true
 }
 
 // Visit collects the anchors of the document (ast.Visitor).
@@ -372,14 +420,23 @@ func (d *decoder) anchor(x *ast.AliasNode) *ast.AnchorNode {
 	if x.Value == nil {
 		return nil
 	}
-	var found *ast.AnchorNode
-	at := x.GetToken().Position.Offset
-	for _, a := range d.anchors[x.Value.GetToken().Value] {
-		if a.GetToken().Position.Offset < at {
-			found = a
-		}
+	as := d.anchors[x.Value.GetToken().Value]
+	at := offset(x)
+	// The anchors before the alias are a prefix (as is sorted by offset): binary search,
+	// so that many aliases of one name cost n log n, not n².
+	i, _ := slices.BinarySearchFunc(as, at, func(a *ast.AnchorNode, at int) int { return offset(a) - at })
+	if i == 0 {
+		return nil
 	}
-	return found
+	return as[i-1]
+}
+
+// offset is the offset in the document of a node's token (-1 when unknown).
+func offset(n ast.Node) int {
+	if tk := n.GetToken(); tk != nil && tk.Position != nil {
+		return tk.Position.Offset
+	}
+	return -1
 }
 
 // custom reports whether t decodes itself: *t implements one of goccy/go-yaml's
@@ -399,11 +456,7 @@ func isDuration(t reflect.Type) bool { return t == reflect.TypeFor[time.Duration
 
 // value decodes node n into rv (settable), key being its path.
 func (d *decoder) value(n ast.Node, rv reflect.Value, key string) {
-	d.budget--
-	if d.budget < 0 {
-		if d.budget == -1 {
-			d.fail(n, key, "the document has more than %d values (aliases expanded)", maxNodes)
-		}
+	if !d.spend(1, n, key) {
 		return
 	}
 	n, done, ok := d.resolve(n, key)
@@ -610,12 +663,16 @@ func (d *decoder) entries(n ast.Node, key string) (out []entry, ok bool) {
 	return out, true
 }
 
-// record notes the position of each entry's key, for Doc.Pos.
+// record notes the position of each entry's key, for Doc.Pos, and whether its value is
+// null, for Doc.Has.
 func (d *decoder) record(entries []entry) {
 	for _, e := range entries {
 		if _, seen := d.doc.keys[e.path]; !seen {
 			line, col := nodePos(e.key)
 			d.doc.keys[e.path] = pos{line, col}
+			if e.val == nil || e.val.Type() == ast.NullType {
+				d.doc.nulls[e.path] = true
+			}
 		}
 	}
 }
@@ -624,7 +681,7 @@ func (d *decoder) record(entries []entry) {
 // of mappings of which the first has precedence (YAML merge key type,
 // https://yaml.org/type/merge.html).
 func (d *decoder) mergeEntries(v ast.Node, key string) []entry {
-	if d.budget--; d.budget < 0 {
+	if !d.spend(1, v, key) {
 		return nil
 	}
 	v, done, ok := d.resolve(v, key)
@@ -642,6 +699,9 @@ func (d *decoder) mergeEntries(v ast.Node, key string) []entry {
 	out, isMap := d.entries(v, key)
 	if !isMap {
 		d.fail(v, key, "a merge key (<<) takes a mapping or a list of mappings, got %s", describeNode(v))
+	}
+	if !d.spend(len(out), v, key) {
+		return nil
 	}
 	return out
 }
