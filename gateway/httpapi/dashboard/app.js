@@ -191,16 +191,25 @@
     document.title = `rollcall — ${g.gateway}`;
   }).catch(() => {});
 
-  const es = new EventSource("v1/events");
+  // The browser reconnects an EventSource by itself after a network error, but not after
+  // an answer other than 200 (a 503 when the gateway's stream cap is reached): then the
+  // stream is closed for good, and a new one is opened 10 s later (the Retry-After).
   let first = true;
-  es.addEventListener("open", () => setConnection("live", "Live"));
-  es.addEventListener("error", () => setConnection("lost", "Connection lost — reconnecting…"));
-  es.addEventListener("snapshot", (e) => {
-    snapshot(JSON.parse(e.data));
-    setConnection("live", "Live");
-    if (!first) announce("catalog resynchronised");
-    first = false;
-  });
-  es.addEventListener("upsert", (e) => upsert(JSON.parse(e.data), true));
-  es.addEventListener("deregister", (e) => deregister(JSON.parse(e.data)));
+  const connect = () => {
+    const es = new EventSource("v1/events");
+    es.addEventListener("open", () => setConnection("live", "Live"));
+    es.addEventListener("error", () => {
+      setConnection("lost", "Connection lost — reconnecting…");
+      if (es.readyState === EventSource.CLOSED) setTimeout(connect, 10000);
+    });
+    es.addEventListener("snapshot", (e) => {
+      snapshot(JSON.parse(e.data));
+      setConnection("live", "Live");
+      if (!first) announce("catalog resynchronised");
+      first = false;
+    });
+    es.addEventListener("upsert", (e) => upsert(JSON.parse(e.data), true));
+    es.addEventListener("deregister", (e) => deregister(JSON.parse(e.data)));
+  };
+  connect();
 })();
