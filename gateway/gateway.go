@@ -90,7 +90,8 @@ func New(o Options) (*Gateway, error) {
 // buses are being swept. BrokerURL, Epoch and Registry are valid after it.
 func (g *Gateway) Started() <-chan struct{} { return g.started }
 
-// BrokerURL is the URL the gateway publishes to (the embedded broker's actual address).
+// BrokerURL is the URL the gateway publishes to (the embedded broker's actual address),
+// or the comma-separated URLs of mqtt.brokers.
 func (g *Gateway) BrokerURL() string { return g.brokerURL }
 
 // HTTPAddr is the actual address (host:port) of the HTTP listener (http.listen; with
@@ -248,8 +249,12 @@ func (g *Gateway) build() (*parts, error) {
 	}
 
 	brokerURL := cfg.MQTT.Broker
+	brokers := cfg.MQTT.Brokers // a cluster's nodes, or nil
+	if len(brokers) > 0 {
+		brokerURL = brokers[0]
+	}
 	var self embedded.User // the gateway's own account on the embedded broker
-	if brokerURL == "embedded" {
+	if len(brokers) == 0 && brokerURL == "embedded" {
 		access, me, err := embeddedAccess(cfg)
 		if err != nil {
 			return p, err
@@ -269,9 +274,13 @@ func (g *Gateway) build() (*parts, error) {
 		brokerURL = p.broker.URL()
 	}
 	g.brokerURL = brokerURL
+	if len(brokers) > 1 {
+		g.brokerURL = strings.Join(brokers, ",")
+	}
 
 	p.pubOpts = mqtt.PublisherOptions{
 		BrokerURL: brokerURL,
+		Brokers:   brokers,
 		ClientID:  cfg.MQTT.ClientID,
 		Topics:    contract.Topics{Prefix: cfg.MQTT.TopicPrefix},
 		Gateway: contract.GatewayRecord{
@@ -512,7 +521,7 @@ func (g *Gateway) reconcile(ctx context.Context, p *parts) {
 func (g *Gateway) readBackOptions(p *parts) mqtt.ReadBackOptions {
 	po := p.pubOpts
 	return mqtt.ReadBackOptions{
-		BrokerURL: po.BrokerURL, Topics: po.Topics, Gateway: po.Gateway.Gateway,
+		BrokerURL: po.BrokerURL, Brokers: po.Brokers, Topics: po.Topics, Gateway: po.Gateway.Gateway,
 		Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig, Logger: g.base,
 		Keys: p.ownKeys,
 	}

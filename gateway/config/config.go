@@ -74,6 +74,11 @@ type MQTT struct {
 	// Broker: "embedded" (default; an in-process broker) or a URL tcp://host:port,
 	// ssl://host:port.
 	Broker string `yaml:"broker"`
+	// Brokers, instead of Broker: the URLs of the nodes of one clustered broker (e.g. a
+	// NATS cluster) or of a bridged pair. Each connection attempt tries them in order
+	// and keeps the first that accepts; after every (re)connection, to whichever node,
+	// the gateway republishes its status and records and reconciles its subtree.
+	Brokers []string `yaml:"brokers"`
 	// EmbeddedListen is the embedded broker's TCP listen address, host:port with a port
 	// 0–65535 (0: any free port). Default 127.0.0.1:1883.
 	EmbeddedListen string `yaml:"embedded_listen"`
@@ -904,15 +909,25 @@ func serviceTypeProblem(st string) string {
 // validateMQTT checks the mqtt section.
 func (c *Config) validateMQTT(bad func(key, format string, args ...any)) {
 	m := c.MQTT
-	if m.Broker != "embedded" {
-		u, err := url.Parse(m.Broker)
+	checkURL := func(key, raw string) {
+		u, err := url.Parse(raw)
 		switch {
 		case err != nil || u.Host == "":
-			bad("mqtt.broker", `expected "embedded" or a URL such as tcp://host:1883, got %q`, m.Broker)
+			bad(key, `expected "embedded" or a URL such as tcp://host:1883, got %q`, raw)
 		case u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls" &&
 			u.Scheme != "mqtts" && u.Scheme != "ws" && u.Scheme != "wss":
-			bad("mqtt.broker", "unsupported URL scheme %q (tcp, ssl, ws, wss)", u.Scheme)
+			bad(key, "unsupported URL scheme %q (tcp, ssl, ws, wss)", u.Scheme)
 		}
+	}
+	switch {
+	case len(m.Brokers) > 0 && m.Broker != "embedded":
+		bad("mqtt.brokers", "give broker (one) or brokers (a cluster's nodes), not both")
+	case len(m.Brokers) > 0:
+		for i, b := range m.Brokers {
+			checkURL(fmt.Sprintf("mqtt.brokers[%d]", i), b)
+		}
+	case m.Broker != "embedded":
+		checkURL("mqtt.broker", m.Broker)
 	}
 	if _, port, err := net.SplitHostPort(m.EmbeddedListen); err != nil {
 		bad("mqtt.embedded_listen", "expected host:port, got %q", m.EmbeddedListen)

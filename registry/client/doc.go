@@ -79,7 +79,9 @@
 // that never published it (or whose status was cleared), and the record's own status
 // is still the device's health as its gateway polled it. Pass RequireGatewayOnline
 // to refuse such instances always. Without a known status there is no current epoch
-// to compare with, so the epoch rule does not apply to them.
+// to compare with, so the epoch rule does not apply to them. A record with a lease
+// (valid_until) is never accepted without its gateway's status: its gateway publishes
+// a leased status, and only that lease says the gateway is still alive.
 //
 // When nothing qualifies the error wraps ErrNoneLive and names the service, the
 // filters, and how many known instances were refused for which reason, e.g.

@@ -228,7 +228,9 @@ func (p *pickSpec) refusal(e *entry, in *Instance, gwComplete bool) int {
 		return refCritical // an unknown status is not live
 	case in.GatewayState == GatewayOffline:
 		return refOffline
-	case in.GatewayState == GatewayUnknown && p.requireOnline:
+	case in.GatewayState == GatewayUnknown && (p.requireOnline || !in.ValidUntil.IsZero()):
+		// A leased record (docs/contract.md, "Leases") is live only while its gateway's
+		// status lease is: with no status record there is nothing to check it against.
 		return refUnknownGW
 	case in.GatewayState == GatewayUnknown && !gwComplete:
 		return refPendingGW // it may be on its way, and say "offline"
@@ -282,8 +284,8 @@ func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([
 // Pick returns one instance of service that may be used now:
 //
 //   - status "passing" ("warning" too with AllowWarning; "critical" never);
-//   - its gateway not "offline" (and, with RequireGatewayOnline, known to be
-//     "online");
+//   - its gateway not "offline" (and, with RequireGatewayOnline or when the record has
+//     a lease, known to be "online");
 //   - its record's epoch not older than its gateway's current epoch (from the
 //     gateway's status record);
 //   - its lease and its gateway's status lease not expired (Instance.Expired), with or

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -116,13 +117,43 @@ func Start(t testing.TB, n int) *Cluster {
 			}
 		}
 		if ready {
-			return c
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("natscluster: %d nodes did not form a cluster with a JetStream leader within 30 s", n)
 		}
 		time.Sleep(20 * time.Millisecond) // polling the servers' state: no event to wait on
 	}
+	// The MQTT layer comes up after JetStream (its streams are created with the first
+	// session): the cluster is ready when an MQTT client gets a session on every node.
+	for _, node := range c.Nodes {
+		for attempt := 1; ; attempt++ {
+			err := probe(node.MQTTURL(), fmt.Sprintf("natscluster-probe-%s-%d", node.Name, attempt))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("natscluster: %s accepts no MQTT session within 30 s: %v", node.Name, err)
+			}
+			time.Sleep(50 * time.Millisecond) // retrying a refused connection: no event to wait on
+		}
+	}
+	return c
+}
+
+// probe connects an MQTT client with a clean session to url and disconnects.
+func probe(url, id string) error {
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetProtocolVersion(4).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		return fmt.Errorf("connect %s: no CONNACK within 10 s", url)
+	}
+	if err := tok.Error(); err != nil {
+		return err
+	}
+	c.Disconnect(0)
+	return nil
 }
 
 // logger is a server.Logger that writes a node's errors and warnings to the test log

@@ -147,15 +147,24 @@ func (r *Rig) StartGateway(broker, extra string) *gateway.Gateway {
 
 // RunGateway starts a gateway whose config is extra (YAML, expanded by Expand) after
 // a header naming the gateway GatewayID, its state directory Dir/state-<id>, the broker
-// ("embedded" or a URL; an embedded broker listens on a free loopback port) and
+// ("embedded", a URL, or comma-separated URLs of a cluster's nodes, given as
+// mqtt.brokers; an embedded broker listens on a free loopback port) and
 // MQTTExtra. It returns once the gateway has started, with a function that shuts it down
 // cleanly and waits for it (idempotent). Stopping and running again with the same id is
 // a restart: same state directory, so the epoch goes up.
 func (r *Rig) RunGateway(broker, extra string) (*gateway.Gateway, func()) {
 	r.t.Helper()
 	id := r.GatewayID
-	text := fmt.Sprintf("gateway: {id: %s, state_dir: %s}\nmqtt: {broker: %q, embedded_listen: \"127.0.0.1:0\"%s}\n%s",
-		id, filepath.Join(r.Dir, "state-"+id), broker, r.MQTTExtra, r.Expand(extra))
+	brokerKey := fmt.Sprintf("broker: %q", broker)
+	if strings.Contains(broker, ",") { // a cluster's nodes
+		var q []string
+		for _, b := range strings.Split(broker, ",") {
+			q = append(q, fmt.Sprintf("%q", b))
+		}
+		brokerKey = fmt.Sprintf("brokers: [%s]", strings.Join(q, ", "))
+	}
+	text := fmt.Sprintf("gateway: {id: %s, state_dir: %s}\nmqtt: {%s, embedded_listen: \"127.0.0.1:0\"%s}\n%s",
+		id, filepath.Join(r.Dir, "state-"+id), brokerKey, r.MQTTExtra, r.Expand(extra))
 	cfg, err := config.Parse("gateway.yaml", []byte(text))
 	if err != nil {
 		r.t.Fatal(err)
