@@ -267,4 +267,26 @@ func TestNATSClusterGatewayKilledWithItsNode(t *testing.T) {
 			t.Errorf("consumer %d: the shared drive is not pickable: %v", j, err)
 		}
 	}
+	// Now one of the redundant pair dies too (SIGKILL; its node lives, so its will
+	// fires): the shared drive must stay pickable at every consumer without a gap.
+	var stops []func() time.Duration
+	for _, c := range p.consumers {
+		stops = append(stops, gapWatch(c, []string{p.shared}))
+	}
+	if err := p.gateways[2].Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for j, c := range p.consumers {
+		testutil.Eventually(t, 4*budget, fmt.Sprintf("consumer %d to drop gw-2's own drives", j), func() bool {
+			return len(c.Live("servo-drive")) == 3 // gw-0's two and the shared one
+		})
+	}
+	for j, stop := range stops {
+		if gap := stop(); gap > 0 {
+			t.Errorf("consumer %d: the shared drive was not pickable for %v after one of its two gateways died", j, gap)
+		}
+		if in, err := p.consumers[j].Pick("servo-drive", client.WithID(p.shared)); err != nil || in.Gateway != "gw-0" {
+			t.Errorf("consumer %d: shared drive after gw-2 died: %+v, %v", j, in.SeenBy, err)
+		}
+	}
 }
