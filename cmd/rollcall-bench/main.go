@@ -17,6 +17,8 @@
 //	propagation  record change (the confirming poll) → subscriber, the gateway's added latency
 //	sweep        full sweep of unit IDs 1–247 with none present
 //	tcp_scale    CPU share and peak RSS of a gateway process polling 1000 Modbus TCP devices
+//	plant_scale  many gateways on a 3-node NATS cluster: publish rate, consumer convergence
+//	             and memory per instance, failover after a node loss (figPlantScale)
 //
 // Flags: -quick (fewer trials, shorter windows: a smoke run), -only, -cpuprofile FILE
 // (CPU profile of this process, which runs the gateway in-process for rtu_poll, detect,
@@ -64,7 +66,7 @@ type figure struct {
 
 // figureNames returns the names -only accepts, in the order the figures run.
 func figureNames() []string {
-	return []string{"rtu_poll", "detect", "propagation", "sweep", "tcp_scale"}
+	return []string{"rtu_poll", "detect", "propagation", "sweep", "tcp_scale", "plant_scale"}
 }
 
 // options are the command-line settings.
@@ -87,6 +89,8 @@ type bench struct {
 	out *report
 	log *slog.Logger // progress, on stderr with -v
 	dir string       // scratch directory of this run
+	// plant are the plant_scale sizes measured so far (for their slopes).
+	plant []plantPoint
 }
 
 // run is the command without process globals; it returns the exit status.
@@ -169,6 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		{"detect", figDetectAndPropagation}, // also measures propagation
 		{"sweep", figSweep},
 		{"tcp_scale", figTCPScale},
+		{"plant_scale", figPlantScale},
 	}
 	b.out.header(opt)
 	failed := 0

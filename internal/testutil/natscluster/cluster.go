@@ -1,8 +1,8 @@
-// Package natscluster runs a real NATS server cluster in-process for tests: n nodes of
-// github.com/nats-io/nats-server/v2 with JetStream and the MQTT 3.1.1 listener on
-// loopback, routed to each other, each with its own JetStream store in the test's
-// temporary directory. rollcall's gateways and consumers reach it as an MQTT broker
-// cluster (one URL per node).
+// Package natscluster runs a real NATS server cluster in-process, for tests, the bench
+// and the plant demo: n nodes of github.com/nats-io/nats-server/v2 with JetStream and
+// the MQTT 3.1.1 listener on loopback, routed to each other, each with its own JetStream
+// store. rollcall's gateways and consumers reach it as an MQTT broker cluster (one URL
+// per node).
 //
 // Settings that matter (docs/libraries.md, "nats-server as an MQTT broker"): every
 // node has a server_name and JetStream; the MQTT streams are created with
@@ -28,7 +28,6 @@ import (
 // Cluster is a running cluster; Nodes are in start order.
 type Cluster struct {
 	Nodes []*Node
-	t     testing.TB
 }
 
 // Node is one server of the cluster.
@@ -62,16 +61,43 @@ func (c *Cluster) URLs() []string {
 	return out
 }
 
-// Start starts an n-node cluster (n ≥ 1) and returns once every node accepts
-// connections and the JetStream meta group has a leader; t.Cleanup shuts every node
-// down. Failures end the test.
+// Start starts an n-node cluster (n ≥ 1) in the test's temporary directory (Launch)
+// and shuts it down in t.Cleanup; failures end the test. Node warnings and errors go to
+// the test log with -v.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	dir := t.TempDir()
-	c := &Cluster{t: t}
+	logf := func(format string, args ...any) {
+		if testing.Verbose() {
+			t.Logf(format, args...)
+		}
+	}
+	c, err := Launch(t.TempDir(), n, logf)
+	if c != nil {
+		t.Cleanup(c.Close)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Launch starts an n-node cluster (n ≥ 1) with its JetStream stores under dir and
+// returns once every node grants an MQTT session (the MQTT layer comes up after the
+// JetStream meta group has a leader), within 30 s. logf receives the nodes' warnings and
+// errors (nil: dropped); a fatal error of a node is returned, never an exit of the
+// process. On error the returned cluster (if not nil) holds what must be closed.
+func Launch(dir string, n int, logf func(format string, args ...any)) (*Cluster, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	fatal := make(chan error, n)
+	c := &Cluster{}
 	// Every node is given the cluster ports of all (a JetStream cluster needs its routes
 	// configured before it starts); the ports are picked free just before.
-	ports := freePorts(t, n)
+	ports, err := freePorts(n)
+	if err != nil {
+		return nil, err
+	}
 	var routes []*url.URL
 	for _, p := range ports {
 		routes = append(routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
@@ -86,7 +112,7 @@ func Start(t testing.TB, n int) *Cluster {
 			JetStream:  true,
 			StoreDir:   filepath.Join(dir, fmt.Sprintf("node%d", i)),
 		}
-		o.Cluster.Name = "rollcall-test"
+		o.Cluster.Name = "rollcall"
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port = ports[i]
 		o.Routes = routes
@@ -95,21 +121,30 @@ func Start(t testing.TB, n int) *Cluster {
 		o.MQTT.StreamReplicas = n
 		s, err := server.NewServer(o)
 		if err != nil {
-			t.Fatalf("natscluster: node%d: %v", i, err)
+			return c, fmt.Errorf("natscluster: node%d: %w", i, err)
 		}
-		s.SetLogger(&logger{t: t, name: o.ServerName}, false, false)
+		s.SetLogger(&logger{logf: logf, fatal: fatal, name: o.ServerName}, false, false)
 		go s.Start()
-		node := &Node{Name: o.ServerName, srv: s, opts: o}
-		c.Nodes = append(c.Nodes, node)
-		t.Cleanup(node.Shutdown)
+		c.Nodes = append(c.Nodes, &Node{Name: o.ServerName, srv: s, opts: o})
+	}
+	check := func() error {
+		select {
+		case err := <-fatal:
+			return err
+		default:
+			return nil
+		}
 	}
 	for _, node := range c.Nodes {
 		if !node.srv.ReadyForConnections(30 * time.Second) {
-			t.Fatalf("natscluster: %s not ready for connections within 30 s", node.Name)
+			return c, fmt.Errorf("natscluster: %s not ready for connections within 30 s (%v)", node.Name, check())
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		if err := check(); err != nil {
+			return c, err
+		}
 		ready := true
 		for _, node := range c.Nodes {
 			if node.srv.NumRoutes() < n-1 || !node.srv.JetStreamIsCurrent() {
@@ -120,12 +155,10 @@ func Start(t testing.TB, n int) *Cluster {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("natscluster: %d nodes did not form a cluster with a JetStream leader within 30 s", n)
+			return c, fmt.Errorf("natscluster: %d nodes did not form a cluster with a JetStream leader within 30 s", n)
 		}
 		time.Sleep(20 * time.Millisecond) // polling the servers' state: no event to wait on
 	}
-	// The MQTT layer comes up after JetStream (its streams are created with the first
-	// session): the cluster is ready when an MQTT client gets a session on every node.
 	for _, node := range c.Nodes {
 		for attempt := 1; ; attempt++ {
 			err := probe(node.MQTTURL(), fmt.Sprintf("natscluster-probe-%s-%d", node.Name, attempt))
@@ -133,12 +166,19 @@ func Start(t testing.TB, n int) *Cluster {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("natscluster: %s accepts no MQTT session within 30 s: %v", node.Name, err)
+				return c, fmt.Errorf("natscluster: %s accepts no MQTT session within 30 s: %w", node.Name, err)
 			}
 			time.Sleep(50 * time.Millisecond) // retrying a refused connection: no event to wait on
 		}
 	}
-	return c
+	return c, nil
+}
+
+// Close shuts every node down (idempotent).
+func (c *Cluster) Close() {
+	for _, n := range c.Nodes {
+		n.Shutdown()
+	}
 }
 
 // probe connects an MQTT client with a clean session to url and disconnects.
@@ -156,47 +196,47 @@ func probe(url, id string) error {
 	return nil
 }
 
-// logger is a server.Logger that writes a node's errors and warnings to the test log
-// (with -v) and, unlike the server's default logger, never exits the process on a
-// fatal error: Fatalf fails the test instead.
+// logger is a server.Logger that passes a node's warnings and errors to logf and, unlike
+// the server's default logger, never exits the process on a fatal error: it reports it.
 type logger struct {
-	t    testing.TB
-	name string
+	logf  func(format string, args ...any)
+	fatal chan<- error
+	name  string
 }
 
 func (l *logger) Noticef(string, ...any) {}
 func (l *logger) Debugf(string, ...any)  {}
 func (l *logger) Tracef(string, ...any)  {}
 func (l *logger) Warnf(f string, a ...any) {
-	if testing.Verbose() {
-		l.t.Logf("%s: warning: "+f, append([]any{l.name}, a...)...)
-	}
+	l.logf("%s: warning: "+f, append([]any{l.name}, a...)...)
 }
 func (l *logger) Errorf(f string, a ...any) {
-	if testing.Verbose() {
-		l.t.Logf("%s: error: "+f, append([]any{l.name}, a...)...)
-	}
+	l.logf("%s: error: "+f, append([]any{l.name}, a...)...)
 }
 func (l *logger) Fatalf(f string, a ...any) {
-	l.t.Errorf("%s: fatal: "+f, append([]any{l.name}, a...)...)
+	select {
+	case l.fatal <- fmt.Errorf("natscluster: %s: fatal: "+f, append([]any{l.name}, a...)...):
+	default:
+	}
 }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1 (listened on and closed:
 // another process could take one meanwhile, which the cluster start then reports).
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
+func freePorts(n int) ([]int, error) {
 	var out []int
 	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
 	for range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		lns = append(lns, ln)
 		out = append(out, ln.Addr().(*net.TCPAddr).Port)
 	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
+	return out, nil
 }
