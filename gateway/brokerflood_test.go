@@ -57,7 +57,7 @@ discovery:
 	})
 	const prefix = "rollcall/v1"
 	instance := prefix + "/catalog/servo-drive/flood-gw/rollcall-firmware-sim-sim-0001"
-	catalog := func() map[string][]byte { return retainedAnon(t, url, prefix+"/#") }
+	catalog := func() map[string][]byte { return testutil.Retained(t, url, prefix+"/#", testutil.RetainedOptions{}) }
 	testutil.Eventually(t, 15*time.Second, "the drive's record retained", func() bool { _, ok := catalog()[instance]; return ok })
 	pid := cmd.Process.Pid
 	before, err := testutil.ProcStatusKB(pid, "VmRSS")
@@ -144,40 +144,4 @@ discovery:
 func anonOptions(url string) *paho.ClientOptions {
 	return paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("anon-%d", time.Now().UnixNano())).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetWriteTimeout(10 * time.Second)
-}
-
-// retainedAnon reads, as an anonymous client, the retained messages under filter,
-// ended by a sync marker on the client's own consumer topic.
-func retainedAnon(t *testing.T, url, filter string) map[string][]byte {
-	t.Helper()
-	o := anonOptions(url).SetOrderMatters(true)
-	got := map[string][]byte{}
-	done := make(chan struct{})
-	marker := "rollcall/v1/consumers/" + o.ClientID + "/sync"
-	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-		if m.Topic() == marker {
-			close(done)
-			return
-		}
-		if m.Retained() {
-			got[m.Topic()] = bytes.Clone(m.Payload())
-		}
-	})
-	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("reader connect: %v", tok.Error())
-	}
-	defer c.Disconnect(0)
-	if tok := c.SubscribeMultiple(map[string]byte{filter: 0, marker: 0}, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("reader subscribe: %v", tok.Error())
-	}
-	if tok := c.Publish(marker, 1, false, "m"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("reader marker: %v", tok.Error())
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("reader marker did not come back")
-	}
-	return got
 }

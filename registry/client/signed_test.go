@@ -1,14 +1,10 @@
 package client_test
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"testing"
 	"time"
-
-	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
@@ -17,49 +13,10 @@ import (
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
-// retainedOn returns the payload the broker at url retains on topic (nil: none). It
-// subscribes to topic and to a sync topic, then sends itself a marker there: the
-// broker delivers the retained message, if any, before the marker.
+// retainedOn returns the payload the broker at url retains on topic (nil: none).
 func retainedOn(t *testing.T, url, topic string) []byte {
 	t.Helper()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	id := "rollcall-test-read-" + hex.EncodeToString(b[:])
-	sync := contract.Topics{}.ConsumerSyncTopic(id)
-	got := make(chan []byte, 2)
-	done := make(chan struct{})
-	pc := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetCleanSession(true).
-		SetOrderMatters(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
-	if tok := pc.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
-		t.Fatalf("connect %s: %v", url, tok.Error())
-	}
-	defer pc.Disconnect(100)
-	handler := func(_ paho.Client, m paho.Message) {
-		if m.Topic() == sync {
-			close(done)
-			return
-		}
-		if m.Retained() {
-			got <- bytes.Clone(m.Payload())
-		}
-	}
-	if tok := pc.SubscribeMultiple(map[string]byte{topic: 1, sync: 1}, handler); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	if tok := pc.Publish(sync, 1, false, "x"); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
-		t.Fatalf("marker: %v", tok.Error())
-	}
-	select {
-	case <-done:
-	case <-time.After(waitFor):
-		t.Fatal("sync marker did not come back")
-	}
-	select {
-	case p := <-got:
-		return p
-	default:
-		return nil
-	}
+	return testutil.Retained(t, url, topic, testutil.RetainedOptions{})[topic]
 }
 
 // TestSignedCatalogIgnoresForgeries: a real gateway signs what it publishes on a broker

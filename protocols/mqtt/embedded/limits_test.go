@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -62,49 +61,10 @@ func connect(t *testing.T, url, user, pass, willTopic string, willRetain bool) (
 }
 
 // retainedAt returns the retained payloads under filter, read with the test's reader
-// account, ended by a marker the reader sends itself.
+// account.
 func retainedAt(t *testing.T, url, filter string) map[string][]byte {
 	t.Helper()
-	var (
-		mu   sync.Mutex
-		got  = map[string][]byte{}
-		done = make(chan struct{})
-		once sync.Once
-	)
-	marker := "test/marker"
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("reader").SetProtocolVersion(4).
-		SetAutoReconnect(false).SetUsername("reader").SetPassword("reader-pw").SetOrderMatters(true).
-		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			if m.Topic() == marker {
-				once.Do(func() { close(done) })
-				return
-			}
-			if m.Retained() {
-				mu.Lock()
-				got[m.Topic()] = bytes.Clone(m.Payload())
-				mu.Unlock()
-			}
-		}))
-	for _, tok := range []paho.Token{c.Connect()} {
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("reader connect: %v", tok.Error())
-		}
-	}
-	defer c.Disconnect(0)
-	if tok := c.SubscribeMultiple(map[string]byte{filter: 0, marker: 0}, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("reader subscribe: %v", tok.Error())
-	}
-	if tok := c.Publish(marker, 1, false, "m"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("reader marker: %v", tok.Error())
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("reader marker did not come back")
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return got
+	return testutil.Retained(t, url, filter, testutil.RetainedOptions{Username: "reader", Password: "reader-pw", Marker: "test/marker"})
 }
 
 // TestWillACL: the will given in CONNECT is held to the same rules as a publish. An
