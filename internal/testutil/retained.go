@@ -46,7 +46,7 @@ func Retained(t testing.TB, url, filter string, o RetainedOptions) map[string][]
 		once sync.Once
 	)
 	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(o.ClientID).SetProtocolVersion(4).
-		SetCleanSession(true).SetOrderMatters(true).SetAutoReconnect(false).SetConnectTimeout(10*time.Second).
+		SetCleanSession(true).SetOrderMatters(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).
 		SetUsername(o.Username).SetPassword(o.Password).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
 			if m.Topic() == o.Marker {
