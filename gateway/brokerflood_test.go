@@ -34,6 +34,7 @@ func TestEmbeddedBrokerUnderAttack(t *testing.T) {
 	cfgPath := filepath.Join(h.Dir, "gateway.yaml")
 	cfg := fmt.Sprintf(`gateway: {id: flood-gw, state_dir: %s}
 mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", embedded_auth: {allow_anonymous: true}}
+http: {listen: "127.0.0.1:0"}
 discovery:
   serial: [{name: bus1, device: %s, baud: 115200, units: "1"}]
 `, filepath.Join(h.Dir, "state"), h.Link)
@@ -47,14 +48,12 @@ discovery:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	brokerRE := regexp.MustCompile(`broker=(tcp://127\.0\.0\.1:[0-9]+)`)
-	url := testutil.EventuallyValue(t, 15*time.Second, "the gateway's broker address in its log", func() (string, bool) {
+	brokerRE := regexp.MustCompile(`broker=(tcp://127\.0\.0\.1:[0-9]+).* http=(127\.0\.0\.1:[0-9]+)`)
+	addrs := testutil.EventuallyValue(t, 15*time.Second, "the gateway's broker and HTTP addresses in its log", func() ([]string, bool) {
 		m := brokerRE.FindStringSubmatch(logs.String())
-		if m == nil {
-			return "", false
-		}
-		return m[1], true
+		return m, m != nil
 	})
+	url, metrics := addrs[1], "http://"+addrs[2]+"/metrics"
 	const prefix = "rollcall/v1"
 	instance := prefix + "/catalog/servo-drive/flood-gw/rollcall-firmware-sim-sim-0001"
 	catalog := func() map[string][]byte { return testutil.Retained(t, url, prefix+"/#", testutil.RetainedOptions{}) }
@@ -130,6 +129,11 @@ discovery:
 	}
 	if _, ok := got[instance]; !ok {
 		t.Fatal("the drive's record is gone")
+	}
+	// 2 wills refused at CONNECT, 400 retained publishes dropped (anonymous clients
+	// store nothing); the oversized packets are cut by the packet limit, before any hook.
+	if n := scrape(t, metrics)["rollcall_broker_refused_total"]; n != 402 {
+		t.Errorf("rollcall_broker_refused_total = %v, want 402", n)
 	}
 	growth := peak.Load() - before
 	t.Logf("embedded broker under attack: VmRSS %.1f MiB before, peak %.1f MiB (+%.1f MiB) during 2 refused wills, "+

@@ -309,6 +309,9 @@ func (g *Gateway) build() (*parts, error) {
 		return p, err
 	}
 	p.mx.Publisher(p.pub.Stats, p.pub.Connected)
+	if p.broker != nil {
+		p.mx.EmbeddedBroker(p.broker.Stats)
+	}
 	if cfg.HTTP.Listen != "" {
 		p.hub = httpapi.NewHub(0)
 		p.mx.EventStream(p.hub.Clients, p.hub.Resyncs)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
+	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
 	"github.com/rollcall-edge/rollcall/registry"
 )
 
@@ -199,6 +200,27 @@ func (m *Metrics) EventStream(clients func() int, resyncs func() uint64) {
 			Name: "rollcall_http_event_resyncs_total",
 			Help: "Times a slow /v1/events client lost events (oldest dropped) and was resynchronised from a snapshot.",
 		}, func() float64 { return float64(resyncs()) }),
+	)
+}
+
+// EmbeddedBroker registers the embedded broker's metrics, read at scrape time from stats
+// ((*embedded.Broker).Stats): rollcall_broker_clients, rollcall_broker_retained_messages
+// and rollcall_broker_retained_bytes (of the accounts the quotas count, all but the
+// gateway's own), and rollcall_broker_refused_total (connections, publications,
+// subscriptions and wills refused, retained messages dropped over a quota). Call it
+// once, and only with the embedded broker.
+func (m *Metrics) EmbeddedBroker(stats func() embedded.Stats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rollcall_broker_clients",
+			Help: "Clients connected to the embedded broker."}, func() float64 { return float64(stats().Clients) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rollcall_broker_retained_messages",
+			Help: "Retained messages the embedded broker's quotas count (every account but the gateway's own)."},
+			func() float64 { return float64(stats().Retained) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rollcall_broker_retained_bytes",
+			Help: "Bytes (topic + payload) of those retained messages."}, func() float64 { return float64(stats().RetainedBytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "rollcall_broker_refused_total",
+			Help: "Connections, publications, subscriptions and wills the embedded broker refused, and retained messages it dropped over a quota."},
+			func() float64 { return float64(stats().Refused) }),
 	)
 }
 
