@@ -87,6 +87,26 @@ func Start(t testing.TB, n int) *Cluster {
 // errors (nil: dropped); a fatal error of a node is returned, never an exit of the
 // process. On error the returned cluster (if not nil) holds what must be closed.
 func Launch(dir string, n int, logf func(format string, args ...any)) (*Cluster, error) {
+	return launch(dir, n, logf, "", "", func(int) (*server.Options, error) { return &server.Options{}, nil })
+}
+
+// LaunchFiles is Launch with every node's settings read from a nats-server config file
+// (files[i] for node i: users, permissions, MQTT and JetStream settings), for testing a
+// shipped configuration: the listen addresses, routes and store directory are replaced by
+// loopback ones with free ports and dir, as Launch makes them. user and password are an
+// account the readiness probe may connect with.
+func LaunchFiles(dir string, files []string, user, password string, logf func(format string, args ...any)) (*Cluster, error) {
+	return launch(dir, len(files), logf, user, password, func(i int) (*server.Options, error) {
+		o, err := server.ProcessConfigFile(files[i])
+		if err != nil {
+			return nil, fmt.Errorf("natscluster: %s: %w", files[i], err)
+		}
+		return o, nil
+	})
+}
+
+func launch(dir string, n int, logf func(format string, args ...any), user, password string,
+	base func(i int) (*server.Options, error)) (*Cluster, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -103,22 +123,26 @@ func Launch(dir string, n int, logf func(format string, args ...any)) (*Cluster,
 		routes = append(routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
 	}
 	for i := range n {
-		o := &server.Options{
-			ServerName: fmt.Sprintf("node%d", i),
-			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
-			NoLog:      true,
-			NoSigs:     true,
-			JetStream:  true,
-			StoreDir:   filepath.Join(dir, fmt.Sprintf("node%d", i)),
+		o, err := base(i)
+		if err != nil {
+			return c, err
 		}
-		o.Cluster.Name = "rollcall"
+		if o.ServerName == "" {
+			o.ServerName = fmt.Sprintf("node%d", i)
+		}
+		o.Host, o.Port, o.NoLog, o.NoSigs, o.JetStream = "127.0.0.1", server.RANDOM_PORT, true, true, true
+		o.StoreDir = filepath.Join(dir, fmt.Sprintf("node%d", i))
+		if o.Cluster.Name == "" {
+			o.Cluster.Name = "rollcall"
+		}
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port = ports[i]
 		o.Routes = routes
 		o.MQTT.Host = "127.0.0.1"
 		o.MQTT.Port = server.RANDOM_PORT
-		o.MQTT.StreamReplicas = n
+		if o.MQTT.StreamReplicas == 0 {
+			o.MQTT.StreamReplicas = n
+		}
 		s, err := server.NewServer(o)
 		if err != nil {
 			return c, fmt.Errorf("natscluster: node%d: %w", i, err)
@@ -161,7 +185,7 @@ func Launch(dir string, n int, logf func(format string, args ...any)) (*Cluster,
 	}
 	for _, node := range c.Nodes {
 		for attempt := 1; ; attempt++ {
-			err := probe(node.MQTTURL(), fmt.Sprintf("natscluster-probe-%s-%d", node.Name, attempt))
+			err := probe(node.MQTTURL(), fmt.Sprintf("natscluster-probe-%s-%d", node.Name, attempt), user, password)
 			if err == nil {
 				break
 			}
@@ -181,10 +205,12 @@ func (c *Cluster) Close() {
 	}
 }
 
-// probe connects an MQTT client with a clean session to url and disconnects.
-func probe(url, id string) error {
+// probe connects an MQTT client with a clean session to url (as user, if not empty) and
+// disconnects.
+func probe(url, id, user, password string) error {
 	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetProtocolVersion(4).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
+		SetUsername(user).SetPassword(password))
 	tok := c.Connect()
 	if !tok.WaitTimeout(10 * time.Second) {
 		return fmt.Errorf("connect %s: no CONNACK within 10 s", url)

@@ -1,11 +1,13 @@
 package natscluster_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/natscluster"
 )
 
@@ -63,4 +65,61 @@ func TestClusterRetainedSurvivesNodeLoss(t *testing.T) {
 		t.Fatalf("node 1 after node 0's loss: %q", p)
 	}
 	t.Logf("retained message read on node 1 %v after node 0 shut down", time.Since(lost).Round(time.Millisecond))
+}
+
+// TestShippedNATSConfig: the plant cluster of configs/nats (three nodes, users and
+// permissions from auth.conf) forms; a gateway account writes its own subtree and
+// nothing else, and a line controller reads the whole catalog and writes only its sync
+// topic.
+func TestShippedNATSConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	var files []string
+	for i := range 3 {
+		files = append(files, fmt.Sprintf("../../../configs/nats/nats-%d.conf", i))
+	}
+	c, err := natscluster.LaunchFiles(t.TempDir(), files, "line-controller", "line-secret", nil)
+	if c != nil {
+		t.Cleanup(c.Close)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := func(node int, id, user, pass string) paho.Client {
+		cl := paho.NewClient(paho.NewClientOptions().AddBroker(c.Nodes[node].MQTTURL()).SetClientID(id).SetProtocolVersion(4).
+			SetAutoReconnect(false).SetUsername(user).SetPassword(pass).SetConnectTimeout(10 * time.Second))
+		if tok := cl.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s connect: %v", user, tok.Error())
+		}
+		t.Cleanup(func() { cl.Disconnect(100) })
+		return cl
+	}
+	if cl := paho.NewClient(paho.NewClientOptions().AddBroker(c.Nodes[0].MQTTURL()).SetClientID("nobody").
+		SetProtocolVersion(4).SetAutoReconnect(false).SetUsername("cell1-gw").SetPassword("wrong")); cl.Connect().WaitTimeout(20*time.Second) && cl.IsConnected() {
+		cl.Disconnect(0)
+		t.Fatal("a wrong password was accepted")
+	}
+	gw := login(0, "rollcall-cell1-gw", "cell1-gw", "cell1-secret")
+	own := "rollcall/v1/catalog/servo-drive/cell1-gw/drive-1"
+	foreign := "rollcall/v1/catalog/servo-drive/cell2-gw/forged"
+	if tok := gw.Publish(own, 1, true, `{"own":true}`); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish in its own subtree: %v", tok.Error())
+	}
+	gw.Publish(foreign, 0, true, `{"forged":true}`).WaitTimeout(20 * time.Second) // QoS 0: refused silently
+	lc := login(1, "line1-ctrl", "line-controller", "line-secret")
+	got := testutil.Retained(t, c.Nodes[2].MQTTURL(), "rollcall/v1/catalog/#",
+		testutil.RetainedOptions{Username: "line-controller", Password: "line-secret", ClientID: "line2-ctrl"})
+	if string(got[own]) != `{"own":true}` {
+		t.Errorf("the gateway's own record, read on another node: %q", got[own])
+	}
+	if _, ok := got[foreign]; ok {
+		t.Error("a gateway wrote into another gateway's subtree")
+	}
+	if tok := lc.Publish("rollcall/v1/catalog/servo-drive/cell1-gw/drive-1", 0, true, "{}"); tok.WaitTimeout(20 * time.Second) {
+		if got := testutil.Retained(t, c.Nodes[2].MQTTURL(), own,
+			testutil.RetainedOptions{Username: "line-controller", Password: "line-secret", ClientID: "line3-ctrl"}); string(got[own]) != `{"own":true}` {
+			t.Errorf("a line controller overwrote a record: %q", got[own])
+		}
+	}
 }
