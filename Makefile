@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export GORACE ?= atexit_sleep_ms=0
 
-.PHONY: build run test test-short bench fuzz lint dist clean
+.PHONY: build run test test-short bench fuzz lint dist clean plant nats-server
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rollcall ./cmd/rollcall
@@ -14,6 +14,17 @@ build:
 # the live catalog, until Ctrl-C.
 run: build
 	./bin/rollcall demo
+
+# A plant on one machine: a 3-node NATS cluster (in-process), three gateways with their
+# simulated buses and Modbus TCP drives (one drive polled by two of them), and the merged
+# live catalog on screen; NATS node 0 is shut down after 30 s to show the failover.
+# Ctrl-C stops it. README: "A plant: many gateways on a NATS cluster".
+plant:
+	$(GO) run ./cmd/rollcall-plant
+
+# The pinned nats-server (go.mod) as a binary, for running the cluster of configs/nats.
+nats-server:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/nats-server github.com/nats-io/nats-server/v2
 
 # Unit and integration tests, with the race detector. Integration tests need Mosquitto
 # (apt-get install -y mosquitto); with CI=true a missing Mosquitto fails them.

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/rollcall-edge/rollcall/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestPlant: `make plant` shows the merged catalog of the three cells — 10 drives, the
+// shared one seen by two gateways — and still shows all 10 after NATS node 0 is shut
+// down.
+func TestPlant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out testutil.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"--kill-node-after", "3s", "--log-level", "error"}, &out, io.Discard) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	testutil.Eventually(t, 60*time.Second, "10 drives, then node 0 shut down, then 10 drives again", func() bool {
+		s := out.String()
+		i := strings.Index(s, "NATS node 0 shut down")
+		return strings.Contains(s, ": 10 drives") && strings.Contains(s, "cell1-gw,cell2-gw") &&
+			i >= 0 && strings.Contains(s[i:], ": 10 drives")
+	})
+}
