@@ -24,7 +24,9 @@ func TestPlant(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out testutil.SyncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--kill-node-after", "3s", "--log-level", "error"}, &out, io.Discard) }()
+	go func() {
+		done <- run(ctx, []string{"--kill-node-after", "3s", "--log-level", "error"}, &out, io.Discard)
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
