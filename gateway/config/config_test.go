@@ -54,7 +54,7 @@ func TestBadConfigs(t *testing.T) {
 		"many-mistakes.bad.yml": {
 			`testdata/many-mistakes.bad.yml:2:11: gateway.id: expected 1–64 characters [a-z0-9._-] (it is an MQTT topic level), got "Cell2"`,
 			`testdata/many-mistakes.bad.yml:3:1: mqtt.username: a password is configured but no username`,
-			`testdata/many-mistakes.bad.yml:5:3: mqtt.usename: unknown key "usename" (expected one of: broker, embedded_listen, embedded_auth, embedded_limits, topic_prefix, client_id, username, password_file, password_env, tls)`,
+			`testdata/many-mistakes.bad.yml:5:3: mqtt.usename: unknown key "usename" (expected one of: broker, brokers, embedded_listen, embedded_auth, embedded_limits, topic_prefix, client_id, username, password_file, password_env, tls)`,
 			`testdata/many-mistakes.bad.yml:12:7: discovery.serial[0].parity: expected "none", "even" or "odd", got "mark"`,
 			`testdata/many-mistakes.bad.yml:13:7: discovery.serial[0].units: unit IDs must be 1–247 in ascending ranges, got "1-300"`,
 			`testdata/many-mistakes.bad.yml:14:8: discovery.serial[1].name: bus name "bus1" is already used by discovery.serial[0]`,
