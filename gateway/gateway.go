@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ import (
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
 	"github.com/rollcall-edge/rollcall/registry"
+	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
 // Options configures a Gateway.
@@ -206,6 +208,7 @@ type parts struct {
 	httpSrv *http.Server      // serves httpLn (an *httpapi.Listener); nil when HTTP is off
 	browser *mdns.Browser     // nil when mDNS is off
 	disc    *discovery        // nil without static TCP targets and mDNS
+	view    *client.Client    // the plant view's consumer (http.plant_view); nil when off
 	masters []*master         // one per serial bus
 	ownKeys *contract.KeyRing // this gateway's public key: what its read-back accepts
 	// withdraw ends the run with a cause (set by Run before run starts); see
@@ -326,7 +329,15 @@ func (g *Gateway) build() (*parts, error) {
 		g.httpAddr = ln.Addr().String()
 		gwRec := p.pubOpts.Gateway
 		gwRec.State = contract.StateOnline
+		var plant func() []httpapi.PlantInstance
+		if cfg.HTTP.PlantView {
+			if p.view, err = g.newPlantView(p); err != nil {
+				return p, err
+			}
+			plant = func() []httpapi.PlantInstance { return plantInstances(p.view) }
+		}
 		p.httpSrv, p.httpLn = httpapi.NewServer(httpapi.Options{
+			Plant:           plant,
 			Catalog:         g.reg.Snapshot,
 			Gateway:         func() contract.GatewayRecord { return gwRec },
 			Ready:           func() error { return g.ready(p.pub) },
@@ -354,6 +365,59 @@ func (g *Gateway) build() (*parts, error) {
 		p.disc = newDiscovery(cfg, g.profiles, g.reg, p.mx, g.log, &g.endpoints)
 	}
 	return p, nil
+}
+
+// newPlantView makes the plant view's consumer (http.plant_view): a registry/client on
+// the gateway's brokers with its credentials, trusting the gateway's own key and those of
+// http.trusted_keys.
+func (g *Gateway) newPlantView(p *parts) (*client.Client, error) {
+	cfg, po := g.cfg, p.pubOpts
+	ring := &contract.KeyRing{}
+	if cfg.HTTP.TrustedKeys != "" {
+		f, err := os.Open(cfg.HTTP.TrustedKeys)
+		if err != nil {
+			return nil, fmt.Errorf("http.trusted_keys: %w", err)
+		}
+		ring, err = contract.ParseKeyRing(f, cfg.HTTP.TrustedKeys)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("http.trusted_keys: %w", err)
+		}
+	}
+	key, err := contract.ParsePublicKey(po.Gateway.Key)
+	if err != nil {
+		return nil, err
+	}
+	ring.Add(po.Gateway.Gateway, key)
+	brokers := po.Brokers
+	if len(brokers) == 0 {
+		brokers = []string{po.BrokerURL}
+	}
+	return client.New(client.Options{
+		Brokers: brokers, ClientID: plantViewClientID(cfg.Gateway.ID), Topics: po.Topics,
+		Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig,
+		TrustedKeys: ring, Logger: g.log.With("component", "plant-view"),
+	})
+}
+
+// plantViewClientID is the MQTT client id of the plant view's consumer.
+func plantViewClientID(gateway string) string { return "rollcall-" + contract.Slug(gateway) + "-view" }
+
+// plantInstances is the plant view served at /v1/plant: every live instance of every
+// service, merged by device (client.MergeByID), sorted by id.
+func plantInstances(view *client.Client) []httpapi.PlantInstance {
+	services := map[string]bool{}
+	for _, in := range view.Instances("") {
+		services[in.Service] = true
+	}
+	var out []httpapi.PlantInstance
+	for svc := range services {
+		for _, in := range view.Live(svc) {
+			out = append(out, httpapi.PlantInstance{Record: in.Record, SeenBy: in.SeenBy})
+		}
+	}
+	slices.SortFunc(out, func(a, b httpapi.PlantInstance) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // newRegistry makes the registry with the configured health policy; its events go to
@@ -439,6 +503,10 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 	var busWG sync.WaitGroup
 	busWG.Add(2)
 	go func() { defer busWG.Done(); g.reconcile(ctx, p) }()
+	if p.view != nil {
+		busWG.Add(1)
+		go func() { defer busWG.Done(); _ = p.view.Run(ctx) }()
+	}
 	go func() { defer busWG.Done(); g.tick(ctx) }()
 	for _, m := range p.masters {
 		busWG.Add(1)
@@ -630,9 +698,12 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 		return nil, embedded.User{}, err
 	}
 	own := topics.GatewayACL(cfg.Gateway.ID)
-	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw), Read: own, Write: own, Unlimited: true}
 	// Consumers write only their own sync topic (contract.Topics.ConsumerSyncTopic).
 	ownSync := topics.Root() + "/consumers/" + embedded.ClientIDPattern + "/#"
+	// The gateway's own account writes its subtree and, for the plant view, its
+	// consumer's sync topic; it may read everything.
+	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw),
+		Read: append(slices.Clone(own), topics.ReadAllFilter()), Write: append(slices.Clone(own), ownSync), Unlimited: true}
 	o := embedded.AccessOptions{Users: []embedded.User{self}}
 	for i, u := range cfg.MQTT.EmbeddedAuth.Users {
 		pass, err := readSecret(fmt.Sprintf("mqtt.embedded_auth.users[%d]", i), u.PasswordFile, u.PasswordEnv)

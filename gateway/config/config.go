@@ -324,6 +324,18 @@ type HTTP struct {
 	// each holds a connection, counted in MaxConnections too. Default
 	// DefaultHTTPMaxEventStreams (64); 1–4096.
 	MaxEventStreams int `yaml:"max_event_streams"`
+	// PlantView: the gateway also reads the whole catalog of its broker, as a line
+	// controller does (registry/client), and serves it at /v1/plant and on the
+	// dashboard: every gateway's live devices, each once, with the gateways that see it.
+	// Its MQTT account must be allowed to read <prefix>/# and write its sync topic
+	// <prefix>/consumers/rollcall-<gateway>-view/# (the embedded broker allows both).
+	// Default false.
+	PlantView bool `yaml:"plant_view"`
+	// TrustedKeys is a trusted-keys file (lines "<gateway-id> ed25519:<base64>", as
+	// `rollcall key` prints them) for the plant view: records not signed by them are not
+	// shown. The gateway's own key is always trusted. Empty: the plant view shows
+	// unauthenticated records of other gateways (and warns).
+	TrustedKeys string `yaml:"trusted_keys"`
 }
 
 // Defaults of HTTP.MaxConnections and HTTP.MaxEventStreams.
@@ -830,6 +842,12 @@ func (c *Config) validateHTTP(bad, warn func(key, format string, args ...any)) {
 	}
 	inRange(bad, "http.max_connections", c.HTTP.MaxConnections, httpMaxConnections)
 	inRange(bad, "http.max_event_streams", c.HTTP.MaxEventStreams, httpMaxEventStreams)
+	if c.HTTP.TrustedKeys != "" && !c.HTTP.PlantView {
+		bad("http.trusted_keys", "is used by the plant view only: set plant_view: true, or remove it")
+	}
+	if c.HTTP.PlantView && c.HTTP.Listen == "" {
+		warn("http.plant_view", "is on but http.listen is not set: nobody can see the plant view")
+	}
 }
 
 // isWildcard reports whether host is an unspecified address (0.0.0.0, ::): a listener

@@ -8,6 +8,8 @@
 //	GET /v1/catalog/{service}   the same, for one service
 //	GET /v1/gateway             JSON gateway record (contract v1 shape)
 //	GET /v1/events              server-sent events: a snapshot, then one message per catalog change
+//	GET /v1/plant               the plant view (http.plant_view): every live instance of every
+//	                            gateway on the broker, one per device, with "seen_by" (404 when off)
 //
 // The event stream starts with `event: snapshot` whose data is the catalog (as
 // /v1/catalog); then each registry change is one message, `event: upsert` with the new
@@ -97,6 +99,10 @@ type Options struct {
 	// Events fans registry events out to /v1/events. Optional: without it the stream
 	// sends the snapshot and keep-alives only.
 	Events *Hub
+	// Plant returns the plant view served at /v1/plant and shown by the dashboard: the
+	// live instances of every gateway on the broker, merged by device (PlantInstance),
+	// sorted by id. Optional (404 without it).
+	Plant func() []PlantInstance
 	// Heartbeat is the period of keep-alive comments on /v1/events (default
 	// DefaultHeartbeat).
 	Heartbeat time.Duration
@@ -196,6 +202,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/catalog/{service}", s.catalog)
 	mux.HandleFunc("GET /v1/gateway", s.gateway)
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/plant", s.plant)
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
@@ -282,6 +289,28 @@ func (s *server) catalog(w http.ResponseWriter, r *http.Request) {
 		recs = out
 	}
 	writeJSON(w, recs)
+}
+
+// PlantInstance is one device of the plant view: the record a consumer would pick
+// (contract v1 shape) plus "seen_by", the ids of every gateway publishing a live record
+// of it (registry/client.MergeByID).
+type PlantInstance struct {
+	contract.Record
+	SeenBy []string `json:"seen_by"`
+}
+
+// plant serves /v1/plant: a JSON array of PlantInstance (possibly empty), or 404 when
+// the plant view is off.
+func (s *server) plant(w http.ResponseWriter, r *http.Request) {
+	if s.o.Plant == nil {
+		http.NotFound(w, r)
+		return
+	}
+	out := s.o.Plant()
+	if out == nil {
+		out = []PlantInstance{}
+	}
+	writeJSON(w, out)
 }
 
 // snapshot is the catalog, never nil (so it encodes as [] when empty).

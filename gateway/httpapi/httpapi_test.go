@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -366,5 +367,35 @@ func TestEventStreamResync(t *testing.T) {
 	if !strings.Contains(out, `"revision":2`) || !strings.HasSuffix(out, "\n\n") ||
 		!strings.Contains(out[strings.LastIndex(out, "event: snapshot"):], `"revision":4`) {
 		t.Errorf("stream:\n%s", out)
+	}
+}
+
+// TestPlantEndpoint: /v1/plant is 404 without Options.Plant, and otherwise the plant
+// view as JSON with seen_by.
+func TestPlantEndpoint(t *testing.T) {
+	off := httptest.NewServer(New(Options{Catalog: func() []contract.Record { return nil }}))
+	defer off.Close()
+	resp, err := http.Get(off.URL + "/v1/plant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("plant view off: %d, want 404", resp.StatusCode)
+	}
+	on := httptest.NewServer(New(Options{Catalog: func() []contract.Record { return nil },
+		Plant: func() []PlantInstance {
+			return []PlantInstance{{Record: contract.Record{ID: "acme-sn1"}, SeenBy: []string{"gw-a", "gw-b"}}}
+		}}))
+	defer on.Close()
+	resp, err = http.Get(on.URL + "/v1/plant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || len(got) != 1 || got[0]["id"] != "acme-sn1" ||
+		fmt.Sprint(got[0]["seen_by"]) != "[gw-a gw-b]" {
+		t.Fatalf("plant view %v, %v", got, err)
 	}
 }

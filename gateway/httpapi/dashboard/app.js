@@ -212,4 +212,33 @@
     es.addEventListener("deregister", (e) => deregister(JSON.parse(e.data)));
   };
   connect();
+
+  // The plant view (http.plant_view): every gateway's live devices, each once, with the
+  // gateways that see it; refreshed every 2 s. A 404 means the view is off: the section
+  // stays hidden.
+  const plantRows = $("plant-rows");
+  const refreshPlant = () => {
+    fetch("v1/plant").then((r) => {
+      if (r.status === 404) return null;
+      return r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`));
+    }).then((list) => {
+      if (!list) return;
+      $("plant").hidden = false;
+      plantRows.replaceChildren();
+      const gateways = new Set();
+      for (const rec of list) {
+        const tr = document.createElement("tr");
+        cell(tr, rec.id);
+        cell(tr, rec.service);
+        cell(tr, rec.status, `status ${rec.status}`);
+        cell(tr, endpointText(rec.endpoint));
+        cell(tr, (rec.seen_by || []).join(", "));
+        (rec.seen_by || []).forEach((g) => gateways.add(g));
+        plantRows.appendChild(tr);
+      }
+      $("plant-summary").textContent = `${list.length} live devices seen by ${gateways.size} gateways`;
+      setTimeout(refreshPlant, 2000);
+    }).catch(() => setTimeout(refreshPlant, 5000));
+  };
+  refreshPlant();
 })();
