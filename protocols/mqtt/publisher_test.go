@@ -633,8 +633,10 @@ func TestPublisherSigns(t *testing.T) {
 				return nil
 			})
 		}
-		if n := p.Stats().Overwritten; n != 4 {
-			t.Errorf("Overwritten = %d, want 4", n)
+		// At least one count per foreign write (a write the broker delivers to us while
+		// our own repair of the previous one is still on its way may count twice).
+		if n := p.Stats().Overwritten; n < 4 {
+			t.Errorf("Overwritten = %d, want at least 4", n)
 		}
 
 		proxy.SetDown(true)
