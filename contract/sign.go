@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -178,6 +179,17 @@ func (k *KeyRing) Verify(gateway string, kind SignedKind, payload []byte) ([]byt
 		}
 	}
 	return nil, fmt.Errorf("%w with the trusted key(s) of gateway %q", ErrBadSignature, gateway)
+}
+
+// ReadKeyRingFile reads the trusted-keys file at path (ParseKeyRing). Errors: the file
+// cannot be opened (*fs.PathError), or ParseKeyRing's.
+func ReadKeyRingFile(path string) (*KeyRing, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseKeyRing(f, path)
 }
 
 // ParseKeyRing reads a trusted-keys file: one "<gateway-id> ed25519:<base64>" per line

@@ -374,21 +374,12 @@ func (g *Gateway) newPlantView(p *parts) (*client.Client, error) {
 	cfg, po := g.cfg, p.pubOpts
 	ring := &contract.KeyRing{}
 	if cfg.HTTP.TrustedKeys != "" {
-		f, err := os.Open(cfg.HTTP.TrustedKeys)
-		if err != nil {
-			return nil, fmt.Errorf("http.trusted_keys: %w", err)
-		}
-		ring, err = contract.ParseKeyRing(f, cfg.HTTP.TrustedKeys)
-		f.Close()
-		if err != nil {
+		var err error
+		if ring, err = contract.ReadKeyRingFile(cfg.HTTP.TrustedKeys); err != nil {
 			return nil, fmt.Errorf("http.trusted_keys: %w", err)
 		}
 	}
-	key, err := contract.ParsePublicKey(po.Gateway.Key)
-	if err != nil {
-		return nil, err
-	}
-	ring.Add(po.Gateway.Gateway, key)
+	ring.Add(po.Gateway.Gateway, po.SigningKey.Public().(ed25519.PublicKey))
 	brokers := po.Brokers
 	if len(brokers) == 0 {
 		brokers = []string{po.BrokerURL}

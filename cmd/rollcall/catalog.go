@@ -88,13 +88,8 @@ func (c *consumerFlags) start(ctx context.Context, services []string, stderr io.
 		o.Password = os.Getenv(c.pwEnv)
 	}
 	if c.keys != "" {
-		f, err := os.Open(c.keys)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--trusted-keys: %v: %w", err, errUsage)
-		}
-		o.TrustedKeys, err = contract.ParseKeyRing(f, c.keys)
-		f.Close()
-		if err != nil {
+		var err error
+		if o.TrustedKeys, err = contract.ReadKeyRingFile(c.keys); err != nil {
 			return nil, nil, fmt.Errorf("--trusted-keys: %v: %w", err, errUsage)
 		}
 	}

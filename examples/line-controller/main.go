@@ -41,12 +41,8 @@ func main() {
 	defer stop()
 	cfg := Config{Broker: *broker, AxisGroup: *group, Every: *every}
 	if *keys != "" {
-		f, err := os.Open(*keys)
-		if err == nil {
-			cfg.TrustedKeys, err = contract.ParseKeyRing(f, *keys)
-			f.Close()
-		}
-		if err != nil {
+		var err error
+		if cfg.TrustedKeys, err = contract.ReadKeyRingFile(*keys); err != nil {
 			fmt.Fprintln(os.Stderr, "line-controller:", err)
 			os.Exit(2)
 		}
