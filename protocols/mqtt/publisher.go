@@ -191,9 +191,10 @@ type Publisher struct {
 	published atomic.Uint64
 	failed    atomic.Uint64
 	rejected  atomic.Uint64
-	overwrite atomic.Uint64 // Stats().Overwritten
-	overLog   atomic.Int64  // unix ns of the last "overwritten" log line
-	attempt   atomic.Value  // string: redacted URL of the latest connection attempt (the node connected to)
+	overwrite atomic.Uint64     // Stats().Overwritten
+	overLog   atomic.Int64      // unix ns of the last "overwritten" log line
+	attempt   atomic.Value      // string: redacted URL of the latest connection attempt (the node connected to)
+	ownKeys   *contract.KeyRing // this publisher's public key (SigningKey); nil without one
 	// resumeTimeouts counts waitResumed giving up (tests expect 0).
 	resumeTimeouts atomic.Uint64
 	statusStale    atomic.Bool   // a live non-online message arrived on our status topic
@@ -266,7 +267,10 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 	p.held.Store(o.HoldRecords)
 	p.log = o.Logger.With("gateway", o.Gateway.Gateway)
 	if o.SigningKey != nil {
-		p.o.Gateway.Key = contract.FormatPublicKey(o.SigningKey.Public().(ed25519.PublicKey))
+		pub := o.SigningKey.Public().(ed25519.PublicKey)
+		p.o.Gateway.Key = contract.FormatPublicKey(pub)
+		p.ownKeys = &contract.KeyRing{}
+		p.ownKeys.Add(o.Gateway.Gateway, pub)
 	}
 	g := p.o.Gateway
 	g.State, g.ValidUntil = contract.StateOnline, contract.Time{}
@@ -745,13 +749,10 @@ func (p *Publisher) onStatusMessage(_ paho.Client, m paho.Message) {
 // of an earlier epoch, its lease run out. A live gateway under our id (a clone) renews
 // its lease, so it is never taken for a replay.
 func (p *Publisher) replayedStatus(payload []byte, g *contract.GatewayRecord) bool {
-	key := p.o.SigningKey
-	if key == nil || g.Epoch >= p.o.Gateway.Epoch || g.ValidUntil.IsZero() || !g.ValidUntil.Before(time.Now()) {
+	if p.ownKeys == nil || g.Epoch >= p.o.Gateway.Epoch || g.ValidUntil.IsZero() || !g.ValidUntil.Before(time.Now()) {
 		return false
 	}
-	var ring contract.KeyRing
-	ring.Add(p.o.Gateway.Gateway, key.Public().(ed25519.PublicKey))
-	_, err := ring.Verify(p.gwSlug, contract.KindGateway, payload)
+	_, err := p.ownKeys.Verify(p.gwSlug, contract.KindGateway, payload)
 	return err == nil
 }
 
