@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,12 +23,6 @@ import (
 // takes a silent gateway's instances as unknown at most clusterLease + the default
 // clock-skew allowance after its last renewal.
 const clusterLease = 2 * time.Second
-
-// rotate returns urls starting at index i: a client that prefers node i and fails over
-// to the next ones.
-func rotate(urls []string, i int) []string {
-	return append(slices.Clone(urls[i:]), urls[:i]...)
-}
 
 // quoted joins urls for a YAML flow sequence, each quoted (a plain scalar holding "://"
 // is not portable YAML in flow context).
@@ -60,7 +53,6 @@ func drivesOf(i int) []string {
 func startPlant(t *testing.T) *plant {
 	t.Helper()
 	p := &plant{cluster: natscluster.Start(t, 3), shared: "rollcall-firmware-sim-sim-0900"}
-	urls := p.cluster.URLs()
 	shared := rig.New(t)
 	shared.StartSimYAML(`
 tcp:
@@ -80,7 +72,7 @@ mqtt: {brokers: [%s]}
 discovery:
   serial: [{name: bus1, device: %s, baud: 115200, units: "1-2"}]
 %shealth: {poll_interval: 100ms, status_lease: %v}
-`, i, filepath.Join(h.Dir, "state"), quoted(rotate(urls, i)), h.Link, extra, clusterLease)
+`, i, filepath.Join(h.Dir, "state"), quoted(p.cluster.URLsFrom(i)), h.Link, extra, clusterLease)
 		path := filepath.Join(h.Dir, "gateway.yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
@@ -107,7 +99,7 @@ discovery:
 		p.gateways = append(p.gateways, cmd)
 	}
 	for j := range 3 {
-		c, err := client.New(client.Options{Brokers: rotate(urls, j), ClientID: fmt.Sprintf("consumer-%d", j),
+		c, err := client.New(client.Options{Brokers: p.cluster.URLsFrom(j), ClientID: fmt.Sprintf("consumer-%d", j),
 			Logger: testutil.Logger(t, 0)})
 		if err != nil {
 			t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -117,7 +116,7 @@ func plantRun(ctx context.Context, b *bench, sz plantSize) error {
 		}
 		id := fmt.Sprintf("gw-%03d", g)
 		p, err := mqtt.NewPublisher(mqtt.PublisherOptions{
-			Brokers: rotateURLs(urls, g%3), Gateway: contract.GatewayRecord{Gateway: id, Epoch: 1,
+			Brokers: cl.URLsFrom(g), Gateway: contract.GatewayRecord{Gateway: id, Epoch: 1,
 				Started: contract.Time{Time: start}, Version: "bench"},
 			SigningKey: key, StatusLease: 10 * time.Second, Logger: quiet,
 		})
@@ -174,7 +173,7 @@ func plantRun(ctx context.Context, b *bench, sz plantSize) error {
 	cons := make([]*client.Client, 3)
 	cstart := time.Now()
 	for j := range cons {
-		c, err := client.New(client.Options{Brokers: rotateURLs(urls, j), ClientID: fmt.Sprintf("bench-consumer-%d", j), Logger: b.log})
+		c, err := client.New(client.Options{Brokers: cl.URLsFrom(j), ClientID: fmt.Sprintf("bench-consumer-%d", j), Logger: b.log})
 		if err != nil {
 			return err
 		}
@@ -272,11 +271,6 @@ func rawPublishRate(ctx context.Context, url string, n int) (float64, error) {
 		}
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-// rotateURLs returns urls starting at index i.
-func rotateURLs(urls []string, i int) []string {
-	return append(slices.Clone(urls[i:]), urls[:i]...)
 }
 
 // waitFor polls cond every 20 ms until it holds, ctx ends or limit passes.

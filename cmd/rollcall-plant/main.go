@@ -118,8 +118,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for c := 1; c <= cells; c++ {
 		id := fmt.Sprintf("cell%d-gw", c)
 		var brokers []string
-		for i := range cells {
-			brokers = append(brokers, fmt.Sprintf("%q", urls[(c-1+i)%cells]))
+		for _, u := range cl.URLsFrom(c - 1) {
+			brokers = append(brokers, fmt.Sprintf("%q", u))
 		}
 		tcp := fmt.Sprintf("{name: own, address: %q, meta: {cell: \"%d\"}}", s.ListenerAddr(fmt.Sprintf("tcp%d", c)), c)
 		if c <= 2 {

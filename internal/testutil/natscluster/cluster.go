@@ -23,6 +23,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/goleak"
 )
 
 // Cluster is a running cluster; Nodes are in start order.
@@ -50,6 +51,15 @@ func (n *Node) Shutdown() {
 		n.srv.Shutdown()
 		n.srv.WaitForShutdown()
 	})
+}
+
+// URLsFrom returns the MQTT broker URLs of the nodes starting at node i (i modulo the
+// number of nodes) and wrapping around: the list of a client that prefers node i and
+// fails over to the others in turn.
+func (c *Cluster) URLsFrom(i int) []string {
+	urls := c.URLs()
+	i %= len(urls)
+	return append(urls[i:], urls[:i]...)
 }
 
 // URLs returns the MQTT broker URLs of the nodes, in order.
@@ -265,4 +275,15 @@ func freePorts(n int) ([]int, error) {
 		out = append(out, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return out, nil
+}
+
+// LeakOptions are the goleak options for a package whose tests run a cluster:
+// nats-server ends two of its goroutines asynchronously after Shutdown returns (the
+// shared access-time ticker of package ats, stopped when the last file store
+// unregisters, and a file store's state-flush loop), so they may outlive a test briefly.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server/ats.Register.func1"),
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushStreamStateLoop"),
+	}
 }
