@@ -10,9 +10,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rollcall-edge/rollcall/internal/testutil"
+	"github.com/rollcall-edge/rollcall/internal/testutil/natscluster"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, natscluster.LeakOptions()...) }
 
 // TestPlant: `make plant` shows the merged catalog of the three cells — 10 drives, the
 // shared one seen by two gateways — and still shows all 10 after NATS node 0 is shut
