@@ -33,7 +33,8 @@ import (
 //	        schedule:              # scripted faults, offsets from the simulator's start
 //	          - {after: 10s, mode: silent}
 //	          - {after: 15s, mode: slow, delay: 200ms}
-//	          - {after: 20s, mode: none}
+//	          - {after: 20s, mode: noisy, rate: 0.05, seed: 7}
+//	          - {after: 25s, mode: none}
 //	        repeat: 30s            # optional: run the schedule again every 30 s
 //	tcp:
 //	  - name: tcp1
@@ -115,13 +116,16 @@ type Drive struct {
 }
 
 // ScheduleStep is one step of a Drive's fault schedule (YAML
-// `{after: 10s, mode: slow, delay: 200ms}`).
+// `{after: 10s, mode: slow, delay: 200ms}`, `{after: 0s, mode: noisy, rate: 0.05}`).
 type ScheduleStep struct {
 	// After is the step's offset from the simulator's start (from the start of the
 	// cycle with Drive.Repeat), 0–MaxScheduleAfter.
 	After time.Duration
-	// Fault is the fault to set: YAML keys mode (required), delay (slow only, required
-	// there, ≤ slave.MaxFaultDelay) and code (exception only, 1–255, default 4).
+	// Fault is the fault to set: YAML keys mode (required: none, silent, slow,
+	// exception, garbage, fault or noisy), delay (slow only, required there,
+	// ≤ slave.MaxFaultDelay), code (exception only, 1–255, default 4), rate (noisy only,
+	// required there: a probability 0–1) and seed (noisy only: an unsigned 64-bit
+	// seed for a reproducible noise sequence; 0 or absent picks a random one).
 	Fault slave.Fault
 }
 
@@ -177,6 +181,9 @@ type MDNS struct {
 // config of 1000 TCP listeners that cmd/rollcall-bench runs is about 80 KiB. A larger
 // file is refused after a Stat, without being read.
 const MaxConfigBytes = yamlx.MaxDocumentBytes
+
+// faultModes lists the fault modes for messages.
+const faultModes = "none, silent, slow, exception, garbage, fault, noisy"
 
 // Ranges of the numeric settings (see Validate).
 const (
@@ -277,12 +284,15 @@ type (
 		Mode  *string        `yaml:"mode"`
 		Delay *time.Duration `yaml:"delay"`
 		Code  *int           `yaml:"code"`
+		Rate  *float64       `yaml:"rate"`
+		Seed  *uint64        `yaml:"seed"`
 	}
 )
 
 // convertDrives turns the drives of a bus or listener (key path owner) into Drives,
 // appending to errs what only the YAML form shows: a schedule step without after or
-// mode, an explicit zero delay, an exception code outside 1–255.
+// mode, an explicit zero delay, an exception code outside 1–255, a noisy step without
+// a rate.
 func convertDrives(doc *yamlx.Doc, owner string, in []yamlDrive, errs []error) ([]Drive, []error) {
 	var out []Drive
 	for i, yd := range in {
@@ -298,7 +308,7 @@ func convertDrives(doc *yamlx.Doc, owner string, in []yamlDrive, errs []error) (
 				st.After = *ys.After
 			}
 			if ys.Mode == nil {
-				errs = append(errs, doc.DecodeErrorf(sp+".mode", "required: one of none, silent, slow, exception, garbage, fault"))
+				errs = append(errs, doc.DecodeErrorf(sp+".mode", "required: one of %s", faultModes))
 			} else {
 				st.Fault.Mode = slave.FaultMode(*ys.Mode)
 			}
@@ -314,6 +324,14 @@ func convertDrives(doc *yamlx.Doc, owner string, in []yamlDrive, errs []error) (
 				} else {
 					st.Fault.Code = byte(*ys.Code)
 				}
+			}
+			if ys.Rate != nil {
+				st.Fault.Rate = *ys.Rate
+			} else if st.Fault.Mode == slave.FaultNoisy {
+				errs = append(errs, doc.DecodeErrorf(sp+".mode", "mode noisy needs a rate: the probability, 0 to 1, that a reply is corrupted and that a noise burst follows it, e.g. rate: 0.05"))
+			}
+			if ys.Seed != nil {
+				st.Fault.Seed = *ys.Seed
 			}
 			d.Schedule = append(d.Schedule, st)
 		}
@@ -468,7 +486,7 @@ func checkSchedule(bad func(path, format string, args ...any), dp string, d Driv
 		}
 		mode := st.Fault.Mode
 		if _, err := slave.ParseFaultMode(string(mode)); err != nil {
-			bad(sp+".mode", "must be one of none, silent, slow, exception, garbage, fault, got %q", string(mode))
+			bad(sp+".mode", "must be one of %s, got %q", faultModes, string(mode))
 			continue
 		}
 		if st.Fault.Delay != 0 && mode != slave.FaultSlow {
@@ -479,6 +497,18 @@ func checkSchedule(bad func(path, format string, args ...any), dp string, d Driv
 		}
 		if st.Fault.Code != 0 && mode != slave.FaultException {
 			bad(sp+".code", "only valid with mode exception, not %s", mode)
+		}
+		if mode == slave.FaultNoisy {
+			if slave.CheckRate(st.Fault.Rate) != nil {
+				bad(sp+".rate", "must be a probability from 0 to 1, e.g. 0.05, got %v", st.Fault.Rate)
+			}
+		} else {
+			if st.Fault.Rate != 0 {
+				bad(sp+".rate", "only valid with mode noisy, not %s", mode)
+			}
+			if st.Fault.Seed != 0 {
+				bad(sp+".seed", "only valid with mode noisy, not %s", mode)
+			}
 		}
 	}
 	switch {

@@ -18,7 +18,10 @@ const maxControlBody = 4096
 // controlHandler serves the control API (docs/design.md, "Commands"):
 //
 //	POST /v1/devices/{name}/{unit}/fault  {"mode":"slow","delay":"200ms"} → 204;
-//	     name is a bus or TCP listener; 400 {"error":…} for bad input,
+//	     name is a bus or TCP listener; the body is a FaultJSON: mode none, silent,
+//	     slow (delay), exception (code), garbage, fault or noisy (rate, seed), e.g.
+//	     {"mode":"noisy","rate":0.05} or {"mode":"noisy","rate":0.05,"seed":7};
+//	     400 {"error":…} for bad input (a rate outside 0–1 among it),
 //	     404 {"error":…} for an unknown bus, listener or unit
 //	GET  /v1/devices                      → 200, JSON list of DeviceInfo (RTU and TCP)
 func (s *Sim) controlHandler() http.Handler {
@@ -62,12 +65,15 @@ func (s *Sim) handleFault(w http.ResponseWriter, r *http.Request) {
 }
 
 // decodeFault decodes a FaultJSON body strictly: mode required; delay (a Go duration)
-// only and required with slow; code 1–255 only with exception.
+// only and required with slow; code 1–255 only with exception; rate (0–1) only and
+// required with noisy, seed (an unsigned 64-bit integer) only with noisy.
 func decodeFault(body io.Reader) (slave.Fault, error) {
 	var in struct {
-		Mode  *string `json:"mode"`
-		Delay *string `json:"delay"`
-		Code  *int    `json:"code"`
+		Mode  *string  `json:"mode"`
+		Delay *string  `json:"delay"`
+		Code  *int     `json:"code"`
+		Rate  *float64 `json:"rate"`
+		Seed  *uint64  `json:"seed"`
 	}
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
@@ -78,7 +84,7 @@ func decodeFault(body io.Reader) (slave.Fault, error) {
 		return slave.Fault{}, errors.New("body must hold one JSON object")
 	}
 	if in.Mode == nil {
-		return slave.Fault{}, errors.New("mode is required: none, silent, slow, exception, garbage or fault")
+		return slave.Fault{}, errors.New("mode is required: " + slave.FaultModeNames)
 	}
 	mode, err := slave.ParseFaultMode(*in.Mode)
 	if err != nil {
@@ -105,6 +111,22 @@ func decodeFault(body io.Reader) (slave.Fault, error) {
 			return slave.Fault{}, fmt.Errorf("code must be an exception code from 1 to 255, got %d", *in.Code)
 		}
 		f.Code = byte(*in.Code)
+	}
+	switch {
+	case in.Rate != nil && mode != slave.FaultNoisy:
+		return slave.Fault{}, fmt.Errorf("rate is only valid with mode noisy, not %s", mode)
+	case in.Seed != nil && mode != slave.FaultNoisy:
+		return slave.Fault{}, fmt.Errorf("seed is only valid with mode noisy, not %s", mode)
+	case in.Rate == nil && mode == slave.FaultNoisy:
+		return slave.Fault{}, errors.New("mode noisy needs a rate: the probability, 0 to 1, that a reply is corrupted and that a noise burst follows it, e.g. {\"mode\":\"noisy\",\"rate\":0.05}")
+	case in.Rate != nil:
+		if err := slave.CheckRate(*in.Rate); err != nil {
+			return slave.Fault{}, fmt.Errorf("rate must be a probability from 0 to 1, e.g. 0.05, got %v", *in.Rate)
+		}
+		f.Rate = *in.Rate
+	}
+	if in.Seed != nil {
+		f.Seed = *in.Seed
 	}
 	return f, f.Validate()
 }

@@ -693,11 +693,14 @@ type DeviceInfo struct {
 }
 
 // FaultJSON is a fault as the control API reads and writes it:
-// {"mode":"slow","delay":"200ms"}, {"mode":"exception","code":4}.
+// {"mode":"slow","delay":"200ms"}, {"mode":"exception","code":4},
+// {"mode":"noisy","rate":0.05,"seed":7}.
 type FaultJSON struct {
-	Mode  string `json:"mode"`            // none|silent|slow|exception|garbage|fault
-	Delay string `json:"delay,omitempty"` // Go duration, mode slow only
-	Code  int    `json:"code,omitempty"`  // exception code 1–255, mode exception only (default 4)
+	Mode  string   `json:"mode"`            // none|silent|slow|exception|garbage|fault|noisy
+	Delay string   `json:"delay,omitempty"` // Go duration, mode slow only
+	Code  int      `json:"code,omitempty"`  // exception code 1–255, mode exception only (default 4)
+	Rate  *float64 `json:"rate,omitempty"`  // probability 0–1 per reply of a corrupted reply and of a noise burst, mode noisy only (required there)
+	Seed  uint64   `json:"seed,omitempty"`  // seed of the noise sequence, mode noisy only; 0 or absent: random
 }
 
 // Devices lists every simulated device: buses, then TCP listeners, each in config
@@ -710,8 +713,11 @@ func (s *Sim) Devices() []DeviceInfo {
 		f, _ := g.server.Fault(byte(dc.Unit))
 		stats, _ := g.server.Stats(byte(dc.Unit))
 		fj := FaultJSON{Mode: string(f.Mode), Code: int(f.Code)}
-		if f.Mode == slave.FaultSlow {
+		switch f.Mode {
+		case slave.FaultSlow:
 			fj.Delay = f.Delay.String()
+		case slave.FaultNoisy:
+			fj.Rate, fj.Seed = &f.Rate, f.Seed
 		}
 		return DeviceInfo{
 			Bus: g.name, Unit: dc.Unit, Serial: d.Serial(), Model: d.Model(), Revision: d.Revision(),

@@ -261,6 +261,46 @@ func TestSimEndToEnd(t *testing.T) {
 		ts.setFault(t, "1", `{"mode":"none"}`)
 	})
 
+	t.Run("fault noisy", func(t *testing.T) {
+		ts.setFault(t, "1", `{"mode":"noisy","rate":1,"seed":7}`)
+		got, _ := transact(t, f, read1, len(want1), 0)
+		if slave.CheckCRC(got) || !bytes.Equal(got[:7], want1[:7]) {
+			t.Fatalf("noisy reply % X: want a bad CRC", got)
+		}
+		// Then a noise burst of 1–4 bytes on the line, followed by silence.
+		var burst []byte
+		buf := make([]byte, 16)
+		for {
+			_ = f.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			k, err := f.Read(buf)
+			burst = append(burst, buf[:k]...)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(burst) < 1 || len(burst) > 4 {
+			t.Fatalf("noise burst % X: want 1–4 bytes", burst)
+		}
+		devs := ts.devices(t)
+		if fj := devs[0].Fault; fj.Mode != "noisy" || fj.Rate == nil || *fj.Rate != 1 || fj.Seed != 7 || fj.Delay != "" || fj.Code != 0 {
+			t.Fatalf("devices[0].fault %+v", fj)
+		}
+		ts.setFault(t, "1", `{"mode":"noisy","rate":0}`)
+		if got, _ := transact(t, f, read1, len(want1), 0); !bytes.Equal(got, want1) {
+			t.Fatalf("noisy at rate 0: % X", got)
+		}
+		if fj := ts.devices(t)[0].Fault; fj.Rate == nil || *fj.Rate != 0 || fj.Seed != 0 {
+			t.Fatalf("devices[0].fault at rate 0 %+v", fj)
+		}
+		ts.setFault(t, "1", `{"mode":"none"}`)
+		if fj := ts.devices(t)[0].Fault; fj.Rate != nil {
+			t.Fatalf("devices[0].fault after none %+v", fj)
+		}
+	})
+
 	t.Run("fault CiA 402", func(t *testing.T) {
 		ts.setFault(t, "1", `{"mode":"fault"}`)
 		// statusword 0x0208 (bit 3 fault, remote), error code 0x2310
@@ -297,6 +337,14 @@ func TestSimEndToEnd(t *testing.T) {
 			{"/v1/devices/bus1/1/fault", `{"mode":"silent","delay":"1s"}`, 400, "only valid with mode slow"},
 			{"/v1/devices/bus1/1/fault", `{"mode":"exception","code":300}`, 400, "1 to 255"},
 			{"/v1/devices/bus1/1/fault", `{"mode":"none","colour":1}`, 400, "unknown field"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"noisy"}`, 400, "mode noisy needs a rate"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"noisy","rate":1.5}`, 400, "rate must be a probability from 0 to 1"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"noisy","rate":-0.01}`, 400, "rate must be a probability from 0 to 1"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"noisy","rate":"high"}`, 400, "JSON object"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"noisy","rate":0.1,"seed":-1}`, 400, "JSON object"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"slow","delay":"1s","rate":0.1}`, 400, "rate is only valid with mode noisy"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"none","seed":3}`, 400, "seed is only valid with mode noisy"},
+			{"/v1/devices/bus1/1/fault", `{"mode":"loud"}`, 400, "noisy"},
 			{"/v1/devices/bus1/1/fault", `{}`, 400, "mode is required"},
 			{"/v1/devices/bus1/1/fault", `not json`, 400, "JSON object"},
 		}

@@ -61,10 +61,43 @@ func InterFrameDelay(baud int) time.Duration {
 	return time.Duration(int64(7*BitsPerChar) * int64(time.Second) / int64(2*baud))
 }
 
-// ReplyDelay returns how long after a request was completely received the last byte
-// of the reply reaches the master on a physical line: request wire time + t3.5 (the
-// slave detects the end of the request) + turnaround (processing) + reply wire time.
-// reqLen and replyLen are ADU lengths in bytes; baud in bits/s, > 0.
+// InterCharDelay returns t1.5, the longest silence allowed between two characters of
+// one RTU frame: 1.5 character times, fixed at 750 µs above 19200 baud (Modbus over
+// Serial Line V1.02 §2.5.1.1). baud must be > 0.
+func InterCharDelay(baud int) time.Duration {
+	if baud > 19200 {
+		return 750 * time.Microsecond
+	}
+	return time.Duration(int64(3*BitsPerChar) * int64(time.Second) / int64(2*baud))
+}
+
+// Line model of the RTU server (RTUServer.Serve). A request completely received at rx
+// (when its last bytes were read from the port) is taken to have been on the line for
+// its wire time after rx; the slave detects its end after t3.5 of silence, processes it
+// for the turnaround, and then sends the reply character by character. Byte i
+// (0-based) of the reply is complete at the master at
+//
+//	T_i = rx + WireTime(reqLen) + InterFrameDelay + turnaround + WireTime(i+1)
+//
+// (Modbus over Serial Line V1.02 §2.5.1: 11-bit characters; §2.5.1.1: t3.5). The
+// server delivers each byte no earlier than T_i.
+
+// FirstByteDelay returns how long after a request was completely received the first
+// byte of the reply reaches the master on a physical line (T_0 − rx of the line model):
+// request wire time + t3.5 (the slave detects the end of the request) + turnaround
+// (processing) + one character time. reqLen is the request ADU length in bytes; baud in
+// bits/s, > 0. A master whose reply timeout ends at the first reply character (as most
+// do) can use a timeout just above this, whatever the reply's length.
+func FirstByteDelay(reqLen, baud int, turnaround time.Duration) time.Duration {
+	return WireTime(reqLen, baud) + InterFrameDelay(baud) + turnaround + WireTime(1, baud)
+}
+
+// ReplyDelay returns how long after a request was completely received the LAST byte of
+// the reply reaches the master on a physical line (T_last − rx of the line model):
+// request wire time + t3.5 (the slave detects the end of the request) + turnaround
+// (processing) + reply wire time. reqLen and replyLen are ADU lengths in bytes; baud in
+// bits/s, > 0. The first byte arrives FirstByteDelay after rx; the reply then streams
+// in at one character time per byte.
 func ReplyDelay(reqLen, replyLen, baud int, turnaround time.Duration) time.Duration {
 	return WireTime(reqLen, baud) + InterFrameDelay(baud) + turnaround + WireTime(replyLen, baud)
 }

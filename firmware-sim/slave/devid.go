@@ -3,12 +3,15 @@ package slave
 // Read Device Identification (FC 0x2B, MEI type 0x0E), Modbus Application Protocol
 // V1.1b3 §6.21, with the categories of docs/registers.md.
 
-// Read Device ID codes (§6.21).
+// Read Device ID codes (§6.21). A stream access code from object 0 streams its
+// category and the ones below it (basic ⊂ regular ⊂ extended, the nesting of the
+// conformity levels of §6.21), as pymodbus and common devices answer: a master that
+// asks for the regular objects gets the basic ones first.
 const (
-	DevIDBasic      byte = 0x01 // stream access, basic category: objects 0x00–0x02
-	DevIDRegular    byte = 0x02 // stream access, regular category: objects 0x03–0x7F present
-	DevIDExtended   byte = 0x03 // stream access, extended category: objects 0x80–0xFF present
-	DevIDIndividual byte = 0x04 // individual access: one object
+	DevIDBasic      byte = 0x01 // stream access, basic objects 0x00–0x02
+	DevIDRegular    byte = 0x02 // stream access, basic and regular objects 0x00–0x06 present
+	DevIDExtended   byte = 0x03 // stream access, basic, regular and extended objects: 0x00–0x06 and 0x80–0xFF present
+	DevIDIndividual byte = 0x04 // individual access: one object, any present id
 )
 
 // ConformityLevel is the conformity level answered: 0x83, basic, regular and extended
@@ -20,15 +23,18 @@ const ConformityLevel byte = 0x83
 // objects.
 const devIDHeader = 7
 
-// category returns the object ID range of a stream access code.
-func category(code byte) (lo, hi byte) {
+// inStream reports whether object id belongs to the stream of access code code (a
+// stream access code): basic 0x00–0x02; regular 0x00–0x06 (§6.21 defines regular
+// objects 0x03–0x06; 0x07–0x7F are reserved); extended adds the private objects
+// 0x80–0xFF.
+func inStream(code, id byte) bool {
 	switch code {
 	case DevIDBasic:
-		return 0x00, 0x02
+		return id <= 0x02
 	case DevIDRegular:
-		return 0x03, 0x7F
+		return id <= 0x06
 	}
-	return 0x80, 0xFF
+	return id <= 0x06 || id >= 0x80
 }
 
 // readDeviceID answers a 0x2B/0x0E request; data is the request after the function
@@ -57,10 +63,12 @@ func readDeviceID(dev Device, data []byte, opt Options) []byte {
 		return ExceptionPDU(fc, byte(IllegalDataValue))
 	}
 
-	lo, hi := category(code)
 	var ids []byte
 	start := -1
-	for id := int(lo); id <= int(hi); id++ {
+	for id := 0; id <= 0xFF; id++ {
+		if !inStream(code, byte(id)) {
+			continue
+		}
 		if _, ok := dev.IdentificationObject(byte(id)); ok {
 			if byte(id) == objID {
 				start = len(ids)
@@ -68,8 +76,8 @@ func readDeviceID(dev Device, data []byte, opt Options) []byte {
 			ids = append(ids, byte(id))
 		}
 	}
-	// An object id that is not a present object of the category restarts the stream
-	// at the category's first object (§6.21: "as if object 0 were pointed out").
+	// An object id that is not a present object of the stream restarts it at object 0
+	// (§6.21: "as if object 0 were pointed out").
 	if start < 0 {
 		start = 0
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func fixedClock() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 
-func newTestDrive(t *testing.T, serial string, enabled bool) *drive.Drive {
+func newTestDrive(t testing.TB, serial string, enabled bool) *drive.Drive {
 	t.Helper()
 	d, err := drive.New(drive.Options{Serial: serial, Enabled: enabled, Now: fixedClock})
 	if err != nil {
@@ -123,7 +124,16 @@ func TestHandlePDU(t *testing.T) {
 			" 00 15" + hex.EncodeToString([]byte("rollcall firmware-sim")) +
 			" 01 0A" + hex.EncodeToString([]byte("RC-SIM-402")) +
 			" 02 03" + hex.EncodeToString([]byte("1.2"))},
-		{"FC2B extended", "2B 0E 03 00", "2B 0E 03 83 00 00 01 80 08" + hex.EncodeToString([]byte("SIM-0001"))},
+		{"FC2B regular from 0: basic objects first", "2B 0E 02 00", "2B 0E 02 83 00 00 06" +
+			" 00 15" + hex.EncodeToString([]byte("rollcall firmware-sim")) +
+			" 01 0A" + hex.EncodeToString([]byte("RC-SIM-402")) +
+			" 02 03" + hex.EncodeToString([]byte("1.2")) +
+			" 03 25" + hex.EncodeToString([]byte("https://rollcall.invalid/firmware-sim")) +
+			" 04 15" + hex.EncodeToString([]byte("Simulated servo drive")) +
+			" 05 0C" + hex.EncodeToString([]byte("SIM-402-400W"))},
+		{"FC2B extended from 0x80", "2B 0E 03 80", "2B 0E 03 83 00 00 01 80 08" + hex.EncodeToString([]byte("SIM-0001"))},
+		{"FC2B extended from 0x05", "2B 0E 03 05", "2B 0E 03 83 00 00 02 05 0C" + hex.EncodeToString([]byte("SIM-402-400W")) +
+			" 80 08" + hex.EncodeToString([]byte("SIM-0001"))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,10 +211,14 @@ func TestReadDeviceIDSplit(t *testing.T) {
 
 	// Walk every category the way a master does and check that all objects arrive
 	// once, in order, with no reply over the limit except a lone over-sized object.
+	// Each stream code from object 0 streams its category and those below it (§6.21),
+	// continuing across the categories.
+	basic := []obj{{0x00, drive.Vendor}, {0x01, drive.ProductCode}, {0x02, "1.2"}}
+	regular := append(slices.Clone(basic), obj{0x03, drive.VendorURL}, obj{0x04, drive.ProductName}, obj{0x05, drive.DefaultModel})
 	wantAll := map[byte][]obj{
-		DevIDBasic:    {{0x00, drive.Vendor}, {0x01, drive.ProductCode}, {0x02, "1.2"}},
-		DevIDRegular:  {{0x03, drive.VendorURL}, {0x04, drive.ProductName}, {0x05, drive.DefaultModel}},
-		DevIDExtended: {{0x80, "SIM-0001"}},
+		DevIDBasic:    basic,
+		DevIDRegular:  regular,
+		DevIDExtended: append(slices.Clone(regular), obj{0x80, "SIM-0001"}),
 	}
 	for _, limit := range []int{16, 40, 60, 253, 0} {
 		for code, want := range wantAll {
@@ -224,8 +238,8 @@ func TestReadDeviceIDSplit(t *testing.T) {
 					}
 					break
 				}
-				if parts > 10 {
-					t.Fatal("no progress")
+				if parts > 10 || nxt <= next { // a master such as rollcall's needs it to advance
+					t.Fatalf("limit %d code %d: no progress: next object %#x after a request from %#x", limit, code, nxt, next)
 				}
 				next = nxt
 			}
@@ -249,8 +263,8 @@ func TestReadDeviceIDSplit(t *testing.T) {
 
 func TestReadDeviceIDRestart(t *testing.T) {
 	d := newTestDrive(t, "SIM-0001", true)
-	// An object id that is not in the category restarts at the category's first object
-	// (Modbus Application Protocol V1.1b3 §6.21).
+	// An object id that is not a present object of the code's stream restarts the
+	// stream at object 0 (Modbus Application Protocol V1.1b3 §6.21).
 	tests := []struct {
 		req   string
 		first byte
@@ -258,11 +272,16 @@ func TestReadDeviceIDRestart(t *testing.T) {
 	}{
 		{"2B 0E 01 07", 0x00, 3},
 		{"2B 0E 01 02", 0x02, 1},
-		{"2B 0E 02 00", 0x03, 3},
-		{"2B 0E 02 06", 0x03, 3},
+		{"2B 0E 01 05", 0x00, 3}, // a regular object: not in the basic stream
+		{"2B 0E 02 00", 0x00, 6},
+		{"2B 0E 02 03", 0x03, 3},
+		{"2B 0E 02 06", 0x00, 6}, // UserApplicationName: absent
 		{"2B 0E 02 05", 0x05, 1},
-		{"2B 0E 03 00", 0x80, 1},
-		{"2B 0E 03 81", 0x80, 1},
+		{"2B 0E 02 80", 0x00, 6}, // an extended object: not in the regular stream
+		{"2B 0E 03 00", 0x00, 7},
+		{"2B 0E 03 02", 0x02, 5},
+		{"2B 0E 03 80", 0x80, 1},
+		{"2B 0E 03 81", 0x00, 7},
 	}
 	for _, tt := range tests {
 		_, _, objs := parseDevID(t, HandlePDU(d, testutil.Unhex(t, tt.req), Options{}))

@@ -16,7 +16,8 @@ var ErrUnknownUnit = errors.New("unknown unit")
 
 // Port is the byte stream an RTUServer serves: the master side of a pseudo-terminal
 // (a pollable *os.File) or, in tests, a net.Conn. Deadlines must unblock pending Reads
-// and Writes with an error matching os.ErrDeadlineExceeded.
+// and Writes with an error matching os.ErrDeadlineExceeded. Serve reads and writes
+// from two goroutines at once (its reader and its reply writer).
 type Port interface {
 	io.Reader
 	io.Writer
@@ -36,7 +37,8 @@ type RTUConfig struct {
 	Turnaround time.Duration
 	// PDU holds the PDU handler options (Read Device Identification reply size).
 	PDU Options
-	// WriteTimeout bounds one reply write (the peer may not read); 0 means 1 s.
+	// WriteTimeout bounds each write of a reply chunk (the peer may not read); 0 means
+	// 1 s.
 	WriteTimeout time.Duration
 	// OnWriteTimeout, if set, is called after a reply write timed out, e.g. to flush
 	// stale replies the peer never read from the terminal's input queue.
@@ -49,17 +51,19 @@ type RTUConfig struct {
 // UnitStats counts one unit's traffic since the server was created.
 type UnitStats struct {
 	Requests uint64 // frames with a good CRC addressed to the unit (broadcasts included)
-	Replies  uint64 // reply frames written (garbage frames included)
+	Replies  uint64 // reply frames completely written (corrupted ones included; not noise bursts, not replies dropped midway)
 }
 
 // RTUServer serves the units of one Modbus RTU bus on a byte stream (Modbus over
 // Serial Line V1.02 §2.5.1): request framing by function code, CRC check, frame
-// resynchronisation on garbage, line-timing emulation of the replies and per-unit
-// fault injection. Create it with NewRTUServer; its methods are safe for concurrent
-// use; Serve runs at most once at a time.
+// resynchronisation on garbage, line-timing emulation of the replies (streamed byte by
+// byte on the line model of FirstByteDelay) and per-unit fault injection (FaultMode;
+// FaultNoisy adds corrupted replies and noise bursts). Create it with NewRTUServer;
+// its methods are safe for concurrent use; Serve runs at most once at a time.
 type RTUServer struct {
-	cfg RTUConfig
-	log *slog.Logger
+	cfg      RTUConfig
+	log      *slog.Logger
+	newTimer func() (wakeTimer, error) // newWakeTimer; tests swap in the portable one
 	unitTable
 }
 
@@ -79,7 +83,7 @@ func NewRTUServer(cfg RTUConfig) (*RTUServer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &RTUServer{cfg: cfg, log: log.With("bus", cfg.Bus), unitTable: newUnitTable("bus", cfg.Bus)}, nil
+	return &RTUServer{cfg: cfg, log: log.With("bus", cfg.Bus), newTimer: newWakeTimer, unitTable: newUnitTable("bus", cfg.Bus)}, nil
 }
 
 // AddUnit puts dev on the bus at unit ID id (1–247, Modbus over Serial Line V1.02
@@ -139,17 +143,27 @@ func requestLength(b []byte) int {
 	return -1
 }
 
-// pendingReply is a reply held back until its line-timing instant.
+// pendingReply is a reply to stream on the line model's schedule (see FirstByteDelay).
 type pendingReply struct {
-	adu []byte
-	due time.Time
-	u   *unit
+	adu   []byte
+	start time.Time // when the reply's first character starts on the line
+	baud  int       // line speed, bits/s
+	u     *unit
+	noise []byte // FaultNoisy: garbage the line carries after the reply; nil: none
+
+	// Streaming state, guarded by replyWriter.mu.
+	sent int       // reply bytes handed to the port
+	next time.Time // instant of the next chunk
 }
 
+// byteDue returns T_i, the instant byte i (0-based) of the reply is complete at the
+// master: start + (i+1) character times.
+func (p *pendingReply) byteDue(i int) time.Time { return p.start.Add(WireTime(i+1, p.baud)) }
+
 // handleFrame executes one complete request ADU with a good CRC, received at rx, and
-// returns the reply to send at its line-timing instant; ok is false when nothing is to
-// be sent (broadcast, unit not on the bus, silent unit).
-func (s *RTUServer) handleFrame(frame []byte, rx time.Time) (p pendingReply, ok bool) {
+// returns the reply to stream; ok is false when nothing is to be sent (broadcast, unit
+// not on the bus, silent unit).
+func (s *RTUServer) handleFrame(frame []byte, rx time.Time) (p *pendingReply, ok bool) {
 	addr, pdu := frame[0], frame[1:len(frame)-2]
 	if addr == 0 { // broadcast: execute, never reply (Modbus over Serial Line V1.02 §2.1)
 		s.mu.Lock()
@@ -169,40 +183,47 @@ func (s *RTUServer) handleFrame(frame []byte, rx time.Time) (p pendingReply, ok 
 			}
 			HandlePDU(t.u.dev, pdu, s.cfg.PDU)
 		}
-		return p, false
+		return nil, false
 	}
 	u, f := s.lookup(addr)
 	if u == nil {
 		s.log.Debug("request for a unit not on the bus ignored", "unit", addr)
-		return p, false
+		return nil, false
 	}
 	u.requests.Add(1)
 	var reply []byte
 	switch f.Mode {
 	case FaultSilent:
-		return p, false
+		return nil, false
 	case FaultException:
 		reply = ExceptionPDU(pdu[0], f.Code)
 	default:
 		reply = HandlePDU(u.dev, pdu, s.cfg.PDU)
 	}
 	if reply == nil {
-		return p, false
+		return nil, false
 	}
-	adu := AppendCRC(append([]byte{addr}, reply...))
-	if f.Mode == FaultGarbage {
-		adu[len(adu)-2] ^= 0xFF
-		adu[len(adu)-1] ^= 0xFF
+	p = &pendingReply{adu: AppendCRC(append([]byte{addr}, reply...)), baud: s.cfg.Baud, u: u}
+	corrupt := f.Mode == FaultGarbage
+	if f.Mode == FaultNoisy {
+		corrupt, p.noise = s.noisyDraw(u, f.Rate)
 	}
-	due := rx.Add(ReplyDelay(len(frame), len(adu), s.cfg.Baud, s.cfg.Turnaround))
+	if corrupt { // a frame of the right length with a wrong CRC
+		p.adu[len(p.adu)-2] ^= 0xFF
+		p.adu[len(p.adu)-1] ^= 0xFF
+	}
+	// Line model: the request takes its wire time after rx, the slave sees its end
+	// after t3.5, then processes it for the turnaround.
+	p.start = rx.Add(WireTime(len(frame), s.cfg.Baud) + InterFrameDelay(s.cfg.Baud) + s.cfg.Turnaround)
 	if f.Mode == FaultSlow {
-		due = due.Add(f.Delay)
+		p.start = p.start.Add(f.Delay)
 	}
-	return pendingReply{adu: adu, due: due, u: u}, true
+	return p, true
 }
 
 // Serve reads requests from port and writes the replies until ctx is cancelled
-// (returns nil) or port fails (returns the error, wrapped, naming the bus).
+// (returns nil) or port fails (returns the error, wrapped, naming the bus). Its
+// goroutines (the reader and a reply writer) have ended when it returns.
 //
 // Framing (Modbus over Serial Line V1.02 §2.5.1): a request's length follows from its
 // function code; a frame with a bad CRC, an over-long or incomplete frame is dropped
@@ -210,35 +231,73 @@ func (s *RTUServer) handleFrame(frame []byte, rx time.Time) (p pendingReply, ok 
 // A frame whose function code does not give its length ends at a t3.5 silence.
 // Requests for unit IDs not on the bus are parsed and ignored.
 //
-// Line timing: the reply to a request completely received at t is written in one
-// write at t + ReplyDelay (+ Fault.Delay for FaultSlow), so the master sees its last
-// byte when a physical line would deliver it. If the master sends anything before that
-// instant it has given up on the request: the held reply is dropped.
+// Line timing (see FirstByteDelay): the reply to a request completely received at rx
+// streams out like a real line's: byte i is written no earlier than
+// T_i = rx + FirstByteDelay + i character times (+ Fault.Delay for FaultSlow), in
+// chunks — the first byte alone at T_0, then every max(1 character, 500 µs) all bytes
+// due by then (gaps stay below t1.5 above 19200 baud), the last at T_last =
+// rx + ReplyDelay. On Linux a timerfd wakes the writer within microseconds of those
+// instants; elsewhere a runtime timer plus a short spin. If the master sends anything
+// before the reply has been completely written it has given up on the request: the
+// rest of the reply is dropped.
 func (s *RTUServer) Serve(ctx context.Context, port Port) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	past := time.Unix(1, 0)
 	stop := context.AfterFunc(ctx, func() {
-		// Unblock a pending Read or Write; the loop checks ctx after every deadline
-		// it sets, so this cannot be lost.
+		// Unblock a pending Read or Write; the reader and the writer check ctx after
+		// every deadline they set, so this cannot be lost.
 		_ = port.SetReadDeadline(past)
 		_ = port.SetWriteDeadline(past)
 	})
 	defer stop()
 
+	timer, err := s.newTimer()
+	if err != nil {
+		return fmt.Errorf("slave: bus %s: %w", s.cfg.Bus, err)
+	}
+	w := &replyWriter{s: s, port: port, timer: timer,
+		period: max(WireTime(1, s.cfg.Baud), chunkPeriod), t15: InterCharDelay(s.cfg.Baud)}
+	var werr error
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		if werr = w.run(ctx); werr != nil {
+			cancel() // the reader stops too
+		}
+	}()
+	rerr := s.read(ctx, port, w)
+	cancel()
+	<-wdone
+	if rerr != nil {
+		return rerr
+	}
+	return werr
+}
+
+// read is Serve's reader: it frames the requests and hands the replies to w, until ctx
+// ends (nil) or port fails.
+func (s *RTUServer) read(ctx context.Context, port Port, w *replyWriter) error {
 	gap := InterFrameDelay(s.cfg.Baud)
 	var (
 		buf        = make([]byte, 0, 2*MaxADU)
 		rb         = make([]byte, MaxADU)
 		lastRx     time.Time
 		discarding bool
-		pending    *pendingReply
 	)
+	submit := func(p *pendingReply) error {
+		if p == nil {
+			return nil
+		}
+		if err := w.submit(p); err != nil {
+			return fmt.Errorf("slave: bus %s: %w", s.cfg.Bus, err)
+		}
+		return nil
+	}
 	for {
 		var deadline time.Time // zero: wait for the next byte without limit
 		if len(buf) > 0 || discarding {
 			deadline = lastRx.Add(gap)
-		}
-		if pending != nil && (deadline.IsZero() || pending.due.Before(deadline)) {
-			deadline = pending.due
 		}
 		if err := port.SetReadDeadline(deadline); err != nil {
 			return fmt.Errorf("slave: bus %s: set read deadline: %w", s.cfg.Bus, err)
@@ -251,22 +310,28 @@ func (s *RTUServer) Serve(ctx context.Context, port Port) error {
 			now := time.Now()
 			if (len(buf) > 0 || discarding) && !now.Before(lastRx.Add(gap)) {
 				// The reader woke late (a busy machine): these bytes came after a silence
-				// of t3.5 at least, which ended what was buffered or discarded before.
+				// of t3.5 at least, which ended what was buffered or discarded before. A
+				// frame that ended there is executed; its reply is dropped like any other
+				// reply the master sent over.
 				if len(buf) > 0 && !discarding {
-					if p := s.endOfFrame(buf, lastRx); p != nil && pending == nil {
-						pending = p
+					if p := s.endOfFrame(buf, lastRx); p != nil {
+						s.log.Debug("reply dropped: the master sent again before the reply was due", "unit", p.u.id)
 					}
 				}
 				buf, discarding = buf[:0], false
 			}
 			lastRx = now
-			if pending != nil {
-				s.log.Debug("reply dropped: the master sent again before the reply was due", "unit", pending.u.id)
-				pending = nil
+			if p := w.cancel(); p != nil {
+				s.log.Debug("reply dropped: the master sent again before the reply was complete",
+					"unit", p.u.id, "bytes_sent", p.sent, "bytes", len(p.adu))
 			}
 			if !discarding {
+				var p *pendingReply
 				buf = append(buf, rb[:n]...)
-				buf, pending, discarding = s.consume(buf, lastRx)
+				buf, p, discarding = s.consume(buf, lastRx)
+				if err := submit(p); err != nil {
+					return err
+				}
 			}
 		}
 		if err == nil {
@@ -278,18 +343,11 @@ func (s *RTUServer) Serve(ctx context.Context, port Port) error {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("slave: bus %s: read: %w", s.cfg.Bus, err)
 		}
-		now := time.Now()
-		if pending != nil && !now.Before(pending.due) {
-			if err := s.write(ctx, port, pending); err != nil {
-				return err
-			}
-			pending = nil
-		}
-		if (len(buf) > 0 || discarding) && !now.Before(lastRx.Add(gap)) {
+		if (len(buf) > 0 || discarding) && !time.Now().Before(lastRx.Add(gap)) {
 			// t3.5 of silence: the frame (or the garbage) has ended.
 			if len(buf) > 0 && !discarding {
-				if p := s.endOfFrame(buf, lastRx); p != nil {
-					pending = p
+				if err := submit(s.endOfFrame(buf, lastRx)); err != nil {
+					return err
 				}
 			}
 			buf, discarding = buf[:0], false
@@ -298,7 +356,7 @@ func (s *RTUServer) Serve(ctx context.Context, port Port) error {
 }
 
 // consume takes the complete frames off the front of buf (received at rx). It returns
-// the rest of buf, the reply to hold (the last frame's, if any) and whether input must
+// the rest of buf, the reply to send (the last frame's, if any) and whether input must
 // be discarded until the next silence (bad CRC or over-long frame; a reply to a good
 // frame before it in the same burst is still sent).
 func (s *RTUServer) consume(buf []byte, rx time.Time) ([]byte, *pendingReply, bool) {
@@ -317,11 +375,8 @@ func (s *RTUServer) consume(buf []byte, rx time.Time) ([]byte, *pendingReply, bo
 			s.log.Debug("bad CRC: input discarded until the next silence", "unit", frame[0], "bytes", len(buf))
 			return buf[:0], pending, true
 		}
-		if p, ok := s.handleFrame(frame, rx); ok {
-			pending = &p
-		} else {
-			pending = nil // a later frame supersedes an earlier reply
-		}
+		// A later frame supersedes an earlier reply (nil when it has none).
+		pending, _ = s.handleFrame(frame, rx)
 		buf = append(buf[:0], buf[n:]...)
 	}
 	return buf, pending, false
@@ -331,39 +386,9 @@ func (s *RTUServer) consume(buf []byte, rx time.Time) ([]byte, *pendingReply, bo
 // the function code does not give, or an incomplete frame (dropped).
 func (s *RTUServer) endOfFrame(buf []byte, rx time.Time) *pendingReply {
 	if requestLength(buf) < 0 && CheckCRC(buf) {
-		if p, ok := s.handleFrame(buf, rx); ok {
-			return &p
-		}
-		return nil
+		p, _ := s.handleFrame(buf, rx)
+		return p
 	}
 	s.log.Debug("incomplete or bad frame discarded", "bytes", len(buf))
 	return nil
-}
-
-// write sends a held reply in one write, bounded by WriteTimeout. A timeout is logged
-// (the peer is not reading) and not fatal.
-func (s *RTUServer) write(ctx context.Context, port Port, p *pendingReply) error {
-	if err := port.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-		return fmt.Errorf("slave: bus %s: set write deadline: %w", s.cfg.Bus, err)
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	_, err := port.Write(p.adu)
-	switch {
-	case err == nil:
-		p.u.replies.Add(1)
-		return nil
-	case ctx.Err() != nil:
-		return nil
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.log.Warn("reply write timed out: nobody reads the bus", "unit", p.u.id, "err", err)
-		if s.cfg.OnWriteTimeout != nil {
-			if ferr := s.cfg.OnWriteTimeout(); ferr != nil {
-				s.log.Warn("flushing stale input failed", "err", ferr)
-			}
-		}
-		return nil
-	}
-	return fmt.Errorf("slave: bus %s: unit %d: write reply: %w", s.cfg.Bus, p.u.id, err)
 }

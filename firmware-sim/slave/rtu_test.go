@@ -3,6 +3,7 @@ package slave
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -22,7 +23,7 @@ type testBus struct {
 	d1, d2 *drive.Drive
 }
 
-func newTestBus(t *testing.T, baud int, turnaround time.Duration) *testBus {
+func newTestBus(t testing.TB, baud int, turnaround time.Duration) *testBus {
 	t.Helper()
 	srv, err := NewRTUServer(RTUConfig{Bus: "test", Baud: baud, Turnaround: turnaround})
 	if err != nil {
@@ -83,7 +84,12 @@ func TestRTUFrames(t *testing.T) {
 		{name: "illegal address", req: "01 03 00 05 00 01 94 0B", reply: "01 83 02 C0 F1"},
 		{name: "illegal value", req: "01 03 00 00 00 00 45 CA", reply: "01 83 03 01 31"},
 		{name: "illegal function", req: "01 01 00 00 00 01 FD CA", reply: "01 81 01 81 90"},
-		{name: "device ID extended", req: "01 2B 0E 03 00 71 17", reply: "01 2B 0E 03 83 00 00 01 80 08 53 49 4D 2D 30 30 30 31 8B FF"},
+		{name: "device ID extended: every object from 0x00", req: "01 2B 0E 03 00 71 17", reply: "01 2B 0E 03 83 00 00 07" +
+			" 00 15" + hex.EncodeToString([]byte("rollcall firmware-sim")) + " 01 0A" + hex.EncodeToString([]byte("RC-SIM-402")) +
+			" 02 03" + hex.EncodeToString([]byte("1.2")) + " 03 25" + hex.EncodeToString([]byte("https://rollcall.invalid/firmware-sim")) +
+			" 04 15" + hex.EncodeToString([]byte("Simulated servo drive")) + " 05 0C" + hex.EncodeToString([]byte("SIM-402-400W")) +
+			" 80 08" + hex.EncodeToString([]byte("SIM-0001")) + " BB DA"},
+		{name: "device ID extended from 0x80", req: "01 2B 0E 03 80 70 B7", reply: "01 2B 0E 03 83 00 00 01 80 08 53 49 4D 2D 30 30 30 31 8B FF"},
 		{name: "device ID unknown object", req: "01 2B 0E 04 06 F3 25", reply: "01 AB 02 DE F1"},
 		{name: "device ID bad code", req: "01 2B 0E 05 00 72 B7", reply: "01 AB 03 1F 31"},
 		{name: "unit not on the bus", req: "09 03 00 00 00 02 C5 43"},
@@ -128,8 +134,11 @@ func TestRTUFrames(t *testing.T) {
 			}
 			reqLen := len(testutil.Unhex(t, tt.req)) // single-frame cases only use the due time
 			if tt.rest == 0 && !tt.discard && reqLen < 16 {
-				if want := rx.Add(ReplyDelay(reqLen, len(p.adu), 115200, time.Millisecond)); !p.due.Equal(want) {
-					t.Errorf("due %v after rx, want %v", p.due.Sub(rx), want.Sub(rx))
+				if want := rx.Add(FirstByteDelay(reqLen, 115200, time.Millisecond)); !p.byteDue(0).Equal(want) {
+					t.Errorf("first byte due %v after rx, want %v", p.byteDue(0).Sub(rx), want.Sub(rx))
+				}
+				if want := rx.Add(ReplyDelay(reqLen, len(p.adu), 115200, time.Millisecond)); !p.byteDue(len(p.adu) - 1).Equal(want) {
+					t.Errorf("last byte due %v after rx, want %v", p.byteDue(len(p.adu)-1).Sub(rx), want.Sub(rx))
 				}
 			}
 		})
@@ -145,7 +154,7 @@ func TestRTUSlowDue(t *testing.T) {
 	_, p, _ := b.srv.consume(testutil.Unhex(t, "01 03 00 00 00 02 C4 0B"), rx)
 	// (8 + 9 bytes) × 11 bits / 9600 baud + 38.5 bits / 9600 baud + 3 ms + 200 ms
 	want := lineTime(17*11+38.5, 9600) + 203*time.Millisecond
-	if got := p.due.Sub(rx); got < want-time.Microsecond || got > want+time.Microsecond {
+	if got := p.byteDue(len(p.adu) - 1).Sub(rx); got < want-time.Microsecond || got > want+time.Microsecond {
 		t.Fatalf("slow reply due after %v, want %v", got, want)
 	}
 }
@@ -274,8 +283,9 @@ func TestRTUServeStream(t *testing.T) {
 		t.Fatalf("unknown function: reply % X", got)
 	}
 
-	// The server counts a reply after its write returned; this write returns once the
-	// server reads again, so the counters are final.
+	// The server counts a reply before it writes the reply's last byte, so a master
+	// holding the whole reply sees it counted; this write returns once the server
+	// reads again, so the request counter is final too.
 	if _, err := pb.master.Write(testutil.Unhex(t, "09 03 00 00 00 02 C5 43")); err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,9 @@ type TCPConfig struct {
 // nothing; FaultGarbage executes the request and answers a frame of the right length
 // whose protocol identifier is GarbageProtocolID — the TCP analogue of the RTU mode's
 // bad CRC: the stream stays in step and a client that checks the header, as it must,
-// rejects the reply; FaultDevice answers normally (the owner puts the drive in fault).
+// rejects the reply; FaultNoisy answers such a frame with probability Fault.Rate per
+// reply, and normally otherwise (TCP has no line noise: no bursts); FaultDevice answers
+// normally (the owner puts the drive in fault).
 //
 // Create it with NewTCPServer and add units before serving; its methods are safe for
 // concurrent use, and Serve may be called again after it returned (with a new listener),
@@ -345,6 +347,10 @@ func (s *TCPServer) handleADU(hdr, pdu []byte) (reply []byte, delay time.Duratio
 			binary.BigEndian.PutUint16(adu[2:], GarbageProtocolID)
 		case FaultSlow:
 			delay = f.Delay
+		case FaultNoisy:
+			if corrupt, _ := s.noisyDraw(u, f.Rate); corrupt { // no line noise on TCP: no burst
+				binary.BigEndian.PutUint16(adu[2:], GarbageProtocolID)
+			}
 		}
 	}
 	return adu, delay, u

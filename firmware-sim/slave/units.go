@@ -2,6 +2,7 @@ package slave
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 )
@@ -10,7 +11,8 @@ import (
 type unit struct {
 	id       byte
 	dev      Device
-	fault    Fault // guarded by unitTable.mu
+	fault    Fault      // guarded by unitTable.mu
+	rng      *rand.Rand // FaultNoisy's draws, seeded by setFault; guarded by unitTable.mu
 	requests atomic.Uint64
 	replies  atomic.Uint64
 }
@@ -54,7 +56,37 @@ func (t *unitTable) setFault(id byte, f Fault) error {
 		return fmt.Errorf("slave: %s: unit %d: %w", t.owner, id, ErrUnknownUnit)
 	}
 	u.fault = f.Normalize()
+	u.rng = nil
+	if u.fault.Mode == FaultNoisy {
+		seed := u.fault.Seed
+		if seed == 0 {
+			seed = rand.Uint64()
+		}
+		u.rng = rand.New(rand.NewPCG(seed, noisyStream))
+	}
 	return nil
+}
+
+// noisyStream is the PCG stream (increment) of FaultNoisy's generators: any constant.
+const noisyStream = 0x9E3779B97F4A7C15
+
+// noisyDraw draws FaultNoisy's outcomes for one reply of u: whether to corrupt it, and
+// the garbage burst of 1–4 random bytes to send after it (nil: none), each with
+// probability rate. Without a generator (the fault changed meanwhile) nothing happens.
+func (t *unitTable) noisyDraw(u *unit, rate float64) (corrupt bool, burst []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u.rng == nil {
+		return false, nil
+	}
+	corrupt = u.rng.Float64() < rate
+	if u.rng.Float64() < rate {
+		burst = make([]byte, 1+u.rng.IntN(4))
+		for i := range burst {
+			burst[i] = byte(u.rng.Uint32())
+		}
+	}
+	return corrupt, burst
 }
 
 func (t *unitTable) getFault(id byte) (Fault, error) {
