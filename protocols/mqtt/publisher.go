@@ -74,8 +74,11 @@ type PublisherOptions struct {
 	PingTimeout time.Duration
 	// ConnectTimeout bounds one connection attempt (TCP, TLS and CONNACK; default 5 s).
 	ConnectTimeout time.Duration
-	// MaxReconnectInterval caps the back-off between connection attempts (default 2 s;
-	// paho starts at 1 s and doubles).
+	// MaxReconnectInterval caps the back-off between connection attempts (default 2 s).
+	// After a lost connection the publisher tries again at once (jittered over 0–50
+	// ms), then after 50–100 ms, 100–200 ms and so on, doubling up to this cap
+	// (Timing.MinReconnectInterval): it is back within about the outage's own length
+	// after the broker is.
 	MaxReconnectInterval time.Duration
 	// PublishTimeout is how long the worker waits for the broker to acknowledge a batch
 	// of publications before it counts them failed and retries them (default 5 s). It
@@ -183,6 +186,7 @@ type Publisher struct {
 	online    []byte
 	offline   []byte
 	client    paho.Client
+	stopWait  chan struct{} // closed when Run stops: ends a reconnection back-off wait
 	store     *trackingStore
 	started   atomic.Bool
 	connGen   atomic.Uint64 // OnConnect calls so far
@@ -259,6 +263,7 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 		gwSlug:    contract.Slug(o.Gateway.Gateway),
 		statusTop: o.Topics.GatewayStatus(o.Gateway.Gateway),
 		store:     newTrackingStore(),
+		stopWait:  make(chan struct{}),
 		connEv:    make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		entries:   map[string]*entry{},
@@ -283,7 +288,7 @@ func NewPublisher(o PublisherOptions) (*Publisher, error) {
 		return nil, err
 	}
 
-	co := Session{Brokers: o.Brokers, ClientID: o.ClientID, Reconnect: true,
+	co := Session{Brokers: o.Brokers, ClientID: o.ClientID, Reconnect: true, Stop: p.stopWait,
 		Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig, Timing: timing}.Options().
 		SetBinaryWill(p.statusTop, p.offline, 1, true).
 		SetStore(p.store).
@@ -489,6 +494,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	connectTok := p.client.Connect()
 	p.work(ctx)
 	p.shutdown(ctx)
+	close(p.stopWait)
 	if !StopClient(p.client, connectTok, 250, p.o.ConnectTimeout+p.o.MaxReconnectInterval+time.Second) {
 		p.log.Warn("mqtt: client still connecting after shutdown; giving up waiting", "broker", p.broker)
 	}

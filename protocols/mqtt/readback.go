@@ -66,8 +66,8 @@ type ReadBackResult struct {
 // earlier run of it, or anyone else, left there; docs/contract.md, "Gateway start"):
 // one Retained per non-empty retained message on an instance topic of the gateway, the
 // malformed ones included so the caller can clear them, and its retained status record.
-// It subscribes to Topics.GatewayCatalogFilter and Topics.GatewayStatus with a clean
-// session, then publishes a non-retained marker
+// It subscribes (QoS 0) to Topics.GatewayCatalogFilter and Topics.GatewayStatus with a
+// clean session, then publishes a non-retained marker
 // {"readback":"<random nonce>"} to Topics.ReadBackMarker on the same session: the
 // broker sends retained messages when it handles the SUBSCRIBE, so they arrive before
 // the marker, which ends the read. It fails when the broker cannot be reached or the
@@ -160,7 +160,12 @@ func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 		return nil, fmt.Errorf("mqtt: read-back connect %s: %w", strings.Join(o.Brokers, ","), err)
 	}
 	defer StopClient(c, tok, 100, time.Second)
-	filters := map[string]byte{catalog: 1, status: 1, marker: 1}
+	// QoS 0, every filter alike: a broker sends the retained records of a SUBSCRIBE all
+	// at once, and Mosquitto 2.0 (default max_inflight_messages 20,
+	// max_queued_messages 1000) drops QoS 1 deliveries beyond its per-client queue,
+	// retained ones included, where QoS 0 ones are written out in order; the marker
+	// then stays behind the records (docs/contract.md, "Consumers").
+	filters := map[string]byte{catalog: 0, status: 0, marker: 0}
 	if o.StatusOnly {
 		delete(filters, catalog)
 	}

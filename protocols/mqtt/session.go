@@ -21,6 +21,17 @@ type Timing struct {
 	// ConnectTimeout bounds one connection attempt to one broker. Default
 	// DefaultConnectTimeout (5 s).
 	ConnectTimeout time.Duration
+	// MinReconnectInterval is the first step of the reconnection back-off
+	// (Session.Reconnect). After a lost connection the first attempt is made at once,
+	// up to MinReconnectInterval/2 later (jitter); while attempts fail, the next ones
+	// wait MinReconnectInterval, then twice as long each time up to
+	// MaxReconnectInterval, every wait a random point of the upper half of its step
+	// ([d/2, d)), so that the clients of a restarted broker neither wait long nor
+	// reconnect in step. Default DefaultMinReconnectInterval (100 ms). With the
+	// defaults the waits are 0–50 ms, 50–100, 100–200, 200–400, 400–800 ms,
+	// 0.8–1.6 s, then 1–2 s: a client reconnects within about the outage's own length
+	// (at most 2 s) after the broker is back.
+	MinReconnectInterval time.Duration
 	// MaxReconnectInterval caps the back-off between connection attempts. Default
 	// DefaultMaxReconnectInterval (2 s).
 	MaxReconnectInterval time.Duration
@@ -41,6 +52,7 @@ func (t Timing) WithDefaults() Timing {
 	def(&t.KeepAlive, DefaultKeepAlive)
 	def(&t.PingTimeout, DefaultPingTimeout)
 	def(&t.ConnectTimeout, DefaultConnectTimeout)
+	def(&t.MinReconnectInterval, DefaultMinReconnectInterval)
 	def(&t.MaxReconnectInterval, DefaultMaxReconnectInterval)
 	def(&t.WriteTimeout, DefaultPublishTimeout)
 	return t
@@ -71,9 +83,23 @@ type Session struct {
 	// order (needed by anything relying on the broker's ordering, e.g. a sync marker);
 	// the handler must then never block.
 	OrderMatters bool
-	// Reconnect turns on paho's automatic reconnection and connect retry, with back-off
-	// up to Timing.MaxReconnectInterval (first retry after at most 1 s).
+	// Reconnect turns on paho's automatic reconnection and connect retry, with the
+	// jittered back-off of Timing.MinReconnectInterval and MaxReconnectInterval: the
+	// first attempt after a loss within MinReconnectInterval/2, the second within
+	// MinReconnectInterval, and so on, doubling, up to MaxReconnectInterval. The very
+	// first connection attempt is made at once.
 	Reconnect bool
+	// OnNotification, if set, receives paho's connection notifications
+	// (paho.ConnectionNotification: connecting, broker, broker failed, failed,
+	// connected, lost). Options installs its own notification handler for the
+	// back-off, which calls this one: callers must not replace it with
+	// SetConnectionNotificationHandler.
+	OnNotification paho.ConnectionNotificationHandler
+	// Stop, once closed, ends a back-off wait at once, so that paho's connecting
+	// goroutine ends promptly after Disconnect (close it first, e.g. pass the Done
+	// channel of the context that ends the client). nil: a wait always runs its course
+	// (at most MaxReconnectInterval).
+	Stop <-chan struct{}
 	// Username and Password authenticate when Username is not empty.
 	Username, Password string
 	// TLSConfig is used for ssl/tls/wss brokers; nil means Go's defaults.
@@ -85,7 +111,11 @@ type Session struct {
 // Options returns paho client options for s: MQTT 3.1.1 with no silent fallback to 3.1,
 // no resumed subscriptions (rollcall subscribes in its OnConnect handler, since paho's
 // ResumeSubs does not re-subscribe after a clean session), the timings of
-// s.Timing.WithDefaults(). Callers add their own handlers, will and store.
+// s.Timing.WithDefaults(), and with Reconnect the back-off described there (paho's own
+// is turned off: its MaxReconnectInterval and ConnectRetryInterval are 0, and the
+// waits happen in the connection notification handler). Callers add their own
+// handlers, will and store, but not a connection notification handler (see
+// OnNotification).
 func (s Session) Options() *paho.ClientOptions {
 	t := s.Timing.WithDefaults()
 	co := paho.NewClientOptions().
@@ -95,13 +125,20 @@ func (s Session) Options() *paho.ClientOptions {
 		SetOrderMatters(s.OrderMatters).
 		SetAutoReconnect(s.Reconnect).
 		SetConnectRetry(s.Reconnect).
-		SetConnectRetryInterval(min(time.Second, t.MaxReconnectInterval)).
-		SetMaxReconnectInterval(t.MaxReconnectInterval).
+		SetConnectRetryInterval(0).
+		SetMaxReconnectInterval(0).
 		SetConnectTimeout(t.ConnectTimeout).
 		SetKeepAlive(t.KeepAlive).
 		SetPingTimeout(t.PingTimeout).
 		SetWriteTimeout(t.WriteTimeout).
 		SetResumeSubs(false)
+	switch {
+	case s.Reconnect:
+		b := &backoff{min: t.MinReconnectInterval, max: t.MaxReconnectInterval, stop: s.Stop, next: s.OnNotification}
+		co.SetConnectionNotificationHandler(b.notify)
+	case s.OnNotification != nil:
+		co.SetConnectionNotificationHandler(s.OnNotification)
+	}
 	for _, b := range s.Brokers {
 		co.AddBroker(b)
 	}

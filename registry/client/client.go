@@ -38,6 +38,19 @@ const (
 	DefaultMaxReconnectInterval = mqtt.DefaultMaxReconnectInterval
 )
 
+// subscriptionQoS is the QoS of every subscription of the client: 0. A broker sends the
+// retained catalog of a SUBSCRIBE all at once, and Mosquitto 2.0 with its defaults
+// (max_inflight_messages 20, max_queued_messages 1000) drops QoS 1 deliveries beyond
+// its per-client queue, retained records and the sync marker included: a catalog of more
+// than about 1000 records would arrive incomplete, and the records missing from it be
+// removed at the sync. QoS 0 deliveries are written out in order and not queued. QoS 1
+// would add nothing: the session is clean, so nothing is redelivered after a
+// reconnection, which resynchronises from the retained records anyway, and a
+// connection's messages arrive in order over TCP. (It also keeps clear of mochi
+// v2.7.9's packet-id collision between a QoS 1 delivery and a SUBSCRIBE.) All filters
+// share it, so the sync marker stays behind the retained records.
+const subscriptionQoS = 0
+
 // CacheSchema is the "schema" field of the cache file.
 const CacheSchema = "rollcall.client-cache/v1"
 
@@ -109,6 +122,11 @@ type Options struct {
 	// ConnectTimeout bounds one connection attempt to one broker (default 5 s).
 	ConnectTimeout time.Duration
 	// MaxReconnectInterval caps the back-off between reconnection rounds (default 2 s).
+	// After a lost connection the client tries again at once (jittered over 0–50 ms),
+	// then after 50–100 ms, 100–200 ms and so on, doubling up to this cap, each wait
+	// jittered so that the consumers of a restarted broker do not reconnect in step
+	// (mqtt.Timing.MinReconnectInterval): it is back within about the outage's own
+	// length, at most this cap, after the broker is.
 	MaxReconnectInterval time.Duration
 	// Logger receives connection events, skipped messages and cache errors (keys:
 	// broker, service, gateway, instance, topic, err). Default slog.Default().
@@ -272,20 +290,21 @@ func New(o Options) (*Client, error) {
 		subs:     map[*subscription]struct{}{},
 		ready:    make(chan struct{}),
 	}
+	// Every filter at QoS 0 (subscriptionQoS).
 	if len(o.Services) == 0 {
-		c.filters[o.Topics.CatalogFilter("")] = 1
+		c.filters[o.Topics.CatalogFilter("")] = subscriptionQoS
 	}
 	for _, s := range o.Services {
 		c.services[contract.Slug(s)] = true
-		c.filters[o.Topics.CatalogFilter(s)] = 1
+		c.filters[o.Topics.CatalogFilter(s)] = subscriptionQoS
 	}
-	c.filters[o.Topics.GatewayStatusFilter()] = 1
+	c.filters[o.Topics.GatewayStatusFilter()] = subscriptionQoS
 	if !o.DisableSyncMarker {
 		c.syncTopic = o.SyncTopic
 		if c.syncTopic == "" {
 			c.syncTopic = o.Topics.ConsumerSyncTopic(o.ClientID)
 		}
-		c.filters[c.syncTopic] = 1
+		c.filters[c.syncTopic] = subscriptionQoS
 	}
 	c.attempt.Store("")
 	if o.CacheFile != "" {
@@ -311,7 +330,8 @@ func (c *Client) Run(ctx context.Context) error {
 	// Ordered delivery: paho calls the handler from one goroutine in arrival order,
 	// which the sync marker relies on. The handler only copies and enqueues.
 	co := mqtt.Session{Brokers: c.o.Brokers, ClientID: c.o.ClientID, CleanSession: true, OrderMatters: true,
-		Reconnect: true, Username: c.o.Username, Password: c.o.Password, TLSConfig: c.o.TLSConfig,
+		Reconnect: true, OnNotification: c.onNotification, Stop: ctx.Done(),
+		Username: c.o.Username, Password: c.o.Password, TLSConfig: c.o.TLSConfig,
 		Timing: mqtt.Timing{KeepAlive: c.o.KeepAlive, ConnectTimeout: c.o.ConnectTimeout,
 			MaxReconnectInterval: c.o.MaxReconnectInterval}}.Options().
 		SetDefaultPublishHandler(c.onMessage).
@@ -319,7 +339,6 @@ func (c *Client) Run(ctx context.Context) error {
 			c.attempt.Store(broker.Redacted())
 			return cfg
 		}).
-		SetConnectionNotificationHandler(c.onNotification).
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(func(paho.Client, error) { signal(c.lost) })
 	pc := paho.NewClient(co)
