@@ -63,6 +63,10 @@ type Check struct {
 	Failures       int     `json:"failures"`         // consecutive failed polls now
 	RTTMS          float64 `json:"rtt_ms"`           // round trip of the last successful poll, ms (0.01 ms resolution)
 	DetectBudgetMS int64   `json:"detect_budget_ms"` // worst case from device death to critical
+	// LinkQuality is the share (0–1, 3 decimals) of the device's latest replies that
+	// arrived intact, on an RTU bus; omitted where it is not measured (Modbus TCP,
+	// checks). Below 0.97 the instance is warning (docs/contract.md, "Health semantics").
+	LinkQuality *float64 `json:"link_quality,omitempty"`
 }
 
 // Record is the v1 instance record published retained at

@@ -59,6 +59,8 @@ type discovery struct {
 	capped    bool                 // the endpoint cap was hit and logged
 	count     *atomic.Int32        // len(endpoints), readable by Gateway.Endpoints
 	ignored   map[string]bool      // instance names refused by the allowlist (logged once, bounded)
+	// shared runs the Modbus TCP masters (no goroutine each); nil: each runs on its own.
+	shared *sharedPoller
 }
 
 func newDiscovery(cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry,
@@ -151,8 +153,13 @@ func (d *discovery) add(key string, p poller) *endpoint {
 	return ep
 }
 
-// launch runs ep's poller under a child of ctx until the endpoint is stopped or ctx ends.
+// launch runs ep's poller under a child of ctx until the endpoint is stopped or ctx ends
+// (a Modbus master on the shared poller, which ctx owns too).
 func (d *discovery) launch(ctx context.Context, ep *endpoint) {
+	if m, ok := ep.p.(*master); ok && d.shared != nil {
+		ep.cancel = d.shared.add(m, ep.done)
+		return
+	}
 	ctx, ep.cancel = context.WithCancel(ctx)
 	d.wg.Add(1)
 	go func() {

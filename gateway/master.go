@@ -37,12 +37,17 @@ type masterConfig struct {
 	Endpoint   func(unit int) contract.Endpoint
 	Open       func() (modbus.Client, error)
 	// Baud is the serial line speed (RTU); 0 on TCP. On RTU it makes probes adaptive:
-	// a probe of an absent unit waits t3.5 + the longest turnaround observed (or
-	// Turnaround before any was observed) + margin, not the full Timeout (Modbus over
-	// Serial Line V1.02 §2.5.1.1 for t3.5).
+	// a probe of an absent unit waits for the first reply byte wire(request) + t3.5 +
+	// the longest recent turnaround of the bus's devices (at least Turnaround) + one
+	// character + margin, not the full Timeout (Modbus over Serial Line V1.02 §2.5.1.1
+	// for t3.5) — every other sweep cycle, the other ones wait Timeout (thorough); and
+	// a garbled poll reply is retried at once (linkStats).
 	Baud int
 	// Turnaround is the device turnaround assumed before one is observed (RTU).
 	Turnaround time.Duration
+	// Adaptive makes the reply timeout of each poll adaptive (RTU): the device's estimated
+	// recent turnaround plus wire times and margin (firstByteTimeout), at most Timeout.
+	Adaptive bool
 }
 
 // hints are what discovery knows about a master's devices beyond the wire: how it was
@@ -70,13 +75,14 @@ type master struct {
 	applied *hints       // the hints the registered devices were last updated with
 	live    atomic.Int32 // number of registered devices, readable from other goroutines
 
-	failCost  time.Duration   // master time of one failed poll: default timeout + resync listening
-	maxTA     time.Duration   // longest device turnaround observed (RTU): round trip − wire times
+	failCost  time.Duration   // master time of one failed poll at most: timeout + resync, twice on RTU (a garbled reply is retried)
 	known     map[int]*device // registered units
 	unreg     map[int]string  // units that answer but cannot be registered → reason (reported once)
 	absent    []int           // units to probe, ascending
 	sweepPos  int             // index into absent of the next probe
 	nextProbe time.Time       // earliest start of the next probe
+	thorough  bool            // this sweep cycle's probes wait the full Timeout (RTU, alternate cycles)
+	failedTx  bool            // the last poll or probe failed (timeout, garbled): a late reply, or the rest of one, may garble the next (RTU)
 	stats     *metrics.Master // set by run
 }
 
@@ -90,6 +96,9 @@ type device struct {
 	failures int       // consecutive failed polls
 	retry    bool      // retry at once, before regular polls (a suspect device)
 	stats    *metrics.Unit
+	reqLen   int         // bytes of its poll request (RTU), from the last trace
+	ta       turnarounds // its latest observed turnarounds (RTU)
+	link     linkStats   // its latest replies, intact or garbled (RTU)
 }
 
 // dueAt is when d should be polled: now for a suspect device (retries go first, so a
@@ -122,58 +131,91 @@ func (m *master) setHints(h hints) { m.hints.Store(&h) }
 func (m *master) liveDevices() int { return int(m.live.Load()) }
 
 // run opens the port or endpoint (retrying with capped backoff while it is missing, e.g.
-// a USB adapter not yet plugged in) and schedules polls and probes until ctx ends.
+// a USB adapter not yet plugged in) and schedules polls and probes until ctx ends: the
+// master's own goroutine (RTU buses). Modbus TCP masters are run by a sharedPoller,
+// which calls begin, step and end the same way.
 func (m *master) run(ctx context.Context) error {
-	m.stats = m.metrics.Master(m.cfg.Name)
-	defer m.stats.Close()
-	m.stats.Sweep(m.sweepPos, len(m.absent))
-	client, err := m.openRetry(ctx)
+	client, err := m.begin(ctx)
 	if err != nil {
 		return nil // ctx ended while waiting for the port
 	}
-	defer client.Close()
-	m.stats.SetClient(client)
-	m.failCost = client.Timeout() + client.Resync()
-	m.log.Info("master open", "units", len(m.cfg.Units))
+	defer m.end(client)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for ctx.Err() == nil {
-		if h := m.hints.Load(); h != m.applied {
-			m.applyHints(h)
-		}
-		now := time.Now()
-		d := m.earliest()
-		// Order: suspect devices are retried first (a dead one reaches critical in back-
-		// to-back polls); then a probe whose share of bus time has come — the share is
-		// guaranteed, not only a cap, so a bus kept busy by polls still finds new drives;
-		// then the regular polls that are due.
-		if d != nil && d.retry {
-			m.poll(ctx, client, d)
-			continue
-		}
-		if len(m.absent) > 0 && !now.Before(m.nextProbe) {
-			m.probe(ctx, client)
-			continue
-		}
-		if d != nil && !d.dueAt().After(now) {
-			m.poll(ctx, client, d)
-			continue
-		}
-		wake := now.Add(time.Hour)
-		if d != nil {
-			wake = d.next
-		}
-		if len(m.absent) > 0 && m.nextProbe.Before(wake) {
-			wake = m.nextProbe
-		}
-		timer.Reset(time.Until(wake))
-		select {
-		case <-ctx.Done():
-		case <-timer.C:
+		if d := time.Until(m.step(ctx, client)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+			case <-timer.C:
+			}
 		}
 	}
-	m.live.Store(0)
 	return nil
+}
+
+// begin starts the master's instrumentation and opens its port or endpoint
+// (openRetry: it returns an error only when ctx ended first).
+func (m *master) begin(ctx context.Context) (modbus.Client, error) {
+	if m.cfg.Baud > 0 {
+		m.stats = m.metrics.Bus(m.cfg.Name)
+	} else {
+		m.stats = m.metrics.Master(m.cfg.Name)
+	}
+	m.stats.Sweep(m.sweepPos, len(m.absent))
+	client, err := m.openRetry(ctx)
+	if err != nil {
+		m.stats.Close()
+		return nil, err
+	}
+	m.stats.SetClient(client)
+	m.failCost = client.Timeout() + client.Resync()
+	if m.cfg.Baud > 0 {
+		m.failCost *= 2 // a garbled reply, then its retry
+	}
+	m.log.Info("master open", "units", len(m.cfg.Units))
+	return client, nil
+}
+
+// end closes what begin opened; the master's devices no longer count as live.
+func (m *master) end(client modbus.Client) {
+	m.live.Store(0)
+	_ = client.Close()
+	m.stats.Close()
+}
+
+// step does the master's next piece of work that is due and returns the zero time, or,
+// when nothing is due, returns when something will be.
+func (m *master) step(ctx context.Context, client modbus.Client) (wake time.Time) {
+	if h := m.hints.Load(); h != m.applied {
+		m.applyHints(h)
+	}
+	now := time.Now()
+	d := m.earliest()
+	// Order: suspect devices are retried first (a dead one reaches critical in back-
+	// to-back polls); then a probe whose share of bus time has come — the share is
+	// guaranteed, not only a cap, so a bus kept busy by polls still finds new drives;
+	// then the regular polls that are due.
+	if d != nil && d.retry {
+		m.poll(ctx, client, d)
+		return time.Time{}
+	}
+	if len(m.absent) > 0 && !now.Before(m.nextProbe) {
+		m.probe(ctx, client)
+		return time.Time{}
+	}
+	if d != nil && !d.dueAt().After(now) {
+		m.poll(ctx, client, d)
+		return time.Time{}
+	}
+	wake = now.Add(time.Hour)
+	if d != nil {
+		wake = d.next
+	}
+	if len(m.absent) > 0 && m.nextProbe.Before(wake) {
+		wake = m.nextProbe
+	}
+	return wake
 }
 
 // openRetry opens the port or endpoint, retrying with backoff (500 ms doubling to
@@ -226,10 +268,16 @@ func (m *master) earliest() *device {
 	return best
 }
 
-// poll runs one heartbeat of d and feeds the registry. A device deregistered by the
-// registry, or registered meanwhile through another endpoint, goes back to the sweep.
+// poll runs one heartbeat of d and feeds the registry. On RTU a garbled reply is
+// retried at once, and the poll is missed only when the retry fails too. A device
+// deregistered by the registry, or registered meanwhile through another endpoint, goes
+// back to the sweep.
 func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
-	o := devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID)
+	o := m.attempt(ctx, c, d, m.cfg.Adaptive)
+	if o.Outcome == registry.OutcomeBadFrame && m.cfg.Baud > 0 && ctx.Err() == nil {
+		d.stats.Poll(o)
+		o = m.attempt(ctx, c, d, m.cfg.Adaptive)
+	}
 	if ctx.Err() != nil {
 		return // shutting down: a cancelled request says nothing about the device
 	}
@@ -245,9 +293,6 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 	}
 	if o.Answered {
 		d.failures = 0
-		if st := d.profile.Status; st.Read != nil && !(st.DeviceID && d.hasDevID) {
-			m.observeTurnaround(o.RTT, 8, 5+2*int(st.Read.Count))
-		}
 	} else {
 		d.failures++
 		d.retry = d.failures < m.policy.FailuresBeforeCritical
@@ -259,6 +304,49 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 		m.stats.Sweep(m.sweepPos, len(m.absent))
 		m.updateChecks()
 		m.log.Info("device dropped, back to sweep", "unit", d.unit, "instance", d.id)
+	}
+}
+
+// attempt is one request of d's poll. On RTU it is traced: an answer adds its turnaround
+// to d's window and every reply (intact or garbled) to d's link record; when adaptive,
+// its timeout is firstByteTimeout of d's estimated turnaround (turnarounds), else the bus's.
+func (m *master) attempt(ctx context.Context, c modbus.Client, d *device, adaptive bool) registry.Observation {
+	if m.cfg.Baud == 0 {
+		return devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID)
+	}
+	var tr modbus.Trace
+	opts := []modbus.RequestOption{modbus.WithTrace(&tr)}
+	if ta, ok := d.ta.estimate(); ok && adaptive {
+		// The timeout covers the device's slowest recent reply: after it, no resync
+		// beyond what the spec needs (modbus.WithResync).
+		opts = append(opts, modbus.WithTimeout(firstByteTimeout(ta, d.reqLen, m.cfg.Baud, m.cfg.Timeout)),
+			modbus.WithResync(time.Nanosecond))
+	}
+	o := devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID, opts...)
+	m.traced(d, tr, o.Outcome, m.failedTx)
+	m.failedTx = o.Outcome == registry.OutcomeTimeout || o.Outcome == registry.OutcomeBadFrame
+	o.LinkQuality, o.LinkMeasured = d.link.quality(), true
+	o.Degraded = o.Degraded || d.link.degraded
+	return o
+}
+
+// traced adds what trace tr of a request to d says about d: its turnaround, if it
+// answered, and whether its reply (if any) was intact. A garbled reply right after a
+// failed request (afterFailure: a timeout or a garbled reply) is not held against the
+// line: it may be the late reply to that request, or the rest of it, running into this
+// one (a device or a host that stalled), not noise.
+func (m *master) traced(d *device, tr modbus.Trace, out registry.Outcome, afterFailure bool) {
+	if tr.RequestBytes > 0 {
+		d.reqLen = tr.RequestBytes
+	}
+	if tr.ReplyBytes == 0 {
+		return
+	}
+	if garbled := out == registry.OutcomeBadFrame; !garbled || !afterFailure {
+		d.link.add(garbled)
+	}
+	if out == registry.OutcomeOK || out == registry.OutcomeException {
+		d.ta.add(observedTurnaround(tr.FirstByte, tr.RequestBytes, m.cfg.Baud))
 	}
 }
 
@@ -275,16 +363,21 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 	// shortest resync, the bus's frame gap (nobody, hence no late reply, is expected at
 	// most unit IDs; TCP ignores it); identification goes on, if the unit answered, with
 	// the client's default timeout and resync.
+	var tr modbus.Trace
 	basic, err := c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic,
-		modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond))
-	if err == nil {
-		m.observeTurnaround(time.Since(start), 7, deviceIDReplyLen(basic))
+		modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond), modbus.WithTrace(&tr))
+	if devices.Classify(err) == registry.OutcomeBadFrame && ctx.Err() == nil {
+		// A garbled reply: a late reply to an earlier request, a noisy line, or a device
+		// that answers badly. Ask once more; only the last says what is there.
+		basic, err = c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic,
+			modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond), modbus.WithTrace(&tr))
 	}
+	m.failedTx = err != nil && !modbus.IsAnswer(err)
 	// Something is at the unit if the probe got any reply: a normal one, an exception,
 	// or a malformed one.
 	present := err == nil || !(errors.Is(err, modbus.ErrTimeout) || errors.Is(err, modbus.ErrUnreachable) ||
 		errors.Is(err, modbus.ErrClosed) || errors.Is(err, context.Canceled))
-	err = m.register(ctx, c, unit, basic, err)
+	err = m.register(ctx, c, unit, basic, err, tr)
 	switch {
 	case err == nil || !present || ctx.Err() != nil:
 		delete(m.unreg, unit)
@@ -294,6 +387,9 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 	now := time.Now()
 	m.stats.Probe(now.Sub(start), m.sweepPos >= len(m.absent))
 	m.stats.Sweep(m.sweepPos, len(m.absent))
+	if m.sweepPos >= len(m.absent) && m.cfg.Baud > 0 {
+		m.thorough = !m.thorough // fast and thorough cycles alternate
+	}
 	m.nextProbe = now
 	if len(m.known) > 0 {
 		share := m.cfg.ProbeShare
@@ -311,51 +407,38 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// probeMargin is added to probe timeouts: scheduling jitter of the gateway and of the
-// device, and a few character times.
-const probeMargin = 2 * time.Millisecond
+// probeRequestLen is the RTU length (bytes) of a sweep probe, a basic Read Device
+// Identification request: unit, function, MEI type, code, object id, CRC.
+const probeRequestLen = 7
 
-// probeReplyAllowance is the reply length (bytes) a probe's timeout allows for: a basic
-// device identification reply with short objects. Real devices start replying after
-// their turnaround; firmware-sim (like some converters) delivers a reply whole, after
-// its wire time, so the allowance keeps present devices from timing out.
-const probeReplyAllowance = 64
-
-// probeTimeout is the reply timeout of a sweep probe: on RTU, t3.5 + the longest
-// turnaround observed on this bus (or the assumed one) + the wire time of the request
-// and of probeReplyAllowance bytes + probeMargin, at most the configured timeout; on TCP,
-// the configured timeout.
+// probeTimeout is the reply timeout of a sweep probe. On RTU in a fast cycle, the time
+// by which the first reply byte is due from a device with the bus's probe turnaround
+// (firstByteTimeout of probeTurnaround); in a thorough cycle (every other one), and on
+// TCP, the configured timeout: a device slower than the assumed turnaround is found in
+// the thorough cycle, and from then on its turnaround raises the fast cycles' timeout.
 func (m *master) probeTimeout() time.Duration {
-	if m.cfg.Baud == 0 {
+	if m.cfg.Baud == 0 || m.thorough {
 		return m.cfg.Timeout
 	}
-	ta := max(m.maxTA, m.cfg.Turnaround)
-	t := modbus.T35(m.cfg.Baud) + ta + modbus.WireTime(7+probeReplyAllowance, m.cfg.Baud) + probeMargin
-	return min(t, m.cfg.Timeout)
+	return firstByteTimeout(m.probeTurnaround(), probeRequestLen, m.cfg.Baud, m.cfg.Timeout)
 }
 
-// observeTurnaround records the turnaround seen in an answered transaction of rtt with
-// the given request and reply lengths (bytes) on an RTU bus.
-func (m *master) observeTurnaround(rtt time.Duration, reqLen, replyLen int) {
-	if m.cfg.Baud == 0 {
-		return
+// probeTurnaround is the turnaround a fast-cycle probe allows for: the longest estimated
+// turnaround of the bus's registered devices, at least the assumed one (Turnaround).
+func (m *master) probeTurnaround() time.Duration {
+	ta := m.cfg.Turnaround
+	for _, d := range m.known {
+		if t, ok := d.ta.estimate(); ok {
+			ta = max(ta, t)
+		}
 	}
-	ta := rtt - modbus.WireTime(reqLen+replyLen, m.cfg.Baud)
-	m.maxTA = max(m.maxTA, ta)
+	return ta
 }
 
-// deviceIDReplyLen is the RTU length (bytes) of a one-message Read Device
-// Identification reply holding d's objects: unit, function, MEI type, code,
-// conformity, more follows, next object, count, objects (id, length, value), CRC.
-func deviceIDReplyLen(d *modbus.DeviceIdentification) int {
-	n := 8 + 2
-	for _, v := range d.Objects {
-		n += 2 + len(v)
-	}
-	return n
-}
-
-func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic *modbus.DeviceIdentification, basicErr error) error {
+// register identifies the unit that answered the probe (basic, basicErr, traced in tr),
+// matches a profile, reads its identity and polls it once; only a device that answers
+// all of that is registered. Errors name the step and the profile.
+func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic *modbus.DeviceIdentification, basicErr error, tr modbus.Trace) error {
 	ident, err := devices.IdentifyAfter(ctx, c, byte(unit), basic, basicErr)
 	if err != nil {
 		return err
@@ -365,13 +448,16 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 	if err != nil {
 		return fmt.Errorf("identity (profile %s): %w", p.Name, err)
 	}
-	o := devices.Poll(ctx, c, byte(unit), p, ident.Objects != nil)
+	d := &device{unit: unit, id: m.instanceID(identity, unit), profile: p, hasDevID: ident.Objects != nil, reqLen: 8}
+	if basicErr == nil || modbus.IsAnswer(basicErr) {
+		m.traced(d, tr, devices.Classify(basicErr), false)
+	}
+	o := m.attempt(ctx, c, d, false) // the bus's timeout: one sample says little yet
 	if !o.Answered {
 		return fmt.Errorf("first poll (profile %s): %w", p.Name, o.Err)
 	}
 	h := m.hints.Load()
-	d := &device{unit: unit, id: m.instanceID(identity, unit), profile: p, hasDevID: ident.Objects != nil,
-		stats: m.stats.Unit(strconv.Itoa(unit))}
+	d.stats = m.stats.Unit(strconv.Itoa(unit))
 	d.next = o.At.Add(m.cfg.PollInterval)
 	if _, err := m.reg.Register(registry.Registration{
 		ID:           d.id,

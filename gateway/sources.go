@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
@@ -19,38 +17,19 @@ func rtuMaster(b config.SerialBus) (masterConfig, hints) {
 			return contract.Endpoint{Transport: "modbus-rtu", Bus: b.Name, Device: b.Device, Baud: b.Baud, Unit: unit}
 		},
 		Open: func() (modbus.Client, error) {
-			gap := b.FrameGap
-			if gap == 0 {
-				gap = modbus.T35(b.Baud) + frameGapMargin(b.Device)
-			}
+			// FrameGap 0: modbus.OpenRTU picks the margin over t3.5 for the kind of port.
+			// The bus's default resync is the frame gap (a Resync below it is raised to it):
+			// every request's timeout already covers its device's slowest reply.
 			return modbus.OpenRTU(modbus.SerialConfig{
 				Device: b.Device, Baud: b.Baud, Parity: b.Parity, StopBits: b.StopBits, Timeout: b.Timeout,
-				FrameGap: gap, Resync: gap,
+				FrameGap: b.FrameGap, Resync: time.Nanosecond,
 			})
 		},
 		Baud:       b.Baud,
 		Turnaround: b.Turnaround,
+		Adaptive:   b.AdaptiveTimeout,
 	}
 	return cfg, hints{DiscoveredBy: []string{"rtu-sweep"}, Meta: b.Meta, UnitMeta: unitMeta(b.Devices)}
-}
-
-// frameGapMargin is the silence, beyond t3.5, after which a partial reply counts as
-// ended: a pseudo-terminal (firmware-sim) delivers bytes at once (1 ms); a USB adapter
-// (ttyUSB*, ttyACM*) buffers received bytes for its latency timer, 16 ms by default on
-// FTDI chips (20 ms); a native UART needs little (2 ms).
-func frameGapMargin(device string) time.Duration {
-	real, err := filepath.EvalSymlinks(device)
-	if err != nil {
-		real = device
-	}
-	base := filepath.Base(real)
-	switch {
-	case strings.HasPrefix(real, "/dev/pts/"):
-		return time.Millisecond
-	case strings.HasPrefix(base, "ttyUSB"), strings.HasPrefix(base, "ttyACM"):
-		return 20 * time.Millisecond
-	}
-	return 2 * time.Millisecond
 }
 
 func unitMeta(us []config.UnitMeta) map[int]map[string]string {

@@ -87,6 +87,11 @@ type Observation struct {
 	// devices.Poll for a Modbus poll. Consumers (metrics) read it through Class and do not
 	// classify Err again. OutcomeUnknown (the zero value) means the producer did not set it.
 	Outcome Outcome
+	// LinkQuality is the share (0–1) of the device's latest replies that arrived intact
+	// (a garbled one: bad CRC, wrong length, another unit), when LinkMeasured: an RTU
+	// master measures it, other pollers leave both zero. A low one is also Degraded.
+	LinkQuality  float64
+	LinkMeasured bool
 }
 
 // Outcome is the class of one poll's result: the outcome label of the poll counters.
@@ -203,19 +208,23 @@ func DetectBudget(p Policy, s Schedule) time.Duration {
 // Health is the health state machine of one instance. Its zero value is not valid: start
 // it with NewHealth from the first answered observation.
 type Health struct {
-	Status    contract.Status // current status
-	Since     time.Time       // when Status last changed
-	LastSeen  time.Time       // last answered poll
-	RTT       time.Duration   // round trip of the last answered poll
-	Failures  int             // consecutive unanswered polls
-	successes int             // consecutive answered polls counted toward leaving the current status
+	Status   contract.Status // current status
+	Since    time.Time       // when Status last changed
+	LastSeen time.Time       // last answered poll
+	RTT      time.Duration   // round trip of the last answered poll
+	Failures int             // consecutive unanswered polls
+	// Link is the link quality of the latest observation that measured it (0–1), or −1
+	// when none did (record field check.link_quality).
+	Link      float64
+	successes int // consecutive answered polls counted toward leaving the current status
 }
 
 // NewHealth starts a state machine from the first observation, which the caller requires
 // to be answered (a device is registered only after a successful poll): passing, or
 // warning when the observation is degraded.
 func NewHealth(o Observation, p Policy) Health {
-	h := Health{Status: target(o, p), Since: o.At, LastSeen: o.At, RTT: o.RTT}
+	h := Health{Status: target(o, p), Since: o.At, LastSeen: o.At, RTT: o.RTT, Link: -1}
+	h.link(o)
 	return h
 }
 
@@ -236,6 +245,7 @@ func target(o Observation, p Policy) contract.Status {
 //   - answered, not degraded, while warning: passing after SuccessesBeforePassing
 //     consecutive good polls (hysteresis against a flapping fault bit).
 func (h *Health) Observe(o Observation, p Policy) bool {
+	h.link(o)
 	if !o.Answered {
 		h.successes = 0
 		h.Failures++
@@ -263,6 +273,13 @@ func (h *Health) Observe(o Observation, p Policy) bool {
 			return true
 		}
 		return false
+	}
+}
+
+// link takes the link quality of o, when o measured it.
+func (h *Health) link(o Observation) {
+	if o.LinkMeasured {
+		h.Link = o.LinkQuality
 	}
 }
 

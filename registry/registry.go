@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"sort"
@@ -35,7 +36,9 @@ func (k EventKind) String() string {
 }
 
 // Event is one change of the catalog. For Deregister, Record is the last record
-// published, with its Service and ID naming the topic to clear.
+// published, with its Service and ID naming the topic to clear. Record's maps and
+// slices (State, Meta, DiscoveredBy) are shared with the registry, which never changes
+// them in place: read them, never modify them.
 type Event struct {
 	Kind   EventKind
 	Record contract.Record
@@ -89,11 +92,20 @@ var (
 )
 
 // Registry is the instance store. It is safe for concurrent use.
+//
+// The maps and slices an instance holds (state, meta, discovered_by) are replaced, never
+// changed in place, so the records it emits share them instead of copying them (Get and
+// Snapshot return copies); maps passed in (Registration.Meta, Observation.State) are
+// kept as they are and must not be changed by the caller afterwards.
 type Registry struct {
 	opts Options
 
 	mu        sync.Mutex
 	instances map[string]*entry
+	// timed holds the entries Tick must look at: held back by the publication limit,
+	// or adopted and not claimed yet. Entries that no longer qualify are dropped by
+	// Tick, so it costs nothing per instance at a steady state.
+	timed map[*entry]struct{}
 }
 
 type entry struct {
@@ -118,7 +130,7 @@ type entry struct {
 
 // New returns an empty registry.
 func New(o Options) *Registry {
-	return &Registry{opts: o, instances: make(map[string]*entry)}
+	return &Registry{opts: o, instances: make(map[string]*entry), timed: make(map[*entry]struct{})}
 }
 
 // Policy returns the health policy in force.
@@ -210,7 +222,7 @@ func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 	}
 	p := r.opts.Policy
 	changed := e.health.Observe(o, p)
-	if o.State != nil && !reflect.DeepEqual(o.State, e.state) {
+	if o.State != nil && !stateEqual(o.State, e.state) {
 		e.state = o.State
 		changed = true
 	}
@@ -241,6 +253,7 @@ func (r *Registry) publishLocked(e *entry, now time.Time, changed bool) {
 	if !e.take(now, r.opts.Policy) && !death {
 		e.held = true
 		e.heldTr = e.heldTr || transition
+		r.timed[e] = struct{}{}
 		engaged := !e.limited
 		e.limited = true
 		id := e.reg.ID
@@ -339,6 +352,7 @@ func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, cl
 			validTo:   rec.ValidUntil.Time,
 		}
 		r.instances[rec.ID] = e
+		r.timed[e] = struct{}{}
 		adopted = append(adopted, rec)
 	}
 	return adopted, clear
@@ -399,9 +413,11 @@ func (r *Registry) Tick(now time.Time) {
 	p := r.opts.Policy
 	r.mu.Lock()
 	var due []*entry
-	for _, e := range r.instances {
+	for e := range r.timed {
 		if e.live && (e.held || !e.adoptedAt.IsZero()) {
 			due = append(due, e)
+		} else {
+			delete(r.timed, e)
 		}
 	}
 	r.mu.Unlock()
@@ -482,21 +498,36 @@ func (r *Registry) emitLocked(e *entry, now time.Time) contract.Record {
 		e.validTo = now.Add(l)
 	}
 	e.published = now
-	e.last = r.recordLocked(e)
+	e.last = r.recordShared(e)
 	return e.last
 }
 
+// recordLocked is e's current record with its own copies of the maps and slices.
 func (r *Registry) recordLocked(e *entry) contract.Record {
+	rec := r.recordShared(e)
+	rec.State = maps.Clone(rec.State)
+	rec.DiscoveredBy = slices.Clone(rec.DiscoveredBy)
+	rec.Meta = maps.Clone(rec.Meta)
+	return rec
+}
+
+// recordShared is e's current record, sharing e's maps and slices (see Registry).
+func (r *Registry) recordShared(e *entry) contract.Record {
 	chk := e.reg.Check
 	chk.Failures = e.health.Failures
 	chk.RTTMS = float64(e.health.RTT.Round(10*time.Microsecond)) / float64(time.Millisecond)
+	chk.LinkQuality = nil
+	if e.health.Link >= 0 {
+		q := math.Round(e.health.Link*1000) / 1000
+		chk.LinkQuality = &q
+	}
 	var lastSeen contract.Time
 	if !e.health.LastSeen.IsZero() {
 		lastSeen = contract.Time{Time: e.health.LastSeen}
 	}
 	meta := e.reg.Meta
 	if meta == nil {
-		meta = map[string]string{}
+		meta = map[string]string{} // encoded as {}, not null
 	}
 	state := e.state
 	if state == nil {
@@ -515,10 +546,10 @@ func (r *Registry) recordLocked(e *entry) contract.Record {
 		Endpoint:     e.reg.Endpoint,
 		Identity:     e.reg.Identity,
 		Profile:      e.reg.Profile,
-		State:        maps.Clone(state),
+		State:        state,
 		Check:        chk,
-		DiscoveredBy: slices.Clone(e.reg.DiscoveredBy),
-		Meta:         maps.Clone(meta),
+		DiscoveredBy: e.reg.DiscoveredBy,
+		Meta:         meta,
 		ValidUntil:   contract.Time{Time: e.validTo},
 	}
 }
@@ -559,6 +590,53 @@ func (r *Registry) sink(ev Event) {
 	if r.opts.Sink != nil {
 		r.opts.Sink(ev)
 	}
+}
+
+// stateEqual reports whether two decoded device states are equal, as reflect.DeepEqual
+// would, without reflection for the flat maps of scalars that decoders produce
+// (strings, booleans, numbers); other values fall back to reflect.DeepEqual.
+func stateEqual(a, b map[string]any) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok {
+			return false
+		}
+		switch x := va.(type) {
+		case string:
+			if y, ok := vb.(string); !ok || x != y {
+				return false
+			}
+		case bool:
+			if y, ok := vb.(bool); !ok || x != y {
+				return false
+			}
+		case int:
+			if y, ok := vb.(int); !ok || x != y {
+				return false
+			}
+		case int64:
+			if y, ok := vb.(int64); !ok || x != y {
+				return false
+			}
+		case uint16:
+			if y, ok := vb.(uint16); !ok || x != y {
+				return false
+			}
+		case float64:
+			// DeepEqual compares floats with ==: NaN differs from itself.
+			if y, ok := vb.(float64); !ok || x != y {
+				return false
+			}
+		default:
+			if !reflect.DeepEqual(va, vb) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func mergeSorted(a, b []string) []string {

@@ -3,6 +3,9 @@ package registry
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -423,5 +426,86 @@ func TestRegistryInstanceLease(t *testing.T) {
 	r2 := New(Options{Gateway: "gw1", Epoch: 1, Policy: DefaultPolicy(), Sink: rec.sink})
 	if got, _ := r2.Register(testReg("b"), obs('o', 0)); !got.ValidUntil.IsZero() {
 		t.Errorf("valid_until %v without a lease", got.ValidUntil)
+	}
+}
+
+// TestStateEqual: stateEqual agrees with reflect.DeepEqual on the states decoders
+// produce and on the values it hands to DeepEqual.
+func TestStateEqual(t *testing.T) {
+	base := func() map[string]any {
+		return map[string]any{"cia402": "operation_enabled", "fault": false, "warning": true, "error_code": 0x2310}
+	}
+	nan := math.NaN()
+	for _, c := range []struct {
+		name string
+		a, b map[string]any
+		want bool
+	}{
+		{"same", base(), base(), true},
+		{"both empty", map[string]any{}, map[string]any{}, true},
+		{"nil and empty", nil, map[string]any{}, false},
+		{"string differs", base(), with(base(), "cia402", "fault"), false},
+		{"bool differs", base(), with(base(), "fault", true), false},
+		{"int differs", base(), with(base(), "error_code", 0), false},
+		{"type differs", base(), with(base(), "error_code", int64(0x2310)), false},
+		{"key missing", base(), without(base(), "warning"), false},
+		{"key renamed", with(without(base(), "warning"), "x", true), base(), false},
+		{"float", map[string]any{"v": 1.5}, map[string]any{"v": 1.5}, true},
+		{"NaN differs from itself", map[string]any{"v": nan}, map[string]any{"v": nan}, false},
+		{"nested equal", map[string]any{"v": []int{1, 2}}, map[string]any{"v": []int{1, 2}}, true},
+		{"nested differs", map[string]any{"v": []int{1, 2}}, map[string]any{"v": []int{1, 3}}, false},
+		{"nil values", map[string]any{"v": nil}, map[string]any{"v": nil}, true},
+	} {
+		if got := stateEqual(c.a, c.b); got != c.want {
+			t.Errorf("%s: stateEqual = %v, want %v", c.name, got, c.want)
+		}
+		if dg := reflect.DeepEqual(c.a, c.b); dg != c.want {
+			t.Errorf("%s: the case disagrees with reflect.DeepEqual (%v)", c.name, dg)
+		}
+	}
+}
+
+func with(m map[string]any, k string, v any) map[string]any { m[k] = v; return m }
+func without(m map[string]any, k string) map[string]any     { delete(m, k); return m }
+
+// TestTickLooksOnlyAtTimedEntries: Tick visits held-back and adopted instances only, and
+// forgets them once they no longer need it, so its cost does not grow with the catalog.
+func TestTickLooksOnlyAtTimedEntries(t *testing.T) {
+	rec := &recorder{}
+	r := newTestRegistry(rec)
+	for i := range 100 {
+		r.Register(testReg(fmt.Sprintf("v-%d", i)), obs('o', 0))
+	}
+	if n := len(r.timed); n != 0 {
+		t.Fatalf("%d entries to tick after plain registrations, want 0", n)
+	}
+	// One adopted record: ticked until it is deregistered.
+	r.Reconcile([]contract.Record{{ID: "old", Service: "servo-drive", Gateway: "gw1", Epoch: 2, Revision: 2<<32 + 1,
+		Status: contract.Passing}}, t0)
+	if n := len(r.timed); n != 1 {
+		t.Fatalf("%d entries to tick after adopting one, want 1", n)
+	}
+	p := r.Policy()
+	r.Tick(t0.Add(p.RestartGrace))                             // critical
+	r.Tick(t0.Add(p.RestartGrace + p.DeregisterCriticalAfter)) // deregistered
+	if _, ok := r.Get("old"); ok {
+		t.Fatal("adopted instance still live")
+	}
+	r.Tick(t0.Add(time.Hour))
+	if n := len(r.timed); n != 0 {
+		t.Fatalf("%d entries to tick once nothing is held or adopted, want 0", n)
+	}
+}
+
+func BenchmarkObserveState(b *testing.B) {
+	rec := &recorder{}
+	r := newTestRegistry(rec)
+	o := obs('o', 0)
+	o.State = map[string]any{"cia402": "operation_enabled", "fault": false, "warning": false, "error_code": 0}
+	r.Register(testReg("v-s"), o)
+	b.ReportAllocs()
+	for b.Loop() {
+		o.State = map[string]any{"cia402": "operation_enabled", "fault": false, "warning": false, "error_code": 0}
+		r.Observe("v-s", "o", o)
 	}
 }

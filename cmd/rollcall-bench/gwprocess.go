@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"time"
 
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
@@ -21,7 +22,12 @@ import (
 const (
 	gwCPUProfile  = "gateway-cpu.pprof"  // CPU profile of the whole run
 	gwHeapProfile = "gateway-heap.pprof" // heap profile at SIGTERM, after a GC
-	gwMemStats    = "gateway-mem.json"   // gwMem at SIGTERM, before that GC
+	// gwHeapBase is a heap profile taken gwHeapBaseAfter after the start: its
+	// allocation counts are the base of those at SIGTERM (pprof -base), which leaves
+	// what the steady state allocates.
+	gwHeapBase      = "gateway-heap-base.pprof"
+	gwHeapBaseAfter = 10 * time.Second
+	gwMemStats      = "gateway-mem.json" // gwMem at SIGTERM, before that GC
 )
 
 // gwMem is what a profiled gateway process reports about its memory at SIGTERM. Sizes
@@ -57,6 +63,7 @@ func runGatewayProcess(ctx context.Context, cfgPath, profDir string, stderr io.W
 	if err != nil {
 		return fail(err)
 	}
+	gateway.TuneGC(os.Getenv) // as `rollcall gateway` does
 	cpu, err := os.Create(filepath.Join(profDir, gwCPUProfile))
 	if err != nil {
 		return fail(err)
@@ -69,6 +76,19 @@ func runGatewayProcess(ctx context.Context, cfgPath, profDir string, stderr io.W
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- g.Run(gctx) }()
+	base := time.NewTimer(gwHeapBaseAfter)
+	defer base.Stop()
+	select {
+	case err := <-done:
+		pprof.StopCPUProfile()
+		return fail(fmt.Errorf("gateway: %v", err))
+	case <-ctx.Done():
+	case <-base.C:
+		if f, err := os.Create(filepath.Join(profDir, gwHeapBase)); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 	select {
 	case err := <-done:
 		pprof.StopCPUProfile()

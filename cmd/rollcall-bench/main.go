@@ -11,22 +11,27 @@
 //
 // Figures (select with -only, comma-separated):
 //
-//	rtu_poll     RTU poll throughput against firmware-sim at 115200 baud: our modbus.RTU and
-//	             goburrow/modbus's own RTU handler, against the spec floor per poll
+//	rtu_poll     RTU poll throughput against firmware-sim at 115200 baud: our modbus.RTU,
+//	             goburrow/modbus's own RTU handler and a raw client, against the floor per
+//	             poll and the raw client; the simulator's first-byte precision
 //	detect       silence → critical at a Mosquitto subscriber, 8 and 32 drives on one bus
 //	propagation  record change (the confirming poll) → subscriber, the gateway's added latency
 //	sweep        full sweep of unit IDs 1–247 with none present
+//	noise        a line with 5 % CRC noise: false criticals (goal 0) over -noise-for, and
+//	             garbage-only and silent drives still critical within their budget
 //	tcp_scale    CPU share and peak RSS of a gateway process polling 1000 Modbus TCP devices
 //	plant_scale  many gateways on a 3-node NATS cluster: publish rate, consumer convergence
 //	             and memory per instance, failover after a node loss (figPlantScale)
+//	resync       Mosquitto restarted (with and without its retained store): time until a
+//	             consumer has all 5000 records of a gateway live again (budget 1 s)
 //
 // Flags: -quick (fewer trials, shorter windows: a smoke run), -only, -cpuprofile FILE
 // (CPU profile of this process, which runs the gateway in-process for rtu_poll, detect,
 // propagation and sweep), -gwprofile DIR (tcp_scale: one more pass with CPU and heap
-// profiles of the gateway, summarised as notes), -seed N, -keep (keep the logs), -v
-// (progress log on stderr).
+// profiles of the gateway, summarised as notes), -noise-for D (figure noise's run, 1m;
+// 20s with -quick), -seed N, -keep (keep the logs), -v (progress log on stderr).
 //
-// Everything runs on 127.0.0.1 or on pseudo-terminals. detect and propagation need
+// Everything runs on 127.0.0.1 or on pseudo-terminals. detect, propagation, noise and resync need
 // Mosquitto (apt-get install -y mosquitto); tcp_scale builds ./cmd/rollcall and
 // ./cmd/firmware-sim of the module it is run in.
 //
@@ -66,7 +71,7 @@ type figure struct {
 
 // figureNames returns the names -only accepts, in the order the figures run.
 func figureNames() []string {
-	return []string{"rtu_poll", "detect", "propagation", "sweep", "tcp_scale", "plant_scale"}
+	return []string{"rtu_poll", "detect", "propagation", "sweep", "noise", "tcp_scale", "plant_scale", "resync"}
 }
 
 // options are the command-line settings.
@@ -77,6 +82,7 @@ type options struct {
 	seed       uint64          // seed of the trials' random choices
 	repo       string          // module root (figure tcp_scale builds binaries there)
 	gwProfile  string          // tcp_scale: also profile the gateway, profiles into this directory
+	noiseFor   time.Duration   // figure noise: how long the noisy line runs
 }
 
 // selected reports whether the figure name was selected.
@@ -103,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the random trial choices")
 	repo := fs.String("repo", "", "module root `dir` (default: found from the working directory)")
 	verbose := fs.Bool("v", false, "progress log on stderr")
+	noiseFor := fs.Duration("noise-for", time.Minute, "figure noise: how long the noisy line runs (20s with -quick unless set)")
 	keep := fs.Bool("keep", false, "keep the scratch directory (logs of the sims, gateways and brokers) and print its path")
 	gwProfile := fs.String("gwprofile", "", "tcp_scale: afterwards run the gateway once more with CPU and heap profiles into `dir`, and summarise them")
 	gatewayProcess := fs.String("gateway-process", "", "internal (used by -gwprofile): run a gateway from config `file`")
@@ -125,7 +132,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *gatewayProcess != "" {
 		return runGatewayProcess(ctx, *gatewayProcess, *profileDir, stderr)
 	}
-	opt := &options{quick: *quick, cpuProfile: *cpuProfile, seed: *seed, repo: *repo, gwProfile: *gwProfile, only: map[string]bool{}}
+	opt := &options{quick: *quick, cpuProfile: *cpuProfile, seed: *seed, repo: *repo, gwProfile: *gwProfile, only: map[string]bool{},
+		noiseFor: *noiseFor}
+	if *quick && !flagSet(fs, "noise-for") {
+		opt.noiseFor = 20 * time.Second
+	}
 	for _, n := range strings.Split(*only, ",") {
 		if n = strings.TrimSpace(n); n == "" {
 			continue
@@ -173,7 +184,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		{"detect", figDetectAndPropagation}, // also measures propagation
 		{"sweep", figSweep},
 		{"tcp_scale", figTCPScale},
+		{"noise", figNoise},
 		{"plant_scale", figPlantScale},
+		{"resync", figResync},
 	}
 	b.out.header(opt)
 	failed := 0
@@ -206,4 +219,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

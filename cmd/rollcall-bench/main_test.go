@@ -109,14 +109,17 @@ func TestRTUPollQuick(t *testing.T) {
 	}
 	t.Logf("output:\n%s", stdout.String())
 	figs := checkOutput(t, stdout.String())
-	for _, name := range []string{"rtu_poll_rate_ours[v/f]", "rtu_poll_rate_goburrow[v/f]",
-		"rtu_poll_rate_ours_vs_floor_incl_turnaround[v/f]", "rtu_sim_turnaround"} {
+	for _, name := range []string{"rtu_poll_rate_ours[v/f]", "rtu_poll_rate_goburrow[v/f]", "rtu_poll_rate_raw[v/f]",
+		"rtu_poll_rate_ours_vs_raw[v/f]", "rtu_sim_turnaround", "rtu_sim_first_byte_late_p50[v/b]", "rtu_sim_first_byte_late_p99[v/b]"} {
 		if figs[name] == nil {
 			t.Errorf("no line %s", name)
 		}
 	}
-	if f := figs["rtu_poll_rate_ours[v/f]"]; f != nil && f[3] != "195.2" {
-		t.Errorf("spec floor %s polls/s, want 195.2 (5.123 ms per poll at 115200 baud)", f[3])
+	if f := figs["rtu_poll_rate_ours[v/f]"]; f != nil && f[3] != "163.3" {
+		t.Errorf("floor %s polls/s, want 163.3 (6.123 ms per poll at 115200 baud with the sim's 1 ms turnaround)", f[3])
+	}
+	if f := figs["rtu_poll_rate_ours_sim_turnaround_0[v/f]"]; f != nil && f[3] != "195.2" {
+		t.Errorf("floor %s polls/s with no turnaround, want 195.2 (5.123 ms per poll)", f[3])
 	}
 	if !regexp.MustCompile(`(?m)^# goal rtu_poll: .* met (yes|NO), by `).MatchString(stdout.String()) {
 		t.Errorf("no goal line for rtu_poll")

@@ -18,7 +18,7 @@ import (
 const (
 	sweepUnits    = 247
 	sweepReqBytes = 7 // FC 0x2B/0x0E request ADU: unit, fc, MEI type, code, object id, CRC(2)
-	sweepGoal     = 6 * time.Second
+	sweepGoal     = 2 * time.Second
 )
 
 // sweepProbeFloor is the floor of probing one absent unit at rtuBaud: the request's wire

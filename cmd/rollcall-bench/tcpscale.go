@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,15 +21,32 @@ import (
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
-// Figure tcp_scale: the gateway process alone, 1000 Modbus TCP devices polled at 1 Hz.
+// Figure tcp_scale: the gateway process alone polling Modbus TCP devices at 1 Hz, at
+// several sizes; the headline figures are at scaleDevices, the per-device costs are the
+// slopes over the sizes.
 const (
-	scaleDevices  = 1000
-	scalePoll     = time.Second
-	scaleCPUGoal  = 50.0 // % of one core
-	scaleRSSGoal  = 32.0 // MiB
-	userHZ        = 100  // clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux)
-	procStopGrace = 10 * time.Second
+	scaleDevices = 1000 // devices of the headline figures (one of every scaleSizes)
+	scalePoll    = time.Second
+	// Budgets (goals): at scaleDevices, the gateway's CPU share of one core (%) and
+	// its peak RSS (MiB); over the sizes, the slope of peak RSS per device (KiB) and of
+	// CPU time per poll (µs).
+	scaleCPUGoal        = 3.0
+	scaleRSSGoal        = 36.0
+	scaleRSSPerDevGoal  = 16.0
+	scaleCPUPerPollGoal = 25.0
+	userHZ              = 100 // clock ticks per second of /proc/<pid>/stat (USER_HZ, 100 on Linux)
+	procStopGrace       = 10 * time.Second
 )
+
+// scaleSizes are the device counts tcp_scale measures, ascending, each with the window
+// over which CPU is measured: 100, 1000 and 3000 devices over 20 s each (about 2
+// minutes with the starts), or with -quick 100 and 1000 over 5 s.
+func scaleSizes(quick bool) (sizes []int, window time.Duration) {
+	if quick {
+		return []int{100, scaleDevices}, 5 * time.Second
+	}
+	return []int{100, scaleDevices, 3000}, 20 * time.Second
+}
 
 // child is a process started by the figure; stop ends it (SIGTERM, then SIGKILL after
 // procStopGrace) and waits for it.
@@ -189,19 +207,20 @@ func simRequests(ctx context.Context, addr string) (uint64, error) {
 	return n, nil
 }
 
-// figTCPScale measures figure tcp_scale: firmware-sim (its own process) serves 1000
-// Modbus TCP listeners with one drive each; `rollcall gateway` (its own process, embedded
-// broker) polls them at 1 Hz. Once a plain paho subscriber sees 1000 passing instances,
-// the gateway's CPU time over a window (utime+stime from /proc/<pid>/stat) divided by
-// the wall time gives its share of one core; its peak RSS is VmHWM from
-// /proc/<pid>/status at the end of the window. The subscriber stays connected (one
-// consumer, as in a plant).
+// figTCPScale measures figure tcp_scale: firmware-sim (its own process) serves Modbus
+// TCP listeners with one drive each; `rollcall gateway` (its own process, embedded
+// broker) polls n of them at 1 Hz, for each n of scaleSizes (a fresh gateway each
+// time). Once a plain paho subscriber sees n passing instances, the gateway's CPU time
+// over a window (utime+stime from /proc/<pid>/stat) divided by the wall time gives its
+// share of one core; its peak RSS is VmHWM from /proc/<pid>/status at the end of the
+// window. The subscriber stays connected (one consumer, as in a plant). The lines: at
+// scaleDevices the CPU share and the peak RSS; over the sizes the least-squares slopes
+// of peak RSS per device and of CPU time per poll (against the poll rate the simulator
+// counted), each against its budget.
 func figTCPScale(ctx context.Context, b *bench) error {
 	const fig = "tcp_scale"
-	window := 30 * time.Second
-	if b.opt.quick {
-		window = 5 * time.Second
-	}
+	sizes, window := scaleSizes(b.opt.quick)
+	maxN := sizes[len(sizes)-1]
 	root, err := moduleRoot(b.opt.repo)
 	if err != nil {
 		return fmt.Errorf("%s: %w", fig, err)
@@ -218,10 +237,11 @@ func figTCPScale(ctx context.Context, b *bench) error {
 		}
 	}
 
-	// The simulator: 1000 listeners on free ports, reported in its log.
+	// The simulator: maxN listeners on free ports, reported in its log; each gateway
+	// polls the first n.
 	var sc strings.Builder
 	sc.WriteString("control: {listen: \"127.0.0.1:0\"}\ntcp:\n")
-	for i := 1; i <= scaleDevices; i++ {
+	for i := 1; i <= maxN; i++ {
 		fmt.Fprintf(&sc, "  - {name: t%04d, listen: \"127.0.0.1:0\", drives: [{unit: 1, serial: SIM-T%04d}]}\n", i, i)
 	}
 	simCfg := filepath.Join(dir, "sim.yaml")
@@ -240,8 +260,8 @@ func figTCPScale(ctx context.Context, b *bench) error {
 		return fmt.Errorf("%s: start sim: %w", fig, err)
 	}
 	addrs := regexp.MustCompile(`msg="listener ready" listener=(\S+) addr=(\S+)`).FindAllSubmatch(simLog, -1)
-	if len(addrs) != scaleDevices {
-		return fmt.Errorf("%s: sim reported %d listeners, want %d", fig, len(addrs), scaleDevices)
+	if len(addrs) != maxN {
+		return fmt.Errorf("%s: sim reported %d listeners, want %d", fig, len(addrs), maxN)
 	}
 	ctl := regexp.MustCompile(`msg="control API listening" addr=(\S+)`).FindSubmatch(simLog)
 	if ctl == nil {
@@ -249,35 +269,60 @@ func figTCPScale(ctx context.Context, b *bench) error {
 	}
 	controlAddr := string(ctl[1])
 
-	// The gateway: 1000 static TCP targets, embedded broker on a free port.
-	var gc strings.Builder
-	fmt.Fprintf(&gc, "gateway: {id: bench-tcp, state_dir: %s}\n"+
-		"mqtt: {broker: embedded, embedded_listen: \"127.0.0.1:0\", embedded_auth: {allow_anonymous: true}}\n",
-		filepath.Join(dir, "state"))
-	fmt.Fprintf(&gc, "health: {poll_interval: %v}\ndiscovery:\n  tcp:\n", scalePoll)
-	for _, a := range addrs {
-		fmt.Fprintf(&gc, "    - {name: %s, address: \"%s\", units: \"1\"}\n", a[1], a[2])
+	// gwConfig is the gateway's config for the first n listeners: static TCP targets,
+	// embedded broker on a free port, its own state directory.
+	gwConfig := func(n int, state string) string {
+		var gc strings.Builder
+		fmt.Fprintf(&gc, "gateway: {id: bench-tcp, state_dir: %s}\n"+
+			"mqtt: {broker: embedded, embedded_listen: \"127.0.0.1:0\", embedded_auth: {allow_anonymous: true}}\n"+
+			"limits: {max_instances: %d}\n", filepath.Join(dir, state), max(2000, 2*n))
+		fmt.Fprintf(&gc, "health: {poll_interval: %v}\ndiscovery:\n  tcp:\n", scalePoll)
+		for _, a := range addrs[:n] {
+			fmt.Fprintf(&gc, "    - {name: %s, address: \"%s\", units: \"1\"}\n", a[1], a[2])
+		}
+		return gc.String()
 	}
-	gwCfg := filepath.Join(dir, "gateway.yaml")
-	if err := os.WriteFile(gwCfg, []byte(gc.String()), 0o600); err != nil {
-		return fmt.Errorf("%s: gateway config: %w", fig, err)
-	}
-	r, err := scalePass(ctx, b, sim, controlAddr, window, "rollcall gateway", gwBin, filepath.Join(dir, "gateway.log"),
-		"gateway", "--config", gwCfg)
-	if err != nil {
-		return fmt.Errorf("%s: %w", fig, err)
-	}
+
 	o := b.out
-	o.note("%s: %d firmware-sim TCP listeners (one drive each, separate process), `rollcall gateway` (separate process, "+
-		"embedded broker, one paho subscriber) with %d discovery.tcp targets, poll_interval %v; all passing %v after gateway start; "+
-		"window %v: the sim counted %.1f requests/s (configured %d/s); sim process CPU %.1f %% of one core; "+
-		"gateway VmRSS at end %.1f MiB, %d threads; last gctrace: %s",
-		fig, scaleDevices, scaleDevices, scalePoll, r.allPassing.Round(time.Millisecond), r.wall.Round(time.Millisecond), r.pollRate,
-		int(time.Duration(scaleDevices)*time.Second/scalePoll), r.simShare, float64(r.rssKB)/1024, r.threads, r.gctrace)
-	o.line("tcp_scale_cpu_share", r.share, "%core", 0, noFloor)
-	o.line("tcp_scale_peak_rss", float64(r.hwmKB)/1024, "MiB", 0, noFloor)
-	o.goalAtMost(fig+"_cpu", "gateway CPU share of one core", r.share, scaleCPUGoal, "%")
-	o.goalAtMost(fig+"_rss", "gateway peak RSS (VmHWM)", float64(r.hwmKB)/1024, scaleRSSGoal, "MiB")
+	var head *scaleResult
+	var devs, hwm, polls, cpu []float64
+	for _, n := range sizes {
+		gwCfg := filepath.Join(dir, fmt.Sprintf("gateway-%d.yaml", n))
+		if err := os.WriteFile(gwCfg, []byte(gwConfig(n, fmt.Sprintf("state-%d", n))), 0o600); err != nil {
+			return fmt.Errorf("%s: gateway config: %w", fig, err)
+		}
+		r, err := scalePass(ctx, b, sim, controlAddr, n, window, "rollcall gateway", gwBin,
+			filepath.Join(dir, fmt.Sprintf("gateway-%d.log", n)), "gateway", "--config", gwCfg)
+		if err != nil {
+			return fmt.Errorf("%s: %d devices: %w", fig, n, err)
+		}
+		o.note("%s %d devices: %d firmware-sim TCP listeners (one drive each, separate process), `rollcall gateway` (separate process, "+
+			"embedded broker, one paho subscriber) with %d discovery.tcp targets, poll_interval %v; all passing %v after gateway start; "+
+			"window %v: the sim counted %.1f requests/s (configured %d/s); gateway CPU %.2f %% of one core (%.1f µs per request), "+
+			"sim process CPU %.1f %%; gateway VmHWM %.1f MiB (%.1f KiB per device), VmRSS at end %.1f MiB, %d threads; last gctrace: %s",
+			fig, n, n, n, scalePoll, r.allPassing.Round(time.Millisecond), r.wall.Round(time.Millisecond), r.pollRate,
+			int(time.Duration(n)*time.Second/scalePoll), r.share, 1e4*r.share/max(r.pollRate, 1), r.simShare,
+			float64(r.hwmKB)/1024, float64(r.hwmKB)/float64(n), float64(r.rssKB)/1024, r.threads, r.gctrace)
+		devs = append(devs, float64(n))
+		hwm = append(hwm, float64(r.hwmKB))
+		polls = append(polls, r.pollRate)
+		cpu = append(cpu, r.share/100) // core-seconds per second
+		if n == scaleDevices {
+			head = r
+		}
+	}
+	rssSlope, rssBase := fitLine(devs, hwm)  // KiB per device, KiB
+	cpuSlope, cpuBase := fitLine(polls, cpu) // core-seconds per request, core-seconds per second
+	o.note("%s slopes (least squares over %v devices): peak RSS %.1f MiB + %.2f KiB per device; CPU %.2f %% of one core + %.1f µs per poll",
+		fig, sizes, rssBase/1024, rssSlope, 100*cpuBase, 1e6*cpuSlope)
+	o.line("tcp_rss_per_device", rssSlope, "KiB", scaleRSSPerDevGoal, valueOverBudget)
+	o.line("tcp_cpu_per_poll", 1e6*cpuSlope, "µs", scaleCPUPerPollGoal, valueOverBudget)
+	o.line("tcp_scale_cpu_share", head.share, "%core", scaleCPUGoal, valueOverBudget)
+	o.line("tcp_scale_peak_rss", float64(head.hwmKB)/1024, "MiB", scaleRSSGoal, valueOverBudget)
+	o.goalAtMost("tcp_rss_per_device", "gateway peak RSS per Modbus TCP device (slope)", rssSlope, scaleRSSPerDevGoal, "KiB")
+	o.goalAtMost("tcp_cpu_per_poll", "gateway CPU time per poll (slope)", 1e6*cpuSlope, scaleCPUPerPollGoal, "µs")
+	o.goalAtMost(fig+"_cpu", fmt.Sprintf("gateway CPU share of one core at %d devices", scaleDevices), head.share, scaleCPUGoal, "%")
+	o.goalAtMost(fig+"_rss", fmt.Sprintf("gateway peak RSS (VmHWM) at %d devices", scaleDevices), float64(head.hwmKB)/1024, scaleRSSGoal, "MiB")
 
 	if b.opt.gwProfile == "" {
 		return nil
@@ -291,13 +336,12 @@ func figTCPScale(ctx context.Context, b *bench) error {
 	if err := os.MkdirAll(b.opt.gwProfile, 0o755); err != nil {
 		return fmt.Errorf("%s: profile pass: %w", fig, err)
 	}
-	pcfg := strings.Replace(gc.String(), filepath.Join(dir, "state"), filepath.Join(dir, "state-profile"), 1)
 	pcfgPath := filepath.Join(dir, "gateway-profile.yaml")
-	if err := os.WriteFile(pcfgPath, []byte(pcfg), 0o600); err != nil {
+	if err := os.WriteFile(pcfgPath, []byte(gwConfig(scaleDevices, "state-profile")), 0o600); err != nil {
 		return fmt.Errorf("%s: profile pass: %w", fig, err)
 	}
-	pr, err := scalePass(ctx, b, sim, controlAddr, window, "profiled gateway", self, filepath.Join(dir, "gateway-profile.log"),
-		"-gateway-process", pcfgPath, "-profile-dir", b.opt.gwProfile)
+	pr, err := scalePass(ctx, b, sim, controlAddr, scaleDevices, window, "profiled gateway", self,
+		filepath.Join(dir, "gateway-profile.log"), "-gateway-process", pcfgPath, "-profile-dir", b.opt.gwProfile)
 	if err != nil {
 		return fmt.Errorf("%s: profile pass: %w", fig, err)
 	}
@@ -306,13 +350,21 @@ func figTCPScale(ctx context.Context, b *bench) error {
 		return fmt.Errorf("%s: profile pass: memory statistics: %w", fig, err)
 	}
 	mib := func(v uint64) float64 { return float64(v) / (1 << 20) }
-	o.note("%s profile pass (same gateway code in this command's -gateway-process mode, profiles in %s): CPU %.1f %% of one core, "+
-		"VmHWM %.1f MiB; at the end: %d goroutines, heap in use %.1f MiB (live %.1f), heap idle not returned %.1f MiB, "+
+	o.note("%s profile pass at %d devices (same gateway code in this command's -gateway-process mode, profiles in %s): CPU %.1f %% of one core, "+
+		"VmHWM %.1f MiB; at the end: %d goroutines, heap in use %.1f MiB (allocated %.1f), heap idle not returned %.1f MiB, "+
 		"stacks %.1f MiB, runtime metadata %.1f MiB, Go Sys %.1f MiB, next GC at %.1f MiB, %d GCs",
-		fig, b.opt.gwProfile, pr.share, float64(pr.hwmKB)/1024, mem.Goroutines, mib(mem.HeapInuse), mib(mem.HeapAlloc),
+		fig, scaleDevices, b.opt.gwProfile, pr.share, float64(pr.hwmKB)/1024, mem.Goroutines, mib(mem.HeapInuse), mib(mem.HeapAlloc),
 		mib(mem.HeapIdleRet), mib(mem.StackInuse), mib(mem.RuntimeSys), mib(mem.Sys), mib(mem.NextGC), mem.NumGC)
 	for _, l := range pprofTop(ctx, self, filepath.Join(b.opt.gwProfile, gwHeapProfile), 12, "-sample_index=inuse_space") {
 		o.note("%s heap: %s", fig, l)
+	}
+	if base := filepath.Join(b.opt.gwProfile, gwHeapBase); mustRead(base) != nil {
+		// What the steady state allocates (from gwHeapBaseAfter after the start to the
+		// end): the garbage collector's work is proportional to it.
+		for _, l := range pprofTop(ctx, self, filepath.Join(b.opt.gwProfile, gwHeapProfile), 12,
+			"-sample_index=alloc_space", "-base", base) {
+			o.note("%s alloc: %s", fig, l)
+		}
 	}
 	for _, l := range pprofTop(ctx, self, filepath.Join(b.opt.gwProfile, gwCPUProfile), 12) {
 		o.note("%s cpu: %s", fig, l)
@@ -320,9 +372,28 @@ func figTCPScale(ctx context.Context, b *bench) error {
 	return nil
 }
 
+// fitLine is the least-squares line y = slope·x + intercept through the points (xs[i],
+// ys[i]); with fewer than two distinct xs the slope is NaN.
+func fitLine(xs, ys []float64) (slope, intercept float64) {
+	n := float64(len(xs))
+	var sx, sy, sxx, sxy float64
+	for i := range xs {
+		sx += xs[i]
+		sy += ys[i]
+		sxx += xs[i] * xs[i]
+		sxy += xs[i] * ys[i]
+	}
+	d := n*sxx - sx*sx
+	if n < 2 || d == 0 {
+		return math.NaN(), math.NaN()
+	}
+	slope = (n*sxy - sx*sy) / d
+	return slope, (sy - slope*sx) / n
+}
+
 // scaleResult is one pass of figure tcp_scale.
 type scaleResult struct {
-	allPassing time.Duration // gateway start → 1000 passing at the subscriber
+	allPassing time.Duration // gateway start → every device passing at the subscriber
 	wall       time.Duration // the window
 	share      float64       // gateway CPU, % of one core, over the window
 	simShare   float64       // simulator CPU, % of one core, over the window
@@ -334,9 +405,9 @@ type scaleResult struct {
 }
 
 // scalePass starts a gateway process (bin args…, GODEBUG=gctrace=1, log to logPath),
-// waits until a subscriber on its embedded broker sees every device passing, measures
-// the window and stops the gateway.
-func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, window time.Duration,
+// waits until a subscriber on its embedded broker sees its devices (n) passing,
+// measures the window and stops the gateway.
+func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, devices int, window time.Duration,
 	name, bin, logPath string, args ...string) (*scaleResult, error) {
 	res := &scaleResult{}
 	gwStart := time.Now()
@@ -362,11 +433,11 @@ func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, wi
 	defer sub.Close()
 	status := map[string]contract.Status{}
 	passing := 0
-	for passing < scaleDevices {
-		m, err := sub.next(ctx, 120*time.Second, fmt.Sprintf("%d passing instances (have %d)", scaleDevices, passing),
+	for passing < devices {
+		m, err := sub.next(ctx, 120*time.Second, fmt.Sprintf("%d passing instances (have %d)", devices, passing),
 			func(message) bool { return true })
 		if err != nil {
-			return nil, fmt.Errorf("wait for %d passing: %w", scaleDevices, err)
+			return nil, fmt.Errorf("wait for %d passing: %w", devices, err)
 		}
 		rec, err := m.record()
 		if err != nil || rec == nil {
@@ -381,7 +452,7 @@ func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, wi
 		}
 	}
 	res.allPassing = time.Since(gwStart)
-	b.log.Info("all passing", "gateway", name, "after", res.allPassing)
+	b.log.Info("all passing", "gateway", name, "devices", devices, "after", res.allPassing)
 
 	t0, err := cpuTicks(gw.pid())
 	if err != nil {

@@ -147,5 +147,8 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if gateway.TuneGC(os.Getenv) {
+		log.Debug("garbage collector", "gogc", gateway.DefaultGCPercent)
+	}
 	return g.Run(ctx)
 }

@@ -36,6 +36,7 @@ type Config struct {
 	Health    Health    `yaml:"health"`
 	Profiles  Profiles  `yaml:"profiles"`
 	HTTP      HTTP      `yaml:"http"`
+	Metrics   Metrics   `yaml:"metrics"`
 	Limits    Limits    `yaml:"limits"`
 
 	warnings []string // see Warnings
@@ -181,17 +182,28 @@ type SerialBus struct {
 	// Units to sweep: "1-32", "1,3,5-7". Default "1-247".
 	Units string `yaml:"units"`
 	// Timeout is the reply timeout of one request, 1 ms–10 s. Default 50 ms at
-	// ≥ 19200 baud, else 200 ms.
+	// ≥ 19200 baud, else 200 ms. With AdaptiveTimeout it is the ceiling of the adaptive
+	// timeouts and the timeout of registration and of thorough sweep cycles.
 	Timeout time.Duration `yaml:"timeout"`
+	// AdaptiveTimeout makes each poll wait for its reply's first byte only as long as
+	// its device needs: the request's wire time + t3.5 + the device's turnaround (the
+	// second longest of its last 32 replies, plus the spread of all but the longest) +
+	// one character + 2 ms, at most Timeout; sweep probes likewise with the longest
+	// turnaround of the bus's devices (at least Turnaround) in every other cycle.
+	// Default true when timeout is not set, false when it is (every request then waits
+	// up to Timeout, e.g. for devices whose reply time varies widely).
+	AdaptiveTimeout bool `yaml:"adaptive_timeout"`
 	// PollInterval overrides health.poll_interval for this bus (same range).
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// Turnaround is the slowest device turnaround assumed before one is observed: probes
-	// of absent unit IDs wait t3.5 + the longest turnaround (observed or this) + margin.
-	// Raise it for devices slower to answer than 5 ms. Default 5 ms; 0–1 s.
+	// of absent unit IDs in fast sweep cycles wait for a first reply byte from a device
+	// this slow (or as slow as the slowest one seen on the bus); every other cycle waits
+	// Timeout, so slower devices are still found. Default 2 ms; 0–1 s.
 	Turnaround time.Duration `yaml:"turnaround"`
 	// FrameGap is the silence that ends a reply (and resync listening): default (0)
-	// t3.5 + 1 ms on a pseudo-terminal, + 20 ms on a USB adapter (latency timer), + 2 ms
-	// else. Set, it is from t3.5 at Baud (modbus.T35) to 1 s.
+	// t3.5 + 1 ms on a pseudo-terminal, + 2 ms on an on-board UART, + 20 ms on a USB
+	// adapter (latency timer) or a port that cannot be told. Set, it is from t3.5 at
+	// Baud (modbus.T35) to 1 s.
 	FrameGap time.Duration `yaml:"frame_gap"`
 	// ProbeShare is the largest share of bus time given to probing absent unit IDs while
 	// devices are being polled, 0 < share ≤ 1. Default 0.2.
@@ -348,6 +360,18 @@ const (
 // only.
 const DefaultHTTPListen = "127.0.0.1:9180"
 
+// Metrics configures what /metrics shows (gateway/metrics).
+type Metrics struct {
+	// PerUnit: "auto" (default), "true" or "false". With true, rollcall_polls_total is
+	// per unit and every Modbus TCP endpoint (and checked module) has its own
+	// per-master series; with false, polls are summed per master (unit="") and the
+	// series of all network endpoints together carry master="*" (RTU buses keep their
+	// own). auto is true while the gateway polls at most 256 devices
+	// (metrics.PerUnitAutoMax), false above. Counting costs the same either way: the
+	// choice is made at each scrape.
+	PerUnit string `yaml:"per_unit"`
+}
+
 // Default returns the configuration used without --config (docs/design.md, "Commands"):
 // embedded broker on 127.0.0.1:1883, mDNS on, no serial buses, HTTP on
 // DefaultHTTPListen.
@@ -467,6 +491,9 @@ func (c *Config) applyDefaults(doc *yamlx.Doc) {
 	setInt("mqtt.embedded_limits.max_retained_bytes", &el.MaxRetainedBytes, 64<<20)
 	setInt("mqtt.embedded_limits.max_retained_per_account", &el.MaxRetainedPerAccount, 4096)
 	setInt("mqtt.embedded_limits.max_retained_bytes_per_account", &el.MaxRetainedBytesPerAccount, 16<<20)
+	if c.Metrics.PerUnit == "" && unset("metrics.per_unit") {
+		c.Metrics.PerUnit = "auto"
+	}
 	setInt("http.max_connections", &c.HTTP.MaxConnections, DefaultHTTPMaxConnections)
 	setInt("http.max_event_streams", &c.HTTP.MaxEventStreams, DefaultHTTPMaxEventStreams)
 	md := &c.Discovery.MDNS
@@ -503,12 +530,15 @@ func (c *Config) applyDefaults(doc *yamlx.Doc) {
 			if b.Baud < 19200 {
 				b.Timeout = 200 * time.Millisecond
 			}
+			if unset(key + "adaptive_timeout") {
+				b.AdaptiveTimeout = true
+			}
 		}
 		setDuration(key+"poll_interval", &b.PollInterval, h.PollInterval)
 		if unset(key + "probe_share") {
 			b.ProbeShare = 0.2
 		}
-		setDuration(key+"turnaround", &b.Turnaround, 5*time.Millisecond)
+		setDuration(key+"turnaround", &b.Turnaround, 2*time.Millisecond)
 	}
 }
 
@@ -563,6 +593,9 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 	inRange(bad, "limits.max_record_bytes", c.Limits.MaxRecordBytes, maxRecordBytes)
 	inRange(bad, "limits.max_endpoints", c.Limits.MaxEndpoints, maxEndpoints)
 	c.validateHTTP(bad, warn)
+	if pu := c.Metrics.PerUnit; pu != "auto" && pu != "true" && pu != "false" {
+		bad("metrics.per_unit", "expected auto, true or false (per-unit series in /metrics), got %q", pu)
+	}
 	return yamlx.Join(errs...)
 }
 

@@ -74,7 +74,7 @@ func TestBadConfigs(t *testing.T) {
 		"tls-pair.bad.yml":         {`testdata/tls-pair.bad.yml:2:3: mqtt.tls: cert_file and key_file go together`},
 		"two-docs.bad.yml":         {`testdata/two-docs.bad.yml:2:1: only one YAML document is allowed`},
 		"units-range.bad.yml":      {`testdata/units-range.bad.yml:6:7: discovery.serial[0].units: unit IDs must be 1–247 in ascending ranges, got "0-300"`},
-		"unknown-key.bad.yml":      {`testdata/unknown-key.bad.yml:6:7: discovery.serial[0].unit: unknown key "unit" (expected one of: name, device, baud, parity, stop_bits, units, timeout, poll_interval, turnaround, frame_gap, probe_share, meta, devices)`},
+		"unknown-key.bad.yml":      {`testdata/unknown-key.bad.yml:6:7: discovery.serial[0].unit: unknown key "unit" (expected one of: name, device, baud, parity, stop_bits, units, timeout, adaptive_timeout, poll_interval, turnaround, frame_gap, probe_share, meta, devices)`},
 		"unknown-top.bad.yml":      {`testdata/unknown-top.bad.yml:5:3: discovery.serial_buses: unknown key "serial_buses" (expected one of: serial, tcp, mdns)`},
 	}
 	testutil.BadConfigs(t, want, func(path string) error {

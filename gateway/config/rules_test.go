@@ -186,7 +186,7 @@ func TestDefaultsWhenLeftOut(t *testing.T) {
 		h.InstanceLease != 30*time.Second {
 		t.Errorf("health defaults: %+v", h)
 	}
-	if b := c.Discovery.Serial[0]; b.Timeout != 200*time.Millisecond || b.Turnaround != 5*time.Millisecond || b.PollInterval != h.PollInterval ||
+	if b := c.Discovery.Serial[0]; b.Timeout != 200*time.Millisecond || !b.AdaptiveTimeout || b.Turnaround != 2*time.Millisecond || b.PollInterval != h.PollInterval ||
 		b.ProbeShare != 0.2 || b.StopBits != 1 {
 		t.Errorf("bus defaults: %+v", b)
 	}
@@ -375,6 +375,28 @@ func TestEmbeddedLimits(t *testing.T) {
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v\nlacks %q", err, want)
+		}
+	}
+}
+
+// TestAdaptiveTimeoutDefault: a bus without timeout gets adaptive timeouts; a timeout set
+// makes it fixed, unless adaptive_timeout says otherwise (then timeout is the ceiling).
+func TestAdaptiveTimeoutDefault(t *testing.T) {
+	for _, c := range []struct {
+		bus  string
+		want bool
+	}{
+		{`{name: b, device: /dev/x, baud: 115200}`, true},
+		{`{name: b, device: /dev/x, baud: 115200, timeout: 20ms}`, false},
+		{`{name: b, device: /dev/x, baud: 115200, timeout: 20ms, adaptive_timeout: true}`, true},
+		{`{name: b, device: /dev/x, baud: 115200, adaptive_timeout: false}`, false},
+	} {
+		cfg, err := Parse("gw.yaml", []byte("discovery:\n  serial: ["+c.bus+"]\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", c.bus, err)
+		}
+		if got := cfg.Discovery.Serial[0].AdaptiveTimeout; got != c.want {
+			t.Errorf("%s: adaptive_timeout %v, want %v", c.bus, got, c.want)
 		}
 	}
 }

@@ -5,12 +5,15 @@
 //
 // Each gateway run owns one *Metrics with its own prometheus.Registry; nothing is
 // registered in the client library's global default registry. The hot path (one
-// heartbeat poll) costs atomic additions only: the collectors a device needs are
-// resolved once, when it is registered (Master.Unit), not on every poll.
+// heartbeat poll) costs atomic additions only: the counters a device needs are
+// resolved once, when it is registered (Master.Unit), not on every poll. Per-master
+// and per-device values live in atomics and become series at scrape time, so a device
+// costs a few dozen bytes here whether or not its series are shown (Options.PerUnit).
 package metrics
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,12 +37,48 @@ func RoundTripBuckets() []float64 {
 const UtilisationWindow = 10 * time.Second
 
 // Options identifies the gateway in rollcall_gateway_info and rollcall_gateway_epoch,
-// and decides which read-back records Adopted takes.
+// and decides which read-back records Adopted takes and which series are per unit.
 type Options struct {
 	Gateway string // gateway id
 	Epoch   int64  // this run's gateway epoch
 	Version string // build version
+	// PerUnit says when series are exported per device (see PerUnit); the zero value
+	// is PerUnitAuto.
+	PerUnit PerUnit
 }
+
+// PerUnit says when /metrics shows series per device: rollcall_polls_total per unit,
+// and every per-master series (round trips, busy time, utilisation, sweep progress,
+// Modbus transaction counters) per network endpoint — a Modbus TCP endpoint or a
+// checked module is usually one device. Without them, rollcall_polls_total has unit=""
+// (the sum over a master's units), and the series of all network endpoints are summed
+// under master="*" (AggregateMaster; no utilisation ratio there, as the sum of many
+// masters' time is not a share of one); RTU buses keep their own series. Counting is
+// the same either way: the choice is made at each scrape.
+type PerUnit int
+
+// PerUnit settings (config metrics.per_unit: auto, true, false).
+const (
+	// PerUnitAuto: per-unit series while the gateway polls at most PerUnitAutoMax
+	// devices (units registered on its masters, counted at each scrape).
+	PerUnitAuto PerUnit = iota
+	// PerUnitOn: always per-unit series.
+	PerUnitOn
+	// PerUnitOff: never per-unit series.
+	PerUnitOff
+)
+
+// PerUnitAutoMax is the most devices (units registered on the gateway's masters) for
+// which PerUnitAuto shows per-unit series: 256 Modbus TCP devices make about 8000
+// series (5 of rollcall_polls_total each, plus about 26 per endpoint: the round-trip
+// histogram's 17, busy time, utilisation, sweep progress and transaction counters), a
+// still comfortable scrape; a plant of 3000 would make about 90 000. Fewer than 256
+// devices on RTU buses make far fewer (about 5 each, plus about 27 per bus).
+const PerUnitAutoMax = 256
+
+// AggregateMaster is the master label of the series that sum every network endpoint
+// (Modbus TCP endpoints and checked modules) when per-unit series are off.
+const AggregateMaster = "*"
 
 // Metrics is the set of collectors of one gateway run. Its methods are safe for
 // concurrent use. The zero value is not usable: call New.
@@ -47,8 +86,6 @@ type Metrics struct {
 	opts Options
 	reg  *prometheus.Registry
 
-	polls           *prometheus.CounterVec   // master, unit, outcome
-	roundTrip       *prometheus.HistogramVec // master
 	registrations   prometheus.Counter
 	deregistrations prometheus.Counter
 	transitions     *prometheus.CounterVec // from, to
@@ -59,6 +96,8 @@ type Metrics struct {
 	publishLatency prometheus.Histogram
 	masters        map[string]*Master    // by name
 	statuses       map[string]instStatus // by instance id: last status and revision seen in events
+
+	devices atomic.Int64 // units of the open masters (Master.Unit), for PerUnitAuto
 }
 
 // instStatus is what the catalog tracker remembers of an instance (the registry keeps
@@ -77,16 +116,6 @@ func New(o Options) *Metrics {
 		reg:      prometheus.NewRegistry(),
 		masters:  map[string]*Master{},
 		statuses: map[string]instStatus{},
-		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rollcall_polls_total",
-			Help: "Heartbeat polls by master (RTU bus name or Modbus TCP host:port), unit and outcome " +
-				"(ok, exception, timeout, bad_frame: CRC error, short, malformed or wrong-unit reply, other).",
-		}, []string{"master", "unit", "outcome"}),
-		roundTrip: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "rollcall_poll_round_trip_seconds",
-			Help:    "Round trip of answered heartbeat polls (request sent to reply parsed), by master.",
-			Buckets: RoundTripBuckets(),
-		}, []string{"master"}),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rollcall_registrations_total",
 			Help: "Instances registered (new, or back after a deregistration).",
@@ -135,10 +164,25 @@ func New(o Options) *Metrics {
 			"a broker outage counts in full.",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	})
-	m.reg.MustRegister(m.publishLatency, m.polls, m.roundTrip, m.registrations, m.deregistrations, m.transitions, m.instances, m.unregistrable,
+	m.reg.MustRegister(m.publishLatency, m.registrations, m.deregistrations, m.transitions, m.instances, m.unregistrable,
 		info, epoch, masterCollector{m, newMasterDescs()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Devices is the number of devices (units registered on open masters) the gateway's
+// metrics count now.
+func (m *Metrics) Devices() int { return int(m.devices.Load()) }
+
+// PerUnitSeries reports whether a scrape now shows per-unit series (Options.PerUnit).
+func (m *Metrics) PerUnitSeries() bool {
+	switch m.opts.PerUnit {
+	case PerUnitOn:
+		return true
+	case PerUnitOff:
+		return false
+	}
+	return m.Devices() <= PerUnitAutoMax
 }
 
 // PublishLatency records one acknowledged record publication (for

@@ -237,3 +237,122 @@ func BenchmarkUnitPoll(b *testing.B) {
 		u.Poll(o)
 	}
 }
+
+// TestPerUnitModes: per-unit series on, off and automatic (PerUnitAutoMax devices).
+// Off, network endpoints are summed under master="*" and buses keep their own series
+// with unit="".
+func TestPerUnitModes(t *testing.T) {
+	ok := registry.Observation{Answered: true, Outcome: registry.OutcomeOK, RTT: 4 * time.Millisecond}
+	fill := func(m *Metrics) {
+		bus := m.Bus("bus1")
+		bus.Unit("1").Poll(ok)
+		bus.Unit("2").Poll(ok)
+		bus.Unit("2").Poll(registry.Observation{Outcome: registry.OutcomeTimeout, RTT: 50 * time.Millisecond})
+		for _, ep := range []string{"10.0.0.1:502", "10.0.0.2:502"} {
+			mm := m.Master(ep)
+			mm.Sweep(0, 1)
+			mm.Probe(time.Millisecond, true)
+			mm.Unit("1").Poll(ok)
+		}
+	}
+
+	on := New(Options{PerUnit: PerUnitOn})
+	fill(on)
+	expect(t, series(t, on), map[string]float64{
+		`rollcall_polls_total{master="bus1",outcome="ok",unit="1"}`:         1,
+		`rollcall_polls_total{master="bus1",outcome="timeout",unit="2"}`:    1,
+		`rollcall_polls_total{master="10.0.0.1:502",outcome="ok",unit="1"}`: 1,
+		`rollcall_poll_round_trip_seconds_count{master="10.0.0.2:502"}`:     1,
+		`rollcall_sweep_cycles_total{master="10.0.0.2:502"}`:                1,
+	})
+
+	off := New(Options{PerUnit: PerUnitOff})
+	fill(off)
+	got := series(t, off)
+	expect(t, got, map[string]float64{
+		`rollcall_polls_total{master="bus1",outcome="ok",unit=""}`:      2,
+		`rollcall_polls_total{master="bus1",outcome="timeout",unit=""}`: 1,
+		`rollcall_poll_round_trip_seconds_count{master="bus1"}`:         2,
+		`rollcall_polls_total{master="*",outcome="ok",unit=""}`:         2,
+		`rollcall_polls_total{master="*",outcome="timeout",unit=""}`:    0,
+		`rollcall_poll_round_trip_seconds_count{master="*"}`:            2,
+		`rollcall_sweep_cycles_total{master="*"}`:                       2,
+		`rollcall_sweep_absent_units{master="*"}`:                       2,
+	})
+	for k := range got {
+		if strings.Contains(k, "10.0.0.") || strings.Contains(k, `unit="1"`) {
+			t.Errorf("per-unit series %s exported with per-unit series off", k)
+		}
+	}
+	if b := got[`rollcall_master_busy_seconds_total{master="*"}`]; b < 0.0099 || b > 0.0101 {
+		t.Errorf(`busy seconds of master="*" %v, want 0.01 (2 polls of 4 ms, 2 probes of 1 ms)`, b)
+	}
+	if _, ok := got[`rollcall_master_utilisation_ratio{master="*"}`]; ok {
+		t.Error(`a utilisation ratio is exported for master="*"`)
+	}
+
+	auto := New(Options{})
+	fill(auto)
+	if !auto.PerUnitSeries() || auto.Devices() != 4 {
+		t.Fatalf("auto with %d devices: per-unit %v, want 4 devices and per-unit series", auto.Devices(), auto.PerUnitSeries())
+	}
+	mm := auto.Master("10.0.0.3:502")
+	for i := range PerUnitAutoMax {
+		mm.Unit(fmt.Sprint(i)) // the same unit twice counts once: unit "1" is new here
+	}
+	if auto.PerUnitSeries() {
+		t.Fatalf("auto with %d devices (> %d): per-unit series", auto.Devices(), PerUnitAutoMax)
+	}
+	if _, ok := series(t, auto)[`rollcall_polls_total{master="*",outcome="ok",unit=""}`]; !ok {
+		t.Error(`auto above the limit: no master="*" series`)
+	}
+	mm.Close()
+	if !auto.PerUnitSeries() || auto.Devices() != 4 {
+		t.Fatalf("auto after closing the big master: %d devices, per-unit %v", auto.Devices(), auto.PerUnitSeries())
+	}
+}
+
+// TestRoundTripBuckets: the histogram kept in atomics uses RoundTripBuckets, upper
+// bounds inclusive, like a Prometheus histogram.
+func TestRoundTripBuckets(t *testing.T) {
+	b := RoundTripBuckets()
+	if len(b) != numRTTBuckets {
+		t.Fatalf("%d buckets, numRTTBuckets %d", len(b), numRTTBuckets)
+	}
+	for i, ub := range b {
+		ns := int64(ub*1e9 + 0.5)
+		if got := rttBucket(ns); got != i {
+			t.Errorf("%v s: bucket %d, want %d", ub, got, i)
+		}
+		if got := rttBucket(ns + 1); got != i+1 {
+			t.Errorf("%v s + 1 ns: bucket %d, want %d", ub, got, i+1)
+		}
+	}
+	m := New(Options{})
+	u := m.Bus("bus1").Unit("1")
+	for _, d := range []time.Duration{500 * time.Microsecond, time.Millisecond, 4 * time.Millisecond, time.Second} {
+		u.Poll(registry.Observation{Answered: true, RTT: d})
+	}
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "rollcall_poll_round_trip_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		cum := map[float64]uint64{}
+		for _, bk := range h.GetBucket() {
+			cum[bk.GetUpperBound()] = bk.GetCumulativeCount()
+		}
+		if cum[0.001] != 2 || cum[0.005] != 3 || cum[0.5] != 3 || h.GetSampleCount() != 4 {
+			t.Errorf("buckets %v, count %d: want ≤1ms 2, ≤5ms 3, ≤500ms 3, count 4", cum, h.GetSampleCount())
+		}
+		if s := h.GetSampleSum(); s < 1.0054 || s > 1.0056 {
+			t.Errorf("sum %v, want 1.0055", s)
+		}
+		return
+	}
+	t.Fatal("no rollcall_poll_round_trip_seconds")
+}

@@ -122,6 +122,7 @@ type Counters struct {
 type RequestOption struct {
 	timeout time.Duration // > 0: reply timeout of this request
 	resync  time.Duration // > 0: resync listening after this request fails (RTU)
+	trace   *Trace        // non-nil: filled with the request's timing (RTU)
 }
 
 // WithTimeout sets the reply timeout of one request to d instead of the client's
@@ -136,19 +137,46 @@ func WithTimeout(d time.Duration) RequestOption { return RequestOption{timeout: 
 // WithResync sets how long an RTU bus keeps listening after this request fails
 // (timeout, CRC error, short, malformed or wrong-unit reply), discarding a late reply,
 // before it flushes its input and frees the bus for the next request; see
-// SerialConfig.Resync. Values below the bus's frame gap (SerialConfig.FrameGap, at least
-// t3.5 of Modbus over Serial Line V1.02 §2.5.1.1) are raised to it, so
-// WithResync(time.Nanosecond) asks for the shortest safe resync: right for a sweep probe
-// of a unit ID where no device, hence no late reply, is expected. d <= 0 keeps the
-// default (Client.Resync). Modbus TCP ignores it: a failed TCP transaction closes the
-// connection, and a late reply on a kept connection is told apart by its MBAP
-// transaction identifier.
+// SerialConfig.Resync. Whatever d is, listening goes on until the frame gap
+// (SerialConfig.FrameGap, at least t3.5 of Modbus over Serial Line V1.02 §2.5.1.1) has
+// passed since the last byte received, or t3.5 since the request when nothing was
+// received, which is all the spec needs: after a timeout with nothing received that is
+// already over, after a garbled reply it ends the frame. So WithResync(time.Nanosecond)
+// asks for the shortest resync the spec allows:
+// right when the reply timeout already covers the device's slowest reply (an adaptive
+// per-request timeout) or no device, hence no late reply, is expected (a sweep probe).
+// d <= 0 keeps the default (Client.Resync). Modbus TCP ignores it: a failed TCP
+// transaction closes the connection, and a late reply on a kept connection is told apart
+// by its MBAP transaction identifier.
 func WithResync(d time.Duration) RequestOption { return RequestOption{resync: d} }
+
+// WithTrace asks an RTU bus to record the timing of this request in t (overwritten; for
+// ReadDeviceIdentification, that of its last transaction). t must not be shared by
+// concurrent requests. Modbus TCP leaves t unchanged.
+func WithTrace(t *Trace) RequestOption { return RequestOption{trace: t} }
+
+// Trace is the timing of one RTU transaction, filled by a request made WithTrace.
+type Trace struct {
+	// Sent is when the request's last byte had been handed to the port and drained
+	// (tcdrain: on a real line, when it has left the transmitter); zero if it was never
+	// sent.
+	Sent time.Time
+	// FirstByte is the time from Sent to the first byte of the reply being read; 0 when
+	// nothing arrived before the reply timeout. It is the device's response latency as
+	// the master sees it: t3.5 (the device's end-of-frame detection) + its turnaround +
+	// one character time on a physical line, plus the request's wire time when the port
+	// drains at once (a pseudo-terminal).
+	FirstByte time.Duration
+	// RequestBytes and ReplyBytes are the lengths of the request ADU and of what was
+	// received (0 if nothing), in bytes.
+	RequestBytes, ReplyBytes int
+}
 
 // timing is the resolved timing of one request.
 type timing struct {
 	timeout time.Duration // reply timeout (> 0)
-	resync  time.Duration // resync listening after a failure (RTU; ≥ FrameGap there)
+	resync  time.Duration // resync listening after a failure (RTU)
+	trace   *Trace        // nil, or where an RTU transaction records its timing
 }
 
 // apply returns t with opts applied in order.
@@ -159,6 +187,9 @@ func (t timing) apply(opts []RequestOption) timing {
 		}
 		if o.resync > 0 {
 			t.resync = o.resync
+		}
+		if o.trace != nil {
+			t.trace = o.trace
 		}
 	}
 	return t

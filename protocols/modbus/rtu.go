@@ -20,10 +20,23 @@ const (
 	// DefaultTimeout is the reply timeout when SerialConfig.Timeout is 0: 100 ms from the
 	// last byte of the request to the first byte of the reply.
 	DefaultTimeout = 100 * time.Millisecond
-	// DefaultFrameGapMargin is added to t3.5 for the default SerialConfig.FrameGap: USB
-	// serial adapters deliver received bytes in bursts (the FTDI latency timer is 16 ms
-	// by default), so a silence of t3.5 seen by the host does not yet end a frame.
+	// DefaultFrameGapMargin is added to t3.5 for the default SerialConfig.FrameGap of a
+	// USB serial adapter (ttyUSB*, ttyACM*, or a tty whose sysfs device is on the USB
+	// bus; any port when sysfs cannot tell): USB adapters deliver received bytes in
+	// bursts (the FTDI latency timer is 16 ms by default), so a silence of t3.5 seen by
+	// the host does not yet end a frame.
 	DefaultFrameGapMargin = 20 * time.Millisecond
+	// LocalFrameGapMargin is added to t3.5 for the default SerialConfig.FrameGap of an
+	// on-board UART (ttyS*, ttyAMA*, ...: a tty whose sysfs device is not on the USB
+	// bus): bytes reach the host within the UART's receive FIFO timeout (about 4
+	// character times), so the margin is the FIFO timeout beyond t3.5 and the host's
+	// scheduling allowance.
+	LocalFrameGapMargin = 2 * time.Millisecond
+	// PTYFrameGapMargin is added to t3.5 for the default SerialConfig.FrameGap of a
+	// pseudo-terminal (/dev/pts/N, e.g. firmware-sim): bytes are delivered as written,
+	// so the margin is the scheduling allowance of the program writing them on the same
+	// host, which on a loaded machine stalls for milliseconds now and then.
+	PTYFrameGapMargin = 5 * time.Millisecond
 	// MaxDeviceIDContinuations is how many "more follows" continuations
 	// ReadDeviceIdentification follows after the first request.
 	MaxDeviceIDContinuations = 32
@@ -55,7 +68,9 @@ type SerialConfig struct {
 	// typically 100–200 ms). 0 means Timeout.
 	Turnaround time.Duration
 	// FrameGap is the silence after a received byte that ends a partial reply early (with
-	// ErrShortFrame). 0 means T35(Baud) + DefaultFrameGapMargin; values below T35(Baud)
+	// ErrShortFrame). 0 means T35(Baud) + DefaultFrameGapMargin on a USB serial adapter
+	// (or a port whose kind cannot be told), + LocalFrameGapMargin on an on-board UART,
+	// + PTYFrameGapMargin on a pseudo-terminal; values below T35(Baud)
 	// are raised to it (§2.5.1.1).
 	FrameGap time.Duration
 	// Resync is how long the master keeps listening after a failed transaction (timeout,
@@ -116,6 +131,7 @@ type RTU struct {
 	port         serial.Port
 	pk           *gmodbus.RTUClientHandler // packager only, never connected
 	lastActivity time.Time                 // last byte sent or received
+	heard        bool                      // a byte was received since the last request was sent
 	dirty        bool                      // a resync is owed before the next request
 	owed         time.Duration             // resync listening owed while dirty (of the failed request)
 	buf          [MaxADU]byte
@@ -142,10 +158,6 @@ var _ Client = (*RTU)(nil)
 // negative durations) or the port cannot be opened (the system's error: no such device,
 // permission denied, not a terminal).
 func OpenRTU(cfg SerialConfig) (*RTU, error) {
-	cfg, mode, err := normaliseConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("modbus: open %q: %w", cfg.Device, err)
-	}
 	// The lock and the port are opened on the resolved path, so that a symlink replaced
 	// in between (firmware-sim replaces its link on restart) cannot leave the lock on one
 	// device and the port on another. A path that does not resolve is opened as given,
@@ -153,6 +165,10 @@ func OpenRTU(cfg SerialConfig) (*RTU, error) {
 	path, err := filepath.EvalSymlinks(cfg.Device)
 	if err != nil {
 		path = cfg.Device
+	}
+	cfg, mode, err := normaliseConfig(cfg, frameGapMargin(path))
+	if err != nil {
+		return nil, fmt.Errorf("modbus: open %q: %w", cfg.Device, err)
 	}
 	name := deviceName(cfg.Device, path)
 	// The lock is taken before serial.Open: go.bug.st/serial v1.6.4 (serial_unix.go,
@@ -209,7 +225,9 @@ func unwrapPath(err error) error {
 	return err
 }
 
-func normaliseConfig(cfg SerialConfig) (SerialConfig, *serial.Mode, error) {
+// normaliseConfig checks cfg and fills in its defaults; margin is added to t3.5 for the
+// default frame gap (DefaultFrameGapMargin, LocalFrameGapMargin or PTYFrameGapMargin).
+func normaliseConfig(cfg SerialConfig, margin time.Duration) (SerialConfig, *serial.Mode, error) {
 	if cfg.Device == "" {
 		return cfg, nil, fmt.Errorf("%w: no serial device", ErrInvalidRequest)
 	}
@@ -246,7 +264,7 @@ func normaliseConfig(cfg SerialConfig) (SerialConfig, *serial.Mode, error) {
 	}
 	t35 := T35(cfg.Baud)
 	if cfg.FrameGap == 0 {
-		cfg.FrameGap = t35 + DefaultFrameGapMargin
+		cfg.FrameGap = t35 + margin
 	}
 	cfg.FrameGap = max(cfg.FrameGap, t35)
 	if cfg.Resync == 0 {
@@ -279,13 +297,12 @@ func (r *RTU) Counters() Counters {
 		CRCErrors: s.CRCErrors, BadFrames: s.ShortFrames + s.BadFrames + s.WrongUnits, Serial: true}
 }
 
-// timing resolves the timing of one request from the defaults and opts; the resync is
-// raised to FrameGap (Modbus over Serial Line V1.02 §2.5.1.1: a frame ends only after
-// t3.5 of silence, and FrameGap ≥ t3.5).
+// timing resolves the timing of one request from the defaults and opts. The resync may
+// be shorter than FrameGap: resync itself listens until FrameGap has passed since the
+// last byte (Modbus over Serial Line V1.02 §2.5.1.1: a frame ends after t3.5 of
+// silence, and FrameGap ≥ t3.5).
 func (r *RTU) timing(opts []RequestOption) timing {
-	t := timing{timeout: r.cfg.Timeout, resync: r.cfg.Resync}.apply(opts)
-	t.resync = max(t.resync, r.cfg.FrameGap)
-	return t
+	return timing{timeout: r.cfg.Timeout, resync: r.cfg.Resync}.apply(opts)
 }
 
 // Stats returns the bus counters (cheap atomic loads; fields may be mutually
@@ -534,6 +551,9 @@ func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 		r.owe(tm.resync)
 		return r.failed(err)
 	}
+	if tm.trace != nil {
+		*tm.trace = Trace{Sent: r.lastActivity, RequestBytes: len(req)}
+	}
 	if unit == BroadcastUnit {
 		r.stats.broadcasts.Add(1)
 		if err := r.pause(ctx, r.cfg.Turnaround); err != nil {
@@ -542,7 +562,7 @@ func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 		}
 		return nil
 	}
-	err = r.receive(ctx, req, tm.timeout, check)
+	err = r.receive(ctx, req, tm.timeout, check, tm.trace)
 	if err == nil {
 		r.stats.replies.Add(1)
 		return nil
@@ -561,8 +581,8 @@ func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 	return err
 }
 
-// owe marks the bus dirty: before the next transaction it listens for d (≥ FrameGap)
-// and flushes (resync).
+// owe marks the bus dirty: before the next transaction it listens for d, and at least
+// until FrameGap has passed since the last byte, and flushes (resync).
 func (r *RTU) owe(d time.Duration) {
 	r.dirty = true
 	r.owed = d
@@ -630,14 +650,17 @@ func (r *RTU) send(req []byte) error {
 		return &ioError{fmt.Errorf("drain: %w", err)}
 	}
 	r.lastActivity = time.Now()
+	r.heard = false
 	r.stats.requests.Add(1)
 	return nil
 }
 
 // receive reads the reply to req (sent at r.lastActivity) and checks it; timeout is the
-// wait for its first byte.
-func (r *RTU) receive(ctx context.Context, req []byte, timeout time.Duration, check func([]byte) error) error {
-	deadline := r.lastActivity.Add(timeout)
+// wait for its first byte. tr, if not nil, gets the first byte's latency and the bytes
+// received.
+func (r *RTU) receive(ctx context.Context, req []byte, timeout time.Duration, check func([]byte) error, tr *Trace) error {
+	sent := r.lastActivity
+	deadline := sent.Add(timeout)
 	hardCap := deadline.Add(WireTime(MaxADU, r.cfg.Baud) + r.cfg.FrameGap)
 	have := 0
 	var last time.Time
@@ -675,9 +698,16 @@ func (r *RTU) receive(ctx context.Context, req []byte, timeout time.Duration, ch
 			return err
 		}
 		if k > 0 {
-			have += k
 			last = time.Now()
+			if have == 0 && tr != nil {
+				tr.FirstByte = max(last.Sub(sent), time.Nanosecond)
+			}
+			have += k
 			r.lastActivity = last
+			r.heard = true
+			if tr != nil {
+				tr.ReplyBytes = have
+			}
 		}
 	}
 }
@@ -708,12 +738,18 @@ func (r *RTU) decode(req, frame []byte, check func([]byte) error) error {
 }
 
 // resync listens for at least the owed resync time (the failed request's: SerialConfig.
-// Resync or its WithResync) and until FrameGap of silence (bounded), discards what
-// arrives, and flushes the input. On success the bus is clean.
+// Resync or its WithResync) and until FrameGap of silence since the last byte received
+// (bounded), discards what arrives, and flushes the input. When nothing was received
+// since the request, t3.5 since it is all the spec needs to have passed (Modbus over
+// Serial Line V1.02 §2.5.1.1: no frame is in progress). On success the bus is clean.
 func (r *RTU) resync(ctx context.Context) error {
 	r.dirty = true
 	r.stats.resyncs.Add(1)
-	quiet := later(time.Now().Add(r.owed), r.lastActivity.Add(r.cfg.FrameGap))
+	gap := r.cfg.FrameGap
+	if !r.heard {
+		gap = r.t35
+	}
+	quiet := later(time.Now().Add(r.owed), r.lastActivity.Add(gap))
 	stop := quiet.Add(WireTime(2*MaxADU, r.cfg.Baud) + r.cfg.FrameGap) // a babbling line
 	for {
 		now := time.Now()
@@ -729,6 +765,7 @@ func (r *RTU) resync(ctx context.Context) error {
 		}
 		if k > 0 {
 			r.lastActivity = time.Now()
+			r.heard = true
 			quiet = later(quiet, r.lastActivity.Add(r.cfg.FrameGap))
 		}
 	}

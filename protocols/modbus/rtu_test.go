@@ -333,7 +333,7 @@ func TestRTUConfigDefaults(t *testing.T) {
 	rtu, _ := newBus(t, SerialConfig{Baud: 9600}, statusHandler)
 	c := rtu.Config()
 	if c.Parity != "even" || c.StopBits != 1 || c.Timeout != DefaultTimeout || c.Turnaround != DefaultTimeout ||
-		c.FrameGap != T35(9600)+DefaultFrameGapMargin || c.Resync != DefaultTimeout {
+		c.FrameGap != T35(9600)+PTYFrameGapMargin || c.Resync != DefaultTimeout {
 		t.Errorf("defaults %+v", c)
 	}
 	if rtu.Timeout() != DefaultTimeout || rtu.Resync() != DefaultTimeout {
@@ -343,7 +343,7 @@ func TestRTUConfigDefaults(t *testing.T) {
 	cfg := testConfig("")
 	cfg.Resync = time.Microsecond
 	short, _ := newBus(t, cfg, statusHandler)
-	if got, want := short.Resync(), T35(115200)+DefaultFrameGapMargin; got != want {
+	if got, want := short.Resync(), T35(115200)+PTYFrameGapMargin; got != want {
 		t.Errorf("Resync() = %v with a 1 µs resync, want the frame gap %v", got, want)
 	}
 }
@@ -371,7 +371,8 @@ func TestRTURequestTiming(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "("+short.String()+")") {
 		t.Fatalf("err = %v, want ErrTimeout naming the %v request timeout", err, short)
 	}
-	// 30 ms timeout + frame gap (21.75 ms) resync; the defaults would take 2 s.
+	// 30 ms timeout, then no resync listening (nothing arrived, and the frame gap since
+	// the request has passed); the defaults would take 2 s.
 	if el < short || el > 700*time.Millisecond {
 		t.Errorf("short request failed after %v, want within [%v, 700ms]", el, short)
 	}
@@ -388,6 +389,32 @@ func TestRTURequestTiming(t *testing.T) {
 	}
 	if n := len(resp.requests()); n != 3 {
 		t.Errorf("%d requests on the wire, want 3", n)
+	}
+}
+
+// TestRTUTrace: WithTrace records when the request was sent, the first reply byte's
+// latency and the lengths; a request that times out records no first byte.
+func TestRTUTrace(t *testing.T) {
+	rtu, _ := newBus(t, testConfig(""), func(ctx context.Context, n int, req []byte, w io.Writer) {
+		if req[0] == 2 {
+			return // unit 2 is silent
+		}
+		statusHandler(ctx, n, req, w)
+	})
+	ctx := context.Background()
+	var tr Trace
+	before := time.Now()
+	if _, err := rtu.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2, WithTrace(&tr)); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	if tr.Sent.Before(before) || tr.FirstByte <= 0 || tr.Sent.Add(tr.FirstByte).After(after) ||
+		tr.RequestBytes != 8 || tr.ReplyBytes != 9 {
+		t.Errorf("trace of an answered request %+v (request made from %v to %v)", tr, before, after)
+	}
+	_, err := rtu.ReadRegisters(ctx, 2, FuncReadHoldingRegisters, 0, 2, WithTrace(&tr), WithTimeout(20*time.Millisecond))
+	if !errors.Is(err, ErrTimeout) || tr.FirstByte != 0 || tr.ReplyBytes != 0 || tr.Sent.IsZero() || tr.RequestBytes != 8 {
+		t.Errorf("trace of a timed-out request %+v, err %v", tr, err)
 	}
 }
 

@@ -123,11 +123,15 @@ type tcpCounters struct {
 // connection error). A failed dial starts a backoff (TCPConfig MinBackoff, doubling up
 // to MaxBackoff) during which calls fail at once with ErrUnreachable; a successful
 // exchange resets it. There is no resync: WithResync is ignored.
+//
+// The end of a request's ctx interrupts its transaction at once. The master watches the
+// ctx of its latest request (one context.AfterFunc, kept while requests come with the
+// same ctx, as a poller's do, and dropped by Close) rather than registering a watch per
+// request; a request with another ctx moves the watch to it.
 type TCP struct {
 	cfg       TCPConfig // normalised; read-only after NewTCP
 	sem       chan struct{}
-	life      context.Context // cancelled by Close
-	kill      context.CancelFunc
+	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
 	stats     tcpCounters
 	now       func() time.Time // clock of the backoff; time.Now except in tests
@@ -140,9 +144,24 @@ type TCP struct {
 	backoff    time.Duration
 	retryAt    time.Time // no dial before this while dialErr is set
 	dialErr    error     // the last dial error, until a dial succeeds
-	wbuf       [MaxTCPADU]byte
-	rbuf       [MaxTCPADU]byte
+	watchDone  <-chan struct{}
+	watchStop  func() bool // stops the watch of the ctx whose Done channel is watchDone
+	// wbuf holds the request ADU: requests of up to tcpSmallADU bytes (reads,
+	// identification, single writes) are built in it, longer ones (FC 16) allocate.
+	wbuf [tcpSmallADU]byte
+
+	// The transaction in flight, for the watch of its ctx and for Close, which move its
+	// deadline into the past to end a blocked Write or Read at once, and the dial in
+	// progress, which Close cancels. Guarded by activeMu; set and cleared under sem too.
+	activeMu   sync.Mutex
+	active     net.Conn        // nil between transactions
+	activeDone <-chan struct{} // the Done channel of its ctx
+	dialing    context.CancelFunc
 }
+
+// tcpSmallADU is the size of the request buffer kept per TCP master (see TCP.wbuf):
+// an MBAP header and a PDU of up to 9 bytes.
+const tcpSmallADU = 16
 
 var _ Client = (*TCP)(nil)
 
@@ -155,13 +174,11 @@ func NewTCP(cfg TCPConfig) (*TCP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("modbus: tcp %q: %w", cfg.Address, err)
 	}
-	life, kill := context.WithCancel(context.Background())
 	t := &TCP{
-		cfg:  cfg,
-		sem:  make(chan struct{}, 1),
-		life: life,
-		kill: kill,
-		now:  time.Now,
+		cfg:    cfg,
+		sem:    make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		now:    time.Now,
 	}
 	return t, nil
 }
@@ -244,18 +261,23 @@ func (t *TCP) Stats() TCPStats {
 }
 
 // Close ends the master: waiting callers get ErrClosed, a transaction or dial in
-// progress is abandoned at once (ErrClosed), then the connection is closed. A second
-// Close returns ErrClosed.
+// progress is abandoned at once (ErrClosed), then the connection is closed and the
+// watch of the requests' ctx (see TCP) is dropped. A second Close returns ErrClosed.
 func (t *TCP) Close() error {
 	first := false
 	t.closeOnce.Do(func() {
 		first = true
-		t.kill()
+		close(t.closed)
 	})
 	if !first {
 		return fmt.Errorf("%s: %w", t.cfg.Address, ErrClosed)
 	}
+	t.interrupt(nil)    // a transaction in flight ends now
 	t.sem <- struct{}{} // take the connection for good
+	if t.watchStop != nil {
+		t.watchStop()
+		t.watchStop, t.watchDone = nil, nil
+	}
 	if t.conn != nil {
 		err := t.conn.Close()
 		t.conn, t.rd = nil, nil
@@ -408,7 +430,7 @@ func (t *TCP) acquire(ctx context.Context) error {
 	}
 	select {
 	case t.sem <- struct{}{}:
-	case <-t.life.Done():
+	case <-t.closed:
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
@@ -423,7 +445,7 @@ func (t *TCP) acquire(ctx context.Context) error {
 // interrupted reports ErrClosed or ctx.Err() without blocking.
 func (t *TCP) interrupted(ctx context.Context) error {
 	select {
-	case <-t.life.Done():
+	case <-t.closed:
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
@@ -434,32 +456,30 @@ func (t *TCP) interrupted(ctx context.Context) error {
 
 // exchange is one transaction under the lock, with reply timeout timeout.
 func (t *TCP) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, timeout time.Duration, check func([]byte) error) error {
-	// op ends with ctx or Close: it bounds the dial and interrupts the I/O.
-	op, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(t.life, cancel)()
-
-	if err := t.connect(ctx, op); err != nil {
+	if err := t.connect(ctx); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(timeout)
-	if err := t.conn.SetDeadline(deadline); err != nil {
+	// The end of ctx, or Close, moves the deadline into the past, which ends a blocked
+	// Write or Read at once; activeMu keeps that from hitting the next transaction.
+	t.watch(ctx)
+	t.activeMu.Lock()
+	t.active, t.activeDone = t.conn, ctx.Done()
+	err := t.conn.SetDeadline(time.Now().Add(timeout))
+	t.activeMu.Unlock()
+	defer func() {
+		t.activeMu.Lock()
+		t.active, t.activeDone = nil, nil
+		t.activeMu.Unlock()
+	}()
+	if err != nil {
 		t.reset()
 		return t.failed(&connError{err})
 	}
-	// Cancelling op moves the deadline into the past, which ends a blocked Write or
-	// Read at once. Wait for that to finish before the lock passes on, so it cannot hit
-	// the next transaction's deadline.
-	conn, fired := t.conn, make(chan struct{})
-	stop := context.AfterFunc(op, func() {
-		_ = conn.SetDeadline(time.Unix(1, 0))
-		close(fired)
-	})
-	defer func() {
-		if !stop() {
-			<-fired
-		}
-	}()
+	// Ended before the transaction was marked active: the watch or Close found nothing
+	// to interrupt.
+	if err := t.interrupted(ctx); err != nil {
+		return err
+	}
 
 	t.tid++
 	req := appendMBAP(t.wbuf[:0], t.tid, unit, pdu)
@@ -473,14 +493,20 @@ func (t *TCP) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 	t.sentOnConn++
 	t.stats.requests.Add(1)
 
-	err := t.receive(ctx, req, timeout, check)
-	var ex *ExceptionError
-	var wu *WrongUnitError
-	switch {
-	case err == nil:
+	if err = t.receive(ctx, req, timeout, check); err == nil {
 		t.stats.replies.Add(1)
 		t.backoff = 0
 		return nil
+	}
+	return t.receiveFailed(ctx, err)
+}
+
+// receiveFailed accounts a transaction whose reply was not a valid normal one, and
+// resets the connection unless the stream is still in step.
+func (t *TCP) receiveFailed(ctx context.Context, err error) error {
+	var ex *ExceptionError
+	var wu *WrongUnitError
+	switch {
 	case errors.As(err, &ex):
 		t.stats.exceptions.Add(1) // a complete, valid reply: the device is alive
 		t.backoff = 0
@@ -496,10 +522,40 @@ func (t *TCP) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataU
 	return t.failed(err)
 }
 
+// watch makes sure that the end of ctx interrupts the transactions run with it (see
+// interrupt). One watch (context.AfterFunc) is kept per TCP and replaced only when a
+// call brings a ctx with another Done channel, so a master polling with one long-lived
+// ctx registers it once, not on every request. Under sem.
+func (t *TCP) watch(ctx context.Context) {
+	done := ctx.Done()
+	if done == nil || done == t.watchDone {
+		return
+	}
+	if t.watchStop != nil {
+		t.watchStop()
+	}
+	t.watchDone = done
+	t.watchStop = context.AfterFunc(ctx, func() { t.interrupt(done) })
+}
+
+// interrupt moves the deadline of the transaction in flight into the past when its
+// ctx's Done channel is done; or, when done is nil (Close), that of any transaction,
+// and cancels a dial in progress.
+func (t *TCP) interrupt(done <-chan struct{}) {
+	t.activeMu.Lock()
+	defer t.activeMu.Unlock()
+	if t.active != nil && (done == nil || t.activeDone == done) {
+		_ = t.active.SetDeadline(time.Unix(1, 0))
+	}
+	if done == nil && t.dialing != nil {
+		t.dialing()
+	}
+}
+
 // connect makes sure there is a live connection: it drops one the peer has closed,
-// refuses at once during the reconnect backoff, or dials (bounded by op and
+// refuses at once during the reconnect backoff, or dials (bounded by ctx, Close and
 // DialTimeout).
-func (t *TCP) connect(ctx, op context.Context) error {
+func (t *TCP) connect(ctx context.Context) error {
 	if t.conn != nil {
 		if t.rd.Buffered() > 0 || !peerClosed(t.conn) {
 			return nil
@@ -514,6 +570,19 @@ func (t *TCP) connect(ctx, op context.Context) error {
 		}
 	}
 	t.stats.dials.Add(1)
+	op, cancel := context.WithCancel(ctx) // ends with ctx or Close (interrupt)
+	defer cancel()
+	t.activeMu.Lock()
+	t.dialing = cancel
+	t.activeMu.Unlock()
+	defer func() {
+		t.activeMu.Lock()
+		t.dialing = nil
+		t.activeMu.Unlock()
+	}()
+	if err := t.interrupted(ctx); err != nil {
+		return err // closed before the dial could be cancelled
+	}
 	d := net.Dialer{Timeout: t.cfg.DialTimeout}
 	conn, err := d.DialContext(op, "tcp", t.cfg.Address)
 	if err != nil {
@@ -532,7 +601,7 @@ func (t *TCP) connect(ctx, op context.Context) error {
 	}
 	t.dialErr = nil // the backoff step itself is reset by a successful exchange
 	t.conn = conn
-	t.rd = bufio.NewReaderSize(conn, 2*MaxTCPADU)
+	t.rd = bufio.NewReaderSize(conn, MaxTCPADU) // receive peeks a whole frame in it
 	t.sentOnConn = 0
 	return nil
 }
@@ -540,29 +609,37 @@ func (t *TCP) connect(ctx, op context.Context) error {
 // receive reads frames until the reply to req (same transaction id) and checks it.
 // Frames with a transaction id sent earlier on this connection are discarded. timeout
 // is the request's reply timeout (for the error message; the deadline is set).
+//
+// A frame is read in place: its bytes are peeked in the connection's reader (which
+// holds MaxTCPADU, a whole frame) and discarded once handled, so check sees them in the
+// reader's buffer. A read that fails leaves the bytes of the frame so far unconsumed;
+// the connection is reset then, except when nothing of the frame had arrived.
 func (t *TCP) receive(ctx context.Context, req []byte, timeout time.Duration, check func([]byte) error) error {
-	hbuf := t.rbuf[:MBAPHeaderLen]
 	for {
-		n, err := io.ReadFull(t.rd, hbuf)
+		h, err := t.rd.Peek(MBAPHeaderLen)
 		if err != nil {
-			return t.readFailed(ctx, n, timeout, err)
+			return t.readFailed(ctx, len(h), timeout, err)
 		}
-		hdr, err := parseMBAPHeader(hbuf)
+		hdr, err := parseMBAPHeader(h)
 		if err != nil {
 			return err
 		}
-		body := t.rbuf[MBAPHeaderLen : MBAPHeaderLen+int(hdr.length)-1]
-		if n, err := io.ReadFull(t.rd, body); err != nil {
-			return t.readFailed(ctx, MBAPHeaderLen+n, timeout, err)
+		size := MBAPHeaderLen + int(hdr.length) - 1
+		frame, err := t.rd.Peek(size)
+		if err != nil {
+			return t.readFailed(ctx, len(frame), timeout, err)
 		}
 		if hdr.tid != t.tid {
 			if d := t.tid - hdr.tid; uint64(d) < t.sentOnConn {
 				t.stats.staleReplies.Add(1)
+				_, _ = t.rd.Discard(size)
 				continue
 			}
 			return fmt.Errorf("%w: transaction id %d, want %d (never sent on this connection)", ErrBadFrame, hdr.tid, t.tid)
 		}
-		return decodeTCPReply(req, hdr.unit, body, check)
+		err = decodeTCPReply(req, hdr.unit, frame[MBAPHeaderLen:], check)
+		_, _ = t.rd.Discard(size)
+		return err
 	}
 }
 

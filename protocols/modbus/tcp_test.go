@@ -1077,3 +1077,80 @@ func BenchmarkTCPReadHolding2(b *testing.B) {
 		b.Errorf("stats %+v", st)
 	}
 }
+
+// TestTCPLongLivedContext: a master polling with one long-lived ctx (a gateway's) is
+// watched once, not per request; when that ctx ends, the request in flight with it
+// ends at once, while a request in flight with another ctx is not disturbed by the end
+// of an earlier one.
+func TestTCPLongLivedContext(t *testing.T) {
+	silent := make(chan struct{}, 4)
+	srv := startTCPServer(t, func(ctx context.Context, n int, req []byte, c net.Conn) {
+		switch n {
+		case 3: // silent: the request waits for its ctx
+			silent <- struct{}{}
+		case 5: // answered late
+			silent <- struct{}{}
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-ctx.Done():
+				return
+			}
+			tcpStatus(ctx, n, req, c)
+		default:
+			tcpStatus(ctx, n, req, c)
+		}
+	})
+	m := newTCPMaster(t, srv, TCPConfig{Timeout: 5 * time.Second})
+	life, end := context.WithCancel(context.Background())
+	defer end()
+	for range 3 {
+		if _, err := m.ReadRegisters(life, 1, FuncReadHoldingRegisters, 0, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.sem <- struct{}{}
+	watched := m.watchDone == life.Done()
+	<-m.sem
+	if !watched {
+		t.Fatal("the long-lived ctx is not the one watched")
+	}
+	go func() {
+		<-silent
+		end()
+	}()
+	start := time.Now()
+	if _, err := m.ReadRegisters(life, 1, FuncReadHoldingRegisters, 0, 2); !errors.Is(err, context.Canceled) {
+		t.Fatalf("request in flight when its ctx ended: err = %v, want context.Canceled", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("the end of the ctx took %v to interrupt the request", el)
+	}
+	// Another ctx: watched anew; the old watch (fired) interrupts nothing.
+	other, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := m.ReadRegisters(other, 1, FuncReadHoldingRegisters, 0, 2); err != nil {
+		t.Fatalf("request with a new ctx: %v", err)
+	}
+	if _, err := m.ReadRegisters(other, 1, FuncReadHoldingRegisters, 0, 2); err != nil {
+		t.Fatalf("late-answered request: %v", err)
+	}
+	m.interrupt(life.Done()) // as if the old watch fired again: not this transaction's ctx
+	if _, err := m.ReadRegisters(other, 1, FuncReadHoldingRegisters, 0, 2); err != nil {
+		t.Fatalf("request after a foreign interrupt: %v", err)
+	}
+}
+
+// BenchmarkTCPReadHolding2Cancellable is BenchmarkTCPReadHolding2 with a cancellable
+// ctx, as a gateway polls: the ctx is watched once, not per request.
+func BenchmarkTCPReadHolding2Cancellable(b *testing.B) {
+	srv := startTCPServer(b, tcpStatus)
+	m := newTCPMaster(b, srv, TCPConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

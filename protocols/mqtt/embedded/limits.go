@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -209,6 +210,12 @@ func (h *quotaHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Pack
 	if !pk.FixedHeader.Retain || cl.Net.Inline {
 		return pk, nil
 	}
+	// mochi decodes the topic as a string sharing the memory of the whole packet as
+	// read (mochi v2.7.9 packets.decodeString); the retained index and the map below
+	// would keep that buffer (topic, payload and properties) alive for as long as the
+	// message is retained, besides the copy mochi stores. A topic of its own lets the
+	// buffer go.
+	pk.TopicName = strings.Clone(pk.TopicName)
 	if reason := h.admit(cl, pk.TopicName, len(pk.Payload)); reason != "" {
 		h.log.refuse(cl, reason)
 		return pk, packets.CodeSuccessIgnore
