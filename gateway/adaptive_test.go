@@ -90,6 +90,7 @@ func TestNoisyLine(t *testing.T) {
 discovery:
   serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2"}]
 health: {poll_interval: 20ms, deregister_critical_after: 1m}
+http: {listen: "127.0.0.1:0"}
 `)
 	rig.WaitCatalog(t, g, 15*time.Second, "2 passing instances", rig.Passing(2))
 	victim := "rollcall-firmware-sim-sim-0002"
@@ -126,6 +127,18 @@ health: {poll_interval: 20ms, deregister_critical_after: 1m}
 			warned = true
 			return true
 		})
+	}
+	// The metrics say so too: the victim's link quality (the latest, as in its record)
+	// below 0.97, and garbled replies retried.
+	m := scrape(t, "http://"+g.HTTPAddr()+"/metrics")
+	if q, ok := m[`rollcall_link_quality_ratio{master="bus1",unit="2"}`]; !ok || q >= 0.97 {
+		t.Errorf("rollcall_link_quality_ratio of the noisy drive = %v (present %v), want below 0.97", q, ok)
+	}
+	if q, ok := m[`rollcall_link_quality_ratio{master="bus1",unit="1"}`]; !ok || q < 0.97 {
+		t.Errorf("rollcall_link_quality_ratio of the clean drive = %v (present %v), want at least 0.97", q, ok)
+	}
+	if r := m[`rollcall_link_retries_total{master="bus1"}`]; r < 1 {
+		t.Errorf("rollcall_link_retries_total = %v, want garbled replies retried", r)
 	}
 	if err := s.SetFault("bus1", 2, slave.Fault{Mode: slave.FaultNone}); err != nil {
 		t.Fatal(err)

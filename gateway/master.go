@@ -276,6 +276,7 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 	o := m.attempt(ctx, c, d, m.cfg.Adaptive)
 	if o.Outcome == registry.OutcomeBadFrame && m.cfg.Baud > 0 && ctx.Err() == nil {
 		d.stats.Poll(o)
+		d.stats.Retry()
 		o = m.attempt(ctx, c, d, m.cfg.Adaptive)
 	}
 	if ctx.Err() != nil {

@@ -19,7 +19,8 @@
 //	sweep        full sweep of unit IDs 1–247 with none present
 //	noise        a line with 5 % CRC noise: false criticals (goal 0) over -noise-for, and
 //	             garbage-only and silent drives still critical within their budget
-//	tcp_scale    CPU share and peak RSS of a gateway process polling 1000 Modbus TCP devices
+//	tcp_scale    CPU share and peak RSS of a gateway process polling 100, 1000 and 3000
+//	             Modbus TCP devices at 1 Hz, and their slopes (RSS per device, CPU per poll)
 //	plant_scale  many gateways on a 3-node NATS cluster: publish rate, consumer convergence
 //	             and memory per instance, failover after a node loss (figPlantScale)
 //	resync       Mosquitto restarted (with and without its retained store): time until a

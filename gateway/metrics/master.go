@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -163,9 +164,11 @@ func (mm *Master) Unit(unit string) *Unit {
 
 // Unit is the instrumentation of one polled device. A nil *Unit does nothing.
 type Unit struct {
-	master *Master
-	label  string
-	polls  [registry.NumOutcomes]atomic.Uint64 // by outcome; OutcomeUnknown unused
+	master  *Master
+	label   string
+	polls   [registry.NumOutcomes]atomic.Uint64 // by outcome; OutcomeUnknown unused
+	link    atomic.Uint64                       // math.Float64bits(link quality + 1); 0: not measured
+	retries atomic.Uint64                       // garbled replies retried at once
 }
 
 // Poll records one heartbeat poll: its outcome (rollcall_polls_total, label
@@ -181,6 +184,25 @@ func (u *Unit) Poll(o registry.Observation) {
 		u.master.rtt.observe(o.RTT)
 	}
 	u.master.busyNs.Add(int64(o.RTT))
+	if o.LinkMeasured {
+		u.link.Store(math.Float64bits(o.LinkQuality + 1))
+	}
+}
+
+// Retry records a garbled reply retried at once within its poll slot
+// (rollcall_link_retries_total). It does not allocate.
+func (u *Unit) Retry() {
+	if u == nil {
+		return
+	}
+	u.retries.Add(1)
+}
+
+// linkQuality is the unit's latest link quality (0–1); ok is false when none was
+// measured (Modbus TCP, checks).
+func (u *Unit) linkQuality() (q float64, ok bool) {
+	b := u.link.Load()
+	return math.Float64frombits(b) - 1, b != 0
 }
 
 // numRTTBuckets is len(RoundTripBuckets()).
@@ -267,7 +289,7 @@ func (mm *Master) utilisation(now time.Time) float64 {
 
 // masterDescs describe the per-master series exported by masterCollector.
 type masterDescs struct {
-	polls, roundTrip                                                                   *prometheus.Desc
+	polls, roundTrip, linkQuality, linkRetries                                         *prometheus.Desc
 	busy, util, probed, absent, cycles, requests, timeouts, crc, badFrames, exceptions *prometheus.Desc
 }
 
@@ -281,6 +303,11 @@ func newMasterDescs() masterDescs {
 			[]string{"master", "unit", "outcome"}, nil),
 		roundTrip: prometheus.NewDesc("rollcall_poll_round_trip_seconds",
 			"Round trip of answered heartbeat polls (request sent to reply parsed), by master.", l, nil),
+		linkQuality: prometheus.NewDesc("rollcall_link_quality_ratio",
+			"Share of a device's latest 64 replies that arrived intact (0–1), by RTU bus and unit; below 0.97 the instance is warning "+
+				"(check.link_quality of its record).", []string{"master", "unit"}, nil),
+		linkRetries: prometheus.NewDesc("rollcall_link_retries_total",
+			"Garbled replies (bad CRC, wrong length, another unit) retried at once within their poll slot, by RTU bus.", l, nil),
 		busy: prometheus.NewDesc("rollcall_master_busy_seconds_total",
 			"Time the master spent in transactions (heartbeat polls and sweep probes); its rate is the bus utilisation.", l, nil),
 		util: prometheus.NewDesc("rollcall_master_utilisation_ratio",
@@ -314,7 +341,7 @@ type masterCollector struct {
 // Describe implements prometheus.Collector.
 func (c masterCollector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.d
-	for _, x := range []*prometheus.Desc{d.polls, d.roundTrip, d.busy, d.util, d.probed, d.absent, d.cycles,
+	for _, x := range []*prometheus.Desc{d.polls, d.roundTrip, d.linkQuality, d.linkRetries, d.busy, d.util, d.probed, d.absent, d.cycles,
 		d.requests, d.timeouts, d.crc, d.badFrames, d.exceptions} {
 		ch <- x
 	}
@@ -403,6 +430,9 @@ func (c masterCollector) Collect(ch chan<- prometheus.Metric) {
 			c.polls(ch, mm.name, "", &s.polls)
 		}
 		c.master(ch, mm.name, s, mm.utilisation(now))
+		if mm.bus {
+			c.link(ch, mm)
+		}
 	}
 	if aggregated {
 		c.polls(ch, AggregateMaster, "", &agg.polls)
@@ -422,6 +452,23 @@ func (c masterCollector) unitPolls(ch chan<- prometheus.Metric, mm *Master) {
 		}
 		c.polls(ch, mm.name, u.label, &p)
 	}
+}
+
+// link emits the link series of the RTU bus mm: the link quality of every unit that
+// measured one, and the retries summed over its units. A bus has at most 247 units, so
+// these stay per unit whatever Options.PerUnit says.
+func (c masterCollector) link(ch chan<- prometheus.Metric, mm *Master) {
+	mm.unitsMu.Lock()
+	units := slices.Clone(mm.units)
+	mm.unitsMu.Unlock()
+	var retries uint64
+	for _, u := range units {
+		retries += u.retries.Load()
+		if q, ok := u.linkQuality(); ok {
+			ch <- prometheus.MustNewConstMetric(c.d.linkQuality, prometheus.GaugeValue, q, mm.name, u.label)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.d.linkRetries, prometheus.CounterValue, float64(retries), mm.name)
 }
 
 // polls emits rollcall_polls_total of one master and unit label, one series per outcome.
