@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gmodbus "github.com/goburrow/modbus"
@@ -635,18 +636,23 @@ func (r *RTU) waitGap(ctx context.Context) error {
 }
 
 // send flushes the input, writes req and waits until it has left the port.
+//
+// A system call interrupted by a signal (EINTR) is made again: go.bug.st/serial v1.6.4
+// returns the raw errno of tcdrain (ioctl TCSBRK), write(2) and tcflush, and the Go
+// runtime's own signals (SIGURG for asynchronous preemption) interrupt a tcdrain that is
+// waiting — about once a minute at 40 polls/s, which counted as a failed poll.
 func (r *RTU) send(req []byte) error {
-	if err := r.port.ResetInputBuffer(); err != nil {
+	if err := retryEINTR(r.port.ResetInputBuffer); err != nil {
 		return &ioError{fmt.Errorf("flush input: %w", err)}
 	}
 	for p := req; len(p) > 0; {
 		n, err := r.port.Write(p)
-		if err != nil {
+		if err != nil && !(errors.Is(err, syscall.EINTR) && n == 0) {
 			return &ioError{fmt.Errorf("write: %w", err)}
 		}
 		p = p[n:]
 	}
-	if err := r.port.Drain(); err != nil {
+	if err := retryEINTR(r.port.Drain); err != nil {
 		return &ioError{fmt.Errorf("drain: %w", err)}
 	}
 	r.lastActivity = time.Now()
@@ -774,6 +780,16 @@ func (r *RTU) resync(ctx context.Context) error {
 	}
 	r.dirty = false
 	return nil
+}
+
+// retryEINTR calls f again while it fails with EINTR (a system call interrupted by a
+// signal, to be restarted), at most 100 times.
+func retryEINTR(f func() error) error {
+	err := f()
+	for i := 0; i < 100 && errors.Is(err, syscall.EINTR); i++ {
+		err = f()
+	}
+	return err
 }
 
 func earlier(a, b time.Time) time.Time {
