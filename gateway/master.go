@@ -83,6 +83,7 @@ type master struct {
 	nextProbe time.Time       // earliest start of the next probe
 	thorough  bool            // this sweep cycle's probes wait the full Timeout (RTU, alternate cycles)
 	failedTx  bool            // the last poll or probe failed (timeout, garbled): a late reply, or the rest of one, may garble the next (RTU)
+	hostLate  turnarounds     // how late the master's own timed waits returned, latest transactions (RTU)
 	stats     *metrics.Master // set by run
 }
 
@@ -320,10 +321,11 @@ func (m *master) attempt(ctx context.Context, c modbus.Client, d *device, adapti
 	if ta, ok := d.ta.estimate(); ok && adaptive {
 		// The timeout covers the device's slowest recent reply: after it, no resync
 		// beyond what the spec needs (modbus.WithResync).
-		opts = append(opts, modbus.WithTimeout(firstByteTimeout(ta, d.reqLen, m.cfg.Baud, m.cfg.Timeout)),
+		opts = append(opts, modbus.WithTimeout(firstByteTimeout(ta+m.hostAllowance(), d.reqLen, m.cfg.Baud, m.cfg.Timeout)),
 			modbus.WithResync(time.Nanosecond))
 	}
 	o := devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID, opts...)
+	m.hostLate.add(tr.Late)
 	m.traced(d, tr, o.Outcome, m.failedTx)
 	m.failedTx = o.Outcome == registry.OutcomeTimeout || o.Outcome == registry.OutcomeBadFrame
 	o.LinkQuality, o.LinkMeasured = d.link.quality(), true
@@ -374,6 +376,7 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 			modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond), modbus.WithTrace(&tr))
 	}
 	m.failedTx = err != nil && !modbus.IsAnswer(err)
+	m.hostLate.add(tr.Late)
 	// Something is at the unit if the probe got any reply: a normal one, an exception,
 	// or a malformed one.
 	present := err == nil || !(errors.Is(err, modbus.ErrTimeout) || errors.Is(err, modbus.ErrUnreachable) ||
@@ -408,6 +411,16 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+// hostAllowance is added to adaptive timeouts for the host's scheduling latency: the
+// estimate (turnarounds.estimate) of how late the master's own timed waits returned in
+// the bus's latest transactions. About 0 on an idle host; on a starved one, where a
+// device simulated on the same host is late by as much, the timeouts stretch with it
+// (at most to the bus's timeout) instead of taking a stall for a dead device.
+func (m *master) hostAllowance() time.Duration {
+	d, _ := m.hostLate.estimate()
+	return d
+}
+
 // probeRequestLen is the RTU length (bytes) of a sweep probe, a basic Read Device
 // Identification request: unit, function, MEI type, code, object id, CRC.
 const probeRequestLen = 7
@@ -421,7 +434,7 @@ func (m *master) probeTimeout() time.Duration {
 	if m.cfg.Baud == 0 || m.thorough {
 		return m.cfg.Timeout
 	}
-	return firstByteTimeout(m.probeTurnaround(), probeRequestLen, m.cfg.Baud, m.cfg.Timeout)
+	return firstByteTimeout(m.probeTurnaround()+m.hostAllowance(), probeRequestLen, m.cfg.Baud, m.cfg.Timeout)
 }
 
 // probeTurnaround is the turnaround a fast-cycle probe allows for: the longest estimated

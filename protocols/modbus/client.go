@@ -170,6 +170,10 @@ type Trace struct {
 	// RequestBytes and ReplyBytes are the lengths of the request ADU and of what was
 	// received (0 if nothing), in bytes.
 	RequestBytes, ReplyBytes int
+	// Late is how much later than asked the master's timed waits of this transaction
+	// (the inter-frame gap, the reply timeout) returned, at most: the scheduling latency
+	// of the master's host at that moment, 0 when none of them timed out.
+	Late time.Duration
 }
 
 // timing is the resolved timing of one request.

@@ -133,6 +133,7 @@ type RTU struct {
 	pk           *gmodbus.RTUClientHandler // packager only, never connected
 	lastActivity time.Time                 // last byte sent or received
 	heard        bool                      // a byte was received since the last request was sent
+	late         time.Duration             // how late the latest timed-out read of this transaction returned, at most
 	dirty        bool                      // a resync is owed before the next request
 	owed         time.Duration             // resync listening owed while dirty (of the failed request)
 	buf          [MaxADU]byte
@@ -519,14 +520,22 @@ func (r *RTU) pause(ctx context.Context, d time.Duration) error {
 
 // readUntil reads what has arrived into p, waiting at most until until (and at most
 // cancelPoll). (0, nil) means nothing arrived in that time.
+//
+// A read that times out records how late it returned (r.late, the largest of the
+// transaction): the host's scheduling latency, which a device simulated on the same
+// host suffers too.
 func (r *RTU) readUntil(until time.Time, p []byte) (int, error) {
 	d := min(max(time.Until(until), 0), cancelPoll)
 	if err := r.port.SetReadTimeout(d); err != nil {
 		return 0, &ioError{err}
 	}
+	target := time.Now().Add(d)
 	n, err := r.port.Read(p)
 	if err != nil {
 		return n, &ioError{err}
+	}
+	if n == 0 {
+		r.late = max(r.late, time.Since(target))
 	}
 	return n, nil
 }
@@ -535,6 +544,10 @@ func (r *RTU) readUntil(until time.Time, p []byte) (int, error) {
 // is paid first, with that request's resync time; a failure of this one owes (and, unless
 // it was abandoned, pays at once) tm.resync.
 func (r *RTU) exchange(ctx context.Context, unit byte, pdu gmodbus.ProtocolDataUnit, tm timing, check func([]byte) error) error {
+	r.late = 0
+	if tm.trace != nil {
+		defer func() { tm.trace.Late = r.late }()
+	}
 	if r.dirty {
 		if err := r.resync(ctx); err != nil {
 			return r.failed(err)
