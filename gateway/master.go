@@ -276,9 +276,12 @@ func (m *master) earliest() *device {
 func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 	o := m.attempt(ctx, c, d, m.cfg.Adaptive)
 	if o.Outcome == registry.OutcomeBadFrame && m.cfg.Baud > 0 && ctx.Err() == nil {
+		// A garbled reply says the device is alive: its retry waits the bus's timeout,
+		// which costs a silent device nothing (it never gets here) and keeps a stall of
+		// the line or the host from turning noise into a missed poll.
 		d.stats.Poll(o)
 		d.stats.Retry()
-		o = m.attempt(ctx, c, d, m.cfg.Adaptive)
+		o = m.attempt(ctx, c, d, false)
 	}
 	if ctx.Err() != nil {
 		return // shutting down: a cancelled request says nothing about the device
