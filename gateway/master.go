@@ -384,7 +384,13 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 	// or a malformed one.
 	present := err == nil || !(errors.Is(err, modbus.ErrTimeout) || errors.Is(err, modbus.ErrUnreachable) ||
 		errors.Is(err, modbus.ErrClosed) || errors.Is(err, context.Canceled))
-	err = m.register(ctx, c, unit, basic, err, tr)
+	probeErr := err
+	err = m.register(ctx, c, unit, basic, probeErr, tr)
+	if err != nil && devices.Classify(err) == registry.OutcomeBadFrame && ctx.Err() == nil {
+		// A reply of the identification or the first poll came garbled (a noisy line, a
+		// reply cut short): the device is there, try once more at once.
+		err = m.register(ctx, c, unit, basic, probeErr, tr)
+	}
 	switch {
 	case err == nil || !present || ctx.Err() != nil:
 		delete(m.unreg, unit)

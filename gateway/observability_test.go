@@ -423,18 +423,21 @@ func TestLogsAtDefaultLevel(t *testing.T) {
 	// Nothing more may follow: 20 more polls, then look again.
 	p2 := polls()
 	testutil.Eventually(t, 10*time.Second, "20 more polls", func() bool { return polls() >= p2+20 })
+	// One line per transition: critical first, passing last, each a change from the line
+	// before. On a starved machine the drive may pass through warning on its way back
+	// (replies cut short by the stalled simulator count against its link quality), or
+	// go critical and back again: more transitions, still one line each.
 	lines := victimLines()
-	if len(lines)%2 != 0 || len(lines) == 0 {
-		t.Fatalf("victim's lines for critical-and-back: %d, want one per transition (critical, passing): %+v", len(lines), lines)
+	if len(lines) < 2 || lines[0].attrs["status"] != "critical" || lines[len(lines)-1].attrs["status"] != "passing" {
+		t.Fatalf("victim's lines for critical-and-back: %d, want one per transition, critical first and passing last: %+v", len(lines), lines)
 	}
 	if len(lines) > 2 {
-		t.Logf("the victim also went critical and back %d more times (CPU starvation): %+v", len(lines)/2-1, lines)
+		t.Logf("the victim made %d transitions on its way (CPU starvation): %+v", len(lines), lines)
 	}
 	for i, l := range lines {
-		want := []string{"critical", "passing"}[i%2]
-		if l.msg != "instance status" || l.level != slog.LevelInfo || l.attrs["status"] != want ||
-			l.attrs["service"] != "servo-drive" || l.attrs["gateway"] != "it-gw" || l.attrs["revision"] == "" {
-			t.Errorf("line %d: %+v; want instance status %s with keys gateway, instance, service, status, revision", i, l, want)
+		if l.msg != "instance status" || l.level != slog.LevelInfo || l.attrs["service"] != "servo-drive" ||
+			l.attrs["gateway"] != "it-gw" || l.attrs["revision"] == "" || (i > 0 && l.attrs["status"] == lines[i-1].attrs["status"]) {
+			t.Errorf("line %d: %+v; want instance status, a change from the line before, with keys gateway, instance, service, status, revision", i, l)
 		}
 	}
 	for _, l := range store.gatewayLines(mark) {

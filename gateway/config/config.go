@@ -201,7 +201,7 @@ type SerialBus struct {
 	// Timeout, so slower devices are still found. Default 2 ms; 0–1 s.
 	Turnaround time.Duration `yaml:"turnaround"`
 	// FrameGap is the silence that ends a reply (and resync listening): default (0)
-	// t3.5 + 1 ms on a pseudo-terminal, + 2 ms on an on-board UART, + 20 ms on a USB
+	// t3.5 + 10 ms on a pseudo-terminal, + 2 ms on an on-board UART, + 20 ms on a USB
 	// adapter (latency timer) or a port that cannot be told. Set, it is from t3.5 at
 	// Baud (modbus.T35) to 1 s.
 	FrameGap time.Duration `yaml:"frame_gap"`

@@ -36,8 +36,9 @@ const (
 	// PTYFrameGapMargin is added to t3.5 for the default SerialConfig.FrameGap of a
 	// pseudo-terminal (/dev/pts/N, e.g. firmware-sim): bytes are delivered as written,
 	// so the margin is the scheduling allowance of the program writing them on the same
-	// host, which on a loaded machine stalls for milliseconds now and then.
-	PTYFrameGapMargin = 5 * time.Millisecond
+	// host, which on a loaded machine stalls for milliseconds now and then (a simulator
+	// streaming a 130-byte identification reply at line pace writes for 11 ms).
+	PTYFrameGapMargin = 10 * time.Millisecond
 	// MaxDeviceIDContinuations is how many "more follows" continuations
 	// ReadDeviceIdentification follows after the first request.
 	MaxDeviceIDContinuations = 32
