@@ -34,7 +34,7 @@ func TestPlant(t *testing.T) {
 			t.Errorf("run: %v", err)
 		}
 	}()
-	testutil.Eventually(t, 60*time.Second, "10 drives, then node 0 shut down, then 10 drives again", func() bool {
+	testutil.Eventually(t, 150*time.Second, "10 drives, then node 0 shut down, then 10 drives again", func() bool {
 		s := out.String()
 		i := strings.Index(s, "NATS node 0 shut down")
 		return strings.Contains(s, ": 10 drives") && strings.Contains(s, "cell1-gw,cell2-gw") &&

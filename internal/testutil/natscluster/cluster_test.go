@@ -51,7 +51,7 @@ func TestClusterRetainedSurvivesNodeLoss(t *testing.T) {
 		select {
 		case p := <-got:
 			return p
-		case <-time.After(20 * time.Second):
+		case <-time.After(60 * time.Second): // JetStream replication on a starved machine
 			t.Fatalf("no retained message on node %d", node)
 			return ""
 		}
