@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
 
@@ -289,18 +290,7 @@ func openRaw(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err == nil {
-		tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-		tio.Oflag &^= unix.OPOST
-		tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-		tio.Cflag &^= unix.CSIZE | unix.PARENB
-		tio.Cflag |= unix.CS8
-		tio.Cc[unix.VMIN] = 1
-		tio.Cc[unix.VTIME] = 0
-		err = unix.IoctlSetTermios(fd, unix.TCSETS, tio)
-	}
-	if err != nil {
+	if err := termios.MakeRaw(fd); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("raw mode %s: %w", path, err)
 	}

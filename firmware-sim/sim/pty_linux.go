@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/creack/pty"
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,7 +38,7 @@ func openTerminal() (t *terminal, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("pseudo-terminal %s: %w", tty.Name(), err)
 	}
-	if err := control(tty, makeRaw); err != nil {
+	if err := control(tty, termios.MakeRaw); err != nil {
 		_ = master.Close()
 		return nil, fmt.Errorf("pseudo-terminal %s: set raw mode: %w", tty.Name(), err)
 	}
@@ -72,22 +73,6 @@ func control(f *os.File, fn func(fd int) error) error {
 		return err
 	}
 	return ferr
-}
-
-// makeRaw is cfmakeraw(3) on fd.
-func makeRaw(fd int) error {
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN] = 1
-	t.Cc[unix.VTIME] = 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
 // flushInput discards what the slave side has not read (replies nobody collected).

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rollcall-edge/rollcall/firmware-sim/drive"
 	"github.com/rollcall-edge/rollcall/firmware-sim/slave"
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
@@ -91,7 +92,7 @@ func openLink(t *testing.T, link string) *os.File {
 		if tio.Lflag&(unix.ECHO|unix.ICANON) != 0 || tio.Oflag&unix.OPOST != 0 {
 			t.Errorf("terminal not raw: lflag %#x oflag %#x", tio.Lflag, tio.Oflag)
 		}
-		return makeRaw(fd)
+		return termios.MakeRaw(fd)
 	})
 	if err != nil {
 		t.Fatal(err)

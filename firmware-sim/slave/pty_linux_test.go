@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/creack/pty"
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,21 +39,7 @@ func openPTY(tb testing.TB) (server, client *os.File) {
 	}
 	server = os.NewFile(uintptr(nfd), "ptmx")
 	tb.Cleanup(func() { _ = server.Close() })
-	err = fdControl(tty, func(fd int) error {
-		t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-		if err != nil {
-			return err
-		}
-		// cfmakeraw(3)
-		t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-		t.Oflag &^= unix.OPOST
-		t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-		t.Cflag &^= unix.CSIZE | unix.PARENB
-		t.Cflag |= unix.CS8
-		t.Cc[unix.VMIN] = 1
-		t.Cc[unix.VTIME] = 0
-		return unix.IoctlSetTermios(fd, unix.TCSETS, t)
-	})
+	err = fdControl(tty, termios.MakeRaw)
 	if err != nil {
 		tb.Fatalf("raw mode: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -52,7 +53,7 @@ func openPTY(t testing.TB) *ptyPair {
 		master.Close()
 		t.Fatalf("open %s: %v", path, err)
 	}
-	if err := setRaw(sfd); err != nil {
+	if err := termios.MakeRaw(sfd); err != nil {
 		unix.Close(sfd)
 		master.Close()
 		t.Fatalf("raw %s: %v", path, err)
@@ -63,23 +64,6 @@ func openPTY(t testing.TB) *ptyPair {
 		p.master.Close()
 	})
 	return p
-}
-
-// setRaw is cfmakeraw: no echo (the responder must not hear its own replies), no line
-// editing, no CR/LF translation, 8 bits.
-func setRaw(fd int) error {
-	tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	tio.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	tio.Oflag &^= unix.OPOST
-	tio.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	tio.Cflag &^= unix.CSIZE | unix.PARENB
-	tio.Cflag |= unix.CS8
-	tio.Cc[unix.VMIN] = 1
-	tio.Cc[unix.VTIME] = 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, tio)
 }
 
 // handler answers request number n (0-based) of the responder; req is a whole request
