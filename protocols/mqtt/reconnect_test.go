@@ -10,12 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil/restart"
+
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
-	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
 )
 
 // TestReconnectDelay: the back-off schedule. The first attempt after a loss comes at
@@ -96,68 +97,19 @@ func TestBackoffState(t *testing.T) {
 	want("after a long connection", round(b.roundAt.Add(flapWindow), true, 0, false), 50*time.Millisecond)
 }
 
-// restartable is a broker that a test can stop and start again on the same port.
-type restartable struct {
-	url  string
-	stop func()
-	// start starts it again and returns once it accepts connections.
-	start func()
-}
-
-// restartableBrokers runs fn against the embedded broker (it loses its retained
-// messages when stopped), Mosquitto without persistence (the same) and Mosquitto with
-// persistence (it keeps them, and the will it published at shutdown).
-func restartableBrokers(t *testing.T, fn func(t *testing.T, b restartable, keeps bool)) {
-	t.Run("embedded", func(t *testing.T) {
-		log := testutil.Logger(t, slog.LevelError)
-		first, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cur, addr := first, first.Addr()
-		t.Cleanup(func() {
-			if cur != nil {
-				_ = cur.Close()
-			}
-		})
-		fn(t, restartable{url: first.URL(), stop: func() { _ = cur.Close(); cur = nil }, start: func() {
-			b, err := embedded.Start(embedded.Options{Listen: addr, Logger: log})
-			if err != nil {
-				t.Fatalf("embedded broker again on %s: %v", addr, err)
-			}
-			cur = b
-		}}, false)
-	})
-	for _, persist := range []bool{false, true} {
-		t.Run(fmt.Sprintf("mosquitto-persistence-%v", persist), func(t *testing.T) {
-			start := mosquitto.Start
-			if persist {
-				start = mosquitto.StartPersistent
-			}
-			m := start(t)
-			fn(t, restartable{url: m.URL(), stop: m.Stop, start: m.Restart}, persist)
-		})
-	}
-}
-
-// restartRecords is how many records the restart tests hold: more than Mosquitto 2.0
-// queues for one client by default (max_inflight_messages 20 + max_queued_messages
-// 1000), so that a retained burst at QoS 1 would lose some.
-const restartRecords = 1500
-
 // TestPublisherBrokerRestart: the broker restarts on the same port, with or without its
 // retained store; the publisher reconnects, and the broker ends up holding every record
 // of it again, exactly as published, and its status "online".
 func TestPublisherBrokerRestart(t *testing.T) {
-	restartableBrokers(t, func(t *testing.T, b restartable, keeps bool) {
+	restart.EachBroker(t, func(t *testing.T, b restart.Broker, keeps bool) {
 		const gw = "gw-restart-many"
 		_, key, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.url, Gateway: testGateway(gw, 3), SigningKey: key,
+		p, _ := startPublisher(t, PublisherOptions{BrokerURL: b.URL, Gateway: testGateway(gw, 3), SigningKey: key,
 			Logger: testutil.Logger(t, slog.LevelWarn)}, nil)
-		for i := range restartRecords {
+		for i := range restart.Records {
 			p.Publish(testutil.FullRecord(gw, fmt.Sprintf("d%04d", i), 1))
 		}
 		synced := func(connects uint64) func() error {
@@ -169,24 +121,24 @@ func TestPublisherBrokerRestart(t *testing.T) {
 			}
 		}
 		testutil.EventuallyNil(t, waitFor, "records published", synced(1))
-		want := retained(t, b.url, topics.GatewayCatalogFilter(gw))
-		if len(want) != restartRecords {
-			t.Fatalf("%d records retained, want %d", len(want), restartRecords)
+		want := retained(t, b.URL, topics.GatewayCatalogFilter(gw))
+		if len(want) != restart.Records {
+			t.Fatalf("%d records retained, want %d", len(want), restart.Records)
 		}
 
-		b.stop()
+		b.Stop()
 		testutil.EventuallyNil(t, waitFor, "publisher disconnected", func() error {
 			if p.Connected() {
 				return fmt.Errorf("still connected")
 			}
 			return nil
 		})
-		b.start()
+		b.Start()
 		back := time.Now()
 		testutil.EventuallyNil(t, waitFor, "publisher reconnected and resynchronised", synced(2))
-		t.Logf("broker back → publisher resynchronised (%d records, store kept: %v): %v", restartRecords, keeps,
+		t.Logf("broker back → publisher resynchronised (%d records, store kept: %v): %v", restart.Records, keeps,
 			time.Since(back).Round(time.Millisecond))
-		got := retained(t, b.url, topics.GatewayCatalogFilter(gw), topics.GatewayStatusFilter())
+		got := retained(t, b.URL, topics.GatewayCatalogFilter(gw), topics.GatewayStatusFilter())
 		for topic, payload := range want {
 			if !bytes.Equal(got[topic], payload) {
 				t.Fatalf("%s after the restart: %q, want %q", topic, got[topic], payload)
@@ -203,7 +155,7 @@ func TestPublisherBrokerRestart(t *testing.T) {
 // after them.
 func TestReadBackLargeSubtree(t *testing.T) {
 	m := mosquitto.Start(t)
-	const gw, n = "gw-readback-large", restartRecords
+	const gw, n = "gw-readback-large", restart.Records
 	c := paho.NewClient(paho.NewClientOptions().AddBroker(m.URL()).SetClientID("readback-filler").SetProtocolVersion(4).
 		SetAutoReconnect(false))
 	mustToken(t, "connect", c.Connect())

@@ -10,63 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil/restart"
+
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/internal/testutil/tcpproxy"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
-	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
-
-// restartable is a broker that a test stops and starts again on the same port.
-type restartable struct {
-	url   string
-	stop  func()
-	start func() // returns once the broker accepts connections again
-}
-
-// restartableBrokers runs fn against the embedded broker (restarted in-process on the
-// same port; it loses its retained records), Mosquitto without persistence (the same)
-// and Mosquitto with persistence (it keeps them, and the "offline" will it publishes for
-// its connected clients as it shuts down).
-func restartableBrokers(t *testing.T, fn func(t *testing.T, b restartable, keeps bool)) {
-	t.Run("embedded", func(t *testing.T) {
-		log := testutil.Logger(t, slog.LevelError)
-		first, err := embedded.Start(embedded.Options{Listen: "127.0.0.1:0", Logger: log})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cur, addr := first, first.Addr()
-		t.Cleanup(func() {
-			if cur != nil {
-				_ = cur.Close()
-			}
-		})
-		fn(t, restartable{url: first.URL(), stop: func() { _ = cur.Close(); cur = nil }, start: func() {
-			b, err := embedded.Start(embedded.Options{Listen: addr, Logger: log})
-			if err != nil {
-				t.Fatalf("embedded broker again on %s: %v", addr, err)
-			}
-			cur = b
-		}}, false)
-	})
-	for _, persist := range []bool{false, true} {
-		t.Run(fmt.Sprintf("mosquitto-persistence-%v", persist), func(t *testing.T) {
-			start := mosquitto.Start
-			if persist {
-				start = mosquitto.StartPersistent
-			}
-			m := start(t)
-			fn(t, restartable{url: m.URL(), stop: m.Stop, start: m.Restart}, persist)
-		})
-	}
-}
-
-// restartRecords is the catalog size of the restart tests: more than Mosquitto 2.0
-// queues for one client by default (max_inflight_messages 20 + max_queued_messages
-// 1000), which a retained burst delivered at QoS 1 would overflow.
-const restartRecords = 1500
 
 // TestResyncAfterBrokerRestart: a gateway publisher (the gateway's mqtt.Publisher,
 // signing) and a consumer with its key; the broker restarts on the same port, with or
@@ -74,7 +26,7 @@ const restartRecords = 1500
 // confirmed by the new connection, and every one is live; the catalog rules stay: the
 // instances of the gateway are live only once its status says "online" again.
 func TestResyncAfterBrokerRestart(t *testing.T) {
-	restartableBrokers(t, func(t *testing.T, b restartable, keeps bool) {
+	restart.EachBroker(t, func(t *testing.T, b restart.Broker, keeps bool) {
 		const gw, svc = "gw-restart", "servo-drive"
 		pub, key, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
@@ -82,13 +34,13 @@ func TestResyncAfterBrokerRestart(t *testing.T) {
 		}
 		ring := &contract.KeyRing{}
 		ring.Add(gw, pub)
-		p, err := mqtt.NewPublisher(mqtt.PublisherOptions{BrokerURL: b.url, SigningKey: key, StatusLease: time.Minute,
+		p, err := mqtt.NewPublisher(mqtt.PublisherOptions{BrokerURL: b.URL, SigningKey: key, StatusLease: time.Minute,
 			Gateway: contract.GatewayRecord{Gateway: gw, Epoch: 1, Version: "test", Started: contract.Time{Time: time.Now()}},
 			Logger:  testutil.Logger(t, slog.LevelWarn)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := range restartRecords {
+		for i := range restart.Records {
 			rec := testutil.FullRecord(gw, fmt.Sprintf("d%04d", i), 1<<32+1)
 			rec.Epoch, rec.Status = 1, contract.Passing
 			rec.ValidUntil = contract.Time{Time: time.Now().Add(10 * time.Minute)}
@@ -100,15 +52,15 @@ func TestResyncAfterBrokerRestart(t *testing.T) {
 		go func() { defer wg.Done(); _ = p.Run(ctx) }()
 		t.Cleanup(func() { cancel(); wg.Wait() })
 
-		c, _ := runClient(t, client.Options{Brokers: []string{b.url}, TrustedKeys: ring,
+		c, _ := runClient(t, client.Options{Brokers: []string{b.URL}, TrustedKeys: ring,
 			Logger: testutil.Logger(t, slog.LevelWarn)})
 		complete := func(after time.Time) func() error {
 			return func() error {
 				st := c.Status()
-				if !st.Connected || !st.Synced || !st.Since.After(after) || st.Instances != restartRecords {
+				if !st.Connected || !st.Synced || !st.Since.After(after) || st.Instances != restart.Records {
 					return fmt.Errorf("status %+v", st)
 				}
-				if n := len(c.Live(svc)); n != restartRecords {
+				if n := len(c.Live(svc)); n != restart.Records {
 					return fmt.Errorf("%d live", n)
 				}
 				return nil
@@ -117,19 +69,19 @@ func TestResyncAfterBrokerRestart(t *testing.T) {
 		testutil.EventuallyNil(t, waitFor, "every record live", complete(time.Time{}))
 
 		stopped := time.Now()
-		b.stop()
+		b.Stop()
 		testutil.Eventually(t, waitFor, "both clients disconnected", func() bool {
 			return !c.Status().Connected && !p.Connected()
 		})
 		// The records are held meanwhile (Mosquitto publishes the gateway's will
 		// "offline" as it shuts down, so they need not be live).
-		if st := c.Status(); st.Instances != restartRecords {
-			t.Fatalf("%d records held during the outage, want %d", st.Instances, restartRecords)
+		if st := c.Status(); st.Instances != restart.Records {
+			t.Fatalf("%d records held during the outage, want %d", st.Instances, restart.Records)
 		}
-		b.start()
+		b.Start()
 		back := time.Now()
 		testutil.EventuallyNil(t, waitFor, "every record live again", complete(stopped))
-		t.Logf("broker back → consumer with all %d records live again (store kept: %v): %v", restartRecords, keeps,
+		t.Logf("broker back → consumer with all %d records live again (store kept: %v): %v", restart.Records, keeps,
 			time.Since(back).Round(time.Millisecond))
 		if st := c.Status(); st.Unsigned != 0 || st.BadSignatures != 0 {
 			t.Errorf("signature failures: %+v", st)
