@@ -324,7 +324,7 @@ func (m *master) attempt(ctx context.Context, c modbus.Client, d *device, adapti
 	if ta, ok := d.ta.estimate(); ok && adaptive {
 		// The timeout covers the device's slowest recent reply: after it, no resync
 		// beyond what the spec needs (modbus.WithResync).
-		opts = append(opts, modbus.WithTimeout(firstByteTimeout(ta+m.hostAllowance(), d.reqLen, m.cfg.Baud, m.cfg.Timeout)),
+		opts = append(opts, modbus.WithTimeout(m.adaptiveTimeout(ta, d.reqLen)),
 			modbus.WithResync(time.Nanosecond))
 	}
 	o := devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID, opts...)
@@ -370,13 +370,15 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 	// most unit IDs; TCP ignores it); identification goes on, if the unit answered, with
 	// the client's default timeout and resync.
 	var tr modbus.Trace
-	basic, err := c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic,
-		modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond), modbus.WithTrace(&tr))
+	ask := func() (*modbus.DeviceIdentification, error) {
+		return c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic,
+			modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond), modbus.WithTrace(&tr))
+	}
+	basic, err := ask()
 	if devices.Classify(err) == registry.OutcomeBadFrame && ctx.Err() == nil {
 		// A garbled reply: a late reply to an earlier request, a noisy line, or a device
 		// that answers badly. Ask once more; only the last says what is there.
-		basic, err = c.ReadDeviceIdentification(ctx, byte(unit), modbus.DevIDBasic,
-			modbus.WithTimeout(m.probeTimeout()), modbus.WithResync(time.Nanosecond), modbus.WithTrace(&tr))
+		basic, err = ask()
 	}
 	m.failedTx = err != nil && !modbus.IsAnswer(err)
 	m.hostLate.add(tr.Late)
@@ -420,6 +422,13 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+// adaptiveTimeout is the adaptive reply timeout of a request of reqLen bytes to a device
+// with turnaround ta on this bus: firstByteTimeout, with hostAllowance added to ta and
+// the bus's timeout as the ceiling.
+func (m *master) adaptiveTimeout(ta time.Duration, reqLen int) time.Duration {
+	return firstByteTimeout(ta+m.hostAllowance(), reqLen, m.cfg.Baud, m.cfg.Timeout)
+}
+
 // hostAllowance is added to adaptive timeouts for the host's scheduling latency: the
 // estimate (turnarounds.estimate) of how late the master's own timed waits returned in
 // the bus's latest transactions. About 0 on an idle host; on a starved one, where a
@@ -443,7 +452,7 @@ func (m *master) probeTimeout() time.Duration {
 	if m.cfg.Baud == 0 || m.thorough {
 		return m.cfg.Timeout
 	}
-	return firstByteTimeout(m.probeTurnaround()+m.hostAllowance(), probeRequestLen, m.cfg.Baud, m.cfg.Timeout)
+	return m.adaptiveTimeout(m.probeTurnaround(), probeRequestLen)
 }
 
 // probeTurnaround is the turnaround a fast-cycle probe allows for: the longest estimated
