@@ -113,10 +113,9 @@ type Session struct {
 // ResumeSubs does not re-subscribe after a clean session), the timings of
 // s.Timing.WithDefaults(), and with Reconnect the back-off described there (paho's own
 // is turned off: its MaxReconnectInterval and ConnectRetryInterval are 0, and the
-// waits happen in the connection notification handler), and a store that hands out
-// copies of stored PUBLISH packets (copyStore: paho races on them when it resends after a
-// reconnection). Callers add their own handlers, will and store (one that copies as
-// well), but not a connection notification handler (see OnNotification).
+// waits happen in the connection notification handler). Callers add their own
+// handlers, will and store, but not a connection notification handler (see
+// OnNotification).
 func (s Session) Options() *paho.ClientOptions {
 	t := s.Timing.WithDefaults()
 	co := paho.NewClientOptions().
@@ -132,8 +131,7 @@ func (s Session) Options() *paho.ClientOptions {
 		SetKeepAlive(t.KeepAlive).
 		SetPingTimeout(t.PingTimeout).
 		SetWriteTimeout(t.WriteTimeout).
-		SetResumeSubs(false).
-		SetStore(newCopyStore())
+		SetResumeSubs(false)
 	switch {
 	case s.Reconnect:
 		b := &backoff{min: t.MinReconnectInterval, max: t.MaxReconnectInterval, stop: s.Stop, next: s.OnNotification}

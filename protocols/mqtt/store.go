@@ -8,29 +8,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
-// copyStore is paho's OrderedMemoryStore whose Get returns a PUBLISH packet as a shallow
-// copy. paho v1.5.1's resume() (after every reconnection) sets Dup on the packet it got
-// from the store while the comms goroutine may be writing that same object: a data
-// race in paho. Every client made from a Session uses it (Session.Options), the
-// Publisher through trackingStore.
-type copyStore struct{ *paho.OrderedMemoryStore }
-
-var _ paho.Store = copyStore{}
-
-// newCopyStore returns an empty copyStore.
-func newCopyStore() copyStore { return copyStore{paho.NewOrderedMemoryStore()} }
-
-// Get returns the stored packet; a PUBLISH as a shallow copy.
-func (s copyStore) Get(key string) packets.ControlPacket {
-	m := s.OrderedMemoryStore.Get(key)
-	if p, ok := m.(*packets.PublishPacket); ok {
-		cp := *p
-		return &cp
-	}
-	return m
-}
-
-// trackingStore is a copyStore plus what the Publisher needs to publish
+// trackingStore is paho's OrderedMemoryStore plus what the Publisher needs to publish
 // safely after a (re)connect, given how paho v1.5.1 behaves:
 //
 //   - After every successful connection paho calls OnConnect (in a new goroutine)
@@ -41,9 +19,10 @@ func (s copyStore) Get(key string) packets.ControlPacket {
 //     (counted by AllCalls) and until the broker acknowledged every stored PUBLISH
 //     (Outstanding reaches 0) before it publishes anything on a new connection.
 //   - resume() sets Dup on the stored packet object, which is the object the comms
-//     goroutine may be writing at that moment (a data race in paho): see copyStore.
+//     goroutine may be writing at that moment (a data race in paho). Get therefore
+//     returns a copy of PUBLISH packets.
 type trackingStore struct {
-	inner copyStore
+	inner *paho.OrderedMemoryStore
 
 	mu       sync.Mutex
 	pending  map[string]struct{} // keys of stored outbound PUBLISH packets
@@ -55,7 +34,7 @@ var _ paho.Store = (*trackingStore)(nil)
 
 func newTrackingStore() *trackingStore {
 	return &trackingStore{
-		inner:   newCopyStore(),
+		inner:   paho.NewOrderedMemoryStore(),
 		pending: map[string]struct{}{},
 		changed: make(chan struct{}),
 	}
@@ -95,8 +74,16 @@ func (s *trackingStore) Put(key string, m packets.ControlPacket) {
 	}
 }
 
-// Get returns the stored packet; a PUBLISH as a shallow copy (copyStore).
-func (s *trackingStore) Get(key string) packets.ControlPacket { return s.inner.Get(key) }
+// Get returns the stored packet; a PUBLISH is returned as a shallow copy (see the type
+// comment).
+func (s *trackingStore) Get(key string) packets.ControlPacket {
+	m := s.inner.Get(key)
+	if p, ok := m.(*packets.PublishPacket); ok {
+		cp := *p
+		return &cp
+	}
+	return m
+}
 
 // All implements paho.Store.
 func (s *trackingStore) All() []string {
