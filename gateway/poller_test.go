@@ -57,6 +57,9 @@ func (c *stubClient) WriteRegisters(ctx context.Context, _ byte, _ uint16, _ []u
 func (c *stubClient) ReadDeviceIdentification(ctx context.Context, _ byte, _ byte, _ ...modbus.RequestOption) (*modbus.DeviceIdentification, error) {
 	return nil, c.request(ctx)
 }
+func (c *stubClient) Transact(ctx context.Context, _ byte, _ []byte, _ ...modbus.RequestOption) ([]byte, error) {
+	return nil, c.request(ctx)
+}
 func (c *stubClient) Timeout() time.Duration { return 500 * time.Millisecond }
 func (c *stubClient) Resync() time.Duration  { return 0 }
 func (c *stubClient) Counters() modbus.Counters {

@@ -16,15 +16,25 @@ import (
 	"time"
 )
 
-// Function codes used by rollcall (Modbus Application Protocol V1.1b3 §6).
+// Function codes rollcall uses or relays (Modbus Application Protocol V1.1b3 §6).
 const (
+	FuncReadCoils              byte = 0x01 // §6.1
+	FuncReadDiscreteInputs     byte = 0x02 // §6.2
 	FuncReadHoldingRegisters   byte = 0x03 // §6.3
 	FuncReadInputRegisters     byte = 0x04 // §6.4
+	FuncWriteSingleCoil        byte = 0x05 // §6.5
 	FuncWriteSingleRegister    byte = 0x06 // §6.6
+	FuncWriteMultipleCoils     byte = 0x0F // §6.11
 	FuncWriteMultipleRegisters byte = 0x10 // §6.12
+	FuncMaskWriteRegister      byte = 0x16 // §6.16
+	FuncReadWriteMultipleRegs  byte = 0x17 // §6.17
 	FuncEncapsulatedInterface  byte = 0x2B // §6.21, with MEI type 0x0E
 	MEIReadDeviceID            byte = 0x0E // MEI type of Read Device Identification
 )
+
+// MaxPDU is the largest Modbus PDU in bytes: function code and data (Modbus
+// Application Protocol V1.1b3 §4.1: 256-byte RTU ADU − unit − CRC).
+const MaxPDU = 253
 
 // Read Device ID codes (Modbus Application Protocol V1.1b3 §6.21, table "Read Device ID code").
 const (
@@ -82,6 +92,14 @@ type Client interface {
 	// starting at object 0, following "more follows" until the device says it is done
 	// (at most 32 continuations), and merges the objects. opts apply to every part.
 	ReadDeviceIdentification(ctx context.Context, unit byte, code byte, opts ...RequestOption) (*DeviceIdentification, error)
+	// Transact sends one request PDU (function code and data, as a client sent it) to
+	// unit and returns the PDU of its normal reply as received, byte for byte (a copy),
+	// for relaying: a gateway that forwards another master's requests. The function code
+	// must be one whose reply this package can delimit (RelayableFunction); an exception
+	// reply is returned as *ExceptionError, whose Function and Code are the exception
+	// PDU's two bytes. The reply is checked only as a frame (unit, function code, CRC on
+	// RTU, MBAP on TCP), not against the request's addresses or quantities.
+	Transact(ctx context.Context, unit byte, pdu []byte, opts ...RequestOption) ([]byte, error)
 	// Timeout is the default reply timeout of a request (one without WithTimeout), as
 	// configured (SerialConfig.Timeout, TCPConfig.Timeout); constant for the client's life.
 	Timeout() time.Duration

@@ -40,15 +40,16 @@ const (
 // n is in bytes, unit address through CRC. known reports whether n is the exact total
 // length; when it is false, n is a lower bound: the caller reads at least up to n bytes
 // and asks again. The length comes from the reply itself (Modbus Application Protocol
-// V1.1b3 §6 and §7): an exception (reqFunction|0x80) is 5 bytes; FC 03/04 is
-// 5 + byte count; FC 06 and FC 16 are 8; FC 0x2B/0x0E is found by walking its object
-// list (header: unit, 0x2B, 0x0E, code, conformity, more follows, next object id,
-// number of objects; then per object id, length, value; then 2 CRC bytes).
+// V1.1b3 §6 and §7): an exception (reqFunction|0x80) is 5 bytes; FC 01, 02, 03, 04 and
+// 23 are 5 + byte count; FC 05, 06, 15 and 16 are 8 (an echo of address and value or
+// quantity); FC 22 is 10; FC 0x2B/0x0E is found by walking its object list (header:
+// unit, 0x2B, 0x0E, code, conformity, more follows, next object id, number of
+// objects; then per object id, length, value; then 2 CRC bytes).
 //
 // err wraps ErrBadFrame when the bytes cannot be the start of a reply to this request:
 // another function code (a reply to something else, or noise), a 0x2B reply with
-// another MEI type, a function code this master does not know how to frame, or a
-// length over MaxADU. It is a pure function.
+// another MEI type, a function code this master does not know how to frame
+// (RelayableFunction is false), or a length over MaxADU. It is a pure function.
 func ExpectedReplyLength(reqFunction byte, reply []byte) (n int, known bool, err error) {
 	if len(reply) < 2 {
 		// The shortest reply to anything is an exception.
@@ -62,7 +63,7 @@ func ExpectedReplyLength(reqFunction byte, reply []byte) (n int, known bool, err
 		return 0, false, fmt.Errorf("%w: function code 0x%02X in reply to 0x%02X", ErrBadFrame, fc, reqFunction)
 	}
 	switch fc {
-	case FuncReadHoldingRegisters, FuncReadInputRegisters:
+	case FuncReadCoils, FuncReadDiscreteInputs, FuncReadHoldingRegisters, FuncReadInputRegisters, FuncReadWriteMultipleRegs:
 		if len(reply) < 3 {
 			return exceptionADU, false, nil
 		}
@@ -71,12 +72,88 @@ func ExpectedReplyLength(reqFunction byte, reply []byte) (n int, known bool, err
 			return 0, false, fmt.Errorf("%w: byte count %d makes a %d-byte frame", ErrBadFrame, reply[2], n)
 		}
 		return n, true, nil
-	case FuncWriteSingleRegister, FuncWriteMultipleRegisters:
+	case FuncWriteSingleCoil, FuncWriteSingleRegister, FuncWriteMultipleCoils, FuncWriteMultipleRegisters:
 		return 8, true, nil
+	case FuncMaskWriteRegister:
+		return 10, true, nil
 	case FuncEncapsulatedInterface:
 		return deviceIDLength(reply)
 	}
 	return 0, false, fmt.Errorf("%w: cannot frame function code 0x%02X", ErrBadFrame, fc)
+}
+
+// RelayableFunction reports whether Transact can carry a request with function code
+// fc: one whose RTU reply length ExpectedReplyLength can tell (FC 01–06, 15, 16, 22,
+// 23, and 43 with MEI type 0x0E). On Modbus TCP the MBAP length delimits any reply,
+// but the same set applies, so that a relayed request behaves alike on both.
+func RelayableFunction(fc byte) bool {
+	switch fc {
+	case FuncReadCoils, FuncReadDiscreteInputs, FuncReadHoldingRegisters, FuncReadInputRegisters,
+		FuncWriteSingleCoil, FuncWriteSingleRegister, FuncWriteMultipleCoils, FuncWriteMultipleRegisters,
+		FuncMaskWriteRegister, FuncReadWriteMultipleRegs, FuncEncapsulatedInterface:
+		return true
+	}
+	return false
+}
+
+// checkRelayPDU checks a request PDU for Transact: 1–MaxPDU bytes, a relayable function
+// code (RelayableFunction), and for FC 0x2B the MEI type 0x0E (the only one whose reply
+// can be delimited on RTU). Errors wrap ErrInvalidRequest.
+func checkRelayPDU(pdu []byte) error {
+	switch {
+	case len(pdu) == 0 || len(pdu) > MaxPDU:
+		return fmt.Errorf("%w: a PDU of %d bytes (1–%d)", ErrInvalidRequest, len(pdu), MaxPDU)
+	case !RelayableFunction(pdu[0]):
+		return fmt.Errorf("%w: function code 0x%02X cannot be relayed", ErrInvalidRequest, pdu[0])
+	case pdu[0] == FuncEncapsulatedInterface && (len(pdu) < 2 || pdu[1] != MEIReadDeviceID):
+		return fmt.Errorf("%w: FC 0x2B with an MEI type other than 0x0E cannot be relayed", ErrInvalidRequest)
+	}
+	if n := RequestPDULength(pdu); n != len(pdu) {
+		return fmt.Errorf("%w: %d bytes for function code 0x%02X, whose request is %d bytes", ErrInvalidRequest, len(pdu), pdu[0], n)
+	}
+	return nil
+}
+
+// RequestPDULength is the length in bytes a request PDU with pdu's function code must
+// have, from its first bytes (Modbus Application Protocol V1.1b3 §6): FC 01–06 are 5
+// bytes (function, address, quantity or value); FC 15 and 16 are 6 + their byte count
+// (pdu[5]); FC 22 is 7; FC 23 is 10 + its write byte count (pdu[9]); FC 0x2B/0x0E is 4
+// (function, MEI type, read device ID code, object id). It returns -1 when pdu is too
+// short to tell, or its function code is not relayable (RelayableFunction). A device on
+// a serial line delimits requests by these lengths, so a request of another length
+// would run into the next frame there: such a request is refused, not relayed.
+func RequestPDULength(pdu []byte) int {
+	if len(pdu) == 0 {
+		return -1
+	}
+	switch pdu[0] {
+	case FuncReadCoils, FuncReadDiscreteInputs, FuncReadHoldingRegisters, FuncReadInputRegisters,
+		FuncWriteSingleCoil, FuncWriteSingleRegister:
+		return 5
+	case FuncWriteMultipleCoils, FuncWriteMultipleRegisters:
+		if len(pdu) < 6 {
+			return -1
+		}
+		return 6 + int(pdu[5])
+	case FuncMaskWriteRegister:
+		return 7
+	case FuncReadWriteMultipleRegs:
+		if len(pdu) < 10 {
+			return -1
+		}
+		return 10 + int(pdu[9])
+	case FuncEncapsulatedInterface:
+		return 4
+	}
+	return -1
+}
+
+// relayReply returns a copy of a normal reply PDU: function code fc and data.
+func relayReply(fc byte, data []byte) []byte {
+	out := make([]byte, 1+len(data))
+	out[0] = fc
+	copy(out[1:], data)
+	return out
 }
 
 // deviceIDLength walks the object list of a (partial) 0x2B/0x0E reply ADU.

@@ -435,6 +435,25 @@ func (r *RTU) ReadDeviceIdentification(ctx context.Context, unit byte, code byte
 		func(err error) error { return r.wrap(unit, err) })
 }
 
+// Transact relays one request PDU to unit (1–247; no broadcast: a relayed request
+// expects its reply) and returns its normal reply PDU (Client.Transact). opts and
+// errors as ReadRegisters, plus ErrInvalidRequest for a PDU Transact cannot carry
+// (checkRelayPDU).
+func (r *RTU) Transact(ctx context.Context, unit byte, pdu []byte, opts ...RequestOption) ([]byte, error) {
+	if err := checkRelayPDU(pdu); err != nil {
+		return nil, r.wrap(unit, err)
+	}
+	if err := checkUnit(unit, false); err != nil {
+		return nil, r.wrap(unit, err)
+	}
+	var reply []byte
+	err := r.transact(ctx, unit, gmodbus.ProtocolDataUnit{FunctionCode: pdu[0], Data: pdu[1:]}, r.timing(opts), func(data []byte) error {
+		reply = relayReply(pdu[0], data)
+		return nil
+	})
+	return reply, err
+}
+
 // checkUnit enforces the serial line address range (§2.2 of Modbus over Serial Line
 // V1.02): 1–247, or 0 (broadcast) for writes.
 func checkUnit(unit byte, broadcastOK bool) error {

@@ -106,13 +106,21 @@ func requestLength(b []byte) (int, error) {
 		return 0, nil
 	}
 	switch b[1] {
-	case FuncReadHoldingRegisters, FuncReadInputRegisters, FuncWriteSingleRegister:
+	case FuncReadCoils, FuncReadDiscreteInputs, FuncReadHoldingRegisters, FuncReadInputRegisters,
+		FuncWriteSingleCoil, FuncWriteSingleRegister:
 		return 8, nil
-	case FuncWriteMultipleRegisters:
+	case FuncWriteMultipleRegisters, FuncWriteMultipleCoils:
 		if len(b) < 7 {
 			return 0, nil
 		}
 		return 9 + int(b[6]), nil
+	case FuncMaskWriteRegister:
+		return 10, nil
+	case FuncReadWriteMultipleRegs:
+		if len(b) < 11 {
+			return 0, nil
+		}
+		return 13 + int(b[10]), nil
 	case FuncEncapsulatedInterface:
 		return 7, nil
 	}
@@ -702,6 +710,67 @@ func TestRTUWrites(t *testing.T) {
 	}
 	if st := rtu.Stats(); st.Broadcasts != 1 || st.Requests != 4 || st.Replies != 2 || st.BadFrames != 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestRTUTransact relays request PDUs of every relayable function code and gets the
+// reply PDUs byte for byte; an exception comes back as *ExceptionError; a PDU it cannot
+// frame, a broadcast and an empty PDU are refused before anything is sent.
+func TestRTUTransact(t *testing.T) {
+	replies := map[byte]string{
+		FuncReadCoils:              "01 01 02 CD 01",
+		FuncReadDiscreteInputs:     "01 02 01 05",
+		FuncReadHoldingRegisters:   "01 03 04 00 27 00 00",
+		FuncWriteSingleCoil:        "01 05 00 AC FF 00",
+		FuncWriteMultipleCoils:     "01 0F 00 13 00 0A",
+		FuncMaskWriteRegister:      "01 16 00 04 00 F2 00 25",
+		FuncReadWriteMultipleRegs:  "01 17 02 00 FE",
+		FuncEncapsulatedInterface:  "01 2B 0E 01 01 00 00 01 00 03 41 42 43",
+		FuncWriteMultipleRegisters: "01 10 00 01 00 02",
+	}
+	rtu, resp := newBus(t, testConfig(""), func(_ context.Context, _ int, req []byte, w io.Writer) {
+		if r, ok := replies[req[1]]; ok {
+			b := testutil.Unhex(t, r)
+			write(w, append(b, testCRC(b)...))
+			return
+		}
+		b := []byte{req[0], req[1] | 0x80, 2}
+		write(w, append(b, testCRC(b)...))
+	})
+	ctx := context.Background()
+	reqs := map[byte]string{
+		FuncReadCoils:              "01 00 13 00 0A",
+		FuncReadDiscreteInputs:     "02 00 C4 00 03",
+		FuncReadHoldingRegisters:   "03 00 00 00 02",
+		FuncWriteSingleCoil:        "05 00 AC FF 00",
+		FuncWriteMultipleCoils:     "0F 00 13 00 0A 02 CD 01",
+		FuncMaskWriteRegister:      "16 00 04 00 F2 00 25",
+		FuncReadWriteMultipleRegs:  "17 00 03 00 01 00 0E 00 01 02 00 FF",
+		FuncEncapsulatedInterface:  "2B 0E 01 00",
+		FuncWriteMultipleRegisters: "10 00 01 00 02 04 00 0A 01 02",
+	}
+	for fc, req := range reqs {
+		got, err := rtu.Transact(ctx, 1, testutil.Unhex(t, req))
+		if want := testutil.Unhex(t, replies[fc])[1:]; err != nil || !bytes.Equal(got, want) {
+			t.Errorf("FC 0x%02X: % X, %v; want % X", fc, got, err, want)
+		}
+	}
+	_, err := rtu.Transact(ctx, 1, testutil.Unhex(t, "04 00 00 00 01"))
+	if ex := (*ExceptionError)(nil); !errors.As(err, &ex) || ex.Function != 4 || ex.Code != 2 {
+		t.Errorf("FC 04: %v; want exception 2 of function 4", err)
+	}
+	n := len(resp.requests())
+	for _, bad := range []struct {
+		unit byte
+		pdu  string
+	}{{1, ""}, {1, "08 00 00 00 00"}, {1, "2B 0D 01 00"}, {0, "06 00 01 00 03"}, {248, "03 00 00 00 01"},
+		{1, "03 00 00 00"}, {1, "03 00 00 00 01 00"}, {1, "10 00 01 00 02 04 00 0A 01"}, {1, "17 00 03 00 01 00 0E 00 01 02 00"}} {
+		if _, err := rtu.Transact(ctx, bad.unit, testutil.Unhex(t, bad.pdu)); !errors.Is(err, ErrInvalidRequest) {
+			t.Errorf("unit %d PDU %q: %v; want ErrInvalidRequest", bad.unit, bad.pdu, err)
+		}
+	}
+	if len(resp.requests()) != n {
+		t.Errorf("refused requests were sent: %d requests, want %d", len(resp.requests()), n)
 	}
 }
 

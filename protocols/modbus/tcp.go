@@ -363,6 +363,21 @@ func (t *TCP) ReadDeviceIdentification(ctx context.Context, unit byte, code byte
 		func(err error) error { return t.wrap(unit, err) })
 }
 
+// Transact relays one request PDU to unit (0–255) and returns its normal reply PDU
+// (Client.Transact). opts and errors as ReadRegisters, plus ErrInvalidRequest for a PDU
+// Transact cannot carry (checkRelayPDU).
+func (t *TCP) Transact(ctx context.Context, unit byte, pdu []byte, opts ...RequestOption) ([]byte, error) {
+	if err := checkRelayPDU(pdu); err != nil {
+		return nil, t.wrap(unit, err)
+	}
+	var reply []byte
+	err := t.transact(ctx, unit, gmodbus.ProtocolDataUnit{FunctionCode: pdu[0], Data: pdu[1:]}, t.timing(opts), func(data []byte) error {
+		reply = relayReply(pdu[0], data)
+		return nil
+	})
+	return reply, err
+}
+
 func (t *TCP) wrap(unit byte, err error) error {
 	return fmt.Errorf("%s unit %d: %w", t.cfg.Address, unit, err)
 }

@@ -1154,3 +1154,36 @@ func BenchmarkTCPReadHolding2Cancellable(b *testing.B) {
 		}
 	}
 }
+
+// TestTCPTransact relays a request PDU and gets the reply PDU byte for byte under a
+// transaction id of the master's own; an exception comes back as *ExceptionError.
+func TestTCPTransact(t *testing.T) {
+	srv := startTCPServer(t, func(_ context.Context, _ int, req []byte, c net.Conn) {
+		switch req[7] {
+		case FuncReadCoils:
+			write(c, reply(req, 0x01, 0x02, 0xCD, 0x01))
+		default:
+			write(c, reply(req, req[7]|0x80, 3))
+		}
+	})
+	tc, err := NewTCP(TCPConfig{Address: srv.addr, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	got, err := tc.Transact(context.Background(), 7, []byte{0x01, 0x00, 0x13, 0x00, 0x0A})
+	if want := []byte{0x01, 0x02, 0xCD, 0x01}; err != nil || !bytes.Equal(got, want) {
+		t.Errorf("FC 01: % X, %v; want % X", got, err, want)
+	}
+	_, err = tc.Transact(context.Background(), 7, []byte{0x06, 0x00, 0x01, 0x00, 0x03})
+	if ex := (*ExceptionError)(nil); !errors.As(err, &ex) || ex.Function != 6 || ex.Code != 3 {
+		t.Errorf("FC 06: %v; want exception 3 of function 6", err)
+	}
+	if _, err := tc.Transact(context.Background(), 7, []byte{0x08, 0, 0, 0, 0}); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("FC 08: %v; want ErrInvalidRequest", err)
+	}
+	reqs := srv.requests()
+	if len(reqs) != 2 || reqs[0][6] != 7 || !bytes.Equal(reqs[0][7:], []byte{0x01, 0x00, 0x13, 0x00, 0x0A}) {
+		t.Errorf("requests on the wire: % X", reqs)
+	}
+}
