@@ -61,6 +61,9 @@ type discovery struct {
 	ignored   map[string]bool      // instance names refused by the allowlist (logged once, bounded)
 	// shared runs the Modbus TCP masters (no goroutine each); nil: each runs on its own.
 	shared *sharedPoller
+	// dir lists the Modbus TCP masters for routed requests; nil: the Modbus TCP server
+	// is off.
+	dir *masterDir
 }
 
 func newDiscovery(cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry,
@@ -131,17 +134,28 @@ func (d *discovery) newModbus(address, scope string, units []int, timeout, inter
 	host, portStr, _ := net.SplitHostPort(address)
 	port, _ := strconv.Atoi(portStr)
 	mc := masterConfig{
-		Name: address, Owner: "tcp:" + address, IDScope: scope, Units: units,
+		Name: address, Owner: tcpOwner(host, port), IDScope: scope, Units: units,
 		PollInterval: interval, Timeout: timeout, ProbeShare: 0.2, CyclePause: max(interval, time.Second),
 		Endpoint: func(unit int) contract.Endpoint {
 			return contract.Endpoint{Transport: "modbus-tcp", Host: host, Port: port, Unit: unit}
 		},
+		RelayShare: d.relayShare(),
 		Open: func() (modbus.Client, error) {
 			return modbus.NewTCP(modbus.TCPConfig{Address: address, Timeout: timeout})
 		},
 	}
 	m := newMaster(mc, hints{}, d.cfg.Gateway.ID, d.profiles, d.reg, d.metrics, d.log.With("endpoint", address))
-	return d.add("tcp:"+address, m)
+	m.dir = d.dir
+	return d.add(tcpOwner(host, port), m)
+}
+
+// relayShare is masterConfig.RelayShare of a Modbus TCP master: 1 (routed requests go
+// straight to its connection) when the Modbus TCP server is on, else 0.
+func (d *discovery) relayShare() float64 {
+	if d.dir == nil {
+		return 0
+	}
+	return 1
 }
 
 // add records a new endpoint polled by p; launch starts it once its hints are set, so
@@ -202,7 +216,7 @@ func (d *discovery) apply(ctx context.Context, s mdns.Snapshot) {
 		var key string
 		var ep *endpoint
 		if s.Service == "_modbus._tcp" {
-			key = "tcp:" + hostport
+			key = tcpOwner(addr.String(), c.Port)
 			if ep = d.endpoints[key]; ep == nil {
 				if !d.roomFor(key) {
 					continue

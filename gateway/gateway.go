@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,8 +30,10 @@ import (
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/gateway/dnsserver"
 	"github.com/rollcall-edge/rollcall/gateway/httpapi"
 	"github.com/rollcall-edge/rollcall/gateway/metrics"
+	"github.com/rollcall-edge/rollcall/gateway/router"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt"
 	"github.com/rollcall-edge/rollcall/protocols/mqtt/embedded"
@@ -82,6 +85,8 @@ type Gateway struct {
 	reg       *registry.Registry
 	endpoints atomic.Int32 // network endpoints polled (static TCP + mDNS candidates)
 	httpAddr  string       // actual address of the HTTP listener; "" when off
+	mbAddr    string       // actual address of the Modbus TCP server; "" when off
+	dnsAddr   string       // actual address of the DNS interface (UDP and TCP); "" when off
 	stopping  atomic.Bool  // Run's ctx ended: not ready any more
 }
 
@@ -123,6 +128,14 @@ func (g *Gateway) BrokerURL() string { return g.brokerURL }
 // HTTPAddr is the actual address (host:port) of the HTTP listener (http.listen; with
 // port 0 the OS picks one), or "" when the listener is off. Valid after Started.
 func (g *Gateway) HTTPAddr() string { return g.httpAddr }
+
+// ModbusAddr is the actual address (host:port) of the routing Modbus TCP server
+// (modbus_server.listen), or "" when it is off. Valid after Started.
+func (g *Gateway) ModbusAddr() string { return g.mbAddr }
+
+// DNSAddr is the actual address (host:port, UDP and TCP) of the DNS interface
+// (dns.listen), or "" when it is off. Valid after Started.
+func (g *Gateway) DNSAddr() string { return g.dnsAddr }
 
 // Epoch is this run's gateway epoch.
 func (g *Gateway) Epoch() int64 { return g.epoch }
@@ -236,6 +249,12 @@ type parts struct {
 	view    *client.Client    // the plant view's consumer (http.plant_view); nil when off
 	masters []*master         // one per serial bus
 	ownKeys *contract.KeyRing // this gateway's public key: what its read-back accepts
+	dir     *masterDir        // masters taking routed requests; nil when the Modbus TCP server is off
+	router  *router.Router    // the Modbus TCP server; nil when off
+	mbLn    net.Listener      // its listener until run hands it over
+	dns     *dnsserver.Server // the DNS interface; nil when off
+	dnsPC   net.PacketConn    // its UDP socket and TCP listener until run hands them over
+	dnsLn   net.Listener
 	// withdraw ends the run with a cause (set by Run before run starts); see
 	// onForeignOnline.
 	withdraw context.CancelCauseFunc
@@ -246,6 +265,15 @@ type parts struct {
 func (p *parts) close() {
 	if p.httpLn != nil {
 		_ = p.httpLn.Close()
+	}
+	if p.mbLn != nil {
+		_ = p.mbLn.Close()
+	}
+	if p.dnsLn != nil {
+		_ = p.dnsLn.Close()
+	}
+	if p.dnsPC != nil {
+		_ = p.dnsPC.Close()
 	}
 	if p.broker != nil {
 		_ = p.broker.Close()
@@ -373,9 +401,18 @@ func (g *Gateway) build() (*parts, error) {
 		}, ln)
 	}
 
+	cat := &catalog{reg: g.reg}
+	if err := g.buildRouter(p, cat); err != nil {
+		return p, err
+	}
 	for _, bc := range cfg.Discovery.Serial {
 		mc, h := rtuMaster(bc)
-		p.masters = append(p.masters, newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, p.mx, g.log.With("bus", bc.Name)))
+		if p.dir != nil {
+			mc.RelayShare = cfg.ModbusServer.BusShare
+		}
+		m := newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, p.mx, g.log.With("bus", bc.Name))
+		m.dir = p.dir
+		p.masters = append(p.masters, m)
 	}
 	if md := cfg.Discovery.MDNS; md.Enabled {
 		p.browser, err = mdns.NewBrowser(mdns.BrowserOptions{
@@ -390,8 +427,82 @@ func (g *Gateway) build() (*parts, error) {
 		p.disc = newDiscovery(cfg, g.profiles, g.reg, p.mx, g.log, &g.endpoints)
 		p.shared = newSharedPoller()
 		p.disc.shared = p.shared
+		p.disc.dir = p.dir
+	}
+	if err := g.buildDNS(p, cat); err != nil {
+		return p, err
 	}
 	return p, nil
+}
+
+// buildRouter makes the routing Modbus TCP server and its listener (modbus_server),
+// when configured.
+func (g *Gateway) buildRouter(p *parts, cat *catalog) error {
+	ms := g.cfg.ModbusServer
+	if ms.Listen == "" {
+		return nil
+	}
+	p.dir = newMasterDir()
+	cat.dir = p.dir
+	routes := routerRoutes(ms.Routes)
+	var rt *router.Router
+	obs := p.mx.Routes(routes, func() router.Stats { return rt.Stats() })
+	rt, err := router.New(router.Options{
+		Routes: routes, Catalog: cat, Observer: obs,
+		MaxConnections: ms.MaxConnections, MaxClientConnections: ms.MaxClientConnections, MaxInFlight: ms.MaxInFlight,
+		RequestTimeout: ms.RequestTimeout, IdleTimeout: ms.IdleTimeout,
+		Logger: g.log.With("component", "modbus-server"),
+	})
+	if err != nil {
+		return fmt.Errorf("modbus_server: %w", err)
+	}
+	ln, err := net.Listen("tcp", ms.Listen)
+	if err != nil {
+		return fmt.Errorf("modbus_server.listen: %w", err)
+	}
+	p.router, p.mbLn, g.mbAddr = rt, ln, ln.Addr().String()
+	return nil
+}
+
+// buildDNS makes the DNS interface and its sockets (dns), when configured. RTU
+// instances are answered with the Modbus TCP server's advertised host and actual port.
+func (g *Gateway) buildDNS(p *parts, cat *catalog) error {
+	cfg := g.cfg
+	if cfg.DNS.Listen == "" {
+		return nil
+	}
+	var advertise string
+	var port int
+	if g.mbAddr != "" {
+		host, ps, _ := net.SplitHostPort(g.mbAddr)
+		port, _ = strconv.Atoi(ps)
+		advertise = cfg.ModbusServer.Advertise
+		if advertise == "" {
+			advertise = host
+		}
+	}
+	routes := cfg.ModbusServer.Routes
+	if g.mbAddr == "" {
+		routes = nil
+	}
+	srv, err := dnsserver.New(dnsserver.Options{
+		Domain: cfg.DNS.Domain, TTL: cfg.DNS.TTL, Logger: g.log.With("component", "dns"),
+		Instances: func() []dnsserver.Instance { return cat.dnsInstances(routes, advertise, port) },
+	})
+	if err != nil {
+		return fmt.Errorf("dns: %w", err)
+	}
+	pc, ln, err := dnsserver.Listen(cfg.DNS.Listen)
+	if err != nil {
+		return fmt.Errorf("dns.listen: %w", err)
+	}
+	p.dns, p.dnsPC, p.dnsLn, g.dnsAddr = srv, pc, ln, ln.Addr().String()
+	p.mx.DNS(func() metrics.DNSStats {
+		s := srv.Stats()
+		return metrics.DNSStats{Queries: s.Queries, Answered: s.Answered, NoData: s.NoData, NXDomain: s.NXDomain,
+			Refused: s.Refused, FormErr: s.FormErr, NotImp: s.NotImp, Truncated: s.Truncated}
+	})
+	return nil
 }
 
 // perUnit maps config metrics.per_unit (auto, true, false) to metrics.PerUnit.
@@ -515,7 +626,7 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 	}
 
 	g.log.Info("gateway starting", "epoch", g.epoch, "broker", g.brokerURL, "buses", len(cfg.Discovery.Serial), "version", g.version,
-		"http", g.httpAddr)
+		"http", g.httpAddr, "modbus_server", g.mbAddr, "dns", g.dnsAddr)
 
 	// The publisher outlives the buses so their last changes and the offline status get out.
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
@@ -542,6 +653,28 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 		go func() {
 			defer busWG.Done()
 			_ = m.run(ctx)
+		}()
+	}
+	if p.router != nil {
+		ln := p.mbLn
+		p.mbLn = nil // the router owns it now
+		busWG.Add(1)
+		go func() {
+			defer busWG.Done()
+			if err := p.router.Serve(ctx, ln); err != nil {
+				g.log.Error("modbus server stopped", "err", err)
+			}
+		}()
+	}
+	if p.dns != nil {
+		pc, ln := p.dnsPC, p.dnsLn
+		p.dnsPC, p.dnsLn = nil, nil // the DNS server owns them now
+		busWG.Add(1)
+		go func() {
+			defer busWG.Done()
+			if err := p.dns.Serve(ctx, pc, ln); err != nil {
+				g.log.Error("dns server stopped", "err", err)
+			}
 		}()
 	}
 	if p.disc != nil {

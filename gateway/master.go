@@ -48,6 +48,12 @@ type masterConfig struct {
 	// Adaptive makes the reply timeout of each poll adaptive (RTU): the device's estimated
 	// recent turnaround plus wire times and margin (firstByteTimeout), at most Timeout.
 	Adaptive bool
+	// RelayShare > 0 makes the master take routed requests (the Modbus TCP server's,
+	// gateway/router): on RTU it queues them and runs them when no heartbeat poll is
+	// due, within this share of its time (0 < share ≤ 1); on TCP they go straight to
+	// its connection, one at a time. Either way the detect budget counts one routed
+	// request in flight (relayCost). 0: no routed requests.
+	RelayShare float64
 }
 
 // hints are what discovery knows about a master's devices beyond the wire: how it was
@@ -85,6 +91,15 @@ type master struct {
 	failedTx  bool            // the last poll or probe failed (timeout, garbled): a late reply, or the rest of one, may garble the next (RTU)
 	hostLate  turnarounds     // how late the master's own timed waits returned, latest transactions (RTU)
 	stats     *metrics.Master // set by run
+
+	relayQ    chan *relayReq                // routed requests waiting to be taken (RTU; maxRelayQueue)
+	relayKick chan struct{}                 // 1-buffered: a routed request was queued (RTU)
+	relaySem  chan struct{}                 // 1 routed request at a time (TCP)
+	relays    []*relayReq                   // routed requests taken from relayQ, oldest first (RTU; run's)
+	nextRelay time.Time                     // earliest start of the next routed request (RTU: RelayShare)
+	relayCost time.Duration                 // longest a routed request holds the master (set by begin)
+	client    atomic.Pointer[modbus.Client] // the open client, for routed requests on TCP; nil when closed
+	dir       *masterDir                    // where routed requests find the master by owner; nil: none
 }
 
 // device is a registered unit.
@@ -121,6 +136,12 @@ func newMaster(cfg masterConfig, h hints, gatewayID string, profiles *devices.Pr
 		unreg:  map[int]string{},
 		absent: slices.Clone(cfg.Units),
 	}
+	switch {
+	case cfg.RelayShare > 0 && cfg.Baud > 0:
+		m.relayQ, m.relayKick = make(chan *relayReq, maxRelayQueue), make(chan struct{}, 1)
+	case cfg.RelayShare > 0:
+		m.relaySem = make(chan struct{}, 1)
+	}
 	m.hints.Store(&h)
 	return m
 }
@@ -149,6 +170,7 @@ func (m *master) run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 			case <-timer.C:
+			case <-m.relayKick:
 			}
 		}
 	}
@@ -171,18 +193,32 @@ func (m *master) begin(ctx context.Context) (modbus.Client, error) {
 	}
 	m.stats.SetClient(client)
 	m.failCost = client.Timeout() + client.Resync()
+	m.relayCost = m.failCost
 	if m.cfg.Baud > 0 {
 		m.failCost *= 2 // a garbled reply, then its retry
+		// A routed request is not retried, but its request and reply may be as long as
+		// the largest frame.
+		m.relayCost += 2 * modbus.WireTime(modbus.MaxADU, m.cfg.Baud)
+	}
+	m.client.Store(&client)
+	if m.dir != nil && m.cfg.RelayShare > 0 {
+		m.dir.add(m.cfg.Owner, m)
 	}
 	m.log.Info("master open", "units", len(m.cfg.Units))
 	return client, nil
 }
 
-// end closes what begin opened; the master's devices no longer count as live.
+// end closes what begin opened; the master's devices no longer count as live, and its
+// routed requests, queued or to come, fail.
 func (m *master) end(client modbus.Client) {
+	if m.dir != nil {
+		m.dir.remove(m.cfg.Owner, m)
+	}
+	m.client.Store(nil)
 	m.live.Store(0)
 	_ = client.Close()
 	m.stats.Close()
+	m.failRelays(modbus.ErrClosed)
 }
 
 // step does the master's next piece of work that is due and returns the zero time, or,
@@ -209,12 +245,21 @@ func (m *master) step(ctx context.Context, client modbus.Client) (wake time.Time
 		m.poll(ctx, client, d)
 		return time.Time{}
 	}
+	// Routed requests last: only when no poll is due, within their share of bus time.
+	m.takeRelays()
+	if len(m.relays) > 0 && !now.Before(m.nextRelay) {
+		m.relay(client)
+		return time.Time{}
+	}
 	wake = now.Add(time.Hour)
 	if d != nil {
 		wake = d.next
 	}
 	if len(m.absent) > 0 && m.nextProbe.Before(wake) {
 		wake = m.nextProbe
+	}
+	if len(m.relays) > 0 && m.nextRelay.Before(wake) {
+		wake = m.nextRelay
 	}
 	return wake
 }
@@ -558,9 +603,15 @@ func (m *master) reportUnregistrable(unit int, err error) {
 // a due poll may wait behind the request in flight and the other n−1 devices' polls,
 // suspect devices are retried back to back, each failed request occupies the master
 // for failCost; probes never take longer than that, as their timeout is at most the
-// default one and their resync the shortest).
+// default one and their resync the shortest), plus one routed request (relayCost) when
+// the master takes them: they start only when no poll is due, so a poll waits for one
+// at most.
 func (m *master) detectBudget(n int) time.Duration {
-	return registry.DetectBudget(m.policy, registry.MasterSchedule(m.cfg.PollInterval, m.failCost, n))
+	s := registry.MasterSchedule(m.cfg.PollInterval, m.failCost, n)
+	if m.cfg.RelayShare > 0 {
+		s.Wait += m.relayCost // a routed request in flight when the poll falls due
+	}
+	return registry.DetectBudget(m.policy, s)
 }
 
 func (m *master) check(n int) contract.Check {

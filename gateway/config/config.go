@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/gateway/dnsserver"
+	"github.com/rollcall-edge/rollcall/gateway/router"
 	"github.com/rollcall-edge/rollcall/internal/yamlx"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
@@ -38,6 +40,10 @@ type Config struct {
 	HTTP      HTTP      `yaml:"http"`
 	Metrics   Metrics   `yaml:"metrics"`
 	Limits    Limits    `yaml:"limits"`
+	// ModbusServer is the routing Modbus TCP server (off unless listen is set).
+	ModbusServer ModbusServer `yaml:"modbus_server"`
+	// DNS is the DNS interface (off unless listen is set).
+	DNS DNS `yaml:"dns"`
 
 	warnings []string // see Warnings
 }
@@ -372,6 +378,71 @@ type Metrics struct {
 	PerUnit string `yaml:"per_unit"`
 }
 
+// ModbusServer configures the routing Modbus TCP server (gateway/router): clients that
+// speak Modbus TCP address a virtual unit ID, and each request goes to a live instance
+// that the unit's route selects, picked at that moment. Off unless Listen is set.
+type ModbusServer struct {
+	// Listen is host:port, e.g. 127.0.0.1:1502 (502 is the Modbus TCP port, which needs
+	// CAP_NET_BIND_SERVICE; port 0: any free port). Host rules as http.listen: required,
+	// a wildcard (0.0.0.0) is accepted with a warning, as the server has no
+	// authentication. Empty (the default): off.
+	Listen string `yaml:"listen"`
+	// Advertise is the host (IP address or name) DNS answers give for instances reached
+	// through this server (RTU drives): default the Listen host; required when that is a
+	// wildcard and dns is on.
+	Advertise string `yaml:"advertise"`
+	// MaxConnections caps the client connections open at once. Default 32; 1–4096.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxClientConnections caps the connections open at once from one client IP
+	// address. Default 8; 1–4096.
+	MaxClientConnections int `yaml:"max_client_connections"`
+	// MaxInFlight caps the requests of one connection answered at once (pipelined, told
+	// apart by transaction identifier); more wait. Default 4; 1–64.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// RequestTimeout bounds one routed request from its arrival to its reply, a retry on
+	// another instance included. Default 1 s; 10 ms–60 s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// IdleTimeout closes a connection without requests for this long. Default 60 s;
+	// 1 s–24 h.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// BusShare is the largest share of an RS-485 bus's time given to routed requests,
+	// 0 < share ≤ 1; heartbeat polls that are due always go first. Default 0.5.
+	BusShare float64 `yaml:"bus_share"`
+	// Routes bind virtual unit IDs to selectors; at least one when Listen is set.
+	Routes []Route `yaml:"routes"`
+}
+
+// Route binds a virtual unit ID of the Modbus TCP server to the instances it routes to.
+type Route struct {
+	// Unit is the virtual unit ID, 1–255, unique.
+	Unit int `yaml:"unit"`
+	// Service is the service of the instances (e.g. servo-drive). Required.
+	Service string `yaml:"service"`
+	// Meta pairs every instance must have (e.g. {axis: "2"}).
+	Meta map[string]string `yaml:"meta"`
+	// Strategy: sticky (default: the same instance while it is live), round-robin,
+	// lowest-rtt or random. Passing instances always go before warning ones.
+	Strategy string `yaml:"strategy"`
+	// Writes allows write function codes (FC 05, 06, 15, 16, 22, 23); without it they are
+	// refused with exception 0x01. A write is never retried on another instance.
+	Writes bool `yaml:"writes"`
+}
+
+// DNS configures the DNS interface (gateway/dnsserver): <service>.service.<domain>
+// answers A, AAAA, SRV and TXT records of passing instances only. Off unless Listen is
+// set.
+type DNS struct {
+	// Listen is host:port for UDP and TCP, e.g. 127.0.0.1:8600 (port 0: any free port).
+	// Host rules as http.listen. Empty (the default): off.
+	Listen string `yaml:"listen"`
+	// Domain is the zone answered, e.g. "rollcall" (names end in .service.rollcall).
+	// Default "rollcall".
+	Domain string `yaml:"domain"`
+	// TTL of every record: 0–1 s, whole seconds. Default 1 s: a client asks again
+	// within a second, so a dead instance leaves its answers that fast.
+	TTL time.Duration `yaml:"ttl"`
+}
+
 // Default returns the configuration used without --config (docs/design.md, "Commands"):
 // embedded broker on 127.0.0.1:1883, mDNS on, no serial buses, HTTP on
 // DefaultHTTPListen.
@@ -494,6 +565,19 @@ func (c *Config) applyDefaults(doc *yamlx.Doc) {
 	if c.Metrics.PerUnit == "" && unset("metrics.per_unit") {
 		c.Metrics.PerUnit = "auto"
 	}
+	ms := &c.ModbusServer
+	setInt("modbus_server.max_connections", &ms.MaxConnections, 32)
+	setInt("modbus_server.max_client_connections", &ms.MaxClientConnections, 8)
+	setInt("modbus_server.max_in_flight", &ms.MaxInFlight, 4)
+	setDuration("modbus_server.request_timeout", &ms.RequestTimeout, time.Second)
+	setDuration("modbus_server.idle_timeout", &ms.IdleTimeout, time.Minute)
+	if unset("modbus_server.bus_share") {
+		ms.BusShare = 0.5
+	}
+	if c.DNS.Domain == "" && unset("dns.domain") {
+		c.DNS.Domain = "rollcall"
+	}
+	setDuration("dns.ttl", &c.DNS.TTL, time.Second)
 	setInt("http.max_connections", &c.HTTP.MaxConnections, DefaultHTTPMaxConnections)
 	setInt("http.max_event_streams", &c.HTTP.MaxEventStreams, DefaultHTTPMaxEventStreams)
 	md := &c.Discovery.MDNS
@@ -593,6 +677,8 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 	inRange(bad, "limits.max_record_bytes", c.Limits.MaxRecordBytes, maxRecordBytes)
 	inRange(bad, "limits.max_endpoints", c.Limits.MaxEndpoints, maxEndpoints)
 	c.validateHTTP(bad, warn)
+	c.validateModbusServer(bad, warn)
+	c.validateDNS(bad, warn)
 	if pu := c.Metrics.PerUnit; pu != "auto" && pu != "true" && pu != "false" {
 		bad("metrics.per_unit", "expected auto, true or false (per-unit series in /metrics), got %q", pu)
 	}
@@ -713,6 +799,18 @@ var (
 	httpMaxConnections = span[int]{min: 1, max: 65535,
 		whyMin: "(0 would refuse every client)",
 		whyMax: "(one listener cannot have more connections than TCP has ports)"}
+	routerConnections = span[int]{min: 1, max: 4096,
+		whyMin: "(0 would refuse every client)",
+		whyMax: "(each connection holds a goroutine and buffers; a plant's Modbus clients are a few dozen)"}
+	routerInFlight = span[int]{min: 1, max: 64,
+		whyMin: "(0 would answer nothing)",
+		whyMax: "(requests beyond a few per connection only queue at the devices' masters)"}
+	routerRequestTimeout = span[time.Duration]{min: 10 * time.Millisecond, max: time.Minute,
+		whyMin: "(a request and its retry on another instance take a few round trips)",
+		whyMax: "(a client waiting that long has given up long before)"}
+	routerIdleTimeout = span[time.Duration]{min: time.Second, max: 24 * time.Hour,
+		whyMin: "(clients pause between polls)",
+		whyMax: "(an abandoned connection would hold its slot for over a day)"}
 	httpMaxEventStreams = span[int]{min: 1, max: 4096,
 		whyMin: "(0 would refuse every /v1/events client)",
 		whyMax: "(each stream holds a connection and a goroutine for as long as it lasts)"}
@@ -857,22 +955,7 @@ func (c *Config) checkNames(bad func(key, format string, args ...any)) {
 
 // validateHTTP checks the http section; an explicit wildcard host is a warning.
 func (c *Config) validateHTTP(bad, warn func(key, format string, args ...any)) {
-	if l := c.HTTP.Listen; l != "" {
-		host, port, err := net.SplitHostPort(l)
-		_, portOK := portNumber(port)
-		switch {
-		case err != nil:
-			bad("http.listen", "expected host:port, got %q", l)
-		case !portOK:
-			bad("http.listen", "expected a port from 0 to 65535 (0: any free port), got %q", port)
-		case host == "":
-			bad("http.listen", "%q has no host, which listens on every interface without saying so: write 0.0.0.0:%s or [::]:%s "+
-				"if every interface is meant, or 127.0.0.1:%s for this host only", l, port, port, port)
-		case isWildcard(host):
-			warn("http.listen", "%s listens on every interface: the HTTP API (catalog, events, dashboard, metrics) has no "+
-				"authentication; keep it on loopback or behind a proxy unless every network it reaches may read the catalog", l)
-		}
-	}
+	validateListen(bad, warn, "http.listen", c.HTTP.Listen, "the HTTP API (catalog, events, dashboard, metrics)", "read the catalog")
 	inRange(bad, "http.max_connections", c.HTTP.MaxConnections, httpMaxConnections)
 	inRange(bad, "http.max_event_streams", c.HTTP.MaxEventStreams, httpMaxEventStreams)
 	if c.HTTP.TrustedKeys != "" && !c.HTTP.PlantView {
@@ -880,6 +963,81 @@ func (c *Config) validateHTTP(bad, warn func(key, format string, args ...any)) {
 	}
 	if c.HTTP.PlantView && c.HTTP.Listen == "" {
 		warn("http.plant_view", "is on but http.listen is not set: nobody can see the plant view")
+	}
+}
+
+// validateListen checks a listener's host:port at key (empty: off): a port 0–65535 and
+// an explicit host; a wildcard host is a warning naming what would be exposed (what)
+// and what any network it reaches could then do (can).
+func validateListen(bad, warn func(key, format string, args ...any), key, l, what, can string) {
+	if l == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(l)
+	_, portOK := portNumber(port)
+	switch {
+	case err != nil:
+		bad(key, "expected host:port, got %q", l)
+	case !portOK:
+		bad(key, "expected a port from 0 to 65535 (0: any free port), got %q", port)
+	case host == "":
+		bad(key, "%q has no host, which listens on every interface without saying so: write 0.0.0.0:%s or [::]:%s "+
+			"if every interface is meant, or 127.0.0.1:%s for this host only", l, port, port, port)
+	case isWildcard(host):
+		warn(key, "%s listens on every interface: %s has no authentication; keep it on loopback or behind a "+
+			"proxy or firewall unless every network it reaches may %s", l, what, can)
+	}
+}
+
+// validateModbusServer checks the modbus_server section.
+func (c *Config) validateModbusServer(bad, warn func(key, format string, args ...any)) {
+	ms := &c.ModbusServer
+	validateListen(bad, warn, "modbus_server.listen", ms.Listen, "the routing Modbus TCP server", "read the drives' registers")
+	inRange(bad, "modbus_server.max_connections", ms.MaxConnections, routerConnections)
+	inRange(bad, "modbus_server.max_client_connections", ms.MaxClientConnections, routerConnections)
+	inRange(bad, "modbus_server.max_in_flight", ms.MaxInFlight, routerInFlight)
+	inRange(bad, "modbus_server.request_timeout", ms.RequestTimeout, routerRequestTimeout)
+	inRange(bad, "modbus_server.idle_timeout", ms.IdleTimeout, routerIdleTimeout)
+	if !(ms.BusShare > 0 && ms.BusShare <= 1) { // NaN too
+		bad("modbus_server.bus_share", "expected a share 0 < share ≤ 1, got %v", ms.BusShare)
+	}
+	if ms.Listen != "" && len(ms.Routes) == 0 {
+		bad("modbus_server.routes", "expected at least one route ({unit: 1, service: servo-drive}): the server has nothing to route to")
+	}
+	seen := map[int]int{}
+	for i, r := range ms.Routes {
+		key := fmt.Sprintf("modbus_server.routes[%d]", i)
+		if r.Unit < 1 || r.Unit > 255 {
+			bad(key+".unit", "expected a virtual unit ID 1–255 (0 is the serial broadcast address), got %d", r.Unit)
+		} else if j, dup := seen[r.Unit]; dup {
+			bad(key+".unit", "unit %d is routed already by modbus_server.routes[%d]", r.Unit, j)
+		} else {
+			seen[r.Unit] = i
+		}
+		if !contract.IsSlug(r.Service) {
+			bad(key+".service", "expected a service name of 1–64 characters [a-z0-9._-], got %q", r.Service)
+		}
+		if _, err := router.ParseStrategy(r.Strategy); err != nil {
+			bad(key+".strategy", "%v", err)
+		}
+	}
+}
+
+// validateDNS checks the dns section.
+func (c *Config) validateDNS(bad, warn func(key, format string, args ...any)) {
+	d := &c.DNS
+	validateListen(bad, warn, "dns.listen", d.Listen, "the DNS interface", "list the live instances")
+	if err := dnsserver.CheckDomain(d.Domain); err != nil {
+		bad("dns.domain", "%v", err)
+	}
+	if d.TTL < 0 || d.TTL > time.Second || d.TTL%time.Second != 0 {
+		bad("dns.ttl", "expected 0s or 1s, got %v: a longer TTL keeps a dead instance in clients' caches", d.TTL)
+	}
+	if d.Listen != "" && c.ModbusServer.Listen != "" && c.ModbusServer.Advertise == "" {
+		if host, _, err := net.SplitHostPort(c.ModbusServer.Listen); err == nil && isWildcard(host) {
+			bad("modbus_server.advertise", "expected the address clients reach the Modbus TCP server at: "+
+				"it listens on every interface (%s), so DNS answers cannot name one", c.ModbusServer.Listen)
+		}
 	}
 }
 

@@ -214,7 +214,7 @@ func TestHTTPListenWildcard(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := []string{"gw.yaml:3:3: http.listen: " + addr + " listens on every interface: the HTTP API (catalog, events, dashboard, " +
-				"metrics) has no authentication; keep it on loopback or behind a proxy unless every network it reaches may read the catalog"}
+				"metrics) has no authentication; keep it on loopback or behind a proxy or firewall unless every network it reaches may read the catalog"}
 			if w := c.Warnings(); !slices.Equal(w, want) {
 				t.Fatalf("warnings\n%q\nwant\n%q", w, want)
 			}

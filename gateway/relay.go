@@ -1,0 +1,150 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rollcall-edge/rollcall/gateway/router"
+	"github.com/rollcall-edge/rollcall/protocols/modbus"
+)
+
+// maxRelayQueue bounds the routed requests waiting for one RTU master: beyond it a
+// client gets exception 0x06 (router.ErrBusy) at once. At 115200 baud a queue this long
+// is about 100 ms of bus time.
+const maxRelayQueue = 16
+
+// relayReq is a routed request waiting for an RTU master.
+type relayReq struct {
+	ctx   context.Context // the client's request: past its end, it is not started
+	unit  byte
+	pdu   []byte
+	reply []byte
+	err   error
+	done  chan struct{} // closed once reply and err are set
+}
+
+// forward runs a routed request on the master: on RTU through its queue, served by its
+// own goroutine between heartbeat polls (step); on TCP on its connection, one routed
+// request at a time. Errors: router.ErrBusy (wrapped) when the queue is full or the
+// request could not start before ctx ended; ErrClosed when the master is closed; else
+// those of modbus.Client.Transact.
+func (m *master) forward(ctx context.Context, unit byte, pdu []byte) ([]byte, error) {
+	if m.cfg.Baud == 0 {
+		select {
+		case m.relaySem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: %w (%w)", m.cfg.Name, router.ErrBusy, ctx.Err())
+		}
+		defer func() { <-m.relaySem }()
+		c := m.client.Load()
+		if c == nil {
+			return nil, fmt.Errorf("%s: %w", m.cfg.Name, modbus.ErrClosed)
+		}
+		return (*c).Transact(ctx, unit, pdu)
+	}
+	r := &relayReq{ctx: ctx, unit: unit, pdu: pdu, done: make(chan struct{})}
+	select {
+	case m.relayQ <- r:
+	default:
+		return nil, fmt.Errorf("%s: %w (%d queued)", m.cfg.Name, router.ErrBusy, maxRelayQueue)
+	}
+	select {
+	case m.relayKick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.done:
+		return r.reply, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: %w", m.cfg.Name, context.Cause(ctx))
+	}
+}
+
+// takeRelays moves the routed requests queued since the last step into m.relays
+// (the master's goroutine).
+func (m *master) takeRelays() {
+	for {
+		select {
+		case r := <-m.relayQ:
+			m.relays = append(m.relays, r)
+		default:
+			return
+		}
+	}
+}
+
+// relay runs the oldest routed request (the master's goroutine, RTU) with the bus's
+// timeout and resync, then holds the next one back so that routed requests take at
+// most RelayShare of the bus's time. A request whose client gave up is dropped
+// unsent. A request that got no valid reply (a timeout, a garbled reply) makes its
+// device suspect, if it is one of the master's: its heartbeat poll is retried at once.
+func (m *master) relay(c modbus.Client) {
+	r := m.relays[0]
+	m.relays[0] = nil
+	m.relays = m.relays[1:]
+	if err := r.ctx.Err(); err != nil {
+		r.err = fmt.Errorf("%s: %w (waited for the bus: %w)", m.cfg.Name, router.ErrBusy, err)
+		close(r.done)
+		return
+	}
+	start := time.Now()
+	r.reply, r.err = c.Transact(r.ctx, r.unit, r.pdu)
+	close(r.done)
+	now := time.Now()
+	if r.err != nil && !modbus.IsAnswer(r.err) && r.ctx.Err() == nil && !errors.Is(r.err, modbus.ErrInvalidRequest) {
+		if d := m.known[int(r.unit)]; d != nil {
+			d.retry = true
+		}
+	}
+	share := m.cfg.RelayShare
+	m.nextRelay = now.Add(time.Duration(float64(now.Sub(start)) * (1 - share) / share))
+}
+
+// failRelays ends every routed request queued for the master with err (it closed).
+func (m *master) failRelays(err error) {
+	m.takeRelays()
+	for _, r := range m.relays {
+		r.err = fmt.Errorf("%s: %w", m.cfg.Name, err)
+		close(r.done)
+	}
+	m.relays = nil
+}
+
+// masterDir finds the open master of a registry owner ("rtu:<bus>", "tcp:<host:port>")
+// for routed requests. Masters add themselves when they open and remove themselves
+// when they close. Safe for concurrent use.
+type masterDir struct {
+	mu sync.RWMutex
+	m  map[string]*master
+}
+
+func newMasterDir() *masterDir { return &masterDir{m: map[string]*master{}} }
+
+func (d *masterDir) add(owner string, m *master) {
+	d.mu.Lock()
+	d.m[owner] = m
+	d.mu.Unlock()
+}
+
+// remove forgets owner's master if it is still m (a new master of the same owner may
+// have opened meanwhile).
+func (d *masterDir) remove(owner string, m *master) {
+	d.mu.Lock()
+	if d.m[owner] == m {
+		delete(d.m, owner)
+	}
+	d.mu.Unlock()
+}
+
+// get returns owner's open master, or nil (also on a nil directory: routing is off).
+func (d *masterDir) get(owner string) *master {
+	if d == nil {
+		return nil
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.m[owner]
+}
