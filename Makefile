@@ -58,7 +58,8 @@ FUZZ_TARGETS := \
 	./protocols/modbus:FuzzExpectedReplyLength ./protocols/modbus:FuzzParseDeviceIDReply \
 	./protocols/modbus:FuzzMBAPHeader ./contract:FuzzInstanceTopic ./contract:FuzzDecodeRecord \
 	./protocols/mdns:FuzzParseTXT ./protocols/mdns:FuzzResponse ./contract:FuzzVerify \
-	./gateway/config:FuzzParse ./internal/yamlx:FuzzDecode ./devices:FuzzCleanString ./devices:FuzzParseProfile
+	./gateway/config:FuzzParse ./internal/yamlx:FuzzDecode ./devices:FuzzCleanString ./devices:FuzzParseProfile \
+	./gateway/router:FuzzHandle ./gateway/dnsserver:FuzzAnswer
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \

@@ -31,6 +31,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	listen := fs.String("listen", "127.0.0.1:1883", "embedded broker address (a free port is used if this one is taken)")
 	control := fs.String("control", "127.0.0.1:18081", "firmware-sim control API address (fault injection)")
 	httpAddr := fs.String("http", config.DefaultHTTPListen, "gateway HTTP address: dashboard, /metrics, /v1/catalog (a free port is used if this one is taken)")
+	modbusAddr := fs.String("modbus", "127.0.0.1:1502", "routing Modbus TCP server address (a free port is used if this one is taken)")
+	dnsAddr := fs.String("dns", "127.0.0.1:8600", "DNS interface address, UDP and TCP (a free port is used if this one is taken)")
 	poll := fs.Duration("poll", 100*time.Millisecond, "poll interval per drive")
 	noSchedule := fs.Bool("no-schedule", false, "keep every drive healthy (no scripted silence of the last bus drive)")
 	newLogger := logFlags(fs)
@@ -97,12 +99,17 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = s.Wait() }()
 
+	// Bus drive u is axis u (the TCP drives are axes 5 and 6, from their mDNS TXT).
+	var axes strings.Builder
+	for u := 1; u <= *drives; u++ {
+		fmt.Fprintf(&axes, "{unit: %d, meta: {axis: \"%d\"}}, ", u, u)
+	}
 	gwYAML := fmt.Sprintf(`
 gateway: {id: demo-gw, state_dir: %s}
 mqtt: {broker: embedded, embedded_listen: %q, embedded_auth: {allow_anonymous: true}}
 discovery:
   serial:
-    - {name: bus1, device: %s, baud: 115200, units: "1-16", meta: {cell: "1"}}
+    - {name: bus1, device: %s, baud: 115200, units: "1-16", meta: {cell: "1"}, devices: [%s]}
   mdns: {enabled: true, interfaces: [%s], window: 1s, every: 1s, timeout: 200ms, instance_patterns: ['^axis-[0-9]+-%s$']}
 health:
   poll_interval: %s
@@ -110,7 +117,14 @@ health:
   successes_before_passing: 2
   deregister_critical_after: 10s
 http: {listen: %q}
-`, filepath.Join(dir, "state"), freeAddr(*listen), link, lo, demoTag, *poll, freeAddr(*httpAddr))
+modbus_server:
+  listen: %q
+  routes:
+    - {unit: 1, service: servo-drive, meta: {cell: "1"}}
+    - {unit: 2, service: servo-drive, meta: {axis: "2"}, writes: true}
+dns: {listen: %q, domain: rollcall}
+`, filepath.Join(dir, "state"), freeAddr(*listen), link, strings.TrimSuffix(axes.String(), ", "), lo, demoTag, *poll,
+		freeAddr(*httpAddr), freeAddr(*modbusAddr), freeDNSAddr(*dnsAddr))
 	cfg, err := config.Parse("demo-gateway.yaml", []byte(gwYAML))
 	if err != nil {
 		return err
@@ -134,6 +148,11 @@ http: {listen: %q}
 	}
 	fmt.Fprintf(stdout, "  dashboard: http://%s/   metrics: http://%s/metrics\n", g.HTTPAddr(), g.HTTPAddr())
 	fmt.Fprintf(stdout, "  try: curl -X POST -d '{\"mode\":\"silent\"}' http://%s/v1/devices/bus1/2/fault   (then {\"mode\":\"none\"})\n", s.ControlAddr())
+	mbHost, mbPort, _ := net.SplitHostPort(g.ModbusAddr())
+	fmt.Fprintf(stdout, "  modbus: %s (unit 1: any live drive of cell 1; unit 2: axis 2)   e.g. mbpoll -m tcp -p %s -a 1 -0 -r 100 -c 8 -t 4:hex -1 %s\n",
+		g.ModbusAddr(), mbPort, mbHost)
+	dnsHost, dnsPort, _ := net.SplitHostPort(g.DNSAddr())
+	fmt.Fprintf(stdout, "  dns: %s   e.g. dig @%s -p %s +short servo-drive.service.rollcall SRV\n", g.DNSAddr(), dnsHost, dnsPort)
 	if host, port, err := net.SplitHostPort(strings.TrimPrefix(g.BrokerURL(), "tcp://")); err == nil {
 		fmt.Fprintf(stdout, "  subscribe: mosquitto_sub -h %s -p %s -t '%s' -v\n", host, port,
 			contract.Topics{Prefix: cfg.MQTT.TopicPrefix}.ReadAllFilter())
@@ -167,6 +186,18 @@ http: {listen: %q}
 		return err
 	}
 	return nil
+}
+
+// freeDNSAddr is freeAddr for the DNS interface, which needs the port free for both UDP
+// and TCP.
+func freeDNSAddr(addr string) string {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(addr)
+		return net.JoinHostPort(host, "0")
+	}
+	_ = pc.Close()
+	return freeAddr(addr)
 }
 
 // loopbackName is the name of the loopback interface (mDNS stays on it in the demo).

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,7 +98,8 @@ func TestDemo(t *testing.T) {
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		done <- cmdDemo(ctx, []string{"--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--no-schedule"}, &out, io.Discard)
+		done <- cmdDemo(ctx, []string{"--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--no-schedule",
+			"--modbus", "127.0.0.1:0", "--dns", "127.0.0.1:0"}, &out, io.Discard)
 	}()
 	demoDrives := []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002", "rollcall-firmware-sim-sim-0003",
 		"rollcall-firmware-sim-sim-0004", "rollcall-firmware-sim-sim-0105", "rollcall-firmware-sim-sim-0106"}
@@ -123,9 +125,51 @@ func TestDemo(t *testing.T) {
 		return last, true
 	})
 	t.Logf("demo: 6 drives passing %v after start", time.Since(start))
+	demoRouting(t, out.String())
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("demo: %v", err)
+	}
+}
+
+// demoRouting runs the README's worked example of the routing Modbus TCP server and the
+// DNS interface against the running demo, whose banner (banner) gives their addresses
+// and the fault injection API's: mbpoll reads the serial of the drive serving unit 1
+// (sticky: bus drive 1), drive 1 is silenced, the next read is served by another drive;
+// unit 2 is axis 2; dig lists the six drives' SRV records and axis 2's TXT.
+func demoRouting(t *testing.T, banner string) {
+	mbpoll := testutil.NeedTool(t, "mbpoll", "mbpoll")
+	dig := testutil.NeedTool(t, "dig", "bind9-dnsutils")
+	field := func(prefix string) string {
+		for _, line := range strings.Split(banner, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+				return strings.Fields(rest)[0]
+			}
+		}
+		t.Fatalf("no %q line in the demo's banner:\n%s", prefix, banner)
+		return ""
+	}
+	mb, dns := field("modbus:"), field("dns:")
+	control := strings.TrimSuffix(strings.TrimPrefix(field("try: curl -X POST -d '{\"mode\":\"silent\"}'"), "http://"), "/v1/devices/bus1/2/fault")
+	if serial, out, err := testutil.MbpollSerial(mbpoll, mb, 1); err != nil || serial != "SIM-0001" {
+		t.Fatalf("mbpoll unit 1: %q, %v\n%s", serial, err, out)
+	}
+	if serial, out, err := testutil.MbpollSerial(mbpoll, mb, 2); err != nil || serial != "SIM-0002" {
+		t.Fatalf("mbpoll unit 2 (axis 2): %q, %v\n%s", serial, err, out)
+	}
+	if srv := testutil.Dig(t, dig, dns, "servo-drive.service.rollcall", "SRV"); len(srv) != 6 {
+		t.Errorf("dig SRV servo-drive: %q, want the demo's 6 drives", srv)
+	}
+	if txt := strings.Join(testutil.Dig(t, dig, dns, "axis-2.servo-drive.service.rollcall", "TXT"), " "); !strings.Contains(txt, "rollcall-firmware-sim-sim-0002") {
+		t.Errorf("dig TXT axis-2.servo-drive: %q, want drive 2", txt)
+	}
+	resp, err := http.Post("http://"+control+"/v1/devices/bus1/1/fault", "application/json", strings.NewReader(`{"mode":"silent"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if serial, out, err := testutil.MbpollSerial(mbpoll, mb, 1); err != nil || serial == "SIM-0001" || !strings.HasPrefix(serial, "SIM-") {
+		t.Errorf("mbpoll unit 1 with drive 1 silent: %q, %v\n%s; want another drive", serial, err, out)
 	}
 }
 

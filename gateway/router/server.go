@@ -355,11 +355,9 @@ func (cn *conn) read(br *bufio.Reader) ([]byte, error) {
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
 		return nil, err
 	}
-	pid := binary.BigEndian.Uint16(hdr[2:])
-	length := int(binary.BigEndian.Uint16(hdr[4:]))
-	if pid != 0 || length < minMBAPLength || length > maxMBAPLength {
-		return nil, fmt.Errorf("malformed MBAP header % X: protocol identifier %d (want 0), length %d (want %d–%d)",
-			hdr, pid, length, minMBAPLength, maxMBAPLength)
+	length, err := requestLength(hdr)
+	if err != nil {
+		return nil, err
 	}
 	adu := make([]byte, mbapHeaderLen+length-1)
 	copy(adu, hdr[:])
@@ -367,6 +365,19 @@ func (cn *conn) read(br *bufio.Reader) ([]byte, error) {
 		return nil, err
 	}
 	return adu, nil
+}
+
+// requestLength checks a request's MBAP header and returns its length field (unit
+// identifier + PDU, 2–254 bytes): the protocol identifier must be 0 and the length in
+// range (Implementation Guide V1.0b §3.1.3), else the stream cannot be trusted.
+func requestLength(hdr [mbapHeaderLen]byte) (int, error) {
+	pid := binary.BigEndian.Uint16(hdr[2:])
+	length := int(binary.BigEndian.Uint16(hdr[4:]))
+	if pid != 0 || length < minMBAPLength || length > maxMBAPLength {
+		return 0, fmt.Errorf("malformed MBAP header % X: protocol identifier %d (want 0), length %d (want %d–%d)",
+			hdr, pid, length, minMBAPLength, maxMBAPLength)
+	}
+	return length, nil
 }
 
 // reply writes the reply ADU of pdu to request req: its transaction identifier,
