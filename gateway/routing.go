@@ -41,16 +41,14 @@ func (c *catalog) usable(rec *contract.Record, now time.Time) bool {
 // requests.
 func (c *catalog) Live(service string, meta map[string]string) []router.Target {
 	now := time.Now()
-	var out []router.Target
-	for _, rec := range c.reg.Snapshot() {
-		if rec.Service != service || !hasMeta(rec.Meta, meta) || !c.usable(&rec, now) {
-			continue
-		}
-		if owner, ok := endpointOwner(rec.Endpoint); !ok || c.dir.get(owner) == nil {
-			continue
-		}
-		out = append(out, router.Target{ID: rec.ID, Passing: rec.Status == contract.Passing,
-			RTT: time.Duration(rec.Check.RTTMS * float64(time.Millisecond))})
+	recs := c.reg.Select(service, func(rec *contract.Record) bool {
+		owner, ok := endpointOwner(rec.Endpoint)
+		return ok && hasMeta(rec.Meta, meta) && c.usable(rec, now) && c.dir.get(owner) != nil
+	})
+	out := make([]router.Target, len(recs))
+	for i, rec := range recs {
+		out[i] = router.Target{ID: rec.ID, Passing: rec.Status == contract.Passing,
+			RTT: time.Duration(rec.Check.RTTMS * float64(time.Millisecond))}
 	}
 	return out
 }

@@ -504,7 +504,11 @@ func (r *Registry) emitLocked(e *entry, now time.Time) contract.Record {
 
 // recordLocked is e's current record with its own copies of the maps and slices.
 func (r *Registry) recordLocked(e *entry) contract.Record {
-	rec := r.recordShared(e)
+	return ownCopy(r.recordShared(e))
+}
+
+// ownCopy gives rec its own copies of the maps and slices it shares with an entry.
+func ownCopy(rec contract.Record) contract.Record {
 	rec.State = maps.Clone(rec.State)
 	rec.DiscoveredBy = slices.Clone(rec.DiscoveredBy)
 	rec.Meta = maps.Clone(rec.Meta)
@@ -580,6 +584,28 @@ func (r *Registry) Snapshot() []contract.Record {
 	for _, e := range r.instances {
 		if e.live {
 			out = append(out, r.recordLocked(e))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Select returns the current record of every live instance of service ("": of every
+// service) for which keep returns true, sorted by id: Snapshot without copying the
+// records that are not kept, for a caller that asks often (a router picking an
+// instance per request). keep is called with the registry's lock held and a record
+// that shares the registry's maps: it must not keep or change them, nor call the
+// Registry. The records returned have their own copies.
+func (r *Registry) Select(service string, keep func(rec *contract.Record) bool) []contract.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []contract.Record
+	for _, e := range r.instances {
+		if !e.live || (service != "" && e.reg.Service != service) {
+			continue
+		}
+		if rec := r.recordShared(e); keep(&rec) {
+			out = append(out, ownCopy(rec))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

@@ -509,3 +509,36 @@ func BenchmarkObserveState(b *testing.B) {
 		r.Observe("v-s", "o", o)
 	}
 }
+
+// TestRegistrySelect: Select keeps the live instances of a service that pass keep,
+// sorted by id, with their own copies of the maps; other services are never shown to
+// keep.
+func TestRegistrySelect(t *testing.T) {
+	r := newTestRegistry(&recorder{})
+	for _, id := range []string{"c", "a", "b"} {
+		reg := testReg(id)
+		reg.Meta = map[string]string{"axis": id}
+		r.Register(reg, obs('o', 0))
+	}
+	other := testReg("z")
+	other.Service = "vision"
+	r.Register(other, obs('o', 0))
+	seen := 0
+	got := r.Select("servo-drive", func(rec *contract.Record) bool {
+		seen++
+		if rec.Service != "servo-drive" {
+			t.Errorf("keep saw service %q", rec.Service)
+		}
+		return rec.Meta["axis"] != "b"
+	})
+	if seen != 3 || len(got) != 2 || got[0].ID != "a" || got[1].ID != "c" {
+		t.Fatalf("Select: %d seen, %v", seen, got)
+	}
+	got[0].Meta["axis"] = "changed"
+	if rec, _ := r.Get("a"); rec.Meta["axis"] != "a" {
+		t.Errorf("a selected record shares its meta with the registry: %v", rec.Meta)
+	}
+	if all := r.Select("", func(*contract.Record) bool { return true }); len(all) != 4 {
+		t.Errorf("Select of every service: %d records, want 4", len(all))
+	}
+}
