@@ -43,7 +43,10 @@ func (m *master) forward(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 		if c == nil {
 			return nil, fmt.Errorf("%s: %w", m.cfg.Name, modbus.ErrClosed)
 		}
-		return (*c).Transact(ctx, unit, pdu)
+		start := time.Now()
+		reply, err := (*c).Transact(ctx, unit, pdu)
+		m.stats.Relayed(time.Since(start))
+		return reply, err
 	}
 	r := &relayReq{ctx: ctx, unit: unit, pdu: pdu, done: make(chan struct{})}
 	select {
@@ -94,6 +97,7 @@ func (m *master) relay(c modbus.Client) {
 	r.reply, r.err = c.Transact(r.ctx, r.unit, r.pdu)
 	close(r.done)
 	now := time.Now()
+	m.stats.Relayed(now.Sub(start))
 	if r.err != nil && !modbus.IsAnswer(r.err) && r.ctx.Err() == nil && !errors.Is(r.err, modbus.ErrInvalidRequest) {
 		if d := m.known[int(r.unit)]; d != nil {
 			d.retry = true

@@ -27,7 +27,7 @@ type Master struct {
 	bus  bool // an RTU bus: its series stay per master with per-unit series off
 	refs int  // guarded by m.mu: masters of the same name share one Master
 
-	busyNs  atomic.Int64  // time in transactions (polls and probes)
+	busyNs  atomic.Int64  // time in transactions (polls, probes and routed requests)
 	probed  atomic.Int64  // units probed in the current sweep cycle
 	absent  atomic.Int64  // units the sweep probes (not registered)
 	cycles  atomic.Uint64 // completed sweep cycles
@@ -106,6 +106,15 @@ func (mm *Master) SetClient(c modbus.Client) {
 		return
 	}
 	mm.client.Store(clientBox{c})
+}
+
+// Relayed records one routed request (the Modbus TCP server's) that kept the master
+// busy for d: it counts in rollcall_master_busy_seconds_total and the utilisation.
+func (mm *Master) Relayed(d time.Duration) {
+	if mm == nil {
+		return
+	}
+	mm.busyNs.Add(int64(d))
 }
 
 // Probe records one sweep probe that kept the master busy for d (identification and,
