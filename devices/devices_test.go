@@ -146,6 +146,9 @@ func (f *fakeClient) ReadDeviceIdentification(ctx context.Context, unit, code by
 	}
 	return nil, &modbus.ExceptionError{Function: 0x2B, Code: 2}
 }
+func (f *fakeClient) Transact(context.Context, byte, []byte, ...modbus.RequestOption) ([]byte, error) {
+	return nil, errors.New("not used")
+}
 func (f *fakeClient) Timeout() time.Duration    { return time.Second }
 func (f *fakeClient) Resync() time.Duration     { return 0 }
 func (f *fakeClient) Counters() modbus.Counters { return modbus.Counters{} }
