@@ -25,10 +25,14 @@
 //	             and memory per instance, failover after a node loss (figPlantScale)
 //	resync       Mosquitto restarted (with and without its retained store): time until a
 //	             consumer has all 5000 records of a gateway live again (budget 1 s)
+//	route        the routing Modbus TCP server and DNS interface of an in-process gateway
+//	             (4 RTU drives, 2 Modbus TCP drives): routed vs direct read round trip,
+//	             failover gap, DNS removal of a dead drive, and the bus's heartbeat poll
+//	             rate and detection time without and under routed load
 //
 // Flags: -quick (fewer trials, shorter windows: a smoke run), -only, -cpuprofile FILE
 // (CPU profile of this process, which runs the gateway in-process for rtu_poll, detect,
-// propagation and sweep), -gwprofile DIR (tcp_scale: one more pass with CPU and heap
+// propagation, sweep and route), -gwprofile DIR (tcp_scale: one more pass with CPU and heap
 // profiles of the gateway, summarised as notes), -noise-for D (figure noise's run, 1m;
 // 20s with -quick), -seed N, -keep (keep the logs), -v (progress log on stderr).
 //
@@ -72,7 +76,7 @@ type figure struct {
 
 // figureNames returns the names -only accepts, in the order the figures run.
 func figureNames() []string {
-	return []string{"rtu_poll", "detect", "propagation", "sweep", "noise", "tcp_scale", "plant_scale", "resync"}
+	return []string{"rtu_poll", "detect", "propagation", "sweep", "noise", "tcp_scale", "plant_scale", "resync", "route"}
 }
 
 // options are the command-line settings.
@@ -188,6 +192,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		{"noise", figNoise},
 		{"plant_scale", figPlantScale},
 		{"resync", figResync},
+		{"route", figRoute},
 	}
 	b.out.header(opt)
 	failed := 0
