@@ -92,14 +92,15 @@ type master struct {
 	hostLate  turnarounds     // how late the master's own timed waits returned, latest transactions (RTU)
 	stats     *metrics.Master // set by run
 
-	relayQ    chan *relayReq                // routed requests waiting to be taken (RTU; maxRelayQueue)
-	relayKick chan struct{}                 // 1-buffered: a routed request was queued (RTU)
-	relaySem  chan struct{}                 // 1 routed request at a time (TCP)
-	relays    []*relayReq                   // routed requests taken from relayQ, oldest first (RTU; run's)
-	nextRelay time.Time                     // earliest start of the next routed request (RTU: RelayShare)
-	relayCost time.Duration                 // longest a routed request holds the master (set by begin)
-	client    atomic.Pointer[modbus.Client] // the open client, for routed requests on TCP; nil when closed
-	dir       *masterDir                    // where routed requests find the master by owner; nil: none
+	relayQ      chan *relayReq                // routed requests waiting to be taken (RTU; maxRelayQueue)
+	relayKick   chan struct{}                 // 1-buffered: a routed request was queued (RTU)
+	relaySem    chan struct{}                 // 1 routed request at a time (TCP)
+	relays      []*relayReq                   // routed requests taken from relayQ, oldest first (RTU; run's)
+	nextRelay   time.Time                     // earliest start of the next routed request (RTU: relayBudget)
+	relayBudget busBudget                     // bus time routed requests may still take (RTU: RelayShare, relayBurst)
+	relayCost   time.Duration                 // longest a routed request holds the master (set by begin)
+	client      atomic.Pointer[modbus.Client] // the open client, for routed requests on TCP; nil when closed
+	dir         *masterDir                    // where routed requests find the master by owner; nil: none
 }
 
 // device is a registered unit.

@@ -11,6 +11,12 @@ import (
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
 
+// relayBurst is how far routed requests may run ahead of their share of bus time
+// (masterConfig.RelayShare) before it holds them back: back to back, they get the bus
+// for relayBurst / (1 − share) (200 ms at share 0.5). A client that reads now and then
+// gets the bus at once, one that reads without pause gets RelayShare of it.
+const relayBurst = 100 * time.Millisecond
+
 // maxRelayQueue bounds the routed requests waiting for one RTU master: beyond it a
 // client gets exception 0x06 (router.ErrBusy) at once. At 115200 baud a queue this long
 // is about 100 ms of bus time.
@@ -80,10 +86,12 @@ func (m *master) takeRelays() {
 }
 
 // relay runs the oldest routed request (the master's goroutine, RTU) with the bus's
-// timeout and resync, then holds the next one back so that routed requests take at
-// most RelayShare of the bus's time. A request whose client gave up is dropped
-// unsent. A request that got no valid reply (a timeout, a garbled reply) makes its
-// device suspect, if it is one of the master's: its heartbeat poll is retried at once.
+// timeout and resync. Routed requests draw on a budget of bus time that refills at
+// RelayShare of the time passing, up to relayBurst (a token bucket, busBudget): once it
+// is spent, the next one waits until it is positive again, so that over time they take
+// at most RelayShare of the bus. A request whose client gave up is dropped unsent. A request
+// that got no valid reply (a timeout, a garbled reply) makes its device suspect, if it
+// is one of the master's: its heartbeat poll is retried at once.
 func (m *master) relay(c modbus.Client) {
 	r := m.relays[0]
 	m.relays[0] = nil
@@ -103,8 +111,36 @@ func (m *master) relay(c modbus.Client) {
 			d.retry = true
 		}
 	}
-	share := m.cfg.RelayShare
-	m.nextRelay = now.Add(time.Duration(float64(now.Sub(start)) * (1 - share) / share))
+	m.relayBudget.spend(start, now, m.cfg.RelayShare)
+	m.nextRelay = m.relayBudget.positiveAt(now, m.cfg.RelayShare)
+}
+
+// busBudget is a token bucket of bus time: it refills at a share of the time passing,
+// up to relayBurst, and is spent by the bus time requests take. Its zero value is full.
+type busBudget struct {
+	owed time.Duration // relayBurst minus the budget left (0: full)
+	at   time.Time     // when owed was last brought up to date
+}
+
+// spend brings the budget up to date at start (it refills while no request runs, up to
+// full) and takes a request that ran from start to end: the bus time it took, less
+// what refilled meanwhile.
+func (b *busBudget) spend(start, end time.Time, share float64) {
+	if !b.at.IsZero() {
+		b.owed = max(0, b.owed-time.Duration(float64(start.Sub(b.at))*share))
+	}
+	d := end.Sub(start)
+	b.owed += d - time.Duration(float64(d)*share)
+	b.at = end
+}
+
+// positiveAt is when the budget is above zero again: now, if it is.
+func (b *busBudget) positiveAt(now time.Time, share float64) time.Time {
+	over := b.owed - relayBurst
+	if over < 0 {
+		return now
+	}
+	return later(now, b.at.Add(time.Duration(float64(over)/share)+time.Nanosecond))
 }
 
 // failRelays ends every routed request queued for the master with err (it closed).

@@ -405,8 +405,10 @@ type ModbusServer struct {
 	// IdleTimeout closes a connection without requests for this long. Default 60 s;
 	// 1 s–24 h.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// BusShare is the largest share of an RS-485 bus's time given to routed requests,
-	// 0 < share ≤ 1; heartbeat polls that are due always go first. Default 0.5.
+	// BusShare is the largest share of an RS-485 bus's time given to routed requests
+	// over time, 0 < share ≤ 1 (an occasional request goes out at once; a client
+	// reading without pause gets this share); heartbeat polls that are due always go
+	// first. Default 0.5.
 	BusShare float64 `yaml:"bus_share"`
 	// Routes bind virtual unit IDs to selectors; at least one when Listen is set.
 	Routes []Route `yaml:"routes"`
