@@ -29,14 +29,16 @@ tcp:
 `
 
 // routingGateway routes virtual unit 1 to the bus's drives (reads only), 2 to the TCP
-// drives, 3 to the bus's drives with writes allowed; DNS on a free loopback port.
+// drives, 3 to the bus's drives with writes allowed; DNS on a free loopback port. Polls
+// are 1 s apart, so that a silenced drive is still live (not yet critical) when the
+// test's next read reaches it: the read must fail over.
 const routingGateway = `
 discovery:
   serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2", meta: {cell: a}}]
   tcp:
     - {name: tcp1, address: "$ADDR(tcp1)", units: "1", meta: {line: press}}
     - {name: tcp2, address: "$ADDR(tcp2)", units: "1", meta: {line: press}}
-health: {poll_interval: 50ms, deregister_critical_after: 1m}
+health: {poll_interval: 1s, deregister_critical_after: 1m}
 http: {listen: "127.0.0.1:0"}
 modbus_server:
   listen: 127.0.0.1:0
