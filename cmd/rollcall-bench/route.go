@@ -34,6 +34,7 @@ const (
 	routeSerialRegs = 8                     //
 	routeReplyBytes = 5 + 2*routeSerialRegs // FC 03 reply ADU for 8 registers: unit, fc, count, data, CRC(2)
 	routeLoaders    = 4                     // client goroutines of the routed load
+	routePause      = 25 * time.Millisecond // between routed RTU reads of the round-trip figure: a PLC polling, well within bus_share
 	routeDNSEvery   = 5 * time.Millisecond  // DNS query period of the DNS trials
 	routeWaitState  = 30 * time.Second      // longest wait for one expected registry state
 	routeWaitEvent  = 10 * time.Second      // longest wait for a failover, a DNS change or a detection
@@ -91,13 +92,19 @@ func readSerial(ctx context.Context, c modbus.Client, unit byte) (string, error)
 	return decodeSerial(regs), nil
 }
 
-// timedReads reads the serial registers of unit through c n times back to back (after
-// warm reads not counted) and returns each read's round trip, and the serial answered
-// last. A read that fails, or answers a serial other than the first one, is an error.
-func timedReads(ctx context.Context, c modbus.Client, unit byte, n, warm int) ([]time.Duration, string, error) {
+// timedReads reads the serial registers of unit through c n times (after warm reads not
+// counted), pause apart (0: back to back), and returns each read's round trip, and the
+// serial answered last. A read that fails, or answers a serial other than the first
+// one, is an error.
+func timedReads(ctx context.Context, c modbus.Client, unit byte, n, warm int, pause time.Duration) ([]time.Duration, string, error) {
 	var serial string
 	out := make([]time.Duration, 0, n)
 	for i := 0; i < warm+n; i++ {
+		if i > 0 && pause > 0 {
+			if err := sleepCtx(ctx, pause); err != nil {
+				return nil, "", err
+			}
+		}
 		t0 := time.Now()
 		got, err := readSerial(ctx, c, unit)
 		d := time.Since(t0)
@@ -153,7 +160,7 @@ func figRoute(ctx context.Context, b *bench) error {
 	if err != nil {
 		return fmt.Errorf("%s: direct RTU: open %s: %w", fig, link, err)
 	}
-	directRTU, directRTUSerial, err := timedReads(ctx, rtu, routeUnitRTU, n, warm)
+	directRTU, directRTUSerial, err := timedReads(ctx, rtu, routeUnitRTU, n, warm, routePause)
 	_ = rtu.Close()
 	if err != nil {
 		return fmt.Errorf("%s: direct RTU reads of unit %d: %w", fig, routeUnitRTU, err)
@@ -204,12 +211,12 @@ dns: {listen: 127.0.0.1:0, domain: rollcall}
 	if err != nil {
 		return fmt.Errorf("%s: routed client: %w", fig, err)
 	}
-	routedRTU, routedRTUSerial, err := timedReads(ctx, router, routeUnitRTU, n, warm)
+	routedRTU, routedRTUSerial, err := timedReads(ctx, router, routeUnitRTU, n, warm, routePause)
 	if err != nil {
 		_ = router.Close()
 		return fmt.Errorf("%s: routed RTU reads of unit %d: %w", fig, routeUnitRTU, err)
 	}
-	_, tcpSerial, err := timedReads(ctx, router, routeUnitTCP, 1, 0)
+	_, tcpSerial, err := timedReads(ctx, router, routeUnitTCP, 1, 0, 0)
 	if err != nil {
 		_ = router.Close()
 		return fmt.Errorf("%s: routed TCP warm-up read of unit %d: %w", fig, routeUnitTCP, err)
@@ -224,13 +231,13 @@ dns: {listen: 127.0.0.1:0, domain: rollcall}
 		_ = router.Close()
 		return fmt.Errorf("%s: direct TCP client: %w", fig, err)
 	}
-	directTCP, _, err := timedReads(ctx, direct, byte(tcpDrive.unit), n, warm)
+	directTCP, _, err := timedReads(ctx, direct, byte(tcpDrive.unit), n, warm, 0)
 	_ = direct.Close()
 	if err != nil {
 		_ = router.Close()
 		return fmt.Errorf("%s: direct TCP reads of %s unit %d: %w", fig, tcpDrive.where, tcpDrive.unit, err)
 	}
-	routedTCP, _, err := timedReads(ctx, router, routeUnitTCP, n, warm)
+	routedTCP, _, err := timedReads(ctx, router, routeUnitTCP, n, warm, 0)
 	_ = router.Close()
 	if err != nil {
 		return fmt.Errorf("%s: routed TCP reads of unit %d: %w", fig, routeUnitTCP, err)
@@ -307,11 +314,12 @@ dns: {listen: 127.0.0.1:0, domain: rollcall}
 	wire := modbus.WireTime(rtuReqBytes, rtuBaud) + modbus.T35(rtuBaud) + rtuTurnaround + modbus.WireTime(routeReplyBytes, rtuBaud) + modbus.T35(rtuBaud)
 	o.note("%s: one in-process gateway (embedded broker), %d drives on firmware-sim bus1 at %d baud, turnaround %v, meta cell=a, + %d Modbus TCP drives on loopback, meta line=press; "+
 		"poll_interval %v, failures_before_critical %d, bus timeout %v, bus_share %.2f; routes: unit %d → cell=a, unit %d → line=press, sticky; "+
-		"reads of %d holding registers at %d, %d back to back after %d warm-up (served by %s and %s)",
+		"reads of %d holding registers at %d, %d after %d warm-up; RTU reads (direct and routed) %v apart (a PLC polling; a client reading "+
+		"without pause gets bus_share of the bus, see the heartbeats line), TCP reads back to back (served by %s and %s)",
 		fig, routeDrives, rtuBaud, rtuTurnaround, len(routeTCPDrives), detectPoll, detectFailures, busTimeout, busShare, routeUnitRTU, routeUnitTCP,
-		routeSerialRegs, routeSerialReg, n, warm, routedRTUSerial, tcpSerial)
+		routeSerialRegs, routeSerialReg, n, warm, routePause, routedRTUSerial, tcpSerial)
 	o.note("%s rtu/tcp floors: the same read by our own master straight to the drive — RTU: modbus.RTU on the bus's pty before the gateway opened it (nothing else on the bus; "+
-		"request and reply wire time, t3.5 before the device answers, its %v turnaround, the master's t3.5 gap; wire floor %v), unit %d, serial %s; "+
+		"request and reply wire time, t3.5 before the device answers, its %v turnaround; the master's t3.5 gap has passed in the pause; wire floor with the gap %v), unit %d, serial %s; "+
 		"TCP: modbus.TCP to the drive's listener %s while the gateway ran (its polls on another connection). The routed value adds the client→router hop, "+
 		"the relay queue (a routed request starts only when no poll is due, then waits out bus_share pacing) and the reply hop",
 		fig, rtuTurnaround, wire.Round(10*time.Microsecond), routeUnitRTU, directRTUSerial, tcpDrive.where)
@@ -338,11 +346,11 @@ dns: {listen: 127.0.0.1:0, domain: rollcall}
 
 	idleRate, loadRate := idle.pollRate(), loaded.pollRate()
 	readRate := float64(loaded.reads) / loaded.elapsed.Seconds()
-	share := float64(loaded.reads) * float64(rtuMedian) / float64(loaded.elapsed)
+	share := loaded.routedShare()
 	o.note("%s heartbeats: bus1 polls/s = Δ rollcall_polls_total{master=\"bus1\"} (all units and outcomes) over %v windows (scraped over HTTP): without load %.1f, "+
 		"under %d clients reading unit %d back to back %.1f (%d drives every %v: 40/s nominal); routed reads answered in the window %d (%.1f/s; bus requests beyond polls per "+
-		"rollcall_modbus_requests_total %.0f), busy 0x06 %d, other failures %d (first: %v); routed share of bus time = reads × direct RTU read p50 (%v, a read's bus occupancy) / window, "+
-		"budget bus_share; the master's own busy share (Δ rollcall_master_busy_seconds_total / window) %.3f without, %.3f with load",
+		"rollcall_modbus_requests_total %.0f), busy 0x06 %d, other failures %d (first: %v); routed share of bus time = Δ rollcall_master_routed_seconds_total / window (the bus time of its routed "+
+		"requests; direct RTU read p50 %v for scale), budget bus_share (over time; 100 ms may run ahead); the master's own busy share (Δ rollcall_master_busy_seconds_total / window) %.3f without, %.3f with load",
 		fig, window, idleRate, routeLoaders, routeUnitRTU, loadRate, routeDrives, detectPoll, loaded.reads, readRate,
 		loaded.requests-loaded.polls, ld.busy.Load(), ld.failed.Load(), ld.firstErr(), rtuMedian.Round(10*time.Microsecond),
 		idle.busyShare(), loaded.busyShare())
@@ -813,18 +821,23 @@ func (l *load) waitReads(ctx context.Context, n int64, deadline time.Duration) e
 // busSample is one scrape of a bus's counters.
 type busSample struct {
 	polls, requests, busy float64 // rollcall_polls_total (summed), rollcall_modbus_requests_total, rollcall_master_busy_seconds_total
+	routed                float64 // rollcall_master_routed_seconds_total
 	at                    time.Time
 }
 
 // windowResult is the difference of two scrapes.
 type windowResult struct {
 	polls, requests, busy float64
+	routed                float64
 	reads                 int64 // routed reads the load answered in the window
 	elapsed               time.Duration
 }
 
 func (w windowResult) pollRate() float64  { return w.polls / w.elapsed.Seconds() }
 func (w windowResult) busyShare() float64 { return w.busy / w.elapsed.Seconds() }
+
+// routedShare is the share of the window the bus spent in routed requests.
+func (w windowResult) routedShare() float64 { return w.routed / w.elapsed.Seconds() }
 
 // busWindow scrapes the bus master's counters, waits window, scrapes again and returns
 // the differences (and the routed reads ld answered meanwhile, if any).
@@ -844,7 +857,8 @@ func busWindow(ctx context.Context, hc *http.Client, url, master string, window 
 	if err != nil {
 		return windowResult{}, fmt.Errorf("scrape after: %w", err)
 	}
-	w := windowResult{polls: z.polls - a.polls, requests: z.requests - a.requests, busy: z.busy - a.busy, elapsed: z.at.Sub(a.at)}
+	w := windowResult{polls: z.polls - a.polls, requests: z.requests - a.requests, busy: z.busy - a.busy, routed: z.routed - a.routed,
+		elapsed: z.at.Sub(a.at)}
 	if ld != nil {
 		w.reads = ld.ok.Load() - reads0
 	}
@@ -878,6 +892,7 @@ func scrapeBus(ctx context.Context, hc *http.Client, url, master string) (busSam
 	}
 	s.requests, _ = sumSeries(samples, "rollcall_modbus_requests_total", lbl)
 	s.busy, _ = sumSeries(samples, "rollcall_master_busy_seconds_total", lbl)
+	s.routed, _ = sumSeries(samples, "rollcall_master_routed_seconds_total", lbl)
 	return s, nil
 }
 

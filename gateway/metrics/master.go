@@ -28,6 +28,7 @@ type Master struct {
 	refs int  // guarded by m.mu: masters of the same name share one Master
 
 	busyNs  atomic.Int64  // time in transactions (polls, probes and routed requests)
+	routed  atomic.Int64  // time in routed requests (the Modbus TCP server's), ns
 	probed  atomic.Int64  // units probed in the current sweep cycle
 	absent  atomic.Int64  // units the sweep probes (not registered)
 	cycles  atomic.Uint64 // completed sweep cycles
@@ -115,6 +116,7 @@ func (mm *Master) Relayed(d time.Duration) {
 		return
 	}
 	mm.busyNs.Add(int64(d))
+	mm.routed.Add(int64(d))
 }
 
 // Probe records one sweep probe that kept the master busy for d (identification and,
@@ -298,7 +300,7 @@ func (mm *Master) utilisation(now time.Time) float64 {
 
 // masterDescs describe the per-master series exported by masterCollector.
 type masterDescs struct {
-	polls, roundTrip, linkQuality, linkRetries                                         *prometheus.Desc
+	polls, roundTrip, linkQuality, linkRetries, routed                                 *prometheus.Desc
 	busy, util, probed, absent, cycles, requests, timeouts, crc, badFrames, exceptions *prometheus.Desc
 }
 
@@ -318,7 +320,10 @@ func newMasterDescs() masterDescs {
 		linkRetries: prometheus.NewDesc("rollcall_link_retries_total",
 			"Garbled replies (bad CRC, wrong length, another unit) retried at once within their poll slot, by RTU bus.", l, nil),
 		busy: prometheus.NewDesc("rollcall_master_busy_seconds_total",
-			"Time the master spent in transactions (heartbeat polls and sweep probes); its rate is the bus utilisation.", l, nil),
+			"Time the master spent in transactions (heartbeat polls, sweep probes and routed requests); its rate is the bus utilisation.", l, nil),
+		routed: prometheus.NewDesc("rollcall_master_routed_seconds_total",
+			"Time an RTU bus spent in requests routed to it by the Modbus TCP server; its rate is their share of the bus "+
+				"(at most modbus_server.bus_share over time).", l, nil),
 		util: prometheus.NewDesc("rollcall_master_utilisation_ratio",
 			"Share of time the master spent in transactions over the last window of at least 10 s (0–1).", l, nil),
 		probed: prometheus.NewDesc("rollcall_sweep_probed_units",
@@ -350,7 +355,7 @@ type masterCollector struct {
 // Describe implements prometheus.Collector.
 func (c masterCollector) Describe(ch chan<- *prometheus.Desc) {
 	d := c.d
-	for _, x := range []*prometheus.Desc{d.polls, d.roundTrip, d.linkQuality, d.linkRetries, d.busy, d.util, d.probed, d.absent, d.cycles,
+	for _, x := range []*prometheus.Desc{d.polls, d.roundTrip, d.linkQuality, d.linkRetries, d.routed, d.busy, d.util, d.probed, d.absent, d.cycles,
 		d.requests, d.timeouts, d.crc, d.badFrames, d.exceptions} {
 		ch <- x
 	}
@@ -478,6 +483,7 @@ func (c masterCollector) link(ch chan<- prometheus.Metric, mm *Master) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.d.linkRetries, prometheus.CounterValue, float64(retries), mm.name)
+	ch <- prometheus.MustNewConstMetric(c.d.routed, prometheus.CounterValue, time.Duration(mm.routed.Load()).Seconds(), mm.name)
 }
 
 // polls emits rollcall_polls_total of one master and unit label, one series per outcome.
