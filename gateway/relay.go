@@ -22,6 +22,11 @@ const relayBurst = 100 * time.Millisecond
 // is about 100 ms of bus time.
 const maxRelayQueue = 16
 
+// errSuspect fails a routed request at once, unsent: its device missed its last poll, or
+// its last routed request, and has not answered since. The router retries a read on
+// another instance without waiting out a timeout of its own.
+var errSuspect = errors.New("the device missed its last poll and has not answered since: not sent")
+
 // relayReq is a routed request waiting for an RTU master.
 type relayReq struct {
 	ctx   context.Context // the client's request: past its end, it is not started
@@ -86,7 +91,8 @@ func (m *master) takeRelays() {
 }
 
 // relay runs the oldest routed request (the master's goroutine, RTU) with the bus's
-// timeout and resync. Routed requests draw on a budget of bus time that refills at
+// timeout and resync; not at all, and failed at once (errSuspect), when its device is
+// suspect: it missed its last poll or routed request. Routed requests draw on a budget of bus time that refills at
 // RelayShare of the time passing, up to relayBurst (a token bucket, busBudget): once it
 // is spent, the next one waits until it is positive again, so that over time they take
 // at most RelayShare of the bus. A request whose client gave up is dropped unsent. A request
@@ -98,6 +104,11 @@ func (m *master) relay(c modbus.Client) {
 	m.relays = m.relays[1:]
 	if err := r.ctx.Err(); err != nil {
 		r.err = fmt.Errorf("%s: %w (waited for the bus: %w)", m.cfg.Name, router.ErrBusy, err)
+		close(r.done)
+		return
+	}
+	if d := m.known[int(r.unit)]; d != nil && (d.failures > 0 || d.retry) {
+		r.err = fmt.Errorf("%s unit %d: %w", m.cfg.Name, r.unit, errSuspect)
 		close(r.done)
 		return
 	}
