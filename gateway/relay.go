@@ -91,7 +91,7 @@ func (m *master) takeRelays() {
 }
 
 // relay runs the oldest routed request (the master's goroutine, RTU) with the bus's
-// timeout and resync; not at all, and failed at once (errSuspect), when its device is
+// timeout and the shortest resync; not at all, and failed at once (errSuspect), when its device is
 // suspect: it missed its last poll or routed request. Routed requests draw on a budget of bus time that refills at
 // RelayShare of the time passing, up to relayBurst (a token bucket, busBudget): once it
 // is spent, the next one waits until it is positive again, so that over time they take
@@ -113,7 +113,9 @@ func (m *master) relay(c modbus.Client) {
 		return
 	}
 	start := time.Now()
-	r.reply, r.err = c.Transact(r.ctx, r.unit, r.pdu)
+	// The bus's timeout covers the slowest device: after it, only the resync the spec
+	// needs (modbus.WithResync), as for sweep probes.
+	r.reply, r.err = c.Transact(r.ctx, r.unit, r.pdu, modbus.WithResync(time.Nanosecond))
 	close(r.done)
 	now := time.Now()
 	m.stats.Relayed(now.Sub(start))

@@ -34,6 +34,7 @@ const (
 	routeSerialRegs = 8                     //
 	routeReplyBytes = 5 + 2*routeSerialRegs // FC 03 reply ADU for 8 registers: unit, fc, count, data, CRC(2)
 	routeLoaders    = 4                     // client goroutines of the routed load
+	routeReaderGap  = 10 * time.Millisecond // between the failover reader's reads: about a third of the bus, within bus_share
 	routePause      = 25 * time.Millisecond // between routed RTU reads of the round-trip figure: a PLC polling, well within bus_share
 	routeDNSEvery   = 5 * time.Millisecond  // DNS query period of the DNS trials
 	routeWaitState  = 30 * time.Second      // longest wait for one expected registry state
@@ -329,10 +330,11 @@ dns: {listen: 127.0.0.1:0, domain: rollcall}
 	o.line("route_tcp_p99", ms(percentile(routedTCP, 99)), "ms", ms(percentile(directTCP, 99)), valueOverFloor)
 
 	foFloor := busTimeout + rtuMedian
-	o.note("%s failover: %d trials; a client reads unit %d back to back, the drive serving it (its serial in the reply) is silenced at T0; gap = T0 → completion of the first read "+
-		"answered by another drive; floor = bus timeout %v (the first attempt's wait) + direct RTU read p50 %v = %v; "+
+	o.note("%s failover: %d trials; a client reads unit %d, %v between reads (within bus_share: a reader without pause would be paced by it), the drive serving it (its serial in the reply) is silenced at T0; gap = T0 → completion of the first read "+
+		"answered by another drive; floor = bus timeout %v (the first attempt's wait) + direct RTU read p50 %v = %v "+
+		"(beyond it, by design: the failed drive's suspect polls, retried back to back, and the polls that fell due meanwhile go before the retried read); "+
 		"%d reads answered 0x0B (both attempts failed) and %d other failures meanwhile, %d replies from the silenced drive completed after T0 (in flight at T0); victims %v",
-		fig, len(fo.gaps), routeUnitRTU, busTimeout, rtuMedian.Round(10*time.Microsecond), foFloor.Round(10*time.Microsecond),
+		fig, len(fo.gaps), routeUnitRTU, routeReaderGap, busTimeout, rtuMedian.Round(10*time.Microsecond), foFloor.Round(10*time.Microsecond),
 		fo.failed0B, fo.failedOther, fo.late, fo.victims)
 	o.line("route_failover_p50", ms(percentile(fo.gaps, 50)), "ms", ms(foFloor), valueOverFloor)
 	o.line("route_failover_max", ms(percentile(fo.gaps, 100)), "ms", ms(foFloor), valueOverFloor)
@@ -481,8 +483,8 @@ type reader struct {
 	done    chan struct{}
 }
 
-// startReader starts a reader of unit at the router addr.
-func startReader(ctx context.Context, addr string, unit byte) (*reader, error) {
+// startReader starts a reader of unit at the router addr, its reads pause apart.
+func startReader(ctx context.Context, addr string, unit byte, pause time.Duration) (*reader, error) {
 	c, err := modbus.NewTCP(modbus.TCPConfig{Address: addr, Timeout: routeClientTime})
 	if err != nil {
 		return nil, err
@@ -493,6 +495,9 @@ func startReader(ctx context.Context, addr string, unit byte) (*reader, error) {
 		defer close(r.done)
 		defer c.Close()
 		for rctx.Err() == nil {
+			if pause > 0 && sleepCtx(rctx, pause) != nil {
+				return
+			}
 			serial, err := readSerial(rctx, c, unit)
 			select {
 			case r.results <- readResult{at: time.Now(), serial: serial, err: err}:
@@ -535,7 +540,7 @@ type failoverResult struct {
 // it silenced, the gap until a read is answered by another drive; then the drive is
 // restored and passing again.
 func failoverTrial(ctx context.Context, s *runningSim, g *runningGateway, drives map[string]routeDrive, rng *rand.Rand, res *failoverResult) error {
-	rd, err := startReader(ctx, g.ModbusAddr(), routeUnitRTU)
+	rd, err := startReader(ctx, g.ModbusAddr(), routeUnitRTU, routeReaderGap)
 	if err != nil {
 		return fmt.Errorf("reader: %w", err)
 	}
