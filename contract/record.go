@@ -92,6 +92,12 @@ type Record struct {
 	// ValidUntil is the record's lease (see Lease): after it, readers treat the instance
 	// as unknown. Zero (null) in records of gateways without leases: no lease.
 	ValidUntil Time `json:"valid_until,omitzero"`
+	// Checks lists the instance's checks when it has more than its heartbeat poll, or a
+	// heartbeat with a note (CheckState); omitted otherwise. Additive in v1.
+	Checks []CheckState `json:"checks,omitempty"`
+	// Maintenance says why the instance is in maintenance (Status Maintenance); omitted
+	// otherwise. Additive in v1.
+	Maintenance *MaintenanceInfo `json:"maintenance,omitempty"`
 }
 
 // TimeLayout is RFC 3339 in UTC with exactly three fractional digits (milliseconds),

@@ -106,6 +106,10 @@ type Registry struct {
 	// or adopted and not claimed yet. Entries that no longer qualify are dropped by
 	// Tick, so it costs nothing per instance at a steady state.
 	timed map[*entry]struct{}
+	// maint holds the instances in maintenance, by id, whether live or not (yet): an id
+	// put in maintenance before its device registers, or read from the gateway's state
+	// at start, is in maintenance from its registration on.
+	maint map[string]contract.MaintenanceInfo
 }
 
 type entry struct {
@@ -121,6 +125,19 @@ type entry struct {
 
 	adoptedAt time.Time // read back from an earlier epoch, not claimed by a poller yet (Owner "")
 
+	// status and since are what the record says: Maintenance while r.maint has the id,
+	// else the worst of health and checks (settleLocked).
+	status contract.Status
+	since  time.Time
+	// checks are the instance's configured checks besides its heartbeat (ObserveCheck),
+	// in the order they first reported.
+	checks []*checkState
+	// ttl > 0: a self-registered instance, whose heartbeat is its renewals (RegisterSelf,
+	// Renew): critical when none came within ttl of renewed. note is the last renewal's.
+	ttl     time.Duration
+	renewed time.Time
+	note    string
+
 	tokens  float64   // publication token bucket (Policy.PublishBurst, PublishEvery)
 	refill  time.Time // last refill of tokens
 	held    bool      // a change is waiting for a token
@@ -128,9 +145,18 @@ type entry struct {
 	limited bool      // the limit engaged and was logged, until the bucket is full again
 }
 
+// checkState is one configured check of an instance besides its heartbeat.
+type checkState struct {
+	name, kind string
+	status     contract.Status
+	note       string
+	since      time.Time
+}
+
 // New returns an empty registry.
 func New(o Options) *Registry {
-	return &Registry{opts: o, instances: make(map[string]*entry), timed: make(map[*entry]struct{})}
+	return &Registry{opts: o, instances: make(map[string]*entry), timed: make(map[*entry]struct{}),
+		maint: map[string]contract.MaintenanceInfo{}}
 }
 
 // Policy returns the health policy in force.
@@ -157,6 +183,7 @@ func (r *Registry) Register(reg Registration, first Observation) (contract.Recor
 		e.reg = reg
 		e.reg.DiscoveredBy = mergeSorted(nil, reg.DiscoveredBy)
 		e.health = NewHealth(first, r.opts.Policy)
+		e.status, e.since = "", time.Time{}
 	} else if ok && e.live {
 		// Same device seen again (another way or another address): merge, keep health.
 		reg.DiscoveredBy = mergeSorted(e.reg.DiscoveredBy, reg.DiscoveredBy)
@@ -171,11 +198,14 @@ func (r *Registry) Register(reg Registration, first Observation) (contract.Recor
 		e.reg = reg
 		e.reg.DiscoveredBy = mergeSorted(nil, reg.DiscoveredBy)
 		e.health = NewHealth(first, r.opts.Policy)
+		e.status, e.since, e.checks = "", time.Time{}, nil
 		e.live = true
 	}
 	if first.State != nil {
 		e.state = first.State
 	}
+	e.ttl, e.note = 0, ""
+	r.settleLocked(e, first.At)
 	rec := r.emitLocked(e, first.At)
 	e.take(first.At, r.opts.Policy)
 	r.mu.Unlock()
@@ -221,17 +251,14 @@ func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 		return false
 	}
 	p := r.opts.Policy
-	changed := e.health.Observe(o, p)
+	e.health.Observe(o, p)
+	changed := r.settleLocked(e, o.At)
 	if o.State != nil && !stateEqual(o.State, e.state) {
 		e.state = o.State
 		changed = true
 	}
-	if e.health.Status == contract.Critical && o.At.Sub(e.health.Since) >= p.DeregisterCriticalAfter {
-		e.live = false
-		e.seq++
-		rec := e.last
-		r.mu.Unlock()
-		r.sink(Event{Kind: Deregister, Record: rec, Transition: true})
+	if r.expiredLocked(e, o.At) {
+		r.deregisterLocked(e)
 		return false
 	}
 	// Failures count changes on every failed poll; publish it only with a transition or
@@ -248,8 +275,8 @@ func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 // back until Tick finds one; a transition to critical is emitted at once regardless (it
 // still spends a token when there is one). It unlocks r.mu.
 func (r *Registry) publishLocked(e *entry, now time.Time, changed bool) {
-	transition := e.last.Status != e.health.Status
-	death := transition && e.health.Status == contract.Critical
+	transition := e.last.Status != e.status
+	death := transition && e.status == contract.Critical
 	if !e.take(now, r.opts.Policy) && !death {
 		e.held = true
 		e.heldTr = e.heldTr || transition
@@ -343,7 +370,9 @@ func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, cl
 				ID: rec.ID, Service: rec.Service, Profile: rec.Profile, Endpoint: rec.Endpoint,
 				Identity: rec.Identity, Meta: rec.Meta, DiscoveredBy: rec.DiscoveredBy, Check: rec.Check,
 			},
-			health:    Health{Status: rec.Status, Since: rec.StatusSince.Time, LastSeen: rec.LastSeen.Time, Failures: rec.Check.Failures},
+			health:    Health{Status: adoptedHealth(rec.Status), Since: rec.StatusSince.Time, LastSeen: rec.LastSeen.Time, Failures: rec.Check.Failures},
+			status:    rec.Status,
+			since:     rec.StatusSince.Time,
 			state:     rec.State,
 			live:      true,
 			adoptedAt: now,
@@ -352,6 +381,7 @@ func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, cl
 			validTo:   rec.ValidUntil.Time,
 		}
 		r.instances[rec.ID] = e
+		r.settleLocked(e, now)
 		r.timed[e] = struct{}{}
 		adopted = append(adopted, rec)
 	}
@@ -406,15 +436,17 @@ func (r *Registry) emitBumped(bumped []contract.Record) {
 }
 
 // Tick advances time-driven transitions; the gateway calls it periodically (e.g. every
-// 100 ms): adopted instances past RestartGrace become critical, adopted critical ones
-// past DeregisterCriticalAfter are deregistered, and records held back by the
-// publication limit are published once a token is free.
+// 100 ms): adopted instances past RestartGrace become critical, self-registered ones
+// whose TTL ran out without a renewal become critical, critical ones of either kind
+// past DeregisterCriticalAfter are deregistered, maintenance whose until has passed
+// ends, and records held back by the publication limit are published once a token is
+// free.
 func (r *Registry) Tick(now time.Time) {
 	p := r.opts.Policy
 	r.mu.Lock()
 	var due []*entry
 	for e := range r.timed {
-		if e.live && (e.held || !e.adoptedAt.IsZero()) {
+		if e.live && (e.held || !e.adoptedAt.IsZero() || e.ttl > 0 || r.maintUntil(e.reg.ID)) {
 			due = append(due, e)
 		} else {
 			delete(r.timed, e)
@@ -423,26 +455,115 @@ func (r *Registry) Tick(now time.Time) {
 	r.mu.Unlock()
 	for _, e := range due {
 		r.mu.Lock()
-		switch {
-		case !e.live:
+		if !e.live {
 			r.mu.Unlock()
+			continue
+		}
+		changed := false
+		if m, ok := r.maint[e.reg.ID]; ok && !m.Until.IsZero() && !now.Before(m.Until.Time) {
+			delete(r.maint, e.reg.ID)
+			changed = true
+		}
+		switch {
 		case !e.adoptedAt.IsZero() && e.health.Status != contract.Critical && now.Sub(e.adoptedAt) >= p.RestartGrace:
 			e.health.set(contract.Critical, now)
 			e.health.Failures = p.FailuresBeforeCritical
-			r.publishLocked(e, now, true)
-		case !e.adoptedAt.IsZero() && e.health.Status == contract.Critical &&
-			now.Sub(later(e.health.Since, e.adoptedAt)) >= p.DeregisterCriticalAfter:
-			e.live = false
-			e.seq++
-			rec := e.last
-			r.mu.Unlock()
-			r.sink(Event{Kind: Deregister, Record: rec, Transition: true})
-		case e.held:
+		case e.ttl > 0 && e.health.Status != contract.Critical && now.Sub(e.renewed) > e.ttl:
+			e.health.set(contract.Critical, now)
+			e.note = fmt.Sprintf("TTL expired: no renewal within %v", e.ttl)
+			changed = true
+		}
+		changed = r.settleLocked(e, now) || changed
+		switch {
+		case (!e.adoptedAt.IsZero() || e.ttl > 0) && r.expiredLocked(e, now):
+			r.deregisterLocked(e)
+		case changed || e.held:
 			r.publishLocked(e, now, true)
 		default:
 			r.mu.Unlock()
 		}
 	}
+}
+
+// maintUntil reports whether id is in maintenance that ends by itself (Tick ends it).
+// r.mu held.
+func (r *Registry) maintUntil(id string) bool {
+	m, ok := r.maint[id]
+	return ok && !m.Until.IsZero()
+}
+
+// expiredLocked reports whether e has been critical for DeregisterCriticalAfter at now
+// (an adopted instance: since it was adopted, at least). An instance in maintenance
+// never is. r.mu held.
+func (r *Registry) expiredLocked(e *entry, now time.Time) bool {
+	if e.status != contract.Critical {
+		return false
+	}
+	since := e.since
+	if !e.adoptedAt.IsZero() {
+		since = later(since, e.adoptedAt)
+	}
+	return now.Sub(since) >= r.opts.Policy.DeregisterCriticalAfter
+}
+
+// deregisterLocked deregisters e and emits its Deregister event; it unlocks r.mu.
+func (r *Registry) deregisterLocked(e *entry) {
+	e.live = false
+	e.seq++
+	rec := e.last
+	r.mu.Unlock()
+	r.sink(Event{Kind: Deregister, Record: rec, Transition: true})
+}
+
+// settleLocked sets the status the record says (Maintenance while the id is in
+// maintenance, else the worst of the heartbeat's and the checks' statuses) and reports
+// whether it changed. A change takes the heartbeat's time when the heartbeat's status
+// is the one shown, else now. r.mu held.
+func (r *Registry) settleLocked(e *entry, now time.Time) bool {
+	st, since := e.health.Status, e.health.Since
+	for _, c := range e.checks {
+		if worse(c.status, st) {
+			st, since = c.status, c.since
+		}
+	}
+	if m, ok := r.maint[e.reg.ID]; ok {
+		st, since = contract.Maintenance, now
+		if !m.Until.IsZero() {
+			r.timed[e] = struct{}{} // Tick ends it
+		}
+	}
+	if st == e.status {
+		return false
+	}
+	if since.IsZero() || since.Before(e.since) {
+		since = now
+	}
+	e.status, e.since = st, since
+	return true
+}
+
+// worse reports whether status a is worse than b: critical, then warning, then passing
+// (anything else counts as passing).
+func worse(a, b contract.Status) bool {
+	rank := func(s contract.Status) int {
+		switch s {
+		case contract.Critical:
+			return 2
+		case contract.Warning:
+			return 1
+		}
+		return 0
+	}
+	return rank(a) > rank(b)
+}
+
+// adoptedHealth is the heartbeat status taken over from a record read back: its status,
+// except that maintenance (whatever was under it is unknown) counts as warning.
+func adoptedHealth(s contract.Status) contract.Status {
+	if s == contract.Maintenance {
+		return contract.Warning
+	}
+	return s
 }
 
 func later(a, b time.Time) time.Time {
@@ -544,8 +665,8 @@ func (r *Registry) recordShared(e *entry) contract.Record {
 		Gateway:      r.opts.Gateway,
 		Epoch:        r.opts.Epoch,
 		Revision:     e.rev,
-		Status:       e.health.Status,
-		StatusSince:  contract.Time{Time: e.health.Since},
+		Status:       e.status,
+		StatusSince:  contract.Time{Time: e.since},
 		LastSeen:     lastSeen,
 		Endpoint:     e.reg.Endpoint,
 		Identity:     e.reg.Identity,
@@ -555,7 +676,35 @@ func (r *Registry) recordShared(e *entry) contract.Record {
 		DiscoveredBy: e.reg.DiscoveredBy,
 		Meta:         meta,
 		ValidUntil:   contract.Time{Time: e.validTo},
+		Checks:       r.checksOf(e),
+		Maintenance:  r.maintOf(e),
 	}
+}
+
+// checksOf is the record's checks: the heartbeat (poll, or ttl with its note) and the
+// configured ones, when there is more than a plain poll; nil otherwise.
+func (r *Registry) checksOf(e *entry) []contract.CheckState {
+	if len(e.checks) == 0 && e.ttl == 0 {
+		return nil
+	}
+	first := contract.CheckState{Name: "poll", Kind: "poll", Status: e.health.Status, Since: contract.Time{Time: e.health.Since}}
+	if e.ttl > 0 {
+		first.Name, first.Kind, first.Note = "ttl", "ttl", e.note
+	}
+	out := []contract.CheckState{first}
+	for _, c := range e.checks {
+		out = append(out, contract.CheckState{Name: c.name, Kind: c.kind, Status: c.status, Note: c.note, Since: contract.Time{Time: c.since}})
+	}
+	return out
+}
+
+// maintOf is the record's maintenance, or nil.
+func (r *Registry) maintOf(e *entry) *contract.MaintenanceInfo {
+	m, ok := r.maint[e.reg.ID]
+	if !ok {
+		return nil
+	}
+	return &m
 }
 
 // Revision is the record revision for the seq-th publication of an instance in the given
@@ -669,4 +818,193 @@ func mergeSorted(a, b []string) []string {
 	out := slices.Concat(a, b)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// Errors of the self-registration and maintenance methods.
+var (
+	// ErrUnknownInstance: no live instance has this id.
+	ErrUnknownInstance = errors.New("registry: no live instance with this id")
+	// ErrNotOwner: the instance is live but belongs to another owner (another
+	// registering client, or a poller of the gateway).
+	ErrNotOwner = errors.New("registry: the instance belongs to another owner")
+)
+
+// RegisterSelf registers a self-registered instance (docs/contract.md,
+// "Self-registration"): its heartbeat is its renewals, ttl apart at most. status is
+// the first renewal's (contract.TTLPass, TTLWarn, TTLFail; "" is pass), note its note.
+// reg.Owner names the registering client ("self:<client>"): an id already live under
+// another owner is refused (ErrNotOwner), as are the caps of Register. A live instance
+// of the same owner is updated (a client that registers again after a reconnection).
+func (r *Registry) RegisterSelf(reg Registration, ttl time.Duration, status, note string, now time.Time) (contract.Record, error) {
+	r.mu.Lock()
+	if e, ok := r.instances[reg.ID]; ok && e.live && e.adoptedAt.IsZero() && e.reg.Owner != reg.Owner {
+		r.mu.Unlock()
+		return contract.Record{}, fmt.Errorf("%w: %s", ErrNotOwner, reg.ID)
+	}
+	r.mu.Unlock()
+	first := Observation{At: now, Answered: true, Outcome: OutcomeOK}
+	if _, err := r.Register(reg, first); err != nil {
+		return contract.Record{}, err
+	}
+	return r.Renew(reg.ID, reg.Owner, ttl, status, note, now)
+}
+
+// Renew takes a renewal of the self-registered instance id from owner: status pass,
+// warn or fail ("" is pass) sets its heartbeat's status at once (Consul's TTL check),
+// note becomes the check's note (contract.CleanNote), and the TTL starts again (ttl > 0
+// replaces it). A change is published. Errors: ErrUnknownInstance, ErrNotOwner.
+func (r *Registry) Renew(id, owner string, ttl time.Duration, status, note string, now time.Time) (contract.Record, error) {
+	r.mu.Lock()
+	e, ok := r.instances[id]
+	switch {
+	case !ok || !e.live:
+		r.mu.Unlock()
+		return contract.Record{}, fmt.Errorf("%w: %s", ErrUnknownInstance, id)
+	case e.reg.Owner != owner:
+		r.mu.Unlock()
+		return contract.Record{}, fmt.Errorf("%w: %s", ErrNotOwner, id)
+	}
+	if ttl > 0 {
+		e.ttl = ttl
+	}
+	e.renewed = now
+	want := contract.Passing
+	switch status {
+	case contract.TTLWarn:
+		want = contract.Warning
+	case contract.TTLFail:
+		want = contract.Critical
+	}
+	if want != contract.Critical {
+		e.health.LastSeen, e.health.Failures = now, 0
+	}
+	changed := false
+	if e.health.Status != want {
+		e.health.set(want, now)
+		changed = true
+	}
+	if n := contract.CleanNote(note); n != e.note {
+		e.note, changed = n, true
+	}
+	changed = r.settleLocked(e, now) || changed
+	r.timed[e] = struct{}{}
+	if !changed && now.Sub(e.published) < r.opts.Policy.RefreshInterval {
+		rec := e.last
+		r.mu.Unlock()
+		return rec, nil
+	}
+	r.publishLocked(e, now, true)
+	rec, _ := r.Get(id)
+	return rec, nil
+}
+
+// Deregister removes the live instance id of owner at once (an explicit
+// deregistration): its record is cleared. Errors: ErrUnknownInstance, ErrNotOwner.
+func (r *Registry) Deregister(id, owner string) error {
+	r.mu.Lock()
+	e, ok := r.instances[id]
+	switch {
+	case !ok || !e.live:
+		r.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrUnknownInstance, id)
+	case e.reg.Owner != owner:
+		r.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotOwner, id)
+	}
+	r.deregisterLocked(e)
+	return nil
+}
+
+// ObserveCheck takes one result of the configured check name (of kind script, http or
+// tcp) of every live instance polled by owner: its status counts in the instance's
+// (the worst of its checks), its note is shown in the record's checks. A change is
+// published.
+func (r *Registry) ObserveCheck(owner, name, kind string, status contract.Status, note string, now time.Time) {
+	note = contract.CleanNote(note)
+	r.mu.Lock()
+	var todo []*entry
+	for _, e := range r.instances {
+		if e.live && e.reg.Owner == owner {
+			todo = append(todo, e)
+		}
+	}
+	r.mu.Unlock()
+	for _, e := range todo {
+		r.mu.Lock()
+		if !e.live || e.reg.Owner != owner {
+			r.mu.Unlock()
+			continue
+		}
+		var c *checkState
+		for _, x := range e.checks {
+			if x.name == name {
+				c = x
+			}
+		}
+		changed := false
+		if c == nil {
+			c = &checkState{name: name, kind: kind, status: status, note: note, since: now}
+			e.checks = append(slices.Clone(e.checks), c)
+			changed = true
+		} else if c.status != status || c.note != note {
+			nc := *c
+			if nc.status != status {
+				nc.since = now
+			}
+			nc.status, nc.note = status, note
+			e.checks = slices.Clone(e.checks)
+			e.checks[slices.Index(e.checks, c)] = &nc
+			changed = true
+		}
+		changed = r.settleLocked(e, now) || changed
+		if !changed {
+			r.mu.Unlock()
+			continue
+		}
+		if r.expiredLocked(e, now) {
+			r.deregisterLocked(e)
+			continue
+		}
+		r.publishLocked(e, now, true)
+	}
+}
+
+// SetMaintenance puts the instance id in maintenance (m) or ends it (m nil): while in
+// maintenance its status is contract.Maintenance with m in its record, it is never
+// deregistered, and its polls go on without counting (when it ends, its status is its
+// heartbeat's and checks' again). The id need not be live: maintenance applies from
+// its registration on. A live instance's record is published. It reports whether id is
+// live now.
+func (r *Registry) SetMaintenance(id string, m *contract.MaintenanceInfo, now time.Time) (live bool) {
+	r.mu.Lock()
+	if m == nil {
+		delete(r.maint, id)
+	} else {
+		mm := *m
+		mm.Reason = contract.CleanNote(mm.Reason)
+		r.maint[id] = mm
+	}
+	e, ok := r.instances[id]
+	if !ok || !e.live {
+		r.mu.Unlock()
+		return false
+	}
+	if m != nil && !m.Until.IsZero() {
+		r.timed[e] = struct{}{}
+	}
+	changed := r.settleLocked(e, now)
+	if !changed && m == nil {
+		r.mu.Unlock()
+		return true
+	}
+	r.publishLocked(e, now, true)
+	return true
+}
+
+// Maintenance returns every id in maintenance with its reason, since and until (the
+// gateway persists it in its state directory).
+func (r *Registry) Maintenance() map[string]contract.MaintenanceInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.maint)
 }
