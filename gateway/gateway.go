@@ -255,6 +255,8 @@ type parts struct {
 	dns     *dnsserver.Server // the DNS interface; nil when off
 	dnsPC   net.PacketConn    // its UDP socket and TCP listener until run hands them over
 	dnsLn   net.Listener
+	self    *selfReg     // self-registrations (MQTT and HTTP)
+	maint   *maintenance // maintenance and its file
 	// withdraw ends the run with a cause (set by Run before run starts); see
 	// onForeignOnline.
 	withdraw context.CancelCauseFunc
@@ -350,6 +352,8 @@ func (g *Gateway) build() (*parts, error) {
 		StatusLease: cfg.Health.StatusLease,
 	}
 	p.pubOpts.OnForeignOnline = func(theirs contract.GatewayRecord) { g.onForeignOnline(p, theirs) }
+	p.self = &selfReg{gateway: cfg.Gateway.ID, topics: p.pubOpts.Topics, max: cfg.SelfRegistration.MaxInstances,
+		tick: tickPeriod, log: g.log.With("component", "self-registration")}
 	if p.pubOpts.Password, err = readSecret("mqtt", cfg.MQTT.PasswordFile, cfg.MQTT.PasswordEnv); err != nil {
 		return p, err
 	}
@@ -373,6 +377,15 @@ func (g *Gateway) build() (*parts, error) {
 		p.mx.EventStream(p.hub.Clients, p.hub.Resyncs)
 	}
 	g.reg = g.newRegistry(p)
+	p.self.reg = g.reg
+	p.maint = &maintenance{reg: g.reg, path: maintenancePath(cfg.Gateway.StateDir), log: g.log}
+	if err := p.maint.load(time.Now()); err != nil {
+		return p, err
+	}
+	admin, err := g.admin(p)
+	if err != nil {
+		return p, err
+	}
 
 	if cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -396,6 +409,7 @@ func (g *Gateway) build() (*parts, error) {
 			Ready:           func() error { return g.ready(p.pub) },
 			Metrics:         promhttp.HandlerFor(p.mx.Registry(), promhttp.HandlerOpts{}),
 			Events:          p.hub,
+			Admin:           admin,
 			MaxConnections:  cfg.HTTP.MaxConnections,
 			MaxEventStreams: cfg.HTTP.MaxEventStreams,
 		}, ln)
@@ -433,6 +447,28 @@ func (g *Gateway) build() (*parts, error) {
 		return p, err
 	}
 	return p, nil
+}
+
+// admin is the HTTP API's write side (http.admin_token_file): maintenance, and
+// self-registration with self_registration.http; nil without a token.
+func (g *Gateway) admin(p *parts) (*httpapi.Admin, error) {
+	cfg := g.cfg
+	if cfg.HTTP.AdminTokenFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(cfg.HTTP.AdminTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("http.admin_token_file: %w", err)
+	}
+	token, _, _ := strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+	if token = strings.TrimSpace(token); len(token) < 16 {
+		return nil, fmt.Errorf("http.admin_token_file: %s: the token (its first line) has %d characters; at least 16 are needed", cfg.HTTP.AdminTokenFile, len(token))
+	}
+	a := &httpapi.Admin{Token: token, Maintenance: p.maint.set}
+	if cfg.SelfRegistration.HTTP {
+		p.self.admin(a)
+	}
+	return a, nil
 }
 
 // buildRouter makes the routing Modbus TCP server and its listener (modbus_server),
@@ -677,6 +713,11 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 			}
 		}()
 	}
+	runTargetChecks(ctx, &busWG, cfg, g.reg, g.log)
+	if cfg.SelfRegistration.MQTT {
+		busWG.Add(1)
+		go func() { defer busWG.Done(); p.self.runMQTT(ctx, p.pubOpts) }()
+	}
 	if p.disc != nil {
 		busWG.Add(1)
 		go func() {
@@ -819,8 +860,12 @@ func (g *Gateway) ready(pub *mqtt.Publisher) error {
 }
 
 // tick drives the registry's time-based transitions (restart grace, held-back records).
+// tickPeriod is how often the registry's time-driven transitions run (Registry.Tick):
+// a self-registered instance is critical at most this long after its TTL ran out.
+const tickPeriod = 100 * time.Millisecond
+
 func (g *Gateway) tick(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
+	t := time.NewTicker(tickPeriod)
 	defer t.Stop()
 	for {
 		select {
@@ -883,6 +928,10 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 		}
 		if eu.Write == nil {
 			eu.Write = []string{ownSync}
+			if cfg.SelfRegistration.MQTT {
+				// Its own register topic: the client id level is the owner of what it registers.
+				eu.Write = append(eu.Write, topics.Register(cfg.Gateway.ID, "x")[:len(topics.Register(cfg.Gateway.ID, "x"))-1]+embedded.ClientIDPattern)
+			}
 		}
 		o.Users = append(o.Users, eu)
 	}

@@ -10,6 +10,7 @@
 //	rollcall find    SERVICE --broker URL [--meta k=v]... [--json]
 //	rollcall scan    --device PATH --baud N [--units 1-247] [--json]
 //	rollcall key     [--config FILE]
+//	rollcall maint   ID --reason TEXT [--until TIME] | --off --token-file FILE
 //	rollcall version
 package main
 
@@ -62,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdFind(ctx, args[1:], stdout, stderr)
 	case "key":
 		err = cmdKey(ctx, args[1:], stdout, stderr)
+	case "maint":
+		err = cmdMaint(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "rollcall", version)
 	case "help", "-h", "--help":
@@ -98,6 +101,8 @@ func usage(w io.Writer) {
   rollcall scan --device PATH --baud N [--units 1-247] [--json]
                                      one-shot commissioning scan of a serial bus
   rollcall key [--config FILE]       print the gateway's public signing key (a trusted-keys line)
+  rollcall maint ID --reason TEXT [--until TIME] | --off  [--gateway URL] --token-file FILE
+                                     put an instance into maintenance, or end it
   rollcall version                   print the version
 `)
 }

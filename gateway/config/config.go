@@ -25,6 +25,7 @@ import (
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/gateway/dnsserver"
 	"github.com/rollcall-edge/rollcall/gateway/router"
+	"github.com/rollcall-edge/rollcall/gateway/scriptcheck"
 	"github.com/rollcall-edge/rollcall/internal/yamlx"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
@@ -44,6 +45,8 @@ type Config struct {
 	ModbusServer ModbusServer `yaml:"modbus_server"`
 	// DNS is the DNS interface (off unless listen is set).
 	DNS DNS `yaml:"dns"`
+	// SelfRegistration lets modules register themselves (off by default).
+	SelfRegistration SelfRegistration `yaml:"self_registration"`
 
 	warnings []string // see Warnings
 }
@@ -246,9 +249,52 @@ type TCPTarget struct {
 	Meta map[string]string `yaml:"meta"`
 	// Devices adds meta per unit ID.
 	Devices []UnitMeta `yaml:"devices"`
+	// Checks are checks of the endpoint's instances besides their poll (a drive's web
+	// server, a script): an instance's status is the worst of its poll and its checks,
+	// and its record lists them (docs/contract.md, "Several checks").
+	Checks []TargetCheck `yaml:"checks"`
 
 	// UnitList is Units parsed. Set by Load.
 	UnitList []int `yaml:"-"`
+}
+
+// TargetCheck is one configured check of a TCP target's instances.
+type TargetCheck struct {
+	// Name names the check in records and logs: [a-z0-9._-], unique per target, not
+	// "poll" or "ttl".
+	Name string `yaml:"name"`
+	// Type: script (Command's exit code: 0 passing, 1 warning, anything else
+	// critical; its output is the note), http (GET URL: 2xx passing, 429 warning,
+	// anything else critical) or tcp (a connection to Address: passing or critical).
+	Type string `yaml:"type"`
+	// Command is the script's argv (script): the program (an absolute path, or a name
+	// found in PATH) and its arguments; no shell. Only from this file: nothing that
+	// comes over the network ever names a command.
+	Command []string `yaml:"command"`
+	// URL is what an http check gets: http:// or https://.
+	URL string `yaml:"url"`
+	// Address is host:port of a tcp check.
+	Address string `yaml:"address"`
+	// Interval between runs. Default 10 s; 100 ms–1 h.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one run; a script still running then is killed with its children.
+	// Default 5 s; 10 ms–10 min, at most Interval.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// SelfRegistration lets modules register themselves (docs/contract.md,
+// "Self-registration"): over MQTT, over the HTTP API, or both. Off by default.
+type SelfRegistration struct {
+	// MQTT: take registrations published on <prefix>/register/<gateway>/<client>
+	// (contract.Topics.Register). On the embedded broker each configured user may then
+	// publish to its own client id's topic; on another broker, grant that in its ACL
+	// (Mosquitto: "pattern write rollcall/v1/register/+/%c").
+	MQTT bool `yaml:"mqtt"`
+	// HTTP: take them on the HTTP API (POST /v1/instances, PUT /v1/instances/<id>/ttl,
+	// DELETE /v1/instances/<id>) with the token of http.admin_token_file.
+	HTTP bool `yaml:"http"`
+	// MaxInstances caps the self-registered instances. Default 256; 1–10000.
+	MaxInstances int `yaml:"max_instances"`
 }
 
 // MDNS configures DNS-SD browsing (RFC 6763). An announcement never makes a module
@@ -349,6 +395,11 @@ type HTTP struct {
 	// <prefix>/consumers/rollcall-<gateway>-view/# (the embedded broker allows both).
 	// Default false.
 	PlantView bool `yaml:"plant_view"`
+	// AdminTokenFile is a file whose first line is the bearer token (at least 16
+	// characters) of the API's write endpoints: maintenance (PUT and DELETE
+	// /v1/instances/<id>/maintenance, `rollcall maint`) and, with
+	// self_registration.http, self-registration. Empty: no write endpoint.
+	AdminTokenFile string `yaml:"admin_token_file"`
 	// TrustedKeys is a trusted-keys file (lines "<gateway-id> ed25519:<base64>", as
 	// `rollcall key` prints them) for the plant view: records not signed by them are not
 	// shown. The gateway's own key is always trusted. Empty: the plant view shows
@@ -544,11 +595,18 @@ func (c *Config) applyDefaults(doc *yamlx.Doc) {
 	setDuration("health.publish_every", &h.PublishEvery, time.Second)
 	setDuration("health.status_lease", &h.StatusLease, 5*time.Second)
 	setDuration("health.instance_lease", &h.InstanceLease, 3*h.RefreshInterval)
+	setInt("self_registration.max_instances", &c.SelfRegistration.MaxInstances, 256)
 	for i := range c.Discovery.TCP {
 		t := &c.Discovery.TCP[i]
 		key := fmt.Sprintf("discovery.tcp[%d].", i)
 		if t.Units == "" {
 			t.Units = "1"
+		}
+		for j := range t.Checks {
+			ck := &t.Checks[j]
+			ckey := fmt.Sprintf("%schecks[%d].", key, j)
+			setDuration(ckey+"interval", &ck.Interval, 10*time.Second)
+			setDuration(ckey+"timeout", &ck.Timeout, min(5*time.Second, ck.Interval))
 		}
 		setDuration(key+"timeout", &t.Timeout, 500*time.Millisecond)
 		setDuration(key+"poll_interval", &t.PollInterval, h.PollInterval)
@@ -666,6 +724,7 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 		if doc.Has(key + ".poll_interval") { // else health.poll_interval, checked there
 			inRange(bad, key+".poll_interval", t.PollInterval, pollInterval)
 		}
+		c.validateTargetChecks(bad, key, t.Checks)
 		for j, d := range t.Devices {
 			if d.Unit < 0 || d.Unit > 255 {
 				bad(fmt.Sprintf("%s.devices[%d].unit", key, j),
@@ -681,6 +740,7 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 	c.validateHTTP(bad, warn)
 	c.validateModbusServer(bad, warn)
 	c.validateDNS(bad, warn)
+	c.validateSelfRegistration(bad)
 	if pu := c.Metrics.PerUnit; pu != "auto" && pu != "true" && pu != "false" {
 		bad("metrics.per_unit", "expected auto, true or false (per-unit series in /metrics), got %q", pu)
 	}
@@ -801,6 +861,15 @@ var (
 	httpMaxConnections = span[int]{min: 1, max: 65535,
 		whyMin: "(0 would refuse every client)",
 		whyMax: "(one listener cannot have more connections than TCP has ports)"}
+	checkInterval = span[time.Duration]{min: 100 * time.Millisecond, max: time.Hour,
+		whyMin: "(a check that runs more often loads the module more than it tells)",
+		whyMax: "(a failing module would go unnoticed for over an hour)"}
+	scriptTimeout = span[time.Duration]{min: 10 * time.Millisecond, max: 10 * time.Minute,
+		whyMin: "(starting a program takes a few milliseconds)",
+		whyMax: "(a check that takes longer is hung)"}
+	selfMaxInstances = span[int]{min: 1, max: 10_000,
+		whyMin: "(0 would refuse every registration)",
+		whyMax: "(a larger cap only lets a rogue client fill the catalog)"}
 	routerConnections = span[int]{min: 1, max: 4096,
 		whyMin: "(0 would refuse every client)",
 		whyMax: "(each connection holds a goroutine and buffers; a plant's Modbus clients are a few dozen)"}
@@ -988,6 +1057,58 @@ func validateListen(bad, warn func(key, format string, args ...any), key, l, wha
 	case isWildcard(host):
 		warn(key, "%s listens on every interface: %s has no authentication; keep it on loopback or behind a "+
 			"proxy or firewall unless every network it reaches may %s", l, what, can)
+	}
+}
+
+// validateTargetChecks checks the checks of a TCP target (key "discovery.tcp[i]").
+func (c *Config) validateTargetChecks(bad func(key, format string, args ...any), key string, checks []TargetCheck) {
+	seen := map[string]int{}
+	for j, ck := range checks {
+		k := fmt.Sprintf("%s.checks[%d]", key, j)
+		switch {
+		case !contract.IsSlug(ck.Name) || ck.Name == "poll" || ck.Name == "ttl":
+			bad(k+".name", "expected a name of 1–64 characters [a-z0-9._-], not poll or ttl (the heartbeat's), got %q", ck.Name)
+		default:
+			if first, dup := seen[ck.Name]; dup {
+				bad(k+".name", "check %q is already defined by %s.checks[%d]", ck.Name, key, first)
+			}
+			seen[ck.Name] = j
+		}
+		switch ck.Type {
+		case "script":
+			if err := scriptcheck.Check(ck.Command); err != nil {
+				bad(k+".command", "%v", err)
+			}
+		case "http":
+			if u, err := url.Parse(ck.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(k+".url", "expected an http:// or https:// URL, got %q", ck.URL)
+			}
+		case "tcp":
+			if host, port, err := net.SplitHostPort(ck.Address); err != nil || host == "" {
+				bad(k+".address", "expected host:port, got %q", ck.Address)
+			} else if n, ok := portNumber(port); !ok || n == 0 {
+				bad(k+".address", "expected a port from 1 to 65535, got %q", port)
+			}
+		default:
+			bad(k+".type", "expected script, http or tcp, got %q", ck.Type)
+		}
+		inRange(bad, k+".interval", ck.Interval, checkInterval)
+		inRange(bad, k+".timeout", ck.Timeout, scriptTimeout)
+		if ck.Timeout > ck.Interval {
+			bad(k+".timeout", "%v is longer than the interval %v: runs would overlap", ck.Timeout, ck.Interval)
+		}
+	}
+}
+
+// validateSelfRegistration checks the self_registration section and the admin token.
+func (c *Config) validateSelfRegistration(bad func(key, format string, args ...any)) {
+	sr := c.SelfRegistration
+	inRange(bad, "self_registration.max_instances", sr.MaxInstances, selfMaxInstances)
+	if sr.HTTP && c.HTTP.AdminTokenFile == "" {
+		bad("self_registration.http", "needs http.admin_token_file: the registration endpoints take its token")
+	}
+	if sr.HTTP && c.HTTP.Listen == "" {
+		bad("self_registration.http", "needs http.listen: there is no HTTP API to register with")
 	}
 }
 

@@ -103,6 +103,9 @@ type Options struct {
 	// live instances of every gateway on the broker, merged by device (PlantInstance),
 	// sorted by id. Optional (404 without it).
 	Plant func() []PlantInstance
+	// Admin is the write side (self-registration, maintenance), behind a bearer token;
+	// nil: read-only.
+	Admin *Admin
 	// Heartbeat is the period of keep-alive comments on /v1/events (default
 	// DefaultHeartbeat).
 	Heartbeat time.Duration
@@ -203,6 +206,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/gateway", s.gateway)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET /v1/plant", s.plant)
+	o.Admin.routes(mux)
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
