@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 	"go.uber.org/goleak"
@@ -303,4 +304,63 @@ discovery:
 	if code := run([]string{"find", "servo-drive", "--broker", url, "--trusted-keys", bad}, &out, &errb); code != 2 || !strings.Contains(errb.String(), bad+":1:") {
 		t.Fatalf("find with a malformed keys file: exit %d, %s", code, errb.String())
 	}
+}
+
+// TestMaint runs `rollcall maint` against a gateway's HTTP API: an instance goes into
+// maintenance with a reason and an until, and back with --off; mistakes are usage
+// errors (exit 2), a wrong token is refused by the gateway (exit 1, its message shown).
+func TestMaint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h := rig.New(t)
+	h.StartSim(1)
+	tokFile := filepath.Join(h.Dir, "admin.token")
+	if err := os.WriteFile(tokFile, []byte("maint-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badTok := filepath.Join(h.Dir, "bad.token")
+	if err := os.WriteFile(badTok, []byte("not-the-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := h.StartGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
+http: {listen: "127.0.0.1:0", admin_token_file: `+tokFile+`}
+`)
+	id := "rollcall-firmware-sim-sim-0001"
+	rig.WaitCatalog(t, g, 30*time.Second, "the drive passing", rig.StatusIs(id, contract.Passing))
+	gw := "http://" + g.HTTPAddr()
+	maint := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"maint"}, args...), &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, out, errs := maint(id, "--reason", "encoder replaced", "--until", "1h", "--gateway", gw, "--token-file", tokFile)
+	if code != 0 || !strings.Contains(out, "maintenance (encoder replaced) until ") {
+		t.Fatalf("maint: exit %d, %q, %q", code, out, errs)
+	}
+	if rec, _ := g.Registry().Get(id); rec.Status != contract.Maintenance || rec.Maintenance == nil || rec.Maintenance.Until.IsZero() {
+		t.Errorf("after maint: %s %+v", rec.Status, rec.Maintenance)
+	}
+	for _, bad := range [][]string{
+		{id, "--gateway", gw, "--token-file", tokFile},                           // no reason
+		{"--reason", "x", "--gateway", gw, "--token-file", tokFile},              // no id
+		{id, "--off", "--reason", "x", "--gateway", gw, "--token-file", tokFile}, // both
+		{id, "--reason", "x", "--until", "yesterday", "--gateway", gw, "--token-file", tokFile},
+	} {
+		if code, _, errs := maint(bad...); code != 2 || errs == "" {
+			t.Errorf("maint %q: exit %d, stderr %q; want 2 and a message", bad, code, errs)
+		}
+	}
+	if code, _, errs := maint(id, "--off", "--gateway", gw, "--token-file", badTok); code != 1 || !strings.Contains(errs, "401") {
+		t.Errorf("maint with a wrong token: exit %d, %q; want 1 and the gateway's 401", code, errs)
+	}
+	if code, _, errs := maint("no-such-instance", "--off", "--gateway", gw, "--token-file", tokFile); code != 1 || !strings.Contains(errs, "404") {
+		t.Errorf("maint of an unknown id: exit %d, %q; want 1 and 404", code, errs)
+	}
+	if code, out, errs := maint(id, "--off", "--gateway", gw, "--token-file", tokFile); code != 0 || !strings.Contains(out, "maintenance ended") {
+		t.Fatalf("maint --off: exit %d, %q, %q", code, out, errs)
+	}
+	rig.WaitCatalog(t, g, 10*time.Second, "passing again", rig.StatusIs(id, contract.Passing))
 }

@@ -45,6 +45,17 @@ func TestBadConfigs(t *testing.T) {
 			`testdata/counts-absurd.bad.yml:4:3: health.publish_burst: expected -1 (no limit) or an integer from 1 to 1000, got 0: at least 1 (0 would hold back every publication but deaths; -1 is no limit)`,
 		},
 		"http-listen-no-host.bad.yml": {`testdata/http-listen-no-host.bad.yml:3:3: http.listen: ":0" has no host, which listens on every interface without saying so: write 0.0.0.0:0 or [::]:0 if every interface is meant, or 127.0.0.1:0 for this host only`},
+		"checks.bad.yml": {
+			`testdata/checks.bad.yml:7:12: discovery.tcp[0].checks[0].name: expected a name of 1–64 characters [a-z0-9._-], not poll or ttl (the heartbeat's), got "poll"`,
+			`testdata/checks.bad.yml:8:35: discovery.tcp[0].checks[1].url: expected an http:// or https:// URL, got "ftp://x"`,
+			`testdata/checks.bad.yml:9:12: discovery.tcp[0].checks[2].name: check "web" is already defined by discovery.tcp[0].checks[1]`,
+			`testdata/checks.bad.yml:9:23: discovery.tcp[0].checks[2].type: expected script, http or tcp, got "ping"`,
+			`testdata/checks.bad.yml:10:38: discovery.tcp[0].checks[3].command: scriptcheck: "./check.sh" is a relative path; use an absolute path or a name found in PATH`,
+			`testdata/checks.bad.yml:10:75: discovery.tcp[0].checks[3].timeout: 5s is longer than the interval 1s: runs would overlap`,
+			`testdata/checks.bad.yml:11:21: self_registration.http: needs http.admin_token_file: the registration endpoints take its token`,
+			`testdata/checks.bad.yml:11:21: self_registration.http: needs http.listen: there is no HTTP API to register with`,
+			`testdata/checks.bad.yml:11:33: self_registration.max_instances: expected an integer from 1 to 10000, got 0: at least 1 (0 would refuse every registration)`,
+		},
 		"routes.bad.yml": {
 			`testdata/routes.bad.yml:2:1: modbus_server.advertise: expected the address clients reach the Modbus TCP server at: it listens on every interface (0.0.0.0:1502), so DNS answers cannot name one`,
 			`testdata/routes.bad.yml:4:3: modbus_server.bus_share: expected a share 0 < share ≤ 1, got 0`,
