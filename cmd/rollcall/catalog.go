@@ -142,7 +142,7 @@ func cmdFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var meta metaFlag
 	fs.Var(&meta, "meta", "require meta key=value (repeatable)")
 	warning := fs.Bool("allow-warning", false, "a warning instance may be returned")
-	strategy := fs.String("strategy", "round-robin", "round-robin, random or lowest-rtt")
+	strategy := fs.String("strategy", "round-robin", "round-robin, random, lowest-rtt or weighted (meta \"weight\")")
 	svc, err := splitService(fs, args)
 	if err != nil {
 		return err
@@ -165,8 +165,10 @@ func cmdFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		opts = append(opts, client.Random)
 	case "lowest-rtt":
 		opts = append(opts, client.LowestRTT)
+	case "weighted":
+		opts = append(opts, client.Weighted)
 	default:
-		return fmt.Errorf("--strategy: expected round-robin, random or lowest-rtt, got %q: %w", *strategy, errUsage)
+		return fmt.Errorf("--strategy: expected round-robin, random, lowest-rtt or weighted, got %q: %w", *strategy, errUsage)
 	}
 	cl, stop, err := cf.start(ctx, []string{svc}, stderr)
 	if err != nil {

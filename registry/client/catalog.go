@@ -48,6 +48,10 @@ type Instance struct {
 	// the gateways (ids, sorted) that publish a record of this id that was merged into
 	// it: a device seen by several gateways is one instance. Nil from Instances.
 	SeenBy []string
+	// Fallback: not from the catalog: a configured fallback (Options.Fallback), used
+	// because the catalog was unreachable and nothing was known of the service; no
+	// health behind it (Status and Gateway are empty). Only Pick and Wait return one.
+	Fallback bool
 }
 
 // live reports whether in could be picked at all (passing or warning, gateway not
@@ -267,6 +271,11 @@ func cloneRecord(r *contract.Record) contract.Record {
 	out.State = maps.Clone(r.State)
 	out.Meta = maps.Clone(r.Meta)
 	out.DiscoveredBy = slices.Clone(r.DiscoveredBy)
+	out.Checks = slices.Clone(r.Checks)
+	if r.Maintenance != nil {
+		m := *r.Maintenance
+		out.Maintenance = &m
+	}
 	return out
 }
 
@@ -447,6 +456,7 @@ func (c *Client) applyGateway(in inbound, gw string, rec *contract.GatewayRecord
 		}
 		c.log.Info("client: gateway status", "gateway", gw, "state", state)
 		c.emitGatewayLocked(gw, now)
+		c.linkNotifyLocked()
 	}
 }
 
@@ -481,6 +491,7 @@ func (c *Client) sweep(gen uint64) {
 		if g.gen != gen {
 			delete(c.gateways, gw)
 			c.emitGatewayLocked(gw, now)
+			c.linkNotifyLocked()
 		}
 	}
 	c.conn.synced = true
@@ -549,6 +560,12 @@ func (c *Client) Instances(service string) []Instance {
 		out = append(out, c.instanceLocked(e, now))
 	}
 	return out
+}
+
+// linkNotifyLocked wakes every Register: the connection or a gateway status changed.
+func (c *Client) linkNotifyLocked() {
+	close(c.linkChanged)
+	c.linkChanged = make(chan struct{})
 }
 
 // notifyLocked wakes every Wait.

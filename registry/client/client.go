@@ -57,6 +57,10 @@ const CacheSchema = "rollcall.client-cache/v1"
 // ErrAlreadyRun is returned by a second call of Client.Run.
 var ErrAlreadyRun = errors.New("client: Run called more than once")
 
+// ErrStopped is returned by Client.Register when Run has returned (before Register was
+// called, or while it ran): the client has no broker connection any more.
+var ErrStopped = errors.New("client: Run has returned")
+
 // Options configures a Client. Only Brokers is required.
 type Options struct {
 	// Brokers are the broker URLs, scheme://host:port with scheme tcp, ssl (TLS), ws or
@@ -131,6 +135,12 @@ type Options struct {
 	// Logger receives connection events, skipped messages and cache errors (keys:
 	// broker, service, gateway, instance, topic, err). Default slog.Default().
 	Logger *slog.Logger
+	// Fallback lists endpoints that Pick and Wait return for a service only when the
+	// catalog cannot be reached and nothing at all is known of that service (see
+	// Fallback for the exact conditions); several of one service are chosen by the
+	// Strategy. Each needs a Service (in Services, when Services is not empty) and an
+	// Endpoint.Transport; New reports the first that does not.
+	Fallback []Fallback
 }
 
 // brokerScheme reports whether paho v1.5.1 dials URLs of this scheme.
@@ -169,6 +179,7 @@ type Client struct {
 	filters   map[string]byte   // subscription filters → QoS
 	syncTopic string            // "" when the marker is disabled
 	ran       atomic.Bool
+	fallbacks map[string][]Instance // service slug → Options.Fallback, as instances
 
 	// paho goroutines → loop.
 	qmu     sync.Mutex
@@ -178,6 +189,7 @@ type Client struct {
 	connGen atomic.Uint64 // connections so far; tags inbound messages
 	attempt atomic.Value  // string: URL of the latest connection attempt
 	failLog atomic.Bool   // a failed connection round was logged at Warn since the last connection
+	failed  chan struct{} // 1-slot: paho reported a failed round of connection attempts
 
 	mu       sync.Mutex
 	entries  map[string]*entry   // instance topic → entry
@@ -193,7 +205,14 @@ type Client struct {
 	ready      chan struct{} // closed at the first completed sync
 	isReady    bool
 	done       bool // Run has returned: subscriptions are closed
-	dirty      bool // changed since the last cache write
+	// unreachable: the client is not connected and has found no broker reachable since
+	// its last connection (a round of attempts failed, the connection was lost, or Run
+	// returned); the condition of Options.Fallback besides knowing nothing.
+	unreachable bool
+	pc          paho.Client                // Run's MQTT client (Register publishes with it); nil before Run
+	regs        map[*registration]struct{} // running Register calls
+	linkChanged chan struct{}              // closed and replaced when the connection or a gateway status changes
+	dirty       bool                       // changed since the last cache write
 	// Signature checks (Options.TrustedKeys): counters, and the (gateway, reason)
 	// pairs already logged.
 	unsigned, badSigs uint64
@@ -224,7 +243,7 @@ type inbound struct {
 // error; an unreadable or malformed one is logged and ignored: the client then starts
 // with an empty catalog). Errors: no broker, an invalid broker URL or topic prefix, a
 // KeepAlive below 1 s, negative durations, or a CacheFile whose directory does not
-// exist.
+// exist, or an invalid Options.Fallback entry.
 func New(o Options) (*Client, error) {
 	if len(o.Brokers) == 0 {
 		return nil, errors.New("client: Options.Brokers is empty")
@@ -275,27 +294,39 @@ func New(o Options) (*Client, error) {
 			return nil, fmt.Errorf("client: CacheFile directory %s is not a directory", dir)
 		}
 	}
+	services := map[string]bool{}
+	for _, s := range o.Services {
+		services[contract.Slug(s)] = true
+	}
+	fallbacks, err := checkFallbacks(o.Fallback, services)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		o:        o,
 		log:      o.Logger,
 		brokers:  brokers,
-		services: map[string]bool{},
+		services: services,
 		filters:  map[string]byte{},
 		wake:     make(chan struct{}, 1),
 		lost:     make(chan struct{}, 1),
+		failed:   make(chan struct{}, 1),
 		entries:  map[string]*entry{},
 		gateways: map[string]*gwEntry{},
 		rr:       map[string]uint64{},
 		changed:  make(chan struct{}),
 		subs:     map[*subscription]struct{}{},
 		ready:    make(chan struct{}),
+
+		fallbacks:   fallbacks,
+		regs:        map[*registration]struct{}{},
+		linkChanged: make(chan struct{}),
 	}
 	// Every filter at QoS 0 (subscriptionQoS).
 	if len(o.Services) == 0 {
 		c.filters[o.Topics.CatalogFilter("")] = subscriptionQoS
 	}
 	for _, s := range o.Services {
-		c.services[contract.Slug(s)] = true
 		c.filters[o.Topics.CatalogFilter(s)] = subscriptionQoS
 	}
 	c.filters[o.Topics.GatewayStatusFilter()] = subscriptionQoS
@@ -342,6 +373,9 @@ func (c *Client) Run(ctx context.Context) error {
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(func(paho.Client, error) { signal(c.lost) })
 	pc := paho.NewClient(co)
+	c.mu.Lock()
+	c.pc = pc
+	c.mu.Unlock()
 	redacted := make([]string, 0, len(c.o.Brokers))
 	for _, b := range c.o.Brokers {
 		redacted = append(redacted, c.brokers[b])
@@ -360,6 +394,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	connectTok := pc.Connect()
 	(&session{c: c, pc: pc}).loop(ctx)
+	c.awaitDeregistrations()
 	stopSaver()
 	if !mqtt.StopClient(pc, connectTok, 250, c.o.ConnectTimeout*time.Duration(len(c.o.Brokers))+c.o.MaxReconnectInterval+time.Second) {
 		c.log.Warn("client: MQTT client still connecting after shutdown; gave up waiting")
@@ -371,6 +406,9 @@ func (c *Client) Run(ctx context.Context) error {
 		c.markLostLocked(time.Now())
 	}
 	c.done = true
+	c.unreachable = true
+	c.linkNotifyLocked()
+	c.notifyLocked()
 	for s := range c.subs {
 		s.close()
 	}
@@ -397,6 +435,7 @@ func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 	if !ok {
 		return
 	}
+	signal(c.failed)
 	if c.failLog.CompareAndSwap(false, true) {
 		c.log.Warn("client: no broker reachable; retrying with back-off", "err", f.Reason)
 		return
@@ -463,6 +502,8 @@ func (s *session) loop(ctx context.Context) {
 			s.drain(ctx)
 		case <-s.c.lost:
 			s.checkLost()
+		case <-s.c.failed:
+			s.connectFailed()
 		case <-s.subDone:
 			s.subscribed()
 		case <-s.retryC:
@@ -513,8 +554,10 @@ func (s *session) connected(in inbound) {
 	}
 	c.conn = connState{connected: true, gen: in.gen, broker: in.broker, since: now}
 	c.gwComplete = false
+	c.unreachable = false
 	c.dirty = true
 	c.notifyLocked()
+	c.linkNotifyLocked()
 	c.mu.Unlock()
 	c.log.Info("client: connected", "broker", in.broker)
 	s.subGen, s.subTok, s.subDone = in.gen, in.tok, in.tok.Done()
@@ -536,7 +579,9 @@ func (s *session) checkLost() {
 	was := c.conn.connected
 	if was {
 		c.markLostLocked(time.Now())
+		c.unreachable = true
 		c.notifyLocked()
+		c.linkNotifyLocked()
 	}
 	broker := c.conn.broker
 	c.mu.Unlock()
@@ -544,6 +589,18 @@ func (s *session) checkLost() {
 		c.log.Warn("client: broker connection lost; reconnecting, answering from memory meanwhile", "broker", broker)
 	}
 	s.subDone, s.retryC, s.syncC, s.marker = nil, nil, nil, ""
+}
+
+// connectFailed notes that a round of connection attempts failed: while no connection
+// is up, the catalog is unreachable (Options.Fallback may apply), and Wait re-checks.
+func (s *session) connectFailed() {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.conn.connected && !c.unreachable {
+		c.unreachable = true
+		c.notifyLocked()
+	}
 }
 
 // current reports whether gen is the generation of the connection that is up.

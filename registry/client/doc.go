@@ -72,6 +72,8 @@
 // Pick never returns an instance that is
 //   - "critical" (its gateway's polls failed), nor "warning" unless AllowWarning is
 //     given (answering but degraded: fault bit, exceptions, slow);
+//   - "maintenance" (taken out of service by an operator; Record.Maintenance says why
+//     and until when), whatever the options, nor in any status it does not know;
 //   - published by a gateway whose status is "offline" (clean shutdown, or the
 //     broker's will after a crash): the contract says such instances are unknown, not
 //     live;
@@ -97,6 +99,10 @@
 //
 //	client: no live instance for service "servo-drive" (meta axis=3): 2 known: 1 critical, 1 gateway offline
 //
+// (the reasons: not matching the filters, critical, in maintenance, warning, gateway
+// offline, gateway status unknown or not received yet, older epoch, lease expired,
+// stale).
+//
 // Live returns every instance Pick could choose from; Instances returns every entry of
 // the catalog, whatever its status. Instance is the record as published
 // (contract.Record) plus Stale, Age, GatewayState and GatewayEpoch.
@@ -114,7 +120,10 @@
 //
 // A Strategy is a PickOption that chooses among the qualifying instances:
 // RoundRobin (default; one counter per service, instances ordered by gateway and id),
-// Random, and LowestRTT (lowest check.rtt_ms, the gateway's last poll round trip).
+// Random, LowestRTT (lowest check.rtt_ms, the gateway's last poll round trip), and
+// Weighted (at random, in proportion to each instance's meta "weight", an integer
+// 0–1000; missing or invalid counts as 1, 0 is picked only when all are 0). Gateways
+// copy a device profile's meta into the instance's, so a profile can set weights.
 // For a controller that keeps one drive until it fails, Pick once, then Pick again
 // (or Wait) only when the one it has stops qualifying — see Subscribe.
 //
@@ -189,9 +198,43 @@
 // retained catalog: entries the new broker does not have are removed after its sync.
 // Meanwhile Pick answers from memory.
 //
+// # Fallback endpoints
+//
+// Options.Fallback lists endpoints per service for a controller that must start even
+// when it has never seen the catalog:
+//
+//	Fallback: []client.Fallback{{Service: "plc", Endpoint: contract.Endpoint{
+//		Transport: "modbus-tcp", Host: "10.0.2.10", Port: 502, Unit: 1}}},
+//
+// Pick and Wait (never Live) return one, as an Instance with Fallback true and ID
+// "fallback-<service>-<n>", only when no broker can be reached (a round of connection
+// attempts failed, or the connection was lost) and the client knows no entry of the
+// service at all: not live, not from the cache file, not even a refused one. Whenever
+// anything is known of the service, or a broker is connected, Pick behaves as without
+// fallbacks (ErrNoneLive when nothing qualifies). Filters apply to the fallback's Meta.
+// There is no health check behind a fallback: its Status is empty.
+//
+// # Self-registration
+//
+// A module that is not discovered on a bus (a vision server, a PC-based controller)
+// can have a gateway publish it, with Register over the client's own connection:
+//
+//	go c.Register(ctx, client.Registration{Gateway: "gw-cell2", Name: "vision",
+//		Service: "vision", Endpoint: contract.Endpoint{Transport: "tcp", Host: "10.0.2.20", Port: 9000},
+//		TTL: 3 * time.Second, Renew: func() (string, string) { return contract.TTLPass, "" }})
+//
+// It sends a register message (contract.SelfRegistration, QoS 1, not retained) on
+// <prefix>/register/<gateway>/<client id> once connected, again after every
+// reconnection and gateway restart, a renewal with Renew's status and note every TTL/3,
+// and a deregistration when ctx ends (Run, if it ends with the same context, waits up
+// to 2 s for it). The gateway marks the instance critical when no renewal comes within
+// the TTL.
+//
 // # Errors and logs
 //
-// New reports invalid options; Run only fails its final cache write (or ErrAlreadyRun).
+// New reports invalid options; Run only fails its final cache write (or ErrAlreadyRun);
+// Register reports an invalid registration at once (contract.ErrBadRegistration) and
+// ErrStopped after Run returned.
 // Connection problems are logged (log/slog, keys broker, service, gateway, instance,
 // topic, err) and retried for as long as the context lives.
 package client

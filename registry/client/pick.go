@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,11 +95,44 @@ const (
 	// gateway's last poll; a value ≤ 0 counts as unknown and comes last); ties go to the
 	// first by gateway and id.
 	LowestRTT
+	// Weighted picks at random, each qualifying instance with a probability
+	// proportional to its weight: its meta key "weight" (WeightMetaKey), a decimal
+	// integer 0–1000 (digits only). A missing or invalid value (not digits, above 1000)
+	// counts as 1; weight 0 is never picked unless every qualifying instance has weight
+	// 0, and then they are picked uniformly. A gateway copies a device profile's meta
+	// into its instances' meta, so a profile sets the weights of its devices the same
+	// way. Weights 1, 2 and 7 give shares of 10 %, 20 % and 70 %.
+	Weighted
 )
+
+// WeightMetaKey is the meta key the Weighted strategy reads an instance's weight from.
+const WeightMetaKey = "weight"
+
+// maxWeight is the largest valid weight.
+const maxWeight = 1000
+
+// weightOf returns the weight of an instance with meta m for Weighted: the decimal
+// integer at WeightMetaKey, 0–maxWeight; 1 when missing or invalid.
+func weightOf(m map[string]string) int {
+	s, ok := m[WeightMetaKey]
+	if !ok || s == "" {
+		return 1
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 1
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n > maxWeight {
+		return 1
+	}
+	return n
+}
 
 func (s Strategy) applyPick(p *pickSpec) { p.strategy = s }
 
-// String returns "round-robin", "random" or "lowest-rtt".
+// String returns "round-robin", "random", "lowest-rtt" or "weighted".
 func (s Strategy) String() string {
 	switch s {
 	case RoundRobin:
@@ -107,6 +141,8 @@ func (s Strategy) String() string {
 		return "random"
 	case LowestRTT:
 		return "lowest-rtt"
+	case Weighted:
+		return "weighted"
 	}
 	return fmt.Sprintf("Strategy(%d)", int(s))
 }
@@ -155,6 +191,7 @@ func (p *pickSpec) describe() string {
 const (
 	refFilter = iota
 	refCritical
+	refMaintenance
 	refWarning
 	refOffline
 	refUnknownGW
@@ -172,6 +209,8 @@ func refusalText(r int) string {
 		return "not matching the filters"
 	case refCritical:
 		return "critical"
+	case refMaintenance:
+		return "in maintenance"
 	case refWarning:
 		return "warning"
 	case refOffline:
@@ -222,6 +261,8 @@ func (p *pickSpec) refusal(e *entry, in *Instance, gwComplete bool) int {
 		return refFilter
 	case in.Status == contract.Critical:
 		return refCritical
+	case in.Status == contract.Maintenance:
+		return refMaintenance // taken out of service by an operator, whatever the options
 	case in.Status == contract.Warning && !p.allowWarning:
 		return refWarning
 	case in.Status != contract.Passing && in.Status != contract.Warning:
@@ -293,7 +334,9 @@ func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([
 //   - not Stale, unless AllowStale;
 //   - matching every filter (WithMeta, WithID, WithGateway, WithIdentity).
 //
-// Among those, the Strategy chooses (RoundRobin by default). Instances of the same
+// An instance in status "maintenance" (taken out of service by an operator) is never
+// returned, whatever the options. Among those, the Strategy chooses (RoundRobin by
+// default). Instances of the same
 // service from several gateways are one pool, and a device published by several
 // gateways (the same id) is one instance in it: the record of the gateway that heard
 // from it last (the newest last_seen; passing before warning), with Instance.SeenBy
@@ -302,6 +345,10 @@ func (c *Client) candidatesLocked(service string, p *pickSpec, now time.Time) ([
 // answers from memory, also while the broker is unreachable (see Instance.Age). When
 // nothing qualifies the error wraps ErrNoneLive and names the service, the filters and
 // how many known instances were refused for which reason.
+//
+// Only when the catalog cannot be reached and nothing at all is known of service
+// does Pick return a configured fallback (Options.Fallback, Instance.Fallback): see
+// Fallback for the exact conditions.
 func (c *Client) Pick(service string, opts ...PickOption) (Instance, error) {
 	p := newPickSpec(opts)
 	c.mu.Lock()
@@ -312,11 +359,24 @@ func (c *Client) Pick(service string, opts ...PickOption) (Instance, error) {
 func (c *Client) pickLocked(service string, p *pickSpec) (Instance, error) {
 	cands, err := c.candidatesLocked(service, p, time.Now())
 	if err != nil {
+		in, ok, refused := c.fallbackLocked(service, p)
+		if ok {
+			return in, nil
+		}
+		if refused > 0 {
+			err = fmt.Errorf("%w; %d configured fallback(s) refused by the filters", err, refused)
+		}
 		return Instance{}, err
 	}
-	switch p.strategy {
+	return c.chooseLocked(contract.Slug(service), cands, p.strategy), nil
+}
+
+// chooseLocked applies strategy s to cands (not empty); rrKey names its round-robin
+// counter. c.mu held.
+func (c *Client) chooseLocked(rrKey string, cands []Instance, s Strategy) Instance {
+	switch s {
 	case Random:
-		return cands[rand.IntN(len(cands))], nil
+		return cands[rand.IntN(len(cands))]
 	case LowestRTT:
 		best := 0
 		for i, in := range cands {
@@ -325,19 +385,36 @@ func (c *Client) pickLocked(service string, p *pickSpec) (Instance, error) {
 				best = i
 			}
 		}
-		return cands[best], nil
+		return cands[best]
+	case Weighted:
+		weights := make([]int, len(cands))
+		total := 0
+		for i := range cands {
+			weights[i] = weightOf(cands[i].Meta)
+			total += weights[i]
+		}
+		if total == 0 {
+			return cands[rand.IntN(len(cands))]
+		}
+		r := rand.IntN(total)
+		for i, w := range weights {
+			if r < w {
+				return cands[i]
+			}
+			r -= w
+		}
+		return cands[len(cands)-1] // not reached
 	default:
-		svc := contract.Slug(service)
-		n := c.rr[svc]
-		c.rr[svc] = n + 1
-		return cands[n%uint64(len(cands))], nil
+		n := c.rr[rrKey]
+		c.rr[rrKey] = n + 1
+		return cands[n%uint64(len(cands))]
 	}
 }
 
 // Live returns every instance of service that Pick could return with these options,
 // merged by id as Pick merges them (Instance.SeenBy), ordered by the gateway and id of
 // each device's first record (a Strategy among opts is ignored), or nil when there is
-// none.
+// none. It never returns a configured fallback (Options.Fallback).
 func (c *Client) Live(service string, opts ...PickOption) []Instance {
 	p := newPickSpec(opts)
 	c.mu.Lock()
@@ -347,7 +424,9 @@ func (c *Client) Live(service string, opts ...PickOption) []Instance {
 }
 
 // Wait returns as soon as Pick(service, opts...) succeeds, with its result: at once if
-// an instance qualifies now, else when a catalog change makes one qualify. It does not
+// an instance qualifies now, else when a catalog change makes one qualify (or, with
+// Options.Fallback, when the broker turns out to be unreachable and nothing is known of
+// service: Pick then returns the fallback). It does not
 // poll; it wakes on every change of the catalog or of the connection. When ctx ends
 // first it returns an error wrapping both ErrNoneLive (with Pick's explanation) and
 // ctx's error (context.Canceled or context.DeadlineExceeded, or the cause).
