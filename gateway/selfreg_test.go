@@ -333,6 +333,21 @@ http: {listen: "127.0.0.1:0", admin_token_file: %s}
 	stop()
 	g, _ = h.RunGateway("embedded", cfg)
 	rig.WaitCatalog(t, g, 30*time.Second, "the drive registered again, in maintenance", rig.StatusIs(victim, contract.Maintenance))
+	cc = newConsumer(t, g.BrokerURL())
+	testutil.EventuallyNil(t, 10*time.Second, "a consumer of the restarted gateway sees it in maintenance", func() error {
+		if _, err := cc.Pick("servo-drive", client.WithID("rollcall-firmware-sim-sim-0001")); err != nil {
+			return err // the catalog is not complete yet
+		}
+		for _, in := range cc.Instances("servo-drive") {
+			if in.ID == victim && in.Status == contract.Maintenance {
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet: %+v", cc.Instances("servo-drive"))
+	})
+	if in, err := cc.Pick("servo-drive", pickByID(victim)...); err == nil {
+		t.Errorf("picked the instance in maintenance after the restart: %+v", in)
+	}
 	if code, _ := apiCall(t, "DELETE", "http://"+g.HTTPAddr()+"/v1/instances/"+victim+"/maintenance", tok, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE maintenance: %d", code)
 	}
@@ -358,4 +373,55 @@ func newConsumer(t *testing.T, url string) *client.Client {
 // refused for its status alone.
 func pickByID(id string) []client.PickOption {
 	return []client.PickOption{client.WithID(id), client.AllowWarning(), client.AllowStale()}
+}
+
+// TestSelfRegistrationClient: registry/client's Register against a gateway: the module's
+// instance becomes pickable by a consumer, and is deregistered when the module stops.
+func TestSelfRegistrationClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h := rig.New(t)
+	pw := filepath.Join(h.Dir, "planner.pw")
+	if err := os.WriteFile(pw, []byte("pl4nner\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.MQTTExtra = ", embedded_auth: {users: [{username: planner, password_file: " + pw + "}]}"
+	g := h.StartGateway("embedded", "self_registration: {mqtt: true}\n")
+	c, err := client.New(client.Options{Brokers: []string{g.BrokerURL()}, ClientID: "planner-1", Username: "planner",
+		Password: "pl4nner", Logger: testutil.Logger(t, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); _ = c.Run(runCtx) }()
+	defer func() { stopRun(); <-runDone }()
+	regCtx, stopReg := context.WithCancel(context.Background())
+	regDone := make(chan error, 1)
+	go func() {
+		regDone <- c.Register(regCtx, client.Registration{Gateway: rig.DefaultGatewayID, Name: "planner", Service: "motion-planner",
+			Endpoint: contract.Endpoint{Transport: "tcp", Host: "127.0.0.1", Port: 7000}, TTL: time.Second,
+			Renew: func() (string, string) { return contract.TTLPass, "planning" }})
+	}()
+	wctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	in, err := c.Wait(wctx, "motion-planner")
+	cancel()
+	if err != nil || !slices.Equal(in.DiscoveredBy, []string{"self"}) || in.Endpoint.Port != 7000 {
+		t.Fatalf("Wait for the self-registered planner: %+v, %v", in, err)
+	}
+	// Renewals keep it passing past several TTLs.
+	renewedPast := in.LastSeen.Add(3 * time.Second)
+	testutil.EventuallyValue(t, 20*time.Second, "renewals 3 s after the registration, still passing", func() (contract.Record, bool) {
+		r, _ := g.Registry().Get(in.ID)
+		return r, r.Status == contract.Passing && r.LastSeen.After(renewedPast)
+	})
+	stopReg()
+	if err := <-regDone; err != nil {
+		t.Errorf("Register: %v", err)
+	}
+	testutil.Eventually(t, 10*time.Second, "deregistered when the module stops", func() bool {
+		_, ok := g.Registry().Get(in.ID)
+		return !ok
+	})
 }

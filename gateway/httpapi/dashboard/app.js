@@ -9,7 +9,7 @@
   const rows = $("rows");
   const serviceSel = $("filter-service");
   const metaInput = $("filter-meta");
-  const statusText = { passing: "✓ passing", warning: "! warning", critical: "✗ critical" };
+  const statusText = { passing: "✓ passing", warning: "! warning", critical: "✗ critical", maintenance: "⚙ maintenance" };
   let renderTimer = 0;
 
   // Filters come from and go to the query string, so a filtered view can be linked.
@@ -137,6 +137,16 @@
         badge.dataset.status = "expired";
       }
       st.appendChild(badge);
+      if (rec.maintenance && rec.maintenance.reason) {
+        badge.title = "maintenance: " + rec.maintenance.reason + (rec.maintenance.until ? " (until " + rec.maintenance.until + ")" : "");
+      }
+      const failing = (rec.checks || []).filter((c) => c.status !== "passing").map((c) => c.name + ": " + c.status + (c.note ? " (" + c.note + ")" : ""));
+      if (failing.length) {
+        const why = document.createElement("div");
+        why.className = "checks";
+        why.textContent = failing.join("; ");
+        st.appendChild(why);
+      }
       const ds = stateText(rec.state);
       // A critical device does not answer: its state is the last one it reported.
       cell(tr, rec.status === "critical" && ds.text !== "—" ? ds.text + " (last known)" : ds.text, ds.fault ? "fault" : "");
@@ -154,10 +164,11 @@
     }
     rows.replaceChildren(frag);
     $("empty").hidden = list.length > 0;
-    const counts = { passing: 0, warning: 0, critical: 0 };
+    const counts = { passing: 0, warning: 0, critical: 0, maintenance: 0 };
     for (const r of list) counts[r.status] = (counts[r.status] || 0) + 1;
     $("summary").textContent = `${list.length} of ${records.size} instances: ` +
-      `${counts.passing} passing, ${counts.warning} warning, ${counts.critical} critical`;
+      `${counts.passing} passing, ${counts.warning} warning, ${counts.critical} critical` +
+      (counts.maintenance ? `, ${counts.maintenance} in maintenance` : "");
   }
 
   // Ages tick without a server message.
