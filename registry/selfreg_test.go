@@ -13,7 +13,7 @@ func selfReg(id, owner string) Registration {
 	return Registration{ID: id, Service: "vision", Profile: "self",
 		Endpoint:     contract.Endpoint{Transport: "http", Host: "10.0.0.7", Port: 8080, URL: "http://10.0.0.7:8080/"},
 		DiscoveredBy: []string{"self"}, Owner: owner,
-		Check:        contract.Check{IntervalMS: 1000, DetectBudgetMS: 1000}}
+		Check: contract.Check{IntervalMS: 1000, DetectBudgetMS: 1000}}
 }
 
 func lastEvent(t *testing.T, rec *recorder) Event {
