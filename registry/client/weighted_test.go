@@ -41,10 +41,19 @@ func TestWeightedStrategy(t *testing.T) {
 	// (10 %) has a standard deviation of 3 % relative, so the bound would fail one run
 	// in ten by chance. 100 000 picks put it at 5.3 standard deviations (about one run
 	// in ten million), without weakening the bound.
+	// Over the first 10 000 picks each share is also checked within 5 percentage points
+	// of its weight's share (at least 16 standard deviations).
 	const picks = 100_000
 	counts := map[string]int{}
-	for range picks {
+	for i := range picks {
 		counts[mustPick(t, c, svc, client.Weighted, client.WithMeta("group", "a")).ID]++
+		if i+1 == 10_000 {
+			for id, w := range map[string]float64{"w1": 1, "w2": 2, "w7": 7} {
+				if got := float64(counts[id]) / 10_000; math.Abs(got-w/10) > 0.05 {
+					t.Errorf("%s (weight %v) after 10 000 picks: share %.4f, want %.2f ± 0.05", id, w, got, w/10)
+				}
+			}
+		}
 	}
 	for id, w := range map[string]float64{"w1": 1, "w2": 2, "w7": 7} {
 		want := w / 10
