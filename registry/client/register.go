@@ -96,10 +96,12 @@ func (c *Client) Register(ctx context.Context, r Registration) error {
 		return fmt.Errorf("client: Register: %w", err)
 	}
 	payload := func(op string) []byte {
-		m := contract.SelfRegistration{Op: op, Name: r.Name}
-		if op == contract.OpRegister {
-			m = reg
-		}
+		// Every message carries the whole description (docs/contract.md,
+		// "Self-registration"): the identity names the instance, and a renewal that
+		// reaches a gateway that does not know the instance (it restarted, or had not
+		// subscribed yet) registers it.
+		m := reg
+		m.Op = op
 		if op != contract.OpDeregister {
 			m.Status, m.Note = renewStatus(r.Renew)
 		}

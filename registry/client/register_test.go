@@ -163,8 +163,10 @@ collect:
 			t.Errorf("renewal %v after the previous message, want about TTL/3", gap)
 		}
 		prev = r.at
-		if r.Name != "vision" || r.Service != "" || r.TTLMS != 0 {
-			t.Errorf("renewal %+v: want only op, name, status, note", r.SelfRegistration)
+		// Every message carries the whole description: a gateway that does not know the
+		// instance registers it from a renewal, under the same id (identity).
+		if r.Name != "vision" || r.Service != "vision-server" || r.TTLMS != 1000 || r.Identity.Serial != "V1-0042" {
+			t.Errorf("renewal %+v: want the whole description", r.SelfRegistration)
 		}
 	}
 	// Renew's status and (cleaned) note, once it changed.
@@ -197,7 +199,7 @@ collect:
 	// The context ends: deregister, and Register returns nil.
 	cancel()
 	bye := nextReg(t, msgs, contract.OpDeregister, waitFor)
-	if bye.Name != "vision" || bye.Service != "" || bye.Status != "" {
+	if bye.Name != "vision" || bye.Identity.Serial != "V1-0042" || bye.Status != "" {
 		t.Errorf("deregister message %+v", bye.SelfRegistration)
 	}
 	select {
