@@ -59,7 +59,7 @@ FUZZ_TARGETS := \
 	./protocols/modbus:FuzzMBAPHeader ./contract:FuzzInstanceTopic ./contract:FuzzDecodeRecord \
 	./protocols/mdns:FuzzParseTXT ./protocols/mdns:FuzzResponse ./contract:FuzzVerify \
 	./gateway/config:FuzzParse ./internal/yamlx:FuzzDecode ./devices:FuzzCleanString ./devices:FuzzParseProfile \
-	./gateway/router:FuzzHandle ./gateway/dnsserver:FuzzAnswer
+	./gateway/router:FuzzHandle ./gateway/dnsserver:FuzzAnswer ./protocols/sparkplug:FuzzDecode
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \

@@ -31,6 +31,7 @@ import (
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/gateway/dnsserver"
+	"github.com/rollcall-edge/rollcall/gateway/edgenode"
 	"github.com/rollcall-edge/rollcall/gateway/httpapi"
 	"github.com/rollcall-edge/rollcall/gateway/metrics"
 	"github.com/rollcall-edge/rollcall/gateway/router"
@@ -255,8 +256,9 @@ type parts struct {
 	dns     *dnsserver.Server // the DNS interface; nil when off
 	dnsPC   net.PacketConn    // its UDP socket and TCP listener until run hands them over
 	dnsLn   net.Listener
-	self    *selfReg     // self-registrations (MQTT and HTTP)
-	maint   *maintenance // maintenance and its file
+	self    *selfReg           // self-registrations (MQTT and HTTP)
+	edge    *edgenode.EdgeNode // the Sparkplug B export; nil when off
+	maint   *maintenance       // maintenance and its file
 	// withdraw ends the run with a cause (set by Run before run starts); see
 	// onForeignOnline.
 	withdraw context.CancelCauseFunc
@@ -386,6 +388,9 @@ func (g *Gateway) build() (*parts, error) {
 	if err != nil {
 		return p, err
 	}
+	if err := g.buildEdgeNode(p); err != nil {
+		return p, err
+	}
 
 	if cfg.HTTP.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -447,6 +452,31 @@ func (g *Gateway) build() (*parts, error) {
 		return p, err
 	}
 	return p, nil
+}
+
+// buildEdgeNode makes the Sparkplug B edge node (sparkplug), on the gateway's brokers
+// with its credentials, when configured.
+func (g *Gateway) buildEdgeNode(p *parts) error {
+	sp := g.cfg.Sparkplug
+	if sp.GroupID == "" {
+		return nil
+	}
+	po := p.pubOpts
+	brokers := po.Brokers
+	if len(brokers) == 0 {
+		brokers = []string{po.BrokerURL}
+	}
+	e, err := edgenode.New(edgenode.Options{
+		Group: sp.GroupID, Node: sp.EdgeNodeID, PrimaryHost: sp.PrimaryHostID,
+		Brokers: brokers, ClientID: po.ClientID + "-sparkplug", Username: po.Username, Password: po.Password, TLSConfig: po.TLSConfig,
+		StateDir: g.cfg.Gateway.StateDir, Snapshot: g.reg.Snapshot, Epoch: g.epoch, Version: g.version,
+		Logger: g.log.With("component", "sparkplug"),
+	})
+	if err != nil {
+		return err
+	}
+	p.edge = e
+	return nil
 }
 
 // admin is the HTTP API's write side (http.admin_token_file): maintenance, and
@@ -622,6 +652,9 @@ func (g *Gateway) newRegistry(p *parts) *registry.Registry {
 			}
 			p.mx.Event(ev)
 			p.hub.Publish(ev)
+			if p.edge != nil {
+				p.edge.Event(ev)
+			}
 			if ev.Transition {
 				status := string(ev.Record.Status)
 				if ev.Kind == registry.Deregister {
@@ -714,6 +747,10 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 		}()
 	}
 	runTargetChecks(ctx, &busWG, cfg, g.reg, g.log)
+	if p.edge != nil {
+		busWG.Add(1)
+		go func() { defer busWG.Done(); _ = p.edge.Run(ctx) }()
+	}
 	if cfg.SelfRegistration.MQTT {
 		busWG.Add(1)
 		go func() { defer busWG.Done(); p.self.runMQTT(ctx, p.pubOpts) }()
@@ -916,6 +953,16 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 	// consumer's sync topic; it may read everything.
 	self := embedded.User{Username: "rollcall-gateway-" + gw, Password: hex.EncodeToString(pw),
 		Read: append(slices.Clone(own), topics.ReadAllFilter()), Write: append(slices.Clone(own), ownSync), Unlimited: true}
+	// The Sparkplug B edge node (sparkplug): it writes its node's topics (births, data,
+	// deaths, its will) and reads its commands and the primary host's STATE; configured
+	// users (host applications) may read all of Sparkplug and send commands and STATE.
+	var spRead, spWrite []string
+	if sp := cfg.Sparkplug; sp.GroupID != "" {
+		node := func(t string) string { return "spBv1.0/" + sp.GroupID + "/" + t + "/" + sp.EdgeNodeID }
+		self.Write = append(self.Write, "spBv1.0/"+sp.GroupID+"/+/"+sp.EdgeNodeID, "spBv1.0/"+sp.GroupID+"/+/"+sp.EdgeNodeID+"/+")
+		self.Read = append(self.Read, node("NCMD"), "spBv1.0/STATE/+")
+		spRead, spWrite = []string{"spBv1.0/#"}, []string{node("NCMD"), "spBv1.0/" + sp.GroupID + "/DCMD/" + sp.EdgeNodeID + "/+", "spBv1.0/STATE/+"}
+	}
 	o := embedded.AccessOptions{Users: []embedded.User{self}}
 	for i, u := range cfg.MQTT.EmbeddedAuth.Users {
 		pass, err := readSecret(fmt.Sprintf("mqtt.embedded_auth.users[%d]", i), u.PasswordFile, u.PasswordEnv)
@@ -924,10 +971,11 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 		}
 		eu := embedded.User{Username: u.Username, Password: pass, Read: u.Read, Write: u.Write}
 		if eu.Read == nil {
-			eu.Read = []string{topics.ReadAllFilter()}
+			eu.Read = append([]string{topics.ReadAllFilter()}, spRead...)
 		}
 		if eu.Write == nil {
 			eu.Write = []string{ownSync}
+			eu.Write = append(eu.Write, spWrite...)
 			if cfg.SelfRegistration.MQTT {
 				// Its own register topic: the client id level is the owner of what it registers.
 				eu.Write = append(eu.Write, topics.Register(cfg.Gateway.ID, "x")[:len(topics.Register(cfg.Gateway.ID, "x"))-1]+embedded.ClientIDPattern)

@@ -29,6 +29,7 @@ import (
 	"github.com/rollcall-edge/rollcall/internal/yamlx"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
+	"github.com/rollcall-edge/rollcall/protocols/sparkplug"
 )
 
 // Config is the whole gateway configuration.
@@ -47,6 +48,9 @@ type Config struct {
 	DNS DNS `yaml:"dns"`
 	// SelfRegistration lets modules register themselves (off by default).
 	SelfRegistration SelfRegistration `yaml:"self_registration"`
+	// Sparkplug exports the catalog as a Sparkplug B edge node (off unless group_id is
+	// set).
+	Sparkplug Sparkplug `yaml:"sparkplug"`
 
 	warnings []string // see Warnings
 }
@@ -280,6 +284,19 @@ type TargetCheck struct {
 	// Timeout of one run; a script still running then is killed with its children.
 	// Default 5 s; 10 ms–10 min, at most Interval.
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Sparkplug configures the Sparkplug B 3.0 export (gateway/edgenode): the gateway is an
+// edge node on its MQTT broker(s), each live instance a device. Off unless GroupID is
+// set.
+type Sparkplug struct {
+	// GroupID is the Sparkplug group id (a topic level: no '/', '+' or '#').
+	GroupID string `yaml:"group_id"`
+	// EdgeNodeID is the edge node id. Default: gateway.id.
+	EdgeNodeID string `yaml:"edge_node_id"`
+	// PrimaryHostID, if set, makes births wait for that host application's STATE to say
+	// online, and a new session start when it goes offline.
+	PrimaryHostID string `yaml:"primary_host_id"`
 }
 
 // SelfRegistration lets modules register themselves (docs/contract.md,
@@ -596,6 +613,9 @@ func (c *Config) applyDefaults(doc *yamlx.Doc) {
 	setDuration("health.status_lease", &h.StatusLease, 5*time.Second)
 	setDuration("health.instance_lease", &h.InstanceLease, 3*h.RefreshInterval)
 	setInt("self_registration.max_instances", &c.SelfRegistration.MaxInstances, 256)
+	if c.Sparkplug.GroupID != "" && c.Sparkplug.EdgeNodeID == "" {
+		c.Sparkplug.EdgeNodeID = c.Gateway.ID
+	}
 	for i := range c.Discovery.TCP {
 		t := &c.Discovery.TCP[i]
 		key := fmt.Sprintf("discovery.tcp[%d].", i)
@@ -741,6 +761,7 @@ func (c *Config) validate(doc *yamlx.Doc) error {
 	c.validateModbusServer(bad, warn)
 	c.validateDNS(bad, warn)
 	c.validateSelfRegistration(bad)
+	c.validateSparkplug(doc, bad)
 	if pu := c.Metrics.PerUnit; pu != "auto" && pu != "true" && pu != "false" {
 		bad("metrics.per_unit", "expected auto, true or false (per-unit series in /metrics), got %q", pu)
 	}
@@ -1096,6 +1117,28 @@ func (c *Config) validateTargetChecks(bad func(key, format string, args ...any),
 		inRange(bad, k+".timeout", ck.Timeout, scriptTimeout)
 		if ck.Timeout > ck.Interval {
 			bad(k+".timeout", "%v is longer than the interval %v: runs would overlap", ck.Timeout, ck.Interval)
+		}
+	}
+}
+
+// validateSparkplug checks the sparkplug section: ids are Sparkplug ids
+// (sparkplug.ValidID); keys other than group_id need it.
+func (c *Config) validateSparkplug(doc *yamlx.Doc, bad func(key, format string, args ...any)) {
+	sp := c.Sparkplug
+	if sp.GroupID == "" {
+		if doc.Has("sparkplug.edge_node_id") || doc.Has("sparkplug.primary_host_id") {
+			bad("sparkplug", "group_id is required to turn the Sparkplug B export on")
+		}
+		return
+	}
+	for key, v := range map[string]string{"group_id": sp.GroupID, "edge_node_id": sp.EdgeNodeID} {
+		if err := sparkplug.ValidID(v); err != nil {
+			bad("sparkplug."+key, "%v", err)
+		}
+	}
+	if sp.PrimaryHostID != "" {
+		if err := sparkplug.ValidID(sp.PrimaryHostID); err != nil {
+			bad("sparkplug.primary_host_id", "%v", err)
 		}
 	}
 }

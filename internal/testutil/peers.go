@@ -1,10 +1,12 @@
 package testutil
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,4 +79,18 @@ func Dig(t testing.TB, dig, addr, name, qtype string) []string {
 		}
 	}
 	return lines
+}
+
+// ProtocDecode decodes payload as message msg of the .proto file proto with protoc
+// --decode (protobuf-compiler), a decoder that is not rollcall's, and returns its text
+// format output; it fails the test when protoc fails.
+func ProtocDecode(t testing.TB, protoc, proto, msg string, payload []byte) string {
+	t.Helper()
+	cmd := exec.Command(protoc, "--decode="+msg, "--proto_path="+filepath.Dir(proto), filepath.Base(proto))
+	cmd.Stdin = bytes.NewReader(payload)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("protoc --decode=%s: %v\n%s", msg, err, out)
+	}
+	return string(out)
 }

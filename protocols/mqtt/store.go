@@ -77,12 +77,7 @@ func (s *trackingStore) Put(key string, m packets.ControlPacket) {
 // Get returns the stored packet; a PUBLISH is returned as a shallow copy (see the type
 // comment).
 func (s *trackingStore) Get(key string) packets.ControlPacket {
-	m := s.inner.Get(key)
-	if p, ok := m.(*packets.PublishPacket); ok {
-		cp := *p
-		return &cp
-	}
-	return m
+	return CopyStore{s.inner}.Get(key)
 }
 
 // All implements paho.Store.
@@ -128,4 +123,26 @@ func (s *trackingStore) removeLocked(key string) {
 func (s *trackingStore) broadcastLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// CopyStore is paho's OrderedMemoryStore whose Get returns PUBLISH packets as shallow
+// copies: paho v1.5.1's resume() sets Dup on the packet Get returns while the comms
+// goroutine may be writing the stored one (a data race in paho, see trackingStore). A
+// client that publishes at QoS 1 and reconnects needs it; the Publisher's trackingStore
+// does the same.
+type CopyStore struct{ *paho.OrderedMemoryStore }
+
+var _ paho.Store = CopyStore{}
+
+// NewCopyStore returns an empty CopyStore (pass it to paho's SetStore).
+func NewCopyStore() CopyStore { return CopyStore{paho.NewOrderedMemoryStore()} }
+
+// Get implements paho.Store: a PUBLISH is returned as a shallow copy.
+func (s CopyStore) Get(key string) packets.ControlPacket {
+	m := s.OrderedMemoryStore.Get(key)
+	if p, ok := m.(*packets.PublishPacket); ok {
+		cp := *p
+		return &cp
+	}
+	return m
 }
