@@ -491,6 +491,10 @@ func TestClonedGatewayID(t *testing.T) {
 	}
 	broker := mosquitto.Start(t)
 	leased := strings.Replace(lifecycleConfig, "deregister_critical_after: 1s}", "deregister_critical_after: 1s, status_lease: 2s}", 1)
+	// A fixed 250 ms reply timeout: the simulated drives run on the test's host, and a
+	// host busy with other work can hold a reply up past an adaptive timeout; a drive
+	// critical for that is not what this test is about.
+	leased = strings.Replace(leased, `units: "1-4"}`, `units: "1-4", timeout: 250ms, adaptive_timeout: false}`, 1)
 	a := rig.New(t)
 	a.StartSim(1, 2)
 	sub := subscribe(t, broker.URL())
