@@ -375,6 +375,16 @@ sparkplug: {group_id: plant1, primary_host_id: scada1}
 	if len(db) != 1 {
 		t.Errorf("DBIRTHs %v", keysOf(db))
 	}
+	// Offline but older than the online STATE (a stale death of an earlier host
+	// session): ignored (§5.12, termination-host-offline-timestamp).
+	state(false, ts-1)
+	select {
+	case m := <-host.msgs:
+		if m.typ == sparkplug.NDEATH {
+			t.Fatal("NDEATH after an offline STATE older than the online one")
+		}
+	case <-time.After(500 * time.Millisecond): // an absence: bounded wait, nothing may come
+	}
 	// Offline, as new: NDEATH from the edge node, a new session that waits.
 	state(false, ts+1)
 	death := host.next(t, 10*time.Second, "NDEATH after the primary host went offline", sparkplug.NDEATH)
