@@ -411,7 +411,7 @@ func (g *Gateway) build() (*parts, error) {
 			Plant:           plant,
 			Catalog:         g.reg.Snapshot,
 			Gateway:         func() contract.GatewayRecord { return gwRec },
-			Ready:           func() error { return g.ready(p.pub) },
+			Ready:           func() error { return g.ready(p) },
 			Metrics:         promhttp.HandlerFor(p.mx.Registry(), promhttp.HandlerOpts{}),
 			Events:          p.hub,
 			Admin:           admin,
@@ -881,7 +881,8 @@ func (g *Gateway) readBack(ctx context.Context, p *parts) error {
 
 // ready is nil when the gateway is ready (/readyz): started, not stopping, and the
 // publisher connected to the broker; else the reason.
-func (g *Gateway) ready(pub *mqtt.Publisher) error {
+func (g *Gateway) ready(p *parts) error {
+	pub := p.pub
 	select {
 	case <-g.started:
 	default:
@@ -892,6 +893,11 @@ func (g *Gateway) ready(pub *mqtt.Publisher) error {
 	}
 	if !pub.Connected() {
 		return errors.New("MQTT publisher not connected to the broker")
+	}
+	for _, m := range p.masters {
+		if err := m.openError(); err != nil {
+			return fmt.Errorf("bus %s: cannot open its serial port: %w", m.cfg.Name, err)
+		}
 	}
 	return nil
 }

@@ -100,6 +100,7 @@ type master struct {
 	relayBudget busBudget                     // bus time routed requests may still take (RTU: RelayShare, relayBurst)
 	relayCost   time.Duration                 // longest a routed request holds the master (set by begin)
 	client      atomic.Pointer[modbus.Client] // the open client, for routed requests on TCP; nil when closed
+	openErr     atomic.Pointer[string]        // why the port or endpoint cannot be opened now; nil when open or not tried
 	dir         *masterDir                    // where routed requests find the master by owner; nil: none
 }
 
@@ -209,6 +210,14 @@ func (m *master) begin(ctx context.Context) (modbus.Client, error) {
 	return client, nil
 }
 
+// openError returns why the master's port or endpoint cannot be opened now, or nil.
+func (m *master) openError() error {
+	if p := m.openErr.Load(); p != nil {
+		return errors.New(*p)
+	}
+	return nil
+}
+
 // end closes what begin opened; the master's devices no longer count as live, and its
 // routed requests, queued or to come, fail.
 func (m *master) end(client modbus.Client) {
@@ -217,6 +226,9 @@ func (m *master) end(client modbus.Client) {
 	}
 	m.client.Store(nil)
 	m.live.Store(0)
+	if m.cfg.Baud > 0 {
+		m.metrics.BusUp(m.cfg.Name, false)
+	}
 	_ = client.Close()
 	m.stats.Close()
 	m.failRelays(modbus.ErrClosed)
@@ -279,7 +291,16 @@ func (m *master) openRetry(ctx context.Context) (modbus.Client, error) {
 			if last != "" {
 				m.log.Info("opened after retrying")
 			}
+			m.openErr.Store(nil)
+			if m.cfg.Baud > 0 {
+				m.metrics.BusUp(m.cfg.Name, true)
+			}
 			return c, nil
+		}
+		msg := err.Error()
+		m.openErr.Store(&msg)
+		if m.cfg.Baud > 0 {
+			m.metrics.BusUp(m.cfg.Name, false)
 		}
 		level := slog.LevelDebug
 		if err.Error() != last {

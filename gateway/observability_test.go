@@ -446,3 +446,34 @@ func TestLogsAtDefaultLevel(t *testing.T) {
 		}
 	}
 }
+
+// TestBusDown: a configured serial bus whose device is missing makes /readyz answer 503
+// naming the bus, and rollcall_bus_up 0; once the device appears the bus opens (the
+// master retries), /readyz is 200 and rollcall_bus_up 1.
+func TestBusDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h := rig.New(t)
+	g := h.StartGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
+http: {listen: "127.0.0.1:0"}
+`)
+	base := "http://" + g.HTTPAddr()
+	testutil.EventuallyValue(t, 10*time.Second, "/readyz 503 naming bus1", func() (string, bool) {
+		code, body := httpGet(t, base+"/readyz")
+		return body, code == 503 && strings.Contains(body, "bus bus1")
+	})
+	if v, ok := scrape(t, base+"/metrics")[`rollcall_bus_up{master="bus1"}`]; !ok || v != 0 {
+		t.Errorf("rollcall_bus_up of the missing bus = %v (present %v), want 0", v, ok)
+	}
+	h.StartSim(1) // the device appears at $LINK
+	testutil.EventuallyValue(t, 30*time.Second, "/readyz 200 once the bus opened", func() (string, bool) {
+		code, body := httpGet(t, base+"/readyz")
+		return body, code == 200
+	})
+	if v := scrape(t, base+"/metrics")[`rollcall_bus_up{master="bus1"}`]; v != 1 {
+		t.Errorf("rollcall_bus_up of the open bus = %v, want 1", v)
+	}
+}

@@ -91,6 +91,7 @@ type Metrics struct {
 	transitions     *prometheus.CounterVec // from, to
 	instances       *prometheus.GaugeVec   // status
 	unregistrable   *prometheus.CounterVec // master, reason
+	busUp           *prometheus.GaugeVec   // master
 
 	mu             sync.Mutex
 	publishLatency prometheus.Histogram
@@ -132,6 +133,10 @@ func New(o Options) *Metrics {
 			Name: "rollcall_instances",
 			Help: "Live instances of this gateway by status.",
 		}, []string{"status"}),
+		busUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rollcall_bus_up",
+			Help: "1 while the configured RS-485 bus's serial port is open, 0 while it cannot be opened (missing device, another master holds it).",
+		}, []string{"master"}),
 		unregistrable: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rollcall_unregistrable_devices_total",
 			Help: "Devices that answered the sweep but could not be registered, by master and reason " +
@@ -164,10 +169,20 @@ func New(o Options) *Metrics {
 			"a broker outage counts in full.",
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	})
-	m.reg.MustRegister(m.publishLatency, m.registrations, m.deregistrations, m.transitions, m.instances, m.unregistrable,
+	m.reg.MustRegister(m.publishLatency, m.registrations, m.deregistrations, m.transitions, m.instances, m.unregistrable, m.busUp,
 		info, epoch, masterCollector{m, newMasterDescs()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// BusUp sets rollcall_bus_up of the configured bus name: whether its serial port is
+// open.
+func (m *Metrics) BusUp(name string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.busUp.WithLabelValues(name).Set(v)
 }
 
 // Devices is the number of devices (units registered on open masters) the gateway's
