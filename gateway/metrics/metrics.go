@@ -92,6 +92,9 @@ type Metrics struct {
 	instances       *prometheus.GaugeVec   // status
 	unregistrable   *prometheus.CounterVec // master, reason
 	busUp           *prometheus.GaugeVec   // master
+	detections      prometheus.Counter
+	overBudget      prometheus.Counter
+	detectSeconds   prometheus.Histogram
 
 	mu             sync.Mutex
 	publishLatency prometheus.Histogram
@@ -133,6 +136,19 @@ func New(o Options) *Metrics {
 			Name: "rollcall_instances",
 			Help: "Live instances of this gateway by status.",
 		}, []string{"status"}),
+		detections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollcall_detections_total",
+			Help: "Instances that went critical (a death detected).",
+		}),
+		overBudget: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rollcall_detections_over_budget_total",
+			Help: "Deaths detected later than the instance's published detect_budget_ms: from its last answered poll to critical took longer than the budget, which bounds it.",
+		}),
+		detectSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "rollcall_detection_seconds",
+			Help:    "From an instance's last answered poll to its critical status: an upper bound of each death's detection time.",
+			Buckets: []float64{.05, .1, .2, .3, .5, .75, 1, 2, 5, 10, 30, 60},
+		}),
 		busUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "rollcall_bus_up",
 			Help: "1 while the configured RS-485 bus's serial port is open, 0 while it cannot be opened (missing device, another master holds it).",
@@ -170,6 +186,7 @@ func New(o Options) *Metrics {
 		Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	})
 	m.reg.MustRegister(m.publishLatency, m.registrations, m.deregistrations, m.transitions, m.instances, m.unregistrable, m.busUp,
+		m.detections, m.overBudget, m.detectSeconds,
 		info, epoch, masterCollector{m, newMasterDescs()},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -305,6 +322,9 @@ func (m *Metrics) Event(ev registry.Event) {
 			m.instances.WithLabelValues(string(rec.Status)).Inc()
 		case prev.status != rec.Status:
 			m.transitions.WithLabelValues(string(prev.status), string(rec.Status)).Inc()
+			if rec.Status == contract.Critical && !rec.LastSeen.IsZero() {
+				m.detected(rec)
+			}
 			m.instances.WithLabelValues(string(prev.status)).Dec()
 			m.instances.WithLabelValues(string(rec.Status)).Inc()
 		}
@@ -315,6 +335,19 @@ func (m *Metrics) Event(ev registry.Event) {
 		m.statuses[rec.ID] = instStatus{status: prev.status, revision: rec.Revision} // kept: later stale upserts are ignored
 		m.deregistrations.Inc()
 		m.instances.WithLabelValues(string(prev.status)).Dec()
+	}
+}
+
+// detected counts a death detected in rec (a transition to critical): the time from
+// its last answered poll to its critical status bounds the detection time from above
+// (the device died after it last answered), so a value over detect_budget_ms proves the
+// budget broken.
+func (m *Metrics) detected(rec contract.Record) {
+	d := rec.StatusSince.Sub(rec.LastSeen.Time)
+	m.detections.Inc()
+	m.detectSeconds.Observe(d.Seconds())
+	if b := rec.Check.DetectBudgetMS; b > 0 && d > time.Duration(b)*time.Millisecond {
+		m.overBudget.Inc()
 	}
 }
 

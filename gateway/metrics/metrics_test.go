@@ -104,6 +104,30 @@ func TestCatalogEvents(t *testing.T) {
 	}
 }
 
+// TestDetections: a transition to critical counts a detection, observed as the time
+// from the last answered poll to critical; over the published detect budget it is
+// counted as over budget.
+func TestDetections(t *testing.T) {
+	m := New(Options{Gateway: "gw", Epoch: 2})
+	t0 := time.Unix(1_800_000_000, 0)
+	crit := func(id string, rev int64, took time.Duration) {
+		r := rec(id, contract.Critical, rev)
+		r.LastSeen = contract.Time{Time: t0}
+		r.StatusSince = contract.Time{Time: t0.Add(took)}
+		r.Check.DetectBudgetMS = 1000
+		m.Event(registry.Event{Kind: registry.Upsert, Record: r, Transition: true})
+	}
+	m.Event(registry.Event{Kind: registry.Upsert, Record: rec("a", contract.Passing, 1), Transition: true})
+	m.Event(registry.Event{Kind: registry.Upsert, Record: rec("b", contract.Passing, 1), Transition: true})
+	crit("a", 2, 400*time.Millisecond)
+	crit("b", 2, 1500*time.Millisecond)
+	expect(t, series(t, m), map[string]float64{
+		`rollcall_detections_total`:             2,
+		`rollcall_detections_over_budget_total`: 1,
+		`rollcall_detection_seconds_count`:      2,
+	})
+}
+
 // TestPollOutcomes: rollcall_polls_total counts the outcome the producer of the
 // observation classified (devices.Classify for Modbus polls), with one series per
 // outcome label from the start; the error itself is not looked at again.
