@@ -9,3 +9,9 @@ import "embed"
 //
 //go:embed profiles/*.yaml
 var Profiles embed.FS
+
+// GatewaySample is configs/gateway.yaml, the commented sample gateway config that
+// `rollcall config sample` prints.
+//
+//go:embed gateway.yaml
+var GatewaySample []byte

@@ -11,6 +11,8 @@
 //	rollcall scan    --device PATH --baud N [--units 1-247] [--json]
 //	rollcall key     [--config FILE]
 //	rollcall maint   ID --reason TEXT [--until TIME] | --off --token-file FILE
+//	rollcall check   --config FILE [--broker]
+//	rollcall config
 //	rollcall version
 package main
 
@@ -65,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdKey(ctx, args[1:], stdout, stderr)
 	case "maint":
 		err = cmdMaint(ctx, args[1:], stdout, stderr)
+	case "check":
+		err = cmdCheck(ctx, args[1:], stdout, stderr)
+	case "config":
+		err = cmdConfig(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "rollcall", version)
 	case "help", "-h", "--help":
@@ -77,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, errNoneFound):
+	case errors.Is(err, errNoneFound), errors.Is(err, errProblems):
 		return 1
 	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
 		if !errors.Is(err, flag.ErrHelp) && err.Error() != errUsage.Error() {
@@ -103,6 +109,9 @@ func usage(w io.Writer) {
   rollcall key [--config FILE]       print the gateway's public signing key (a trusted-keys line)
   rollcall maint ID --reason TEXT [--until TIME] | --off  [--gateway URL] --token-file FILE
                                      put an instance into maintenance, or end it
+  rollcall check --config FILE [--broker]
+                                     check a config before starting: every problem, file:line:key
+  rollcall config                    print the commented sample config
   rollcall version                   print the version
 `)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 	"go.uber.org/goleak"
@@ -363,4 +365,68 @@ http: {listen: "127.0.0.1:0", admin_token_file: `+tokFile+`}
 		t.Fatalf("maint --off: exit %d, %q, %q", code, out, errs)
 	}
 	rig.WaitCatalog(t, g, 10*time.Second, "passing again", rig.StatusIs(id, contract.Passing))
+}
+
+// TestCheck runs `rollcall check`: every problem of a config in one run, each with
+// file:line:column and key (a rule violation, an unreadable password file, a missing
+// serial device, an unreachable broker with --broker), exit 1; a fit config, exit 0;
+// a usage error, exit 2. `rollcall config` prints the commented sample, which loads.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	dev := filepath.Join(dir, "ttyUSB0")
+	if err := os.WriteFile(dev, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	check := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"check"}, args...), &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	good := write("good.yaml", "gateway: {id: gw1}\ndiscovery:\n  serial: [{name: bus1, device: "+dev+", baud: 115200}]\n")
+	if code, out := check("--config", good); code != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("check of a fit config: exit %d\n%s", code, out)
+	}
+	bad := write("bad.yaml", `gateway: {id: gw1}
+mqtt: {broker: "tcp://`+closed+`", password_file: `+filepath.Join(dir, "nope.pw")+`}
+discovery:
+  serial: [{name: bus1, device: `+filepath.Join(dir, "ttyUSB9")+`, baud: fast}]
+health: {poll_intervall: 1s}
+`)
+	code, out := check("--config", bad, "--broker")
+	for _, want := range []string{
+		"bad.yaml:2:", "mqtt.password_file: cannot be read",
+		"bad.yaml:4:", "discovery.serial[0].baud",
+		"bad.yaml:5:", "poll_intervall",
+		"broker tcp://" + closed + ": cannot be reached",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check of a bad config: no %q in\n%s", want, out)
+		}
+	}
+	if code != 1 {
+		t.Errorf("check of a bad config: exit %d, want 1", code)
+	}
+	if code, _ := check(); code != 2 {
+		t.Errorf("check without --config: exit %d, want 2", code)
+	}
+	var sample bytes.Buffer
+	if code := run([]string{"config"}, &sample, io.Discard); code != 0 {
+		t.Fatalf("config: exit %d", code)
+	}
+	if _, err := config.Parse("sample.yaml", sample.Bytes()); err != nil {
+		t.Errorf("the sample printed by rollcall config does not load: %v", err)
+	}
 }

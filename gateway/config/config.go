@@ -553,16 +553,78 @@ func (c *Config) Warnings() []string {
 // is parsed. The serial device paths are resolved (filepath.EvalSymlinks) to find two
 // buses on one device; nothing else is read from the system.
 func Parse(file string, data []byte) (*Config, error) {
+	c, _, err := parse(file, data)
+	return c, err
+}
+
+// parse is Parse, also returning the decoded document (nil for malformed YAML) and,
+// with an error, the config as far as it was decoded.
+func parse(file string, data []byte) (*Config, *yamlx.Doc, error) {
 	var c Config
 	doc, err := yamlx.Decode(file, data, &c)
 	if doc == nil { // malformed YAML
-		return nil, err
+		return nil, nil, err
 	}
 	c.applyDefaults(doc)
 	if err := yamlx.Join(err, c.validate(doc)); err != nil {
-		return nil, err
+		return &c, doc, err
 	}
-	return &c, nil
+	return &c, doc, nil
+}
+
+// Check is what `rollcall check` reports about the config file at path, beyond Load:
+// every rule violation (as Load), and then, on what the system holds now, whether each
+// file the config names can be read (password, TLS, trusted-keys, admin-token files,
+// profile directories) and each serial device exists. Every problem is a *yamlx.Error
+// naming file:line:column and the key, all joined in one error (nil when none); the
+// warnings are Config.Warnings. A file that cannot be read at all is one error. c is the
+// config as far as it could be decoded (nil when the YAML itself is malformed), for
+// further checks of what it names.
+func Check(path string) (c *Config, warnings []string, err error) {
+	data, err := yamlx.ReadFile(path, MaxConfigBytes, "a gateway config")
+	if err != nil {
+		return nil, nil, err
+	}
+	c, doc, perr := parse(path, data)
+	if doc == nil {
+		return nil, nil, perr
+	}
+	errs := []error{perr}
+	bad := func(key, format string, args ...any) { errs = append(errs, doc.Errorf(key, format, args...)) }
+	readable := func(key, file string) {
+		if file == "" {
+			return
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			bad(key, "cannot be read: %v", err)
+			return
+		}
+		f.Close()
+	}
+	readable("mqtt.password_file", c.MQTT.PasswordFile)
+	readable("mqtt.tls.ca_file", c.MQTT.TLS.CAFile)
+	readable("mqtt.tls.cert_file", c.MQTT.TLS.CertFile)
+	readable("mqtt.tls.key_file", c.MQTT.TLS.KeyFile)
+	for i, u := range c.MQTT.EmbeddedAuth.Users {
+		readable(fmt.Sprintf("mqtt.embedded_auth.users[%d].password_file", i), u.PasswordFile)
+	}
+	readable("http.trusted_keys", c.HTTP.TrustedKeys)
+	readable("http.admin_token_file", c.HTTP.AdminTokenFile)
+	for i, d := range c.Profiles.Dirs {
+		if st, err := os.Stat(d); err != nil || !st.IsDir() {
+			bad(fmt.Sprintf("profiles.dirs[%d]", i), "%q is not a directory that can be read (%v)", d, err)
+		}
+	}
+	for i, b := range c.Discovery.Serial {
+		if b.Device == "" {
+			continue
+		}
+		if _, err := os.Stat(b.Device); err != nil {
+			bad(fmt.Sprintf("discovery.serial[%d].device", i), "bus %s: %v (the gateway would wait for it, retrying)", b.Name, err)
+		}
+	}
+	return c, c.Warnings(), yamlx.Join(errs...)
 }
 
 // applyDefaults sets the default of every key that doc does not have (every key, for a
