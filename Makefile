@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export GORACE ?= atexit_sleep_ms=0
 
-.PHONY: build run test test-short bench fuzz lint dist clean plant nats-server
+.PHONY: build run test test-short bench fuzz lint dist clean plant nats-server check-packaging
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rollcall ./cmd/rollcall
@@ -34,6 +34,14 @@ test:
 
 test-short:
 	$(GO) test -count=1 -short ./...
+
+# The Prometheus rules (packaging/prometheus) and their unit tests, with promtool (Debian:
+# apt-get install -y prometheus); the metric names of the rules and of the Grafana dashboard
+# (packaging/grafana) are checked against gateway/metrics by go test ./packaging/.
+check-packaging:
+	promtool check rules packaging/prometheus/rollcall.rules.yml
+	promtool test rules packaging/prometheus/rollcall.rules.test.yml
+	$(GO) test -count=1 ./packaging/
 
 # Go micro-benchmarks, then the figures of issue 4 against their floors (cmd/rollcall-bench:
 # needs Mosquitto; about 2–3 minutes). BENCHFLAGS=-quick for a smoke run, e.g.
