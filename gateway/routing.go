@@ -41,9 +41,11 @@ func (c *catalog) usable(rec *contract.Record, now time.Time) bool {
 // requests.
 func (c *catalog) Live(service string, meta map[string]string) []router.Target {
 	now := time.Now()
-	recs := c.reg.Select(service, func(rec *contract.Record) bool {
-		owner, ok := endpointOwner(rec.Endpoint)
-		return ok && hasMeta(rec.Meta, meta) && c.usable(rec, now) && c.dir.get(owner) != nil
+	recs := c.reg.Select(service, func(owner string, rec *contract.Record) bool {
+		// Only an instance that the master of its endpoint polls: a self-registered
+		// record naming a bus or a Modbus TCP endpoint is never routed to.
+		ep, ok := endpointOwner(rec.Endpoint)
+		return ok && ep == owner && hasMeta(rec.Meta, meta) && c.usable(rec, now) && c.dir.get(owner) != nil
 	})
 	out := make([]router.Target, len(recs))
 	for i, rec := range recs {
@@ -57,10 +59,13 @@ func (c *catalog) Live(service string, meta map[string]string) []router.Target {
 // endpoint (master.forward), for its unit ID.
 func (c *catalog) Forward(ctx context.Context, id string, pdu []byte) ([]byte, error) {
 	rec, ok := c.reg.Get(id)
+	owner, _ := c.reg.Owner(id)
 	if !ok {
 		return nil, fmt.Errorf("instance %s: deregistered: %w", id, modbus.ErrClosed)
 	}
-	owner, _ := endpointOwner(rec.Endpoint)
+	if ep, _ := endpointOwner(rec.Endpoint); ep != owner || rec.Endpoint.Unit < 0 || rec.Endpoint.Unit > 255 {
+		return nil, fmt.Errorf("instance %s: not polled by the master of its endpoint: %w", id, modbus.ErrClosed)
+	}
 	m := c.dir.get(owner)
 	if m == nil {
 		return nil, fmt.Errorf("instance %s: its master (%s) is closed: %w", id, owner, modbus.ErrClosed)
@@ -93,8 +98,9 @@ func (c *catalog) dnsInstances(routes []config.Route, advertise string, port int
 		switch ep.Transport {
 		case "modbus-rtu":
 			unit := routeFor(routes, &rec)
-			if unit == 0 || advertise == "" {
-				continue
+			owner, _ := c.reg.Owner(rec.ID)
+			if unit == 0 || advertise == "" || owner != rtuOwner(ep.Bus) {
+				continue // not routable (a self-registered record naming a bus is never routed to)
 			}
 			in.Host, in.Port, in.Unit = advertise, port, unit
 			in.Endpoint = fmt.Sprintf("modbus-rtu bus %s unit %d, through the Modbus TCP server as unit %d", ep.Bus, ep.Unit, unit)

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
+	"strings"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -39,7 +39,15 @@ type selfReg struct {
 	log     *slog.Logger
 }
 
-func selfOwner(client string) string { return "self:" + client }
+// selfOwnerPrefix starts the registry owner of every self-registered instance:
+// "self:mqtt:<client>" over MQTT, "self:http" over the HTTP API, so that an MQTT client
+// named http is not the HTTP API's owner.
+const selfOwnerPrefix = registry.SelfOwnerPrefix
+
+// Owners of self-registered instances.
+func mqttOwner(client string) string { return selfOwnerPrefix + "mqtt:" + client }
+
+const httpOwner = selfOwnerPrefix + "http"
 
 // runMQTT takes self-registrations on the gateway's register topics over a connection
 // of its own (client id <mqtt.client_id>-register, the gateway's credentials), until ctx
@@ -80,19 +88,19 @@ func (s *selfReg) onMessage(topic string, payload []byte) {
 		s.log.Warn("self-registration refused: not a JSON registration", "client", client, "err", err)
 		return
 	}
-	if _, err := s.apply(client, msg); err != nil {
+	if _, err := s.apply(client, mqttOwner(client), msg); err != nil {
 		s.log.Warn("self-registration refused", "client", client, "name", msg.Name, "op", msg.Op, "err", err)
 	}
 }
 
-// apply carries out one message of client. A renewal of an instance the gateway does
-// not know (it restarted) registers it when the message describes it (service, TTL).
-func (s *selfReg) apply(client string, msg contract.SelfRegistration) (contract.Record, error) {
+// apply carries out one message of client (whose instances belong to owner). A renewal
+// of an instance the gateway does not know (it restarted) registers it when the
+// message describes it (service, TTL).
+func (s *selfReg) apply(client, owner string, msg contract.SelfRegistration) (contract.Record, error) {
 	if err := msg.Check(); err != nil {
 		return contract.Record{}, err
 	}
 	id := contract.SelfInstanceID(msg.Identity, s.gateway, client, msg.Name)
-	owner := selfOwner(client)
 	now := time.Now()
 	switch msg.Op {
 	case contract.OpDeregister:
@@ -132,23 +140,23 @@ func ttlOf(msg contract.SelfRegistration) time.Duration {
 
 // count is the number of live self-registered instances.
 func (s *selfReg) count() int {
-	return len(s.reg.Select("", func(rec *contract.Record) bool { return slices.Contains(rec.DiscoveredBy, "self") }))
+	return len(s.reg.Select("", func(owner string, _ *contract.Record) bool { return strings.HasPrefix(owner, selfOwnerPrefix) }))
 }
 
 // admin returns the HTTP API's registration functions (client "http"), mapping the
 // registry's errors to the API's.
 func (s *selfReg) admin(a *httpapi.Admin) {
 	a.Register = func(msg contract.SelfRegistration) (contract.Record, error) {
-		return s.apply(httpClient, msg)
+		return s.apply(httpClient, httpOwner, msg)
 	}
 	a.Renew = func(id, status, note string) (contract.Record, error) {
 		if status != "" && status != contract.TTLPass && status != contract.TTLWarn && status != contract.TTLFail {
 			return contract.Record{}, fmt.Errorf("%w: status %q: expected pass, warn or fail", httpapi.ErrInvalid, status)
 		}
-		rec, err := s.reg.Renew(id, selfOwner(httpClient), 0, status, note, time.Now())
+		rec, err := s.reg.Renew(id, httpOwner, 0, status, note, time.Now())
 		return rec, apiError(err)
 	}
-	a.Deregister = func(id string) error { return apiError(s.reg.Deregister(id, selfOwner(httpClient))) }
+	a.Deregister = func(id string) error { return apiError(s.reg.Deregister(id, httpOwner)) }
 }
 
 // apiError maps the registry's errors to the HTTP API's (httpapi.ErrNotFound, ...).

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -175,6 +176,10 @@ func (r *Registry) Register(reg Registration, first Observation) (contract.Recor
 	if err := r.admitLocked(reg, ok && e.live); err != nil {
 		r.mu.Unlock()
 		return contract.Record{}, err
+	}
+	if ok && e.live && ownerConflict(e, reg.Owner) {
+		r.mu.Unlock()
+		return contract.Record{}, fmt.Errorf("%w: %s", ErrNotOwner, reg.ID)
 	}
 	transition := true
 	if ok && e.live && !e.adoptedAt.IsZero() {
@@ -714,6 +719,17 @@ func (r *Registry) maintOf(e *entry) *contract.MaintenanceInfo {
 // counters, and stays below 2^53 (exact in JSON/JavaScript numbers) for epochs < 2^21.
 func Revision(epoch, seq int64) int64 { return epoch<<32 + seq }
 
+// Owner returns the owner (Registration.Owner) of the live instance id.
+func (r *Registry) Owner(id string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.instances[id]
+	if !ok || !e.live {
+		return "", false
+	}
+	return e.reg.Owner, true
+}
+
 // Get returns the last record emitted for a live instance.
 func (r *Registry) Get(id string) (contract.Record, bool) {
 	r.mu.Lock()
@@ -742,10 +758,11 @@ func (r *Registry) Snapshot() []contract.Record {
 // Select returns the current record of every live instance of service ("": of every
 // service) for which keep returns true, sorted by id: Snapshot without copying the
 // records that are not kept, for a caller that asks often (a router picking an
-// instance per request). keep is called with the registry's lock held and a record
-// that shares the registry's maps: it must not keep or change them, nor call the
-// Registry. The records returned have their own copies.
-func (r *Registry) Select(service string, keep func(rec *contract.Record) bool) []contract.Record {
+// instance per request). keep gets the instance's owner (Registration.Owner) and a
+// record that shares the registry's maps; it is called with the registry's lock held:
+// it must not keep or change the record's maps, nor call the Registry. The records
+// returned have their own copies.
+func (r *Registry) Select(service string, keep func(owner string, rec *contract.Record) bool) []contract.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []contract.Record
@@ -753,7 +770,7 @@ func (r *Registry) Select(service string, keep func(rec *contract.Record) bool) 
 		if !e.live || (service != "" && e.reg.Service != service) {
 			continue
 		}
-		if rec := r.recordShared(e); keep(&rec) {
+		if rec := r.recordShared(e); keep(e.reg.Owner, &rec) {
 			out = append(out, ownCopy(rec))
 		}
 	}
@@ -829,19 +846,30 @@ var (
 	ErrNotOwner = errors.New("registry: the instance belongs to another owner")
 )
 
+// SelfOwnerPrefix starts the owner (Registration.Owner) of every self-registered
+// instance. An instance never changes hands between a self-registering client and a
+// poller of the gateway, nor between two clients (Register refuses with ErrNotOwner):
+// a client cannot take over a polled device's id, nor a poller a module's.
+const SelfOwnerPrefix = "self:"
+
+// ownerConflict reports whether a registration by owner may not take over the live
+// entry e. An adopted entry (no owner yet) was self-registered if its record said so.
+func ownerConflict(e *entry, owner string) bool {
+	newSelf := strings.HasPrefix(owner, SelfOwnerPrefix)
+	if !e.adoptedAt.IsZero() {
+		return slices.Contains(e.reg.DiscoveredBy, "self") != newSelf
+	}
+	cur := e.reg.Owner
+	return cur != owner && (newSelf || strings.HasPrefix(cur, SelfOwnerPrefix))
+}
+
 // RegisterSelf registers a self-registered instance (docs/contract.md,
 // "Self-registration"): its heartbeat is its renewals, ttl apart at most. status is
 // the first renewal's (contract.TTLPass, TTLWarn, TTLFail; "" is pass), note its note.
-// reg.Owner names the registering client ("self:<client>"): an id already live under
-// another owner is refused (ErrNotOwner), as are the caps of Register. A live instance
+// reg.Owner names the registering client (SelfOwnerPrefix + its name): an id already
+// live under another owner is refused (ErrNotOwner), as are the caps of Register. A live instance
 // of the same owner is updated (a client that registers again after a reconnection).
 func (r *Registry) RegisterSelf(reg Registration, ttl time.Duration, status, note string, now time.Time) (contract.Record, error) {
-	r.mu.Lock()
-	if e, ok := r.instances[reg.ID]; ok && e.live && e.adoptedAt.IsZero() && e.reg.Owner != reg.Owner {
-		r.mu.Unlock()
-		return contract.Record{}, fmt.Errorf("%w: %s", ErrNotOwner, reg.ID)
-	}
-	r.mu.Unlock()
 	first := Observation{At: now, Answered: true, Outcome: OutcomeOK}
 	if _, err := r.Register(reg, first); err != nil {
 		return contract.Record{}, err

@@ -524,7 +524,10 @@ func TestRegistrySelect(t *testing.T) {
 	other.Service = "vision"
 	r.Register(other, obs('o', 0))
 	seen := 0
-	got := r.Select("servo-drive", func(rec *contract.Record) bool {
+	got := r.Select("servo-drive", func(owner string, rec *contract.Record) bool {
+		if owner != "o" {
+			t.Errorf("keep got owner %q", owner)
+		}
 		seen++
 		if rec.Service != "servo-drive" {
 			t.Errorf("keep saw service %q", rec.Service)
@@ -538,7 +541,7 @@ func TestRegistrySelect(t *testing.T) {
 	if rec, _ := r.Get("a"); rec.Meta["axis"] != "a" {
 		t.Errorf("a selected record shares its meta with the registry: %v", rec.Meta)
 	}
-	if all := r.Select("", func(*contract.Record) bool { return true }); len(all) != 4 {
+	if all := r.Select("", func(string, *contract.Record) bool { return true }); len(all) != 4 {
 		t.Errorf("Select of every service: %d records, want 4", len(all))
 	}
 }

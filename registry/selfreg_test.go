@@ -165,3 +165,29 @@ func TestRegistryMaintenance(t *testing.T) {
 		t.Errorf("maintenance left: %v", m)
 	}
 }
+
+// TestRegistryOwnersDoNotMix: a self-registering client cannot take over a polled
+// device's id, nor a poller a self-registered id; pollers still move a device between
+// them (another address).
+func TestRegistryOwnersDoNotMix(t *testing.T) {
+	r := newTestRegistry(&recorder{})
+	r.Register(testReg("d1"), obs('o', 0))
+	if _, err := r.RegisterSelf(selfReg("d1", SelfOwnerPrefix+"mqtt:cam"), time.Second, "", "", t0); !errors.Is(err, ErrNotOwner) {
+		t.Errorf("self-registration of a polled id: %v, want ErrNotOwner", err)
+	}
+	if _, err := r.RegisterSelf(selfReg("m1", SelfOwnerPrefix+"mqtt:cam"), time.Second, "", "", t0); err != nil {
+		t.Fatal(err)
+	}
+	reg := testReg("m1")
+	if _, err := r.Register(reg, obs('o', 1)); !errors.Is(err, ErrNotOwner) {
+		t.Errorf("a poller registering a self-registered id: %v, want ErrNotOwner", err)
+	}
+	moved := testReg("d1")
+	moved.Owner = "o2"
+	if _, err := r.Register(moved, obs('o', 2)); err != nil {
+		t.Errorf("a device moving between pollers: %v", err)
+	}
+	if owner, _ := r.Owner("d1"); owner != "o2" {
+		t.Errorf("owner after the move: %q", owner)
+	}
+}
