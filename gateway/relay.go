@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/gateway/router"
@@ -29,12 +30,13 @@ var errSuspect = errors.New("the device missed its last poll and has not answere
 
 // relayReq is a routed request waiting for an RTU master.
 type relayReq struct {
-	ctx   context.Context // the client's request: past its end, it is not started
-	unit  byte
-	pdu   []byte
-	reply []byte
-	err   error
-	done  chan struct{} // closed once reply and err are set
+	ctx     context.Context // the client's request: past its end, it is not started
+	unit    byte
+	pdu     []byte
+	reply   []byte
+	err     error
+	started atomic.Bool   // the master began it: it reached the bus
+	done    chan struct{} // closed once reply and err are set
 }
 
 // forward runs a routed request on the master: on RTU through its queue, served by its
@@ -73,14 +75,19 @@ func (m *master) forward(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 	case <-r.done:
 		return r.reply, r.err
 	case <-ctx.Done():
+		if !r.started.Load() {
+			// It never reached the bus: busy, not a failure of the device (0x06).
+			return nil, fmt.Errorf("%s: %w (waited for the bus: %w)", m.cfg.Name, router.ErrBusy, context.Cause(ctx))
+		}
 		return nil, fmt.Errorf("%s: %w", m.cfg.Name, context.Cause(ctx))
 	}
 }
 
-// takeRelays moves the routed requests queued since the last step into m.relays
-// (the master's goroutine).
+// takeRelays moves the routed requests queued since the last step into m.relays (the
+// master's goroutine), at most maxRelayQueue in all: the rest stay in relayQ, which
+// then fills, and new requests get ErrBusy at once.
 func (m *master) takeRelays() {
-	for {
+	for len(m.relays) < maxRelayQueue {
 		select {
 		case r := <-m.relayQ:
 			m.relays = append(m.relays, r)
@@ -112,6 +119,7 @@ func (m *master) relay(c modbus.Client) {
 		close(r.done)
 		return
 	}
+	r.started.Store(true)
 	start := time.Now()
 	// The bus's timeout covers the slowest device: after it, only the resync the spec
 	// needs (modbus.WithResync), as for sweep probes.
@@ -119,6 +127,8 @@ func (m *master) relay(c modbus.Client) {
 	close(r.done)
 	now := time.Now()
 	m.stats.Relayed(now.Sub(start))
+	// A late reply (or the rest of one) may run into the next poll: not line noise.
+	m.failedTx = r.err != nil && !modbus.IsAnswer(r.err)
 	if r.err != nil && !modbus.IsAnswer(r.err) && r.ctx.Err() == nil && !errors.Is(r.err, modbus.ErrInvalidRequest) {
 		if d := m.known[int(r.unit)]; d != nil {
 			d.retry = true
@@ -158,7 +168,15 @@ func (b *busBudget) positiveAt(now time.Time, share float64) time.Time {
 
 // failRelays ends every routed request queued for the master with err (it closed).
 func (m *master) failRelays(err error) {
-	m.takeRelays()
+	for {
+		select {
+		case r := <-m.relayQ:
+			m.relays = append(m.relays, r)
+			continue
+		default:
+		}
+		break
+	}
 	for _, r := range m.relays {
 		r.err = fmt.Errorf("%s: %w", m.cfg.Name, err)
 		close(r.done)

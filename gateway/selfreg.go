@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -181,6 +182,7 @@ type maintenance struct {
 	reg  *registry.Registry
 	path string
 	log  *slog.Logger
+	mu   sync.Mutex // one change and its save at a time
 }
 
 // load applies the file's maintenance (if any) to the registry, skipping what has
@@ -209,7 +211,13 @@ func (m *maintenance) load(now time.Time) error {
 // set puts id in maintenance (info) or ends it (nil), persists it, and returns the
 // instance's record; an id that is not live is httpapi.ErrNotFound (nothing changes).
 func (m *maintenance) set(id string, info *contract.MaintenanceInfo) (contract.Record, error) {
-	if _, live := m.reg.Get(id); !live {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, live := m.reg.Get(id)
+	_, kept := m.reg.Maintenance()[id]
+	if !live && (info != nil || !kept) {
+		// Ending the maintenance of an id that is not live (a device gone for good) is
+		// allowed: it would otherwise stay in the file forever.
 		return contract.Record{}, fmt.Errorf("%w: %s (not a live instance of this gateway)", httpapi.ErrNotFound, id)
 	}
 	m.reg.SetMaintenance(id, info, time.Now())
@@ -225,17 +233,31 @@ func (m *maintenance) set(id string, info *contract.MaintenanceInfo) (contract.R
 	return rec, nil
 }
 
-// save writes the registry's maintenance to the file (a temporary file renamed over it).
+// save writes the registry's maintenance to the file: a new temporary file in the same
+// directory, synced, renamed over it (m.mu held), so a crash leaves the old file or the
+// new one, never a mix.
 func (m *maintenance) save() error {
 	b, err := json.MarshalIndent(m.reg.Maintenance(), "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := m.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(m.path), MaintenanceFile+".*.tmp")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, m.path)
+	defer os.Remove(f.Name()) // after a successful rename: nothing to remove
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), m.path)
 }
 
 func maintenancePath(stateDir string) string { return filepath.Join(stateDir, MaintenanceFile) }

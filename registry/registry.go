@@ -497,14 +497,16 @@ func (r *Registry) maintUntil(id string) bool {
 	return ok && !m.Until.IsZero()
 }
 
-// expiredLocked reports whether e has been critical for DeregisterCriticalAfter at now
-// (an adopted instance: since it was adopted, at least). An instance in maintenance
-// never is. r.mu held.
+// expiredLocked reports whether e's heartbeat (its poll, or its TTL renewals) has been
+// critical for DeregisterCriticalAfter at now (an adopted instance: since it was
+// adopted, at least). A configured check alone never deregisters an instance whose
+// heartbeat answers (its poller would register it again at once, and it would flap);
+// an instance in maintenance is never deregistered. r.mu held.
 func (r *Registry) expiredLocked(e *entry, now time.Time) bool {
-	if e.status != contract.Critical {
+	if _, inMaint := r.maint[e.reg.ID]; inMaint || e.health.Status != contract.Critical {
 		return false
 	}
-	since := e.since
+	since := e.health.Since
 	if !e.adoptedAt.IsZero() {
 		since = later(since, e.adoptedAt)
 	}
