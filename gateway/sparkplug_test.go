@@ -146,6 +146,11 @@ func (c *seqChecker) see(m spMsg) {
 	if m.p.Timestamp == nil {
 		c.t.Errorf("%s %s without a timestamp", m.typ, m.device)
 	}
+	for _, mt := range m.p.GetMetrics() {
+		if mt.Timestamp == nil && m.typ != sparkplug.DDEATH {
+			c.t.Errorf("%s %s: metric %s without a timestamp (§6.4.18–21)", m.typ, m.device, mt.GetName())
+		}
+	}
 	if m.qos != 0 && m.typ != sparkplug.NDEATH || m.retained {
 		c.t.Errorf("%s %s: QoS %d retained %v, want QoS 0 and not retained", m.typ, m.device, m.qos, m.retained)
 	}

@@ -102,6 +102,7 @@ type Registry struct {
 	opts Options
 
 	mu        sync.Mutex
+	sinkMu    sync.Mutex // held while the sink runs, taken before mu is released (unlockSink)
 	instances map[string]*entry
 	// timed holds the entries Tick must look at: held back by the publication limit,
 	// or adopted and not claimed yet. Entries that no longer qualify are dropped by
@@ -213,8 +214,7 @@ func (r *Registry) Register(reg Registration, first Observation) (contract.Recor
 	r.settleLocked(e, first.At)
 	rec := r.emitLocked(e, first.At)
 	e.take(first.At, r.opts.Policy)
-	r.mu.Unlock()
-	r.sink(Event{Kind: Upsert, Record: rec, Transition: transition})
+	r.unlockSink(Event{Kind: Upsert, Record: rec, Transition: transition})
 	return rec, nil
 }
 
@@ -298,8 +298,7 @@ func (r *Registry) publishLocked(e *entry, now time.Time, changed bool) {
 	transition = transition || e.heldTr
 	e.held, e.heldTr = false, false
 	rec := r.emitLocked(e, now)
-	r.mu.Unlock()
-	r.sink(Event{Kind: Upsert, Record: rec, Transition: transition})
+	r.unlockSink(Event{Kind: Upsert, Record: rec, Transition: transition})
 }
 
 // take takes a publication token at now, reporting false when the bucket is empty.
@@ -354,10 +353,7 @@ const MaxAdoptedRevision = 1<<53 - 1<<40
 func (r *Registry) Reconcile(recs []contract.Record, now time.Time) (adopted, clear []contract.Record) {
 	r.mu.Lock()
 	var bumped []contract.Record
-	defer func() {
-		r.mu.Unlock()
-		r.emitBumped(bumped)
-	}()
+	defer func() { r.unlockSink(bumpedEvents(bumped)...) }()
 	for _, rec := range recs {
 		if rec.Gateway != r.opts.Gateway || rec.ID == "" {
 			continue // another gateway's
@@ -415,8 +411,7 @@ func (r *Registry) Floor(recs []contract.Record, now time.Time) {
 		}
 		bumped = r.floorLocked(e, floor, now, bumped)
 	}
-	r.mu.Unlock()
-	r.emitBumped(bumped)
+	r.unlockSink(bumpedEvents(bumped)...)
 }
 
 // floorLocked raises e's revision to at least floor; a live instance already published
@@ -433,11 +428,13 @@ func (r *Registry) floorLocked(e *entry, floor int64, now time.Time, bumped []co
 	return bumped
 }
 
-// emitBumped sends the Upsert events of records floorLocked emitted again (r.mu not held).
-func (r *Registry) emitBumped(bumped []contract.Record) {
-	for _, rec := range bumped {
-		r.sink(Event{Kind: Upsert, Record: rec})
+// bumpedEvents are the Upsert events of records floorLocked emitted again.
+func bumpedEvents(bumped []contract.Record) []Event {
+	evs := make([]Event, len(bumped))
+	for i, rec := range bumped {
+		evs[i] = Event{Kind: Upsert, Record: rec}
 	}
+	return evs
 }
 
 // Tick advances time-driven transitions; the gateway calls it periodically (e.g. every
@@ -518,8 +515,7 @@ func (r *Registry) deregisterLocked(e *entry) {
 	e.live = false
 	e.seq++
 	rec := e.last
-	r.mu.Unlock()
-	r.sink(Event{Kind: Deregister, Record: rec, Transition: true})
+	r.unlockSink(Event{Kind: Deregister, Record: rec, Transition: true})
 }
 
 // settleLocked sets the status the record says (Maintenance while the id is in
@@ -613,8 +609,7 @@ func (r *Registry) SetCheck(id string, c contract.Check) {
 	}
 	e.reg.Check = c
 	rec := r.emitLocked(e, e.published)
-	r.mu.Unlock()
-	r.sink(Event{Kind: Upsert, Record: rec})
+	r.unlockSink(Event{Kind: Upsert, Record: rec})
 }
 
 // emitLocked builds the record of e for publication at now, bumping its revision.
@@ -778,6 +773,20 @@ func (r *Registry) Select(service string, keep func(owner string, rec *contract.
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// unlockSink releases r.mu and hands evs to the sink, in order. The sink lock is taken
+// before r.mu is released, so events reach the sink in the order the registry emitted
+// them, whichever goroutines emitted them (a renewal, a tick, a check, a poll of one
+// instance at once): a late Upsert can never follow its instance's Deregister. The sink
+// must not call the Registry (Options.Sink).
+func (r *Registry) unlockSink(evs ...Event) {
+	r.sinkMu.Lock()
+	r.mu.Unlock()
+	defer r.sinkMu.Unlock()
+	for _, ev := range evs {
+		r.sink(ev)
+	}
 }
 
 func (r *Registry) sink(ev Event) {

@@ -282,9 +282,16 @@ func (n *EdgeNode) session(ctx context.Context) bool {
 	}
 	st := c.SubscribeMultiple(subs, deliver)
 	if !waitToken(ctx, st) || st.Error() != nil {
-		n.log.Warn("sparkplug: cannot subscribe to NCMD/STATE", "err", st.Error())
+		n.log.Warn("sparkplug: cannot subscribe to NCMD/STATE; a new session follows", "err", st.Error())
 		c.Disconnect(0)
-		return true
+		return false
+	}
+	if refused, _ := mqtt.Refused(st); len(refused) > 0 {
+		// Without NCMD no rebirth request is heard; without STATE the primary host is
+		// never seen online (MQTT 3.1.1 §3.9.3: SUBACK 0x80, e.g. an ACL).
+		n.log.Error("sparkplug: the broker refused subscriptions; a new session follows", "filters", refused)
+		c.Disconnect(0)
+		return false
 	}
 	s := &sessionState{n: n, c: c, bdSeq: bd, devices: map[string]*device{}}
 	s.run(ctx, in, lost)
@@ -421,6 +428,12 @@ func (s *sessionState) publish(topic string, p *sparkplug.Payload) {
 	if p.Timestamp == nil {
 		ts := ms(time.Now())
 		p.Timestamp = &ts
+	}
+	// Every metric of a birth or data message carries a timestamp (§6.4.18–21).
+	for _, m := range p.Metrics {
+		if m.Timestamp == nil {
+			m.Timestamp = p.Timestamp
+		}
 	}
 	b, err := sparkplug.Encode(p)
 	if err != nil {
