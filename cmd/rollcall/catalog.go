@@ -120,7 +120,7 @@ func splitService(fs *flag.FlagSet, args []string) (string, error) {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		svc, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
 	if svc == "" && fs.NArg() > 0 {
@@ -200,7 +200,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cf consumerFlags
 	cf.register(fs)
 	service := fs.String("service", "", "only this service (default: all)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	var services []string

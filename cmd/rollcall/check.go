@@ -43,7 +43,7 @@ Flags:
 	}
 	path := fs.String("config", "", "gateway config file (required)")
 	broker := fs.Bool("broker", false, "also check that the MQTT broker(s) can be reached (TCP connect, 3 s)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *path == "" || fs.NArg() > 0 {
@@ -138,7 +138,7 @@ Example:
   rollcall config > gateway.yaml && rollcall check --config gateway.yaml
 `)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

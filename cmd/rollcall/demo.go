@@ -36,7 +36,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	poll := fs.Duration("poll", 100*time.Millisecond, "poll interval per drive")
 	noSchedule := fs.Bool("no-schedule", false, "keep every drive healthy (no scripted silence of the last bus drive)")
 	newLogger := logFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *drives < 1 || *drives > 16 {

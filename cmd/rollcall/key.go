@@ -36,7 +36,7 @@ Example:
 		fs.PrintDefaults()
 	}
 	cfgPath := fs.String("config", "", "gateway config file (YAML); default: the default config (state dir ./state)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/rollcall-edge/rollcall/gateway"
@@ -40,6 +41,23 @@ func main() {
 
 // errUsage marks command-line mistakes and connection errors: exit status 2.
 var errUsage = errors.New("usage")
+
+// errFlags marks a mistake in a command's flags, which the flag package has printed,
+// with the command's usage, already: exit status 2, nothing more printed.
+var errFlags = errors.New("flags")
+
+// parseFlags parses args with fs: flag.ErrHelp for -h/--help (the help is printed),
+// an error wrapping errFlags and errUsage for a mistake (printed with the usage).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		return flag.ErrHelp
+	}
+	return fmt.Errorf("%w: %w", errFlags, errUsage)
+}
 
 // errNoneFound: the command worked but found nothing live: exit status 1 (find, scan).
 var errNoneFound = errors.New("none found")
@@ -85,9 +103,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errNoneFound), errors.Is(err, errProblems):
 		return 1
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
-		if !errors.Is(err, flag.ErrHelp) && err.Error() != errUsage.Error() {
-			fmt.Fprintln(stderr, "rollcall:", err)
+	case errors.Is(err, flag.ErrHelp):
+		return 0 // the command's help was asked for, and printed
+	case errors.Is(err, errFlags):
+		return 2 // the flag package printed the mistake and the command's usage
+	case errors.Is(err, errUsage):
+		if msg := strings.TrimSuffix(err.Error(), ": "+errUsage.Error()); msg != errUsage.Error() {
+			fmt.Fprintln(stderr, "rollcall:", msg)
 		}
 		return 2
 	default:
@@ -141,7 +163,7 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "gateway config file (YAML); default: embedded broker on 127.0.0.1:1883, no buses, HTTP on "+config.DefaultHTTPListen)
 	newLogger := logFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

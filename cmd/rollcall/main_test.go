@@ -430,3 +430,30 @@ health: {poll_intervall: 1s}
 		t.Errorf("the sample printed by rollcall config does not load: %v", err)
 	}
 }
+
+// TestUsageErrors: a flag mistake exits 2 with the message printed once (no internal
+// marker in it), --help exits 0 on every command, and a malformed --meta is a usage
+// error (2), not "none live" (1).
+func TestUsageErrors(t *testing.T) {
+	for _, c := range []string{"gateway", "demo", "watch", "find", "scan", "key", "maint", "check", "config"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{c, "--help"}, &out, &errb); code != 0 {
+			t.Errorf("%s --help: exit %d, want 0", c, code)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		once string
+	}{
+		{[]string{"gateway", "--conifg", "x"}, "conifg"},
+		{[]string{"find", "servo-drive", "--meta", "axis"}, `invalid value "axis"`},
+		{[]string{"find"}, "usage: rollcall find"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tt.args, &out, &errb)
+		msg := errb.String()
+		if code != 2 || strings.Count(msg, tt.once) != 1 || strings.Contains(msg, ": usage") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q once, without an internal marker", tt.args, code, msg, tt.once)
+		}
+	}
+}

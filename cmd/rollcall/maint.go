@@ -48,7 +48,7 @@ Flags:
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		id, rest = args[0], args[1:]
 	}
-	if err := fs.Parse(rest); err != nil {
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
 	if id == "" && fs.NArg() > 0 {
