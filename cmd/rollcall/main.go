@@ -186,5 +186,17 @@ func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
 	if gateway.TuneGC(os.Getenv) {
 		log.Debug("garbage collector", "gogc", gateway.DefaultGCPercent)
 	}
+	// systemd readiness (Type=notify, packaging/systemd): ready once the gateway has
+	// started (broker listening, epoch bumped, buses being swept); stopping at the end.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-g.Started():
+			sdNotify("READY=1\nSTATUS=gateway " + cfg.Gateway.ID + " running")
+		case <-done:
+		}
+	}()
+	defer sdNotify("STOPPING=1")
 	return g.Run(ctx)
 }

@@ -457,3 +457,44 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayNotify: under systemd (Type=notify), `rollcall gateway` tells the service
+// manager READY=1 once started, and STOPPING=1 when it shuts down (sd_notify(3), read
+// here from the $NOTIFY_SOCKET datagram socket).
+func TestGatewayNotify(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	cfg := filepath.Join(dir, "gw.yaml")
+	if err := os.WriteFile(cfg, []byte("gateway: {id: notify-gw, state_dir: "+filepath.Join(dir, "state")+"}\n"+
+		"mqtt: {broker: embedded, embedded_listen: \"127.0.0.1:0\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cmdGateway(ctx, []string{"--config", cfg}, io.Discard) }()
+	read := func(want string) {
+		t.Helper()
+		buf := make([]byte, 512)
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := conn.Read(buf)
+		if err != nil || !strings.Contains(string(buf[:n]), want) {
+			t.Fatalf("notify socket: %q, %v; want %s", buf[:n], err, want)
+		}
+	}
+	read("READY=1")
+	cancel()
+	read("STOPPING=1")
+	if err := <-done; err != nil {
+		t.Errorf("gateway: %v", err)
+	}
+}
