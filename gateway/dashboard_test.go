@@ -88,6 +88,11 @@ http: {listen: "127.0.0.1:0"}
 	if err := br.eval(`document.getElementById("connection").textContent`, &conn); err != nil || conn != "Live" {
 		t.Errorf("connection indicator %q (%v)", conn, err)
 	}
+	// "Live" came only with the catalog on screen, never over an empty table.
+	var firstLive string
+	if err := br.eval(`document.body.dataset.firstLiveRows`, &firstLive); err != nil || firstLive != "4" {
+		t.Errorf("rows on screen when the page first said Live: %q (%v), want 4", firstLive, err)
+	}
 
 	// Drive 2 goes silent: its row turns critical by itself, and the others show
 	// passing while it is. (A bystander that a CPU-starved simulator left unanswered for

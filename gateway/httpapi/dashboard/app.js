@@ -50,7 +50,10 @@
     records.clear();
     removed.clear();
     for (const rec of list) records.set(rec.id, rec);
-    schedule();
+    // Drawn at once, not batched: the page says "Live" right after, and must not say it
+    // over an empty table.
+    clearTimeout(renderTimer);
+    render();
   }
 
   function metaFilter() {
@@ -194,6 +197,11 @@
     c.dataset.state = state;
     c.textContent = text;
     $("catalog").classList.toggle("stale", state !== "live");
+    // "Live" is said only once the catalog is on screen (after the snapshot); the rows
+    // shown at that moment are kept for the end-to-end test.
+    if (state === "live" && document.body.dataset.firstLiveRows === undefined) {
+      document.body.dataset.firstLiveRows = String(rows.children.length);
+    }
   }
 
   fetch("v1/gateway").then((r) => (r.ok ? r.json() : null)).then((g) => {
@@ -208,7 +216,7 @@
   let first = true;
   const connect = () => {
     const es = new EventSource("v1/events");
-    es.addEventListener("open", () => setConnection("live", "Live"));
+    es.addEventListener("open", () => setConnection("loading", "Connected, loading the catalog…"));
     es.addEventListener("error", () => {
       setConnection("lost", "Connection lost — reconnecting…");
       if (es.readyState === EventSource.CLOSED) setTimeout(connect, 10000);
