@@ -284,14 +284,21 @@ func (v *catalogView) print() {
 		if r.Endpoint.Transport == "modbus-rtu" {
 			where = fmt.Sprintf("%s/%d", r.Endpoint.Bus, r.Endpoint.Unit) // the device path is long and the same for all
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%d\n", r.ID, r.Service, r.Status, state,
-			where, strings.Join(r.DiscoveredBy, ","), r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), r.Revision)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", r.ID, r.Service, r.Status, state,
+			where, strings.Join(r.DiscoveredBy, ","), r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), revisionText(r.Revision))
 	}
 	if len(recs) == 0 {
 		fmt.Fprintln(tw, "(no instances yet)")
 	}
 	tw.Flush()
 	fmt.Fprintln(v.out)
+}
+
+// revisionText shows a record revision as a person reads it: "<epoch>.<n>", the
+// gateway's epoch and the instance's n-th publication in it (revision = epoch × 2^32 +
+// n, docs/contract.md "Implementation notes"), e.g. 4294967299 → "1.3".
+func revisionText(rev int64) string {
+	return fmt.Sprintf("%d.%d", rev>>32, rev&(1<<32-1))
 }
 
 func toInt(v any) int {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,10 @@ func TestDemo(t *testing.T) {
 		for _, line := range strings.Split(last, "\n") {
 			if f := strings.Fields(line); len(f) >= 3 {
 				status[f[0]] = f[2]
+				// The revision, last, as epoch.n (a person reads it), not 4294967297.
+				if strings.HasPrefix(f[0], "rollcall-") && !regexp.MustCompile(`^[0-9]+\.[0-9]+$`).MatchString(f[len(f)-1]) {
+					t.Errorf("demo row %q: revision %q, want <epoch>.<n>", line, f[len(f)-1])
+				}
 			}
 		}
 		for _, id := range demoDrives {
