@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/rollcall-edge/rollcall/protocols/dnsname"
+
 	"github.com/miekg/dns"
 
 	"github.com/rollcall-edge/rollcall/contract"
@@ -110,7 +112,7 @@ func (s *Server) resolve(m *dns.Msg, q dns.Question, limit int) {
 	}
 	zone := labels[len(labels)-nd:]
 	for i, l := range zone {
-		if lowerASCII(l) != s.labels[i] {
+		if dnsname.Fold(l) != s.labels[i] {
 			m.Rcode = dns.RcodeRefused
 			return
 		}
@@ -124,7 +126,7 @@ func (s *Server) resolve(m *dns.Msg, q dns.Question, limit int) {
 	apexAsked := strings.Join(zone, ".") + "."
 	rel := labels[:len(labels)-nd]
 	for i := range rel {
-		rel[i] = lowerASCII(rel[i])
+		rel[i] = dnsname.Fold(rel[i])
 	}
 	var r result
 	switch {
@@ -444,21 +446,4 @@ func txtString(raw string) string {
 		return raw
 	}
 	return strings.ReplaceAll(raw, `\`, `\\`)
-}
-
-// lowerASCII lower-cases ASCII letters only (RFC 4343 §2: DNS case folding is
-// ASCII only).
-func lowerASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if b[j] >= 'A' && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
 }

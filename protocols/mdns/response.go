@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/rollcall-edge/rollcall/protocols/dnsname"
+
 	"github.com/grandcat/zeroconf"
 	"github.com/miekg/dns"
 )
@@ -120,7 +122,7 @@ func newCollector(services []string, domain string) *collector {
 		hosts:     map[string][]netip.Addr{},
 	}
 	for _, s := range services {
-		c.suffixes = append(c.suffixes, asciiLower("."+s+"."+domain))
+		c.suffixes = append(c.suffixes, dnsname.Fold("."+s+"."+domain))
 	}
 	return c
 }
@@ -138,13 +140,13 @@ func (c *collector) add(rrs []dns.RR) {
 		}
 		switch rr := rr.(type) {
 		case *dns.PTR:
-			if slices.Contains(c.suffixes, "."+asciiLower(h.Name)) {
+			if slices.Contains(c.suffixes, "."+dnsname.Fold(h.Name)) {
 				c.instance(rr.Ptr)
 			}
 		case *dns.SRV:
 			if in := c.instance(h.Name); in != nil {
 				in.host, in.port = rr.Target, rr.Port
-				if key := asciiLower(rr.Target); c.hosts[key] == nil && len(c.hosts) < len(c.suffixes)*maxWindowInstances {
+				if key := dnsname.Fold(rr.Target); c.hosts[key] == nil && len(c.hosts) < len(c.suffixes)*maxWindowInstances {
 					c.hosts[key] = []netip.Addr{}
 				}
 			}
@@ -168,7 +170,7 @@ func (c *collector) add(rrs []dns.RR) {
 		default:
 			continue
 		}
-		key := asciiLower(h.Name)
+		key := dnsname.Fold(h.Name)
 		addrs, wanted := c.hosts[key]
 		a, ok := netip.AddrFromSlice(ip)
 		if !wanted || !ok || len(addrs) >= maxHostAddrs {
@@ -180,24 +182,6 @@ func (c *collector) add(rrs []dns.RR) {
 	}
 }
 
-// asciiLower returns s with the ASCII letters A–Z lower-cased and every other byte
-// unchanged, so that its length is that of s. DNS names compare case-insensitively in
-// ASCII only (RFC 4343 §3; RFC 6762 §16).
-func asciiLower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if b[j] >= 'A' && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
-
 // dnsCacheFlush is the cache-flush bit of an mDNS record's class (RFC 6762 §10.2).
 const dnsCacheFlush = 1 << 15
 
@@ -205,7 +189,7 @@ const dnsCacheFlush = 1 << 15
 // `Axis\ 7._modbus._tcp.local.`), creating them if the name is an instance of a browsed
 // service type and the bound allows; otherwise nil.
 func (c *collector) instance(name string) *instanceRecords {
-	key := asciiLower(name)
+	key := dnsname.Fold(name)
 	if in, ok := c.instances[key]; ok {
 		return in
 	}
@@ -261,7 +245,7 @@ func (c *collector) entries(services []string) (entries [][]*zeroconf.ServiceEnt
 		e := zeroconf.NewServiceEntry(in.label, services[in.service], c.domain)
 		e.HostName, e.Port, e.Text = in.host, int(in.port), in.txt
 		if in.host != "" {
-			for _, a := range c.hosts[asciiLower(in.host)] {
+			for _, a := range c.hosts[dnsname.Fold(in.host)] {
 				if a.Is4() {
 					e.AddrIPv4 = append(e.AddrIPv4, net.IP(a.AsSlice()))
 				} else {

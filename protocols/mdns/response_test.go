@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rollcall-edge/rollcall/protocols/dnsname"
+
 	"github.com/miekg/dns"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
@@ -277,7 +279,7 @@ func TestCollector(t *testing.T) {
 		if len(entries[0]) != maxWindowInstances || overflow[0] != 30 || len(entries[1]) != 0 || overflow[1] != 0 {
 			t.Errorf("%d instances, overflow %v; want %d and [30 0]", len(entries[0]), overflow, maxWindowInstances)
 		}
-		if n := len(col.hosts[asciiLower(want.Host+".")]); n != maxHostAddrs {
+		if n := len(col.hosts[dnsname.Fold(want.Host+".")]); n != maxHostAddrs {
 			t.Errorf("%d addresses kept for the shared host, want %d", n, maxHostAddrs)
 		}
 	})
