@@ -14,8 +14,9 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/internal/netx"
 )
 
 // MBAP header layout and limits (Implementation Guide V1.0b §3.1.3; Modbus Application
@@ -154,7 +155,7 @@ func (s *TCPServer) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if !temporaryAcceptError(err) {
+			if !netx.TemporaryAcceptError(err) {
 				return fmt.Errorf("slave: listener %s: accept: %w", s.cfg.Listener, err)
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -181,13 +182,6 @@ func (s *TCPServer) Serve(ctx context.Context, ln net.Listener) error {
 			s.log.Debug("connection closed", "remote", remote)
 		}()
 	}
-}
-
-// temporaryAcceptError reports whether an Accept error is worth retrying.
-func temporaryAcceptError(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
-		errors.Is(err, syscall.ECONNABORTED)
 }
 
 // ServeConn serves the requests of one client connection in order until the client

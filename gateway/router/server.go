@@ -11,8 +11,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/internal/netx"
 
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
 )
@@ -192,7 +193,7 @@ func (rt *Router) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if !temporary(err) {
+			if !netx.TemporaryAcceptError(err) {
 				return fmt.Errorf("router: accept: %w", err)
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -277,12 +278,6 @@ func clientIP(a net.Addr) string {
 		return a.String()
 	}
 	return host
-}
-
-func temporary(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
-		errors.Is(err, syscall.ECONNABORTED)
 }
 
 // conn is one client connection: requests are read in order, answered concurrently (at
