@@ -52,6 +52,24 @@ func TestVersionAndUsage(t *testing.T) {
 	}
 }
 
+// TestColumns: a fixed-width row pads short cells and cuts long ones with "…", so rows
+// printed one at a time line up with their header.
+func TestColumns(t *testing.T) {
+	c := columns{4, 6, 3}
+	for _, tt := range []struct {
+		cells []string
+		want  string
+	}{
+		{[]string{"UNIT", "VENDOR", "X", "last"}, "UNIT  VENDOR  X    last"},
+		{[]string{"7", "acmé", "toolong", "z"}, "7     acmé    to…  z"},
+		{[]string{"12", "a very long vendor", "-", "9.99"}, "12    a ver…  -    9.99"},
+	} {
+		if got := c.row(tt.cells...); got != tt.want {
+			t.Errorf("row(%q) = %q, want %q", tt.cells, got, tt.want)
+		}
+	}
+}
+
 // TestScan runs `rollcall scan` against firmware-sim drives on a pty bus, with the
 // command's default reply timeout.
 func TestScan(t *testing.T) {
@@ -80,6 +98,24 @@ func TestScan(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "2 of 6 unit IDs answered") {
 		t.Fatalf("summary missing: %q", errb.String())
+	}
+	// The table: each column of every row starts where its header does (rows are
+	// printed as they are found, so widths are fixed, not measured).
+	out.Reset()
+	if code := run([]string{"scan", "--device", link, "--baud", "115200", "--units", "2-4", "--timeout", "1s"}, &out, &errb); code != 0 {
+		t.Fatalf("scan (table): exit %d\n%s", code, errb.String())
+	}
+	table := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(table) != 3 {
+		t.Fatalf("scan table:\n%s", out.String())
+	}
+	for _, col := range []string{"VENDOR", "SERIAL", "PROFILE", "STATE"} {
+		at := strings.Index(table[0], col)
+		for _, row := range table[1:] {
+			if at < 1 || len([]rune(row)) <= at || []rune(row)[at-1] != ' ' || []rune(row)[at] == ' ' {
+				t.Errorf("column %s (at %d) does not line up in %q", col, at, row)
+			}
+		}
 	}
 	out.Reset()
 	if code := run([]string{"scan", "--device", link, "--baud", "115200", "--units", "5-6"}, &out, &errb); code != 1 {

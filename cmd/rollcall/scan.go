@@ -8,7 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/devices"
@@ -107,10 +108,8 @@ func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer bus.Close()
 
 	tty := isTerminal(stderr)
-	tw := tabwriter.NewWriter(stdout, 2, 8, 2, ' ', 0)
 	if !*asJSON {
-		fmt.Fprintln(tw, "UNIT\tVENDOR\tPRODUCT\tREV\tMODEL\tSERIAL\tPROFILE\tSTATE\tRTT ms")
-		tw.Flush()
+		fmt.Fprintln(stdout, scanColumns().row("UNIT", "VENDOR", "PRODUCT", "REV", "MODEL", "SERIAL", "PROFILE", "STATE", "RTT ms"))
 	}
 	start := time.Now()
 	found := 0
@@ -143,9 +142,8 @@ func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if r.Error != "" {
 			state = "error: " + r.Error
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", r.Unit, dash(r.Vendor), dash(r.Product), dash(r.Revision),
-			dash(r.Model), dash(r.Serial), r.Profile, state, r.RTTMS)
-		tw.Flush()
+		fmt.Fprintln(stdout, scanColumns().row(strconv.Itoa(r.Unit), dash(r.Vendor), dash(r.Product), dash(r.Revision),
+			dash(r.Model), dash(r.Serial), r.Profile, state, fmt.Sprintf("%.2f", r.RTTMS)))
 	}
 	if tty {
 		fmt.Fprint(stderr, "\r\033[K")
@@ -181,6 +179,36 @@ func scanUnit(ctx context.Context, bus modbus.Client, profiles *devices.Profiles
 		r.Error = fmt.Sprint(o.Err)
 	}
 	return r, true
+}
+
+// columns are fixed column widths (in characters) of a table printed a row at a time,
+// as a scan finds devices: every row lines up with the header, whatever comes later. A
+// longer value is cut, ending in "…"; the last column is not padded.
+type columns []int
+
+// scanColumns are the widths of `rollcall scan`'s table: unit, vendor, product code,
+// revision, model, serial, profile, state, round trip.
+func scanColumns() columns { return columns{4, 22, 12, 6, 14, 14, 20, 20, 8} }
+
+// row lays out one row, cells separated by two spaces.
+func (c columns) row(cells ...string) string {
+	var b strings.Builder
+	for i, cell := range cells {
+		if i > 0 {
+			b.WriteString("  ")
+		}
+		if i == len(cells)-1 || i >= len(c) {
+			b.WriteString(cell)
+			continue
+		}
+		r := []rune(cell)
+		if len(r) > c[i] {
+			r = append(r[:c[i]-1], '…')
+		}
+		b.WriteString(string(r))
+		b.WriteString(strings.Repeat(" ", c[i]-len(r)))
+	}
+	return strings.TrimRight(b.String(), " ")
 }
 
 func dash(s string) string {
