@@ -269,11 +269,7 @@ func TestEmbeddedBrokerAccess(t *testing.T) {
 	}
 	h := rig.New(t)
 	h.StartSim(1)
-	pw := filepath.Join(h.Dir, "line1.pw")
-	if err := os.WriteFile(pw, []byte("l1ne\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.MQTTExtra = ", embedded_auth: {users: [{username: line1, password_file: " + pw + "}]}"
+	h.EmbeddedUser("line1", "l1ne")
 	g := h.StartGateway("embedded", `
 discovery:
   serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]

@@ -56,11 +56,7 @@ func TestSelfRegistrationMQTT(t *testing.T) {
 		t.Skip("integration test")
 	}
 	h := rig.New(t)
-	pw := filepath.Join(h.Dir, "cam.pw")
-	if err := os.WriteFile(pw, []byte("c4mera\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.MQTTExtra = ", embedded_auth: {users: [{username: cam, password_file: " + pw + "}]}"
+	h.EmbeddedUser("cam", "c4mera")
 	g := h.StartGateway("embedded", `
 self_registration: {mqtt: true}
 health: {deregister_critical_after: 2s}
@@ -382,11 +378,7 @@ func TestSelfRegistrationClient(t *testing.T) {
 		t.Skip("integration test")
 	}
 	h := rig.New(t)
-	pw := filepath.Join(h.Dir, "planner.pw")
-	if err := os.WriteFile(pw, []byte("pl4nner\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.MQTTExtra = ", embedded_auth: {users: [{username: planner, password_file: " + pw + "}]}"
+	h.EmbeddedUser("planner", "pl4nner")
 	g := h.StartGateway("embedded", "self_registration: {mqtt: true}\n")
 	c, err := client.New(client.Options{Brokers: []string{g.BrokerURL()}, ClientID: "planner-1", Username: "planner",
 		Password: "pl4nner", Logger: testutil.Logger(t, 0)})

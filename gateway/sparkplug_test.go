@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -342,11 +341,7 @@ func TestSparkplugPrimaryHost(t *testing.T) {
 		t.Skip("integration test")
 	}
 	h := rig.New(t)
-	pw := filepath.Join(h.Dir, "scada.pw")
-	if err := os.WriteFile(pw, []byte("sc4da\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h.MQTTExtra = ", embedded_auth: {users: [{username: scada, password_file: " + pw + "}]}"
+	h.EmbeddedUser("scada", "sc4da")
 	h.StartSim(1)
 	g := h.StartGateway("embedded", `
 discovery:

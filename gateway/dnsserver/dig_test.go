@@ -3,24 +3,19 @@ package dnsserver
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
 
 // TestDig checks the answers with ISC dig, a client that shares no code with
 // the server. It is skipped without dig, unless CI=true.
 func TestDig(t *testing.T) {
-	dig, err := exec.LookPath("dig")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("dig not found (CI=true): %v", err)
-		}
-		t.Skipf("dig not found: %v", err)
-	}
+	dig := testutil.NeedTool(t, "dig", "bind9-dnsutils")
 	addr := serve(t, newServer(t, catalog(), time.Second))
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {

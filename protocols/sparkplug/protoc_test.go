@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/internal/testutil"
+
 	"google.golang.org/protobuf/proto"
 )
 
@@ -17,14 +19,7 @@ import (
 // it is missing, except in CI (CI=true), where that is a failure.
 func protoc(t *testing.T) string {
 	t.Helper()
-	path, err := exec.LookPath("protoc")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("protoc not found; install it: apt-get install -y protobuf-compiler")
-		}
-		t.Skip("protoc not found (apt-get install -y protobuf-compiler)")
-	}
-	return path
+	return testutil.NeedTool(t, "protoc", "protobuf-compiler")
 }
 
 // runProtoc runs protoc with args on the schema of this package, stdin from file.

@@ -137,6 +137,18 @@ func (r *Rig) StartSimYAML(text string) *sim.Sim {
 	return s
 }
 
+// EmbeddedUser gives the embedded broker of the gateways started next one configured
+// account (mqtt.embedded_auth.users, with its default topic rights): its password is
+// written to a file in Dir, and MQTTExtra is set to name it.
+func (r *Rig) EmbeddedUser(username, password string) {
+	r.t.Helper()
+	pw := filepath.Join(r.Dir, username+".pw")
+	if err := os.WriteFile(pw, []byte(password+"\n"), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	r.MQTTExtra = fmt.Sprintf(", embedded_auth: {users: [{username: %s, password_file: %s}]}", username, pw)
+}
+
 // StartGateway starts a gateway and returns it once it has started; it runs until the
 // test ends. See RunGateway for the config.
 func (r *Rig) StartGateway(broker, extra string) *gateway.Gateway {
