@@ -984,7 +984,7 @@ func embeddedAccess(cfg *config.Config) (*embedded.Access, embedded.User, error)
 			eu.Write = append(eu.Write, spWrite...)
 			if cfg.SelfRegistration.MQTT {
 				// Its own register topic: the client id level is the owner of what it registers.
-				eu.Write = append(eu.Write, topics.Register(cfg.Gateway.ID, "x")[:len(topics.Register(cfg.Gateway.ID, "x"))-1]+embedded.ClientIDPattern)
+				eu.Write = append(eu.Write, strings.TrimSuffix(topics.RegisterFilter(cfg.Gateway.ID), "+")+embedded.ClientIDPattern)
 			}
 		}
 		o.Users = append(o.Users, eu)

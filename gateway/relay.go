@@ -86,8 +86,11 @@ func (m *master) forward(ctx context.Context, unit byte, pdu []byte) ([]byte, er
 // takeRelays moves the routed requests queued since the last step into m.relays (the
 // master's goroutine), at most maxRelayQueue in all: the rest stay in relayQ, which
 // then fills, and new requests get ErrBusy at once.
-func (m *master) takeRelays() {
-	for len(m.relays) < maxRelayQueue {
+func (m *master) takeRelays() { m.drainRelays(maxRelayQueue) }
+
+// drainRelays moves queued routed requests into m.relays until it holds max.
+func (m *master) drainRelays(max int) {
+	for len(m.relays) < max {
 		select {
 		case r := <-m.relayQ:
 			m.relays = append(m.relays, r)
@@ -168,15 +171,7 @@ func (b *busBudget) positiveAt(now time.Time, share float64) time.Time {
 
 // failRelays ends every routed request queued for the master with err (it closed).
 func (m *master) failRelays(err error) {
-	for {
-		select {
-		case r := <-m.relayQ:
-			m.relays = append(m.relays, r)
-			continue
-		default:
-		}
-		break
-	}
+	m.drainRelays(maxRelayQueue + cap(m.relayQ)) // every one queued
 	for _, r := range m.relays {
 		r.err = fmt.Errorf("%s: %w", m.cfg.Name, err)
 		close(r.done)

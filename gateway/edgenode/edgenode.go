@@ -337,7 +337,7 @@ type sessionState struct {
 	offline bool   // ended by an offline primary host
 	devices map[string]*device
 	status  map[string]contract.Status // every live instance's status, for the node's counts
-	counts  map[string]int64           // node counts last sent
+	counts  map[string]int64           // live instances by status, as last sent
 	// Primary host: the timestamp of its last online STATE; online says births may go.
 	hostTS int64
 	online bool
@@ -491,11 +491,13 @@ func (s *sessionState) event(ev registry.Event) {
 	if d != nil && ev.Kind == registry.Upsert && rec.Revision < d.rev {
 		return // older than what the last birth took from the catalog
 	}
+	prev, had := s.status[rec.ID]
 	if ev.Kind == registry.Upsert {
 		s.status[rec.ID] = rec.Status
 	} else {
 		delete(s.status, rec.ID)
 	}
+	cur, has := s.status[rec.ID]
 	if d != nil {
 		d.rev = rec.Revision
 	}
@@ -522,38 +524,50 @@ func (s *sessionState) event(ev registry.Event) {
 	if ev.Kind == registry.Deregister {
 		delete(s.devices, rec.ID)
 	}
-	// The node's counts, by exception (NDATA).
-	counts := s.countByStatus()
-	if !maps.Equal(counts, s.counts) {
-		var changed []*sparkplug.Payload_Metric
-		for _, m := range countMetrics(counts) {
-			if s.counts[strings.TrimPrefix(m.GetName(), MetricCountPrefix)] != int64(m.GetLongValue()) {
-				changed = append(changed, m)
-			}
+	// The node's counts, by exception (NDATA): only the status the instance left and
+	// the one it entered change.
+	if had == has && prev == cur {
+		return
+	}
+	var changed []*sparkplug.Payload_Metric
+	for _, st := range []struct {
+		status contract.Status
+		in     bool
+		delta  int64
+	}{{prev, had, -1}, {cur, has, +1}} {
+		if _, counted := s.counts[string(st.status)]; st.in && counted {
+			s.counts[string(st.status)] += st.delta
+			changed = append(changed, sparkplug.Int64Metric(MetricCountPrefix+string(st.status), s.counts[string(st.status)]))
 		}
-		s.counts = counts
+	}
+	if len(changed) > 0 {
 		s.publish(sparkplug.Topic(sparkplug.NDATA, s.n.o.Group, s.n.o.Node, ""), &sparkplug.Payload{Metrics: changed})
 	}
 }
 
-// statuses are the statuses counted in the node's metrics.
-var statuses = []contract.Status{contract.Passing, contract.Warning, contract.Critical, contract.Maintenance}
+// countedStatuses are the statuses counted in the node's metrics (Instances/<status>).
+func countedStatuses() []contract.Status {
+	return []contract.Status{contract.Passing, contract.Warning, contract.Critical, contract.Maintenance}
+}
 
-// countByStatus counts the live instances by status.
+// countByStatus counts the live instances by status (at a birth; events then move the
+// counts one instance at a time).
 func (s *sessionState) countByStatus() map[string]int64 {
 	out := map[string]int64{}
-	for _, st := range statuses {
+	for _, st := range countedStatuses() {
 		out[string(st)] = 0
 	}
 	for _, st := range s.status {
-		out[string(st)]++
+		if _, counted := out[string(st)]; counted {
+			out[string(st)]++
+		}
 	}
 	return out
 }
 
 func countMetrics(counts map[string]int64) []*sparkplug.Payload_Metric {
-	out := make([]*sparkplug.Payload_Metric, 0, len(statuses))
-	for _, s := range statuses {
+	var out []*sparkplug.Payload_Metric
+	for _, s := range countedStatuses() {
 		out = append(out, sparkplug.Int64Metric(MetricCountPrefix+string(s), counts[string(s)]))
 	}
 	return out
