@@ -84,7 +84,7 @@ func openLink(t *testing.T, link string) *os.File {
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	// The simulator already made the terminal raw: no echo, no canonical mode.
-	err = control(f, func(fd int) error {
+	err = termios.Control(f, func(fd int) error {
 		tio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 		if err != nil {
 			return err

@@ -1,5 +1,5 @@
-// Package termios holds the terminal settings rollcall's simulator, tests and bench
-// apply to pseudo-terminals, in one place.
+// Package termios holds the terminal settings and the raw pseudo-terminal that
+// rollcall's simulator, tests and bench use, in one place.
 package termios
 
 import "golang.org/x/sys/unix"
