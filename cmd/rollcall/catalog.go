@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -32,70 +31,44 @@ func endpointString(ep contract.Endpoint) string {
 	return fmt.Sprintf("%s:%d", ep.Host, ep.Port)
 }
 
-// metaFlag collects repeated --meta k=v.
-type metaFlag []string
-
-func (m *metaFlag) String() string { return strings.Join(*m, ",") }
-func (m *metaFlag) Set(v string) error {
-	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
-		return fmt.Errorf("expected key=value, got %q", v)
-	}
-	*m = append(*m, v)
-	return nil
-}
-
-// consumerFlags are the flags of the commands that read the catalog.
+// consumerFlags are the flags of the commands that read the catalog (find, watch).
 type consumerFlags struct {
-	brokers  string
-	prefix   string
-	user     string
-	pwEnv    string
-	asJSON   bool
-	wait     time.Duration
-	logLevel string
-	skew     time.Duration
-	keys     string
-}
-
-func (c *consumerFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.brokers, "broker", "tcp://127.0.0.1:1883", "broker URL; several, comma-separated, fail over in order")
-	fs.StringVar(&c.prefix, "prefix", "rollcall/v1", "topic prefix")
-	fs.StringVar(&c.user, "username", "", "MQTT username")
-	fs.StringVar(&c.pwEnv, "password-env", "", "environment variable holding the MQTT password")
-	fs.BoolVar(&c.asJSON, "json", false, "JSON output (one object per line)")
-	fs.DurationVar(&c.wait, "timeout", 10*time.Second, "how long to wait for the broker's catalog")
-	fs.DurationVar(&c.skew, "max-clock-skew", contract.DefaultMaxClockSkew,
-		"how far this host's clock may differ from the gateways': a record counts as expired this long after its valid_until")
-	fs.StringVar(&c.keys, "trusted-keys", "",
-		"file of trusted gateway keys, one `<gateway-id> ed25519:<base64>` per line as `rollcall key` prints them: records not signed by them are ignored")
+	Broker       string        `default:"tcp://127.0.0.1:1883" placeholder:"URL" help:"Broker URL; several, comma-separated, fail over in order (default ${default})."`
+	Prefix       string        `default:"rollcall/v1" help:"Topic prefix."`
+	Username     string        `help:"MQTT username."`
+	PasswordEnv  string        `name:"password-env" placeholder:"VAR" help:"Environment variable holding the MQTT password."`
+	JSON         bool          `name:"json" help:"JSON output (one object per line)."`
+	Timeout      time.Duration `default:"10s" help:"How long to wait for the broker's catalog."`
+	MaxClockSkew time.Duration `name:"max-clock-skew" default:"${max_clock_skew}" help:"How far this host's clock may differ from the gateways': a record counts as expired this long after its valid_until."`
+	TrustedKeys  string        `name:"trusted-keys" placeholder:"FILE" help:"File of trusted gateway keys, one '<gateway-id> ed25519:<base64>' per line as rollcall key prints them: records not signed by them are ignored."`
 }
 
 // start runs a catalog client until ctx ends and waits until its first complete
-// catalog arrived; an error (exit 2) when no broker answered within the timeout.
+// catalog arrived; a usage error (exit 2) when no broker answered within the timeout.
 func (c *consumerFlags) start(ctx context.Context, services []string, stderr io.Writer) (*client.Client, func(), error) {
 	o := client.Options{
-		Brokers:      strings.Split(c.brokers, ","),
+		Brokers:      strings.Split(c.Broker, ","),
 		Services:     services,
-		Username:     c.user,
+		Username:     c.Username,
 		Logger:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		MaxClockSkew: c.skew,
+		MaxClockSkew: c.MaxClockSkew,
 	}
-	if c.skew == 0 {
+	if c.MaxClockSkew == 0 {
 		o.MaxClockSkew = -1 // 0 on the command line: no allowance
 	}
-	o.Topics.Prefix = c.prefix
-	if c.pwEnv != "" {
-		o.Password = os.Getenv(c.pwEnv)
+	o.Topics.Prefix = c.Prefix
+	if c.PasswordEnv != "" {
+		o.Password = os.Getenv(c.PasswordEnv)
 	}
-	if c.keys != "" {
+	if c.TrustedKeys != "" {
 		var err error
-		if o.TrustedKeys, err = contract.ReadKeyRingFile(c.keys); err != nil {
-			return nil, nil, fmt.Errorf("--trusted-keys: %v: %w", err, errUsage)
+		if o.TrustedKeys, err = contract.ReadKeyRingFile(c.TrustedKeys); err != nil {
+			return nil, nil, usagef("--trusted-keys: %v", err)
 		}
 	}
 	cl, err := client.New(o)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%v: %w", err, errUsage)
+		return nil, nil, usagef("%v", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -104,119 +77,121 @@ func (c *consumerFlags) start(ctx context.Context, services []string, stderr io.
 	select {
 	case <-cl.Ready():
 		return cl, stop, nil
-	case <-time.After(c.wait):
+	case <-time.After(c.Timeout):
 		stop()
-		return nil, nil, fmt.Errorf("no catalog from %s within %v: %w", c.brokers, c.wait, errUsage)
+		return nil, nil, usagef("no catalog from %s within %v", c.Broker, c.Timeout)
 	case <-ctx.Done():
 		stop()
-		return nil, nil, fmt.Errorf("interrupted: %w", errUsage)
+		return nil, nil, usagef("interrupted")
 	}
 }
 
-// splitService accepts the service before or after the flags (`find SERVICE --broker
-// URL` and `find --broker URL SERVICE`).
-func splitService(fs *flag.FlagSet, args []string) (string, error) {
-	var svc string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		svc, args = args[0], args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return "", err
-	}
-	if svc == "" && fs.NArg() > 0 {
-		svc = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return "", fmt.Errorf("unexpected argument %q: %w", fs.Arg(0), errUsage)
-	}
-	return svc, nil
+// findCmd is `rollcall find SERVICE --broker URL [--meta k=v]… [--json]`.
+type findCmd struct {
+	Service      string   `arg:"" name:"service" help:"The service to find, e.g. servo-drive."`
+	Meta         []string `sep:"none" placeholder:"KEY=VALUE" help:"Require meta key=value (repeatable)."`
+	AllowWarning bool     `name:"allow-warning" help:"A warning instance may be returned."`
+	Strategy     string   `enum:"round-robin,random,lowest-rtt,weighted" default:"round-robin" help:"round-robin, random, lowest-rtt or weighted (meta \"weight\")."`
+	consumerFlags
 }
 
-// cmdFind is `rollcall find SERVICE --broker URL [--meta k=v]… [--json]`: it prints
-// one live instance's endpoint. Exit status: 0 found, 1 none live, 2 usage or
-// connection error (docs/design.md, "Commands").
-func cmdFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("find", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf consumerFlags
-	cf.register(fs)
-	var meta metaFlag
-	fs.Var(&meta, "meta", "require meta key=value (repeatable)")
-	warning := fs.Bool("allow-warning", false, "a warning instance may be returned")
-	strategy := fs.String("strategy", "round-robin", "round-robin, random, lowest-rtt or weighted (meta \"weight\")")
-	svc, err := splitService(fs, args)
-	if err != nil {
-		return err
+// Help is the text of `rollcall find --help`.
+func (findCmd) Help() string {
+	return `Prints one live instance of SERVICE as "<transport> <endpoint> <id>", or its whole record with --json. The service may come before or after the flags.
+
+Examples:
+
+    rollcall find servo-drive --broker tcp://127.0.0.1:1883 --meta axis=2
+    rollcall find servo-drive --meta cell=1 --meta axis_group=A --strategy lowest-rtt --json
+    rollcall find servo-drive --broker tcp://box-a:1883,tcp://box-b:1883 --trusted-keys trusted-keys`
+}
+
+// Validate checks SERVICE and each --meta (kong calls it after parsing).
+func (c *findCmd) Validate() error {
+	if c.Service == "" {
+		return errors.New("SERVICE is required, e.g. rollcall find servo-drive --meta axis=2")
 	}
-	if svc == "" {
-		fmt.Fprintln(stderr, "usage: rollcall find SERVICE --broker URL [--meta k=v]... [--json]")
-		return errUsage
+	for _, kv := range c.Meta {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("--meta: expected key=value, got %q", kv)
+		}
 	}
+	return nil
+}
+
+// Run prints one live instance's endpoint. Exit status: 0 found, 1 none live, 2 usage
+// or connection error (docs/design.md, "Commands").
+func (c *findCmd) Run(ctx context.Context, s *streams) error {
 	opts := []client.PickOption{}
-	for _, kv := range meta {
+	for _, kv := range c.Meta {
 		k, v, _ := strings.Cut(kv, "=")
 		opts = append(opts, client.WithMeta(k, v))
 	}
-	if *warning {
+	if c.AllowWarning {
 		opts = append(opts, client.AllowWarning())
 	}
-	switch *strategy {
-	case "round-robin":
+	switch c.Strategy {
 	case "random":
 		opts = append(opts, client.Random)
 	case "lowest-rtt":
 		opts = append(opts, client.LowestRTT)
 	case "weighted":
 		opts = append(opts, client.Weighted)
-	default:
-		return fmt.Errorf("--strategy: expected round-robin, random, lowest-rtt or weighted, got %q: %w", *strategy, errUsage)
 	}
-	cl, stop, err := cf.start(ctx, []string{svc}, stderr)
+	cl, stop, err := c.start(ctx, []string{c.Service}, s.stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	inst, err := cl.Pick(svc, opts...)
+	inst, err := cl.Pick(c.Service, opts...)
 	if errors.Is(err, client.ErrNoneLive) {
-		fmt.Fprintln(stderr, "rollcall:", err)
+		fmt.Fprintln(s.stderr, "rollcall:", err)
 		return errNoneFound
 	}
 	if err != nil {
 		return err
 	}
-	if cf.asJSON {
-		return json.NewEncoder(stdout).Encode(inst.Record)
+	if c.JSON {
+		return json.NewEncoder(s.stdout).Encode(inst.Record)
 	}
-	fmt.Fprintf(stdout, "%s %s %s\n", inst.Endpoint.Transport, endpointString(inst.Endpoint), inst.ID)
+	fmt.Fprintf(s.stdout, "%s %s %s\n", inst.Endpoint.Transport, endpointString(inst.Endpoint), inst.ID)
 	return nil
 }
 
-// cmdWatch is `rollcall watch --broker URL [--service S] [--json]`: the live catalog as
-// a table redrawn on every change (at most 4 times a second), or JSON lines, one per
-// change ({"event":"added|updated|removed", "instance": record + "stale",
-// "gateway_state"}), until interrupted.
-func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf consumerFlags
-	cf.register(fs)
-	service := fs.String("service", "", "only this service (default: all)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+// watchCmd is `rollcall watch --broker URL [--service S] [--json]`.
+type watchCmd struct {
+	Service string `placeholder:"SERVICE" help:"Only this service (default: all)."`
+	consumerFlags
+}
+
+// Help is the text of `rollcall watch --help`.
+func (watchCmd) Help() string {
+	return `Shows the live catalog as a table redrawn on every change (at most 4 times a second), or with --json one line per change ({"event":"added|updated|removed","instance":{record, "stale", "gateway_state"}}), until interrupted.
+
+Examples:
+
+    rollcall watch --broker tcp://127.0.0.1:1883
+    rollcall watch --broker tcp://box-a:1883 --service servo-drive --trusted-keys trusted-keys
+    rollcall watch --json | jq -c 'select(.event == "removed") | .instance.id'`
+}
+
+// Run shows the catalog until ctx ends.
+func (c *watchCmd) Run(ctx context.Context, s *streams) error {
 	var services []string
-	if *service != "" {
-		services = []string{*service}
+	if c.Service != "" {
+		services = []string{c.Service}
 	}
-	cl, stop, err := cf.start(ctx, services, stderr)
+	cl, stop, err := c.start(ctx, services, s.stderr)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	changes, cancel := cl.Subscribe(256)
 	defer cancel()
-	if cf.asJSON {
+	stdout := s.stdout
+	if c.JSON {
 		enc := json.NewEncoder(stdout)
-		for _, in := range cl.Instances(*service) {
+		for _, in := range cl.Instances(c.Service) {
 			_ = enc.Encode(watchEvent{"added", in})
 		}
 		for {
@@ -236,7 +211,7 @@ func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if tty {
 			fmt.Fprint(stdout, "\033[H\033[2J")
 		}
-		printCatalog(stdout, client.MergeByID(cl.Instances(*service)), cl.Status())
+		printCatalog(stdout, client.MergeByID(cl.Instances(c.Service)), cl.Status())
 	}
 	draw()
 	tick := time.NewTicker(250 * time.Millisecond)

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -16,40 +14,30 @@ import (
 	"github.com/rollcall-edge/rollcall/gateway/config"
 )
 
-// cmdCheck checks a gateway config before it is used: every rule violation at once
-// (file:line:column: key), the files it names readable, its serial devices present, its
-// device profiles loadable, and with --broker its MQTT brokers reachable. Exit 0: fit to
-// start; 1: problems (each on its own line); 2: usage.
-func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: rollcall check --config FILE [--broker]
+// checkCmd is `rollcall check --config FILE [--broker]`.
+type checkCmd struct {
+	Config string `required:"" placeholder:"FILE" help:"Gateway config file to check."`
+	Broker bool   `help:"Also check that the MQTT broker(s) can be reached (TCP connect, 3 s)."`
+}
 
-Checks a gateway config before it is used, reporting every problem in one run, each as
-file:line:column: key: what is wrong: rule violations, files it names that cannot be
-read (password, TLS, trusted-keys, admin-token files, profile directories), serial
-devices that do not exist, profiles that do not load; with --broker also MQTT brokers
-that cannot be reached (not the embedded one). Warnings are printed too. Exit status 0
-when the config is fit to start, 1 when it is not, 2 on a usage error.
+// Help is the text of `rollcall check --help`.
+func (checkCmd) Help() string {
+	return `Checks a gateway config before it is used, reporting every problem in one run, each as file:line:column: key: what is wrong: rule violations, files it names that cannot be read (password, TLS, trusted-keys, admin-token files, profile directories), serial devices that do not exist, profiles that do not load; with --broker also MQTT brokers that cannot be reached (not the embedded one). Warnings are printed too. Exit status 0 when the config is fit to start, 1 when it is not, 2 on a usage error.
 
 Examples:
-  rollcall check --config /etc/rollcall/gateway.yaml
-  rollcall check --config gateway.yaml --broker
 
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	path := fs.String("config", "", "gateway config file (required)")
-	broker := fs.Bool("broker", false, "also check that the MQTT broker(s) can be reached (TCP connect, 3 s)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *path == "" || fs.NArg() > 0 {
-		return fmt.Errorf("check: --config FILE is required, and nothing else: %w", errUsage)
-	}
-	cfg, warnings, err := config.Check(*path)
+    rollcall check --config /etc/rollcall/gateway.yaml
+    rollcall check --config gateway.yaml --broker
+    rollcall config > gateway.yaml && rollcall check --config gateway.yaml`
+}
+
+// Run checks the config before it is used: every rule violation at once
+// (file:line:column: key), the files it names readable, its serial devices present, its
+// device profiles loadable, and with --broker its MQTT brokers reachable. Exit 0: fit
+// to start; 1: problems (each on its own line).
+func (c *checkCmd) Run(ctx context.Context, s *streams) error {
+	path, stdout := c.Config, s.stdout
+	cfg, warnings, err := config.Check(path)
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
@@ -68,20 +56,20 @@ Flags:
 	if cfg != nil {
 		if len(cfg.Profiles.Dirs) > 0 {
 			if _, err := devices.LoadProfiles(cfg.Profiles.Dirs); err != nil {
-				report(fmt.Errorf("%s: profiles.dirs: %w", *path, err))
+				report(fmt.Errorf("%s: profiles.dirs: %w", path, err))
 			}
 		}
-		if *broker {
+		if c.Broker {
 			for _, err := range checkBrokers(ctx, cfg) {
 				report(err)
 			}
 		}
 	}
 	if problems > 0 {
-		fmt.Fprintf(stdout, "%s: %d problem(s)\n", *path, problems)
+		fmt.Fprintf(stdout, "%s: %d problem(s)\n", path, problems)
 		return errProblems
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return nil
 }
 
@@ -124,26 +112,21 @@ func checkBrokers(ctx context.Context, cfg *config.Config) []error {
 	return out
 }
 
-// cmdConfig prints the commented sample gateway config (configs/gateway.yaml).
-func cmdConfig(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: rollcall config
+// configCmd is `rollcall config`.
+type configCmd struct{}
 
-Prints the commented sample gateway config: every section with its defaults. Start
-from it, then run rollcall check on the result.
+// Help is the text of `rollcall config --help`.
+func (configCmd) Help() string {
+	return `Prints the commented sample gateway config: every section with its defaults. Start from it, then run rollcall check on the result.
 
-Example:
-  rollcall config > gateway.yaml && rollcall check --config gateway.yaml
-`)
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("config: takes no arguments: %w", errUsage)
-	}
-	_, err := stdout.Write(configs.GatewaySample)
+Examples:
+
+    rollcall config > gateway.yaml && rollcall check --config gateway.yaml
+    rollcall config | less`
+}
+
+// Run prints the commented sample gateway config (configs/gateway.yaml).
+func (configCmd) Run(s *streams) error {
+	_, err := s.stdout.Write(configs.GatewaySample)
 	return err
 }

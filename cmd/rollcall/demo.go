@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -22,30 +21,43 @@ import (
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
-// cmdDemo runs the whole path in one process: firmware-sim drives on a virtual RS-485
-// bus, the embedded broker, the gateway, and a subscriber that prints the live catalog.
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	drives := fs.Int("drives", 4, "number of simulated drives on the bus (1–16)")
-	listen := fs.String("listen", "127.0.0.1:1883", "embedded broker address (a free port is used if this one is taken)")
-	control := fs.String("control", "127.0.0.1:18081", "firmware-sim control API address (fault injection)")
-	httpAddr := fs.String("http", config.DefaultHTTPListen, "gateway HTTP address: dashboard, /metrics, /v1/catalog (a free port is used if this one is taken)")
-	modbusAddr := fs.String("modbus", "127.0.0.1:1502", "routing Modbus TCP server address (a free port is used if this one is taken)")
-	dnsAddr := fs.String("dns", "127.0.0.1:8600", "DNS interface address, UDP and TCP (a free port is used if this one is taken)")
-	poll := fs.Duration("poll", 100*time.Millisecond, "poll interval per drive")
-	noSchedule := fs.Bool("no-schedule", false, "keep every drive healthy (no scripted silence of the last bus drive)")
-	newLogger := logFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// demoCmd is `rollcall demo`.
+type demoCmd struct {
+	Drives     int           `default:"4" placeholder:"N" help:"Number of simulated drives on the bus, 1–16 (default ${default})."`
+	Listen     string        `default:"127.0.0.1:1883" placeholder:"ADDR" help:"Embedded broker address; a free port if this one is taken (default ${default})."`
+	Control    string        `default:"127.0.0.1:18081" placeholder:"ADDR" help:"firmware-sim control API address, fault injection (default ${default})."`
+	HTTP       string        `name:"http" default:"${http_listen}" placeholder:"HOST:PORT" help:"Gateway HTTP address: dashboard, /metrics, /v1/catalog; a free port if this one is taken (default ${default})."`
+	Modbus     string        `default:"127.0.0.1:1502" placeholder:"ADDR" help:"Routing Modbus TCP server address; a free port if this one is taken (default ${default})."`
+	DNS        string        `name:"dns" default:"127.0.0.1:8600" placeholder:"ADDR" help:"DNS interface address, UDP and TCP; a free port if this one is taken (default ${default})."`
+	Poll       time.Duration `default:"100ms" help:"Poll interval per drive."`
+	NoSchedule bool          `name:"no-schedule" help:"Keep every drive healthy (no scripted silence of the last bus drive)."`
+	logFlags
+}
+
+// Help is the text of `rollcall demo --help`.
+func (demoCmd) Help() string {
+	return `Runs the whole path in one process: the embedded broker, firmware-sim with drives on a virtual RS-485 bus (115200 baud) and 2 Modbus TCP drives announced over mDNS on the loopback interface, the gateway (dashboard, routing Modbus TCP server, DNS interface), and the live catalog on screen until Ctrl-C. The last bus drive goes silent 20 s in and answers again 15 s later, every minute, unless --no-schedule.
+
+Examples:
+
+    rollcall demo
+    rollcall demo --drives 8 --poll 50ms --no-schedule
+    curl -X POST -d '{"mode":"silent"}' http://127.0.0.1:18081/v1/devices/bus1/2/fault   # in another terminal: break drive 2 ({"mode":"none"} heals it)`
+}
+
+// Validate checks --drives (kong calls it after parsing).
+func (c *demoCmd) Validate() error {
+	if c.Drives < 1 || c.Drives > 16 {
+		return fmt.Errorf("--drives: expected 1–16, got %d", c.Drives)
 	}
-	if *drives < 1 || *drives > 16 {
-		return fmt.Errorf("--drives: expected 1–16, got %d: %w", *drives, errUsage)
-	}
-	log, err := newLogger(stderr)
-	if err != nil {
-		return err
-	}
+	return nil
+}
+
+// Run runs the whole path in one process: firmware-sim drives on a virtual RS-485 bus,
+// the embedded broker, the gateway, and a subscriber that shows the live catalog.
+func (c *demoCmd) Run(ctx context.Context, out *streams) error {
+	stdout := out.stdout
+	log := c.logger(out.stderr)
 	dir, err := os.MkdirTemp("", "rollcall-demo-")
 	if err != nil {
 		return err
@@ -71,10 +83,10 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	demoTag := fmt.Sprintf("demo%d", os.Getpid())
 	var simYAML strings.Builder
 	fmt.Fprintf(&simYAML, "control: {listen: %q}\nbuses:\n  - name: bus1\n    link: %s\n    baud: 115200\n    turnaround: 1ms\n    drives:\n",
-		freeAddr(*control), link)
-	for u := 1; u <= *drives; u++ {
+		freeAddr(c.Control), link)
+	for u := 1; u <= c.Drives; u++ {
 		fmt.Fprintf(&simYAML, "      - {unit: %d, serial: SIM-%04d", u, u)
-		if u == *drives && !*noSchedule {
+		if u == c.Drives && !c.NoSchedule {
 			fmt.Fprint(&simYAML, ", schedule: [{after: 20s, mode: silent}, {after: 35s, mode: none}], repeat: 60s")
 		}
 		fmt.Fprint(&simYAML, "}\n")
@@ -101,7 +113,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// Bus drive u is axis u (the TCP drives are axes 5 and 6, from their mDNS TXT).
 	var axes strings.Builder
-	for u := 1; u <= *drives; u++ {
+	for u := 1; u <= c.Drives; u++ {
 		fmt.Fprintf(&axes, "{unit: %d, meta: {axis: \"%d\"}}, ", u, u)
 	}
 	gwYAML := fmt.Sprintf(`
@@ -123,8 +135,8 @@ modbus_server:
     - {unit: 1, service: servo-drive, meta: {cell: "1"}}
     - {unit: 2, service: servo-drive, meta: {axis: "2"}, writes: true}
 dns: {listen: %q, domain: rollcall}
-`, filepath.Join(dir, "state"), freeAddr(*listen), link, strings.TrimSuffix(axes.String(), ", "), lo, demoTag, *poll,
-		freeAddr(*httpAddr), freeAddr(*modbusAddr), freeDNSAddr(*dnsAddr))
+`, filepath.Join(dir, "state"), freeAddr(c.Listen), link, strings.TrimSuffix(axes.String(), ", "), lo, demoTag, c.Poll,
+		freeAddr(c.HTTP), freeAddr(c.Modbus), freeDNSAddr(c.DNS))
 	cfg, err := config.Parse("demo-gateway.yaml", []byte(gwYAML))
 	if err != nil {
 		return err
@@ -142,9 +154,9 @@ dns: {listen: %q, domain: rollcall}
 		return err
 	}
 	fmt.Fprintf(stdout, "rollcall demo: broker %s, %d simulated drives on RS-485 bus %s (115200 baud), 2 Modbus TCP drives announced over mDNS on %s, fault injection at http://%s\n",
-		g.BrokerURL(), *drives, link, lo, s.ControlAddr())
-	if !*noSchedule {
-		fmt.Fprintf(stdout, "  scripted: drive %d on bus1 goes silent 20 s in and answers again 15 s later (every minute)\n", *drives)
+		g.BrokerURL(), c.Drives, link, lo, s.ControlAddr())
+	if !c.NoSchedule {
+		fmt.Fprintf(stdout, "  scripted: drive %d on bus1 goes silent 20 s in and answers again 15 s later (every minute)\n", c.Drives)
 	}
 	fmt.Fprintf(stdout, "  dashboard: http://%s/   metrics: http://%s/metrics\n", g.HTTPAddr(), g.HTTPAddr())
 	fmt.Fprintf(stdout, "  try: curl -X POST -d '{\"mode\":\"silent\"}' http://%s/v1/devices/bus1/2/fault   (then {\"mode\":\"none\"})\n", s.ControlAddr())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -138,8 +139,8 @@ func TestDemo(t *testing.T) {
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		done <- cmdDemo(ctx, []string{"--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--no-schedule",
-			"--modbus", "127.0.0.1:0", "--dns", "127.0.0.1:0"}, &out, io.Discard)
+		done <- runDemo(ctx, &out, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--no-schedule",
+			"--modbus", "127.0.0.1:0", "--dns", "127.0.0.1:0")
 	}()
 	demoDrives := []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002", "rollcall-firmware-sim-sim-0003",
 		"rollcall-firmware-sim-sim-0004", "rollcall-firmware-sim-sim-0105", "rollcall-firmware-sim-sim-0106"}
@@ -264,7 +265,7 @@ discovery:
 	defer wcancel()
 	var wout testutil.SyncBuffer
 	wdone := make(chan error, 1)
-	go func() { wdone <- cmdWatch(wctx, []string{"--broker", url, "--json"}, &wout, io.Discard) }()
+	go func() { wdone <- runCommand(wctx, &wout, "watch", "--broker", url, "--json") }()
 	testutil.Eventually(t, 15*time.Second, "watch to print both drives", func() bool {
 		select {
 		case err := <-wdone:
@@ -472,30 +473,158 @@ health: {poll_intervall: 1s}
 	}
 }
 
-// TestUsageErrors: a flag mistake exits 2 with the message printed once (no internal
-// marker in it), --help exits 0 on every command, and a malformed --meta is a usage
-// error (2), not "none live" (1).
+// runCommand runs `rollcall ARGS…` until ctx ends, its output to stdout and its
+// messages discarded; an error when it exits other than 0.
+func runCommand(ctx context.Context, stdout io.Writer, args ...string) error {
+	var errb testutil.SyncBuffer
+	if code := runContext(ctx, args, stdout, &errb); code != 0 {
+		return fmt.Errorf("rollcall %s: exit status %d: %s", strings.Join(args, " "), code, errb.String())
+	}
+	return nil
+}
+
+// runDemo runs `rollcall demo ARGS…` until ctx ends, its output to stdout.
+func runDemo(ctx context.Context, stdout io.Writer, args ...string) error {
+	return runCommand(ctx, stdout, append([]string{"demo"}, args...)...)
+}
+
+// TestUsageErrors: each command's typical mistake exits 2 with one message on stderr,
+// naming the bad flag or value once, with no internal marker word and nothing on
+// stdout; the same for mistakes found after parsing (a malformed --meta is a usage
+// error, 2, not "none live", 1).
 func TestUsageErrors(t *testing.T) {
-	for _, c := range []string{"gateway", "demo", "watch", "find", "scan", "key", "maint", "check", "config"} {
-		var out, errb bytes.Buffer
-		if code := run([]string{c, "--help"}, &out, &errb); code != 0 {
-			t.Errorf("%s --help: exit %d, want 0", c, code)
-		}
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(tok, []byte("token\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range []struct {
 		args []string
-		once string
+		once string // named exactly once in the message
 	}{
-		{[]string{"gateway", "--conifg", "x"}, "conifg"},
-		{[]string{"find", "servo-drive", "--meta", "axis"}, `invalid value "axis"`},
-		{[]string{"find"}, "usage: rollcall find"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"gateway", "--conifg", "x"}, "--conifg"},
+		{[]string{"gateway", "--config"}, "--config: a value is required"},
+		{[]string{"gateway", "--log-level", "loud"}, `"loud"`},
+		{[]string{"gateway", "extra"}, "extra"},
+		{[]string{"demo", "--drives", "99"}, "--drives: expected 1–16, got 99"},
+		{[]string{"demo", "--poll", "fast"}, `"fast"`},
+		{[]string{"watch", "--timeout", "10"}, "--timeout"},
+		{[]string{"watch", "--brokr", "tcp://x"}, "--brokr"},
+		{[]string{"find"}, "SERVICE is required"},
+		{[]string{"find", "servo-drive", "--meta", "axis"}, `"axis"`},
+		{[]string{"find", "servo-drive", "--strategy", "fastest"}, `"fastest"`},
+		{[]string{"find", "servo-drive", "other-service"}, "other-service"},
+		{[]string{"scan"}, "--device"},
+		{[]string{"scan", "--device", "/dev/ttyUSB0", "--baud", "fast"}, `"fast"`},
+		{[]string{"scan", "--device", "/dev/ttyUSB0", "--units", "0-300"}, `"0-300"`},
+		{[]string{"scan", "--device", "/dev/ttyUSB0", "--parity", "mark"}, `"mark"`},
+		{[]string{"key", "--conf", "x"}, "unknown flag --conf,"},
+		{[]string{"maint"}, "an instance id is required"},
+		{[]string{"maint", "some-id", "--token-file", tok}, "--reason is required"},
+		{[]string{"maint", "some-id", "--off", "--reason", "x", "--token-file", tok}, "--off takes no --reason"},
+		{[]string{"maint", "some-id", "--reason", "x"}, "--token-file is required"},
+		{[]string{"maint", "some-id", "--reason", "x", "--until", "yesterday", "--token-file", tok}, `"yesterday"`},
+		{[]string{"check"}, "--config"},
+		{[]string{"check", "--config", "a.yaml", "b.yaml"}, "b.yaml"},
+		{[]string{"config", "extra"}, "extra"},
+		{[]string{"version", "--verbose"}, "--verbose"},
 	} {
 		var out, errb bytes.Buffer
-		code := run(tt.args, &out, &errb)
+		code := runContext(context.Background(), tt.args, &out, &errb)
 		msg := errb.String()
-		if code != 2 || strings.Count(msg, tt.once) != 1 || strings.Contains(msg, ": usage") {
-			t.Errorf("%q: exit %d, stderr %q; want 2 and %q once, without an internal marker", tt.args, code, msg, tt.once)
+		if code != 2 || strings.Count(msg, tt.once) != 1 || out.Len() != 0 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2 and %q once on stderr", tt.args, code, out.String(), msg, tt.once)
+			continue
 		}
+		if !strings.HasPrefix(msg, "rollcall: ") || strings.Count(msg, "rollcall: ") != 1 || strings.Count(msg, "\n") > 2 {
+			t.Errorf("%q: stderr %q; want one message (rollcall: …, and where the help is)", tt.args, msg)
+		}
+		for _, marker := range []string{"usage", "Usage", "flags:", "EOL"} {
+			if strings.Contains(msg, marker) {
+				t.Errorf("%q: stderr %q has %q", tt.args, msg, marker)
+			}
+		}
+		if cmd := tt.args[0]; cmd != "frobnicate" && !strings.Contains(msg, "rollcall "+cmd+" --help") {
+			t.Errorf("%q: stderr %q does not point to rollcall %s --help", tt.args, msg, cmd)
+		}
+	}
+	// No arguments: the commands, on stderr, exit 2.
+	var out, errb bytes.Buffer
+	if code := runContext(context.Background(), nil, &out, &errb); code != 2 || out.Len() != 0 || !strings.Contains(errb.String(), "scan") {
+		t.Errorf("no arguments: exit %d, stdout %q, stderr %q; want 2 and the commands on stderr", code, out.String(), errb.String())
+	}
+}
+
+// TestHelp: --help and -h exit 0 on the top level and on every command, print on
+// stdout, and show the command's flags and examples; `rollcall help CMD` too. The
+// documented spellings of every command parse (one-dash long flags, the flag package's
+// spelling before, too).
+func TestHelp(t *testing.T) {
+	commands := map[string][]string{ // command → flags its help must name
+		"gateway": {"--config", "--log-format", "--log-level"},
+		"demo":    {"--drives", "--poll", "--listen", "--control", "--http", "--modbus", "--dns", "--no-schedule"},
+		"watch":   {"--broker", "--service", "--trusted-keys", "--json"},
+		"find":    {"<service>", "--broker", "--meta", "--trusted-keys", "--json", "--strategy", "--allow-warning"},
+		"scan":    {"--device", "--baud", "--units", "--json", "--timeout", "--parity"},
+		"key":     {"--config"},
+		"maint":   {"<id>", "--reason", "--until", "--off", "--gateway", "--token-file"},
+		"check":   {"--config", "--broker"},
+		"config":  {},
+		"version": {},
+	}
+	for _, flag := range []string{"--help", "-h"} {
+		var out, errb bytes.Buffer
+		if code := runContext(context.Background(), []string{flag}, &out, &errb); code != 0 || errb.Len() != 0 {
+			t.Errorf("rollcall %s: exit %d, stderr %q", flag, code, errb.String())
+		}
+		for c := range commands {
+			if !strings.Contains(out.String(), c) {
+				t.Errorf("rollcall %s does not list %s:\n%s", flag, c, out.String())
+			}
+		}
+	}
+	for c, flags := range commands {
+		for _, args := range [][]string{{c, "--help"}, {c, "-h"}, {"help", c}} {
+			var out, errb bytes.Buffer
+			code := runContext(context.Background(), args, &out, &errb)
+			help := out.String()
+			if code != 0 || errb.Len() != 0 {
+				t.Errorf("%q: exit %d, stderr %q; want 0", args, code, errb.String())
+				continue
+			}
+			if !strings.Contains(help, "rollcall "+c) {
+				t.Errorf("%q: no \"rollcall %s\" in\n%s", args, c, help)
+			}
+			for _, f := range flags {
+				if !strings.Contains(help, f) {
+					t.Errorf("%q: help lacks %s:\n%s", args, f, help)
+				}
+			}
+			if c == "version" {
+				continue
+			}
+			_, examples, ok := strings.Cut(help, "Examples:")
+			if !ok || strings.Count(examples, "    rollcall "+c)+strings.Count(examples, "    curl ") == 0 {
+				t.Errorf("%q: no examples of rollcall %s in\n%s", args, c, help)
+			}
+		}
+	}
+	var out, errb bytes.Buffer
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-v"}} {
+		out.Reset()
+		if code := runContext(context.Background(), args, &out, &errb); code != 0 || out.String() != "rollcall "+version+"\n" {
+			t.Errorf("%q: exit %d, %q", args, code, out.String())
+		}
+	}
+	// The flag package's one-dash spelling of a long flag still parses.
+	out.Reset()
+	if code := runContext(context.Background(), []string{"config", "-h"}, &out, &errb); code != 0 {
+		t.Errorf("config -h: exit %d", code)
+	}
+	var sample bytes.Buffer
+	if code := runContext(context.Background(), []string{"check", "-config", filepath.Join(t.TempDir(), "none.yaml")}, &sample, &errb); code != 1 {
+		t.Errorf("check -config FILE (one dash): exit %d, want 1 (the file is missing): %s", code, errb.String())
 	}
 }
 

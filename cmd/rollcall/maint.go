@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,88 +13,84 @@ import (
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
-	"github.com/rollcall-edge/rollcall/gateway/config"
 )
 
-// cmdMaint puts an instance into maintenance, or ends it, through the gateway's HTTP API
-// (PUT or DELETE /v1/instances/<id>/maintenance with the admin token): rollcall maint ID
-// --reason TEXT [--until TIME] | --off.
-func cmdMaint(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("maint", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: rollcall maint ID --reason TEXT [--until TIME] [--gateway URL] [--token-file FILE]
-       rollcall maint ID --off [--gateway URL] [--token-file FILE]
+// maintCmd is `rollcall maint ID --reason TEXT [--until TIME] | --off`.
+type maintCmd struct {
+	ID        string `arg:"" name:"id" help:"The instance's id, as the catalog lists it."`
+	Reason    string `placeholder:"TEXT" help:"Why the instance is in maintenance (required unless --off)."`
+	Until     string `placeholder:"TIME" help:"When maintenance ends by itself: RFC 3339 time or a duration from now."`
+	Off       bool   `help:"End maintenance."`
+	Gateway   string `default:"http://${http_listen}" placeholder:"URL" help:"The gateway's HTTP API (default ${default})."`
+	TokenFile string `name:"token-file" placeholder:"FILE" help:"File holding the admin token (the gateway's http.admin_token_file); required."`
+}
 
-Puts the instance ID into maintenance: it stays listed with the reason, is never
-picked, routed or resolved, and its failures do not count; --off ends it. It survives
-a gateway restart (kept in the gateway's state directory). --until ends it by itself:
-RFC 3339 (2026-12-01T06:00:00Z) or a duration from now (90m).
+// Help is the text of `rollcall maint --help`.
+func (maintCmd) Help() string {
+	return `Puts the instance ID into maintenance: it stays listed with the reason, is never picked, routed or resolved, and its failures do not count; --off ends it. It survives a gateway restart (kept in the gateway's state directory). --until ends it by itself: RFC 3339 (2026-12-01T06:00:00Z) or a duration from now (90m). Exit status 0 done, 1 refused by the gateway (its message shown), 2 usage error.
 
 Examples:
-  rollcall maint rollcall-firmware-sim-sim-0002 --reason "encoder replaced" --until 2h --token-file /etc/rollcall/admin.token
-  rollcall maint rollcall-firmware-sim-sim-0002 --off --token-file /etc/rollcall/admin.token
 
-Flags:
-`)
-		fs.PrintDefaults()
-	}
-	reason := fs.String("reason", "", "why the instance is in maintenance (required unless --off)")
-	until := fs.String("until", "", "when maintenance ends by itself: RFC 3339 time or a duration from now")
-	off := fs.Bool("off", false, "end maintenance")
-	gw := fs.String("gateway", "http://"+config.DefaultHTTPListen, "the gateway's HTTP API")
-	tokenFile := fs.String("token-file", "", "file holding the admin token (the gateway's http.admin_token_file)")
-	id, rest := "", args
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		id, rest = args[0], args[1:]
-	}
-	if err := parseFlags(fs, rest); err != nil {
-		return err
-	}
-	if id == "" && fs.NArg() > 0 {
-		id = fs.Arg(0)
-	}
+    rollcall maint rollcall-firmware-sim-sim-0002 --reason "encoder replaced" --until 2h --token-file /etc/rollcall/admin.token
+    rollcall maint rollcall-firmware-sim-sim-0002 --off --token-file /etc/rollcall/admin.token
+    rollcall maint rollcall-firmware-sim-sim-0002 --off --gateway http://box-a:9180 --token-file admin.token`
+}
+
+// Validate checks the flags together (kong calls it after parsing).
+func (c *maintCmd) Validate() error {
 	switch {
-	case id == "":
-		return fmt.Errorf("maint: an instance id is required: %w", errUsage)
-	case *off && (*reason != "" || *until != ""):
-		return fmt.Errorf("maint: --off takes no --reason or --until: %w", errUsage)
-	case !*off && strings.TrimSpace(*reason) == "":
-		return fmt.Errorf("maint: --reason is required (or --off): %w", errUsage)
-	case *tokenFile == "":
-		return fmt.Errorf("maint: --token-file is required (the gateway's http.admin_token_file): %w", errUsage)
+	case c.ID == "":
+		return errors.New("an instance id is required, e.g. rollcall maint rollcall-firmware-sim-sim-0002 --off --token-file FILE")
+	case c.Off && (c.Reason != "" || c.Until != ""):
+		return errors.New("--off takes no --reason or --until")
+	case !c.Off && strings.TrimSpace(c.Reason) == "":
+		return errors.New("--reason is required (or --off)")
+	case c.TokenFile == "":
+		return errors.New("--token-file is required (the gateway's http.admin_token_file)")
 	}
-	b, err := os.ReadFile(*tokenFile)
+	if c.Until != "" {
+		if _, err := parseUntil(c.Until, time.Now()); err != nil {
+			return fmt.Errorf("--until: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run puts the instance into maintenance, or ends it, through the gateway's HTTP API
+// (PUT or DELETE /v1/instances/<id>/maintenance with the admin token).
+func (c *maintCmd) Run(ctx context.Context, s *streams) error {
+	id, stdout := c.ID, s.stdout
+	b, err := os.ReadFile(c.TokenFile)
 	if err != nil {
 		return fmt.Errorf("maint: --token-file: %w", err)
 	}
 	token, _, _ := strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
-	body := map[string]any{"reason": *reason}
-	if *until != "" {
-		t, err := parseUntil(*until, time.Now())
+	body := map[string]any{"reason": c.Reason}
+	if c.Until != "" {
+		t, err := parseUntil(c.Until, time.Now())
 		if err != nil {
-			return fmt.Errorf("maint: --until: %w: %w", err, errUsage)
+			return usagef("maint: --until: %w", err)
 		}
 		body["until"] = contract.Time{Time: t}
 	}
 	method, payload := http.MethodPut, []byte(nil)
-	if *off {
+	if c.Off {
 		method = http.MethodDelete
 	} else if payload, err = json.Marshal(body); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	url := strings.TrimRight(*gw, "/") + "/v1/instances/" + id + "/maintenance"
+	url := strings.TrimRight(c.Gateway, "/") + "/v1/instances/" + id + "/maintenance"
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(payload))
 	if err != nil {
-		return fmt.Errorf("maint: --gateway: %w: %w", err, errUsage)
+		return usagef("maint: --gateway: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(token))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("maint: %w: %w", err, errUsage)
+		return usagef("maint: %w", err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -107,7 +103,7 @@ Flags:
 		}
 		return fmt.Errorf("maint: %s", resp.Status)
 	}
-	if *off {
+	if c.Off {
 		fmt.Fprintf(stdout, "%s: maintenance ended\n", id)
 		return nil
 	}

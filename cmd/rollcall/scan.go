@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,81 +33,77 @@ type scanResult struct {
 	Error    string         `json:"error,omitempty"` // answered the probe, but identity or poll failed
 }
 
-// scanHelp is the text of `rollcall scan -h`, before the flags.
-const scanHelp = `usage: rollcall scan --device PATH --baud N [--units 1-247] [--json]
+// scanCmd is `rollcall scan --device PATH --baud N [--units 1-247] [--json]`.
+type scanCmd struct {
+	Device   string        `required:"" placeholder:"PATH" help:"Serial device, e.g. /dev/ttyUSB0."`
+	Baud     int           `default:"19200" placeholder:"N" help:"Baud rate (default ${default})."`
+	Parity   string        `enum:"none,even,odd" default:"none" help:"Parity: none, even or odd."`
+	Units    string        `default:"1-247" placeholder:"1-247" help:"Unit IDs to scan, e.g. 1-32 or 1,3,5-7 (default ${default})."`
+	Timeout  time.Duration `default:"50ms" help:"Reply timeout per request."`
+	JSON     bool          `name:"json" help:"Print one JSON object per device instead of a table."`
+	Profiles string        `placeholder:"DIR" help:"Directory of device profiles (default: the built-in ones)."`
 
-One-shot commissioning scan of a serial bus: probes each unit ID with a basic Read
-Device Identification (FC 0x2B/0x0E), identifies every unit that answers, matches a
-profile and polls it once, printing each device as it is found.
+	units []int // Units, parsed by Validate
+}
 
-While it runs, the scan is the bus master, and an RS-485 bus has one master: a running
-gateway holds (locks) every bus in its config for as long as it runs. The scan refuses
-a bus that a gateway, another scan or any other program holding the device's lock has,
-naming the holder's pid and command line; stop the gateway (or take the bus out of its
-config) first.
+// Help is the text of `rollcall scan --help`.
+func (scanCmd) Help() string {
+	return `Probes each unit ID with a basic Read Device Identification (FC 0x2B/0x0E), identifies every unit that answers, matches a profile and polls it once, printing each device as it is found.
 
-Exit status: 0 at least one device answered, 1 none did, 2 usage error, port cannot be
-opened, or bus in use.
+While it runs, the scan is the bus master, and an RS-485 bus has one master: a running gateway holds (locks) every bus in its config for as long as it runs. The scan refuses a bus that a gateway, another scan or any other program holding the device's lock has, naming the holder's pid and command line; stop the gateway (or take the bus out of its config) first.
 
-Flags:
-`
+Exit status: 0 at least one device answered, 1 none did, 2 usage error, port cannot be opened, or bus in use.
 
-// cmdScan is `rollcall scan --device PATH --baud N [--units 1-247]`: a one-shot
-// commissioning scan of a serial bus. It probes each unit ID with a basic Read Device
-// Identification (FC 0x2B/0x0E), identifies every unit that answers (even with an
-// exception), matches a profile and polls it once, printing each device as it is found
-// and progress on stderr. It opens the bus with modbus.OpenRTU, which locks the device:
-// a bus held by another master (a running gateway) is refused with a message naming the
-// holder (modbus.ErrBusInUse), before anything is sent. Exit status: 0 when at least one
-// device answered, 1 when none did, 2 on usage errors, when the port cannot be opened or
-// when the bus is in use.
-func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fset := flag.NewFlagSet("scan", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	fset.Usage = func() {
-		fmt.Fprint(fset.Output(), scanHelp)
-		fset.PrintDefaults()
-	}
-	device := fset.String("device", "", "serial device, e.g. /dev/ttyUSB0 (required)")
-	baud := fset.Int("baud", 19200, "baud rate")
-	parity := fset.String("parity", "none", "parity: none, even or odd")
-	unitsFlag := fset.String("units", "1-247", `unit IDs to scan, e.g. "1-32" or "1,3,5-7"`)
-	timeout := fset.Duration("timeout", 50*time.Millisecond, "reply timeout per request")
-	asJSON := fset.Bool("json", false, "print one JSON object per device instead of a table")
-	profDir := fset.String("profiles", "", "directory of device profiles (default: the built-in ones)")
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	if *device == "" || fset.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: rollcall scan --device PATH --baud N [--units 1-247] [--json]")
-		return errUsage
-	}
-	units, err := config.ParseUnits(*unitsFlag)
+Examples:
+
+    rollcall scan --device /dev/ttyUSB0 --baud 115200
+    rollcall scan --device /dev/serial/by-id/usb-FTDI_RS485-if00 --baud 19200 --parity even --units 1-32
+    rollcall scan --device /dev/ttyUSB0 --baud 115200 --units 1,3,5-7 --json`
+}
+
+// Validate parses --units (kong calls it after parsing).
+func (c *scanCmd) Validate() error {
+	units, err := config.ParseUnits(c.Units)
 	if err != nil {
-		return fmt.Errorf("--units: %v: %w", err, errUsage)
+		return fmt.Errorf("--units: %w", err)
 	}
+	c.units = units
+	return nil
+}
+
+// Run is a one-shot commissioning scan of a serial bus. It probes each unit ID with a
+// basic Read Device Identification (FC 0x2B/0x0E), identifies every unit that answers
+// (even with an exception), matches a profile and polls it once, printing each device
+// as it is found and progress on stderr. It opens the bus with modbus.OpenRTU, which
+// locks the device: a bus held by another master (a running gateway) is refused with a
+// message naming the holder (modbus.ErrBusInUse), before anything is sent. Exit
+// status: 0 when at least one device answered, 1 when none did, 2 on usage errors, when
+// the port cannot be opened or when the bus is in use.
+func (c *scanCmd) Run(ctx context.Context, s *streams) error {
+	stdout, stderr, units := s.stdout, s.stderr, c.units
+	var err error
 	var profiles *devices.Profiles
-	if *profDir != "" {
-		profiles, err = devices.LoadProfiles([]string{*profDir})
+	if c.Profiles != "" {
+		profiles, err = devices.LoadProfiles([]string{c.Profiles})
 	} else {
 		profiles, err = devices.BuiltinProfiles()
 	}
 	if err != nil {
-		return fmt.Errorf("%v: %w", err, errUsage)
+		return usagef("--profiles: %v", err)
 	}
-	bus, err := modbus.OpenRTU(modbus.SerialConfig{Device: *device, Baud: *baud, Parity: *parity, Timeout: *timeout})
+	bus, err := modbus.OpenRTU(modbus.SerialConfig{Device: c.Device, Baud: c.Baud, Parity: c.Parity, Timeout: c.Timeout})
 	if errors.Is(err, modbus.ErrBusInUse) {
 		// Printed here, whole: the holder and what to do about it.
-		fmt.Fprintf(stderr, "rollcall: %v\nrollcall scan: not scanning %s: a running gateway holds every bus in its config; stop it, or take this bus out of its config, first\n", err, *device)
-		return errUsage
+		fmt.Fprintf(stderr, "rollcall: %v\nrollcall scan: not scanning %s: a running gateway holds every bus in its config; stop it, or take this bus out of its config, first\n", err, c.Device)
+		return errBusInUse
 	}
 	if err != nil {
-		return fmt.Errorf("%v: %w", err, errUsage)
+		return usagef("%v", err)
 	}
 	defer bus.Close()
 
 	tty := isTerminal(stderr)
-	if !*asJSON {
+	if !c.JSON {
 		fmt.Fprintln(stdout, scanColumns().row("UNIT", "VENDOR", "PRODUCT", "REV", "MODEL", "SERIAL", "PROFILE", "STATE", "RTT ms"))
 	}
 	start := time.Now()
@@ -130,7 +125,7 @@ func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if tty {
 			fmt.Fprint(stderr, "\r\033[K")
 		}
-		if *asJSON {
+		if c.JSON {
 			b, _ := json.Marshal(r)
 			fmt.Fprintln(stdout, string(b))
 			continue
@@ -148,7 +143,7 @@ func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if tty {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
-	fmt.Fprintf(stderr, "scan: %d of %d unit IDs answered on %s at %d baud in %.1f s\n", found, len(units), *device, *baud, time.Since(start).Seconds())
+	fmt.Fprintf(stderr, "scan: %d of %d unit IDs answered on %s at %d baud in %.1f s\n", found, len(units), c.Device, c.Baud, time.Since(start).Seconds())
 	if ctx.Err() != nil {
 		return fmt.Errorf("scan interrupted")
 	}
@@ -157,6 +152,10 @@ func cmdScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	return nil
 }
+
+// errBusInUse: the scan's bus is held by another master; printed whole by the scan
+// (exit status 2).
+var errBusInUse = errors.New("bus in use")
 
 // scanUnit probes one unit; ok is false when nothing answered.
 func scanUnit(ctx context.Context, bus modbus.Client, profiles *devices.Profiles, unit int) (scanResult, bool) {

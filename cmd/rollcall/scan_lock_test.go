@@ -67,8 +67,8 @@ func TestScanHelpSaysGatewayHoldsBus(t *testing.T) {
 	if code := run([]string{"scan", "-h"}, &out, &errb); code != 0 {
 		t.Fatalf("scan -h: exit %d, want 0 (help asked for)", code)
 	}
-	help := errb.String()
-	for _, want := range []string{"gateway holds (locks) every bus", "refuses", "-device"} {
+	help := strings.Join(strings.Fields(out.String()), " ") // as words: the help is wrapped to the terminal
+	for _, want := range []string{"gateway holds (locks) every bus", "refuses", "--device"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("scan -h output lacks %q:\n%s", want, help)
 		}
