@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 export GORACE ?= atexit_sleep_ms=0
 
-.PHONY: build run test test-short bench fuzz lint dist clean plant nats-server check-packaging
+.PHONY: build run test test-short bench fuzz lint dist deb check-deb clean plant nats-server check-packaging
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/rollcall ./cmd/rollcall
@@ -80,6 +80,7 @@ lint:
 # Static binaries (CGO off) for the edge boxes rollcall runs on, version stamped in
 # (`rollcall version`), with SHA256SUMS. Targets: linux/amd64, linux/arm64, linux/arm/v7.
 DIST_TARGETS := linux/amd64 linux/arm64 linux/arm/7
+DIST_BUILD = CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 dist:
 	@rm -rf dist && mkdir -p dist
 	@set -e; for t in $(DIST_TARGETS); do \
@@ -87,12 +88,50 @@ dist:
 		suffix=$$os-$$arch$${arm:+v$$arm}; \
 		for cmd in rollcall firmware-sim; do \
 			echo "dist/$$cmd-$$suffix"; \
-			CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
-				-o dist/$$cmd-$$suffix ./cmd/$$cmd; \
+			GOOS=$$os GOARCH=$$arch GOARM=$$arm $(DIST_BUILD) -o dist/$$cmd-$$suffix ./cmd/$$cmd; \
 		done; \
 	done
 	cp packaging/systemd/rollcall.service configs/edge-box.yaml dist/
 	cd dist && sha256sum rollcall-* firmware-sim-* > SHA256SUMS
+
+# Debian packages (README: "Install on an edge box"): dist/rollcall_<version>_<arch>.deb
+# for amd64, arm64 and armhf (the linux/arm/v7 binary), built by nfpm from
+# packaging/deb/nfpm.yaml. The version is VERSION made a Debian one (packaging/deb/
+# version.sh). Each binary is built as `make dist` builds it: right after `make dist` Go's
+# cache answers, nothing is compiled twice. The packaged unit is packaging/systemd/
+# rollcall.service with ExecStart=/usr/bin/rollcall. nfpm is pinned in packaging/tools/
+# go.mod, apart from the product's go.mod.
+DEB_ARCHS := amd64:amd64 arm64:arm64 arm/7:armhf
+DEB_VERSION = $(shell packaging/deb/version.sh '$(VERSION)' "$$(git rev-list --count HEAD 2>/dev/null)")
+DEB_MAINTAINER ?= rollcall maintainers <maintainers@rollcall-edge.invalid>
+NFPM := bin/nfpm
+deb: $(NFPM)
+	@set -e; v='$(DEB_VERSION)'; test -n "$$v"; \
+	mkdir -p dist/deb; rm -f dist/rollcall_*.deb; \
+	{ echo '# rollcall gateway, installed by the rollcall Debian package (packaging/systemd/rollcall.service).'; \
+	  echo '# Local changes: systemctl edit rollcall (kept across upgrades).'; \
+	  sed -e '1,/^\[Unit\]/{/^#/d;}' -e 's|/usr/local/bin/rollcall|/usr/bin/rollcall|g' packaging/systemd/rollcall.service; \
+	} > dist/deb/rollcall.service; \
+	grep -q '^ExecStart=/usr/bin/rollcall gateway ' dist/deb/rollcall.service; \
+	if grep -n /usr/local dist/deb/rollcall.service; then echo "dist/deb/rollcall.service: /usr/local left"; exit 1; fi; \
+	for t in $(DEB_ARCHS); do \
+		debarch=$${t##*:}; p=$${t%%:*}; arch=$${p%%/*}; arm=$${p#*/}; [ "$$arm" = "$$p" ] && arm=""; \
+		bin=dist/rollcall-linux-$$arch$${arm:+v$$arm}; \
+		GOOS=linux GOARCH=$$arch GOARM=$$arm $(DIST_BUILD) -o $$bin ./cmd/rollcall; \
+		DEB_ARCH=$$debarch DEB_VERSION=$$v DEB_BIN=$$bin DEB_UNIT=dist/deb/rollcall.service \
+		DEB_MAINTAINER='$(DEB_MAINTAINER)' SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+			$(NFPM) package --config packaging/deb/nfpm.yaml --packager deb --target dist/rollcall_$${v}_$$debarch.deb; \
+	done
+	cd dist && sha256sum $$(ls rollcall-* firmware-sim-* rollcall_*.deb 2>/dev/null) > SHA256SUMS
+
+$(NFPM): packaging/tools/go.mod packaging/tools/go.sum
+	$(GO) -C packaging/tools build -o $(CURDIR)/$(NFPM) github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+# The package of this machine's architecture installed with dpkg, the gateway started as
+# its unit would start it, then the package removed and purged (packaging/deb/test.sh:
+# root, on Debian; it refuses to run where rollcall is installed).
+check-deb: deb
+	packaging/deb/test.sh dist/rollcall_$(DEB_VERSION)_$$(dpkg --print-architecture).deb
 
 clean:
 	rm -rf bin dist
