@@ -64,12 +64,14 @@ type discovery struct {
 	// dir lists the Modbus TCP masters for routed requests; nil: the Modbus TCP server
 	// is off.
 	dir *masterDir
+	// reloads takes reloaded configs (Gateway.Reload) for run to apply (reconfigure).
+	reloads chan discReload
 }
 
 func newDiscovery(cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry,
 	mx *metrics.Metrics, log *slog.Logger, count *atomic.Int32) *discovery {
 	d := &discovery{cfg: cfg, profiles: profiles, reg: reg, metrics: mx, log: log, endpoints: map[string]*endpoint{},
-		ignored: map[string]bool{}, count: count}
+		ignored: map[string]bool{}, count: count, reloads: make(chan discReload)}
 	for _, p := range cfg.Discovery.MDNS.InstancePatterns {
 		d.allow = append(d.allow, regexp.MustCompile(p)) // validated by config
 	}
@@ -108,8 +110,9 @@ func (d *discovery) roomFor(key string) bool {
 	return false
 }
 
-// run starts the static targets, then applies mDNS snapshots until ctx ends; it returns
-// after every poller (each running under ctx) has stopped.
+// run starts the static targets, then applies mDNS snapshots and reloaded configs
+// (reconfigure) until ctx ends; it returns after every poller (each running under ctx)
+// has stopped.
 func (d *discovery) run(ctx context.Context, snapshots <-chan mdns.Snapshot) {
 	for i := range d.cfg.Discovery.TCP {
 		t := &d.cfg.Discovery.TCP[i]
@@ -125,6 +128,8 @@ func (d *discovery) run(ctx context.Context, snapshots <-chan mdns.Snapshot) {
 			return
 		case s := <-snapshots:
 			d.apply(ctx, s)
+		case r := <-d.reloads:
+			r.done <- d.reconfigure(ctx, r.cfg)
 		}
 	}
 }

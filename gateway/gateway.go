@@ -89,6 +89,9 @@ type Gateway struct {
 	mbAddr    string       // actual address of the Modbus TCP server; "" when off
 	dnsAddr   string       // actual address of the DNS interface (UDP and TCP); "" when off
 	stopping  atomic.Bool  // Run's ctx ended: not ready any more
+
+	reloads chan reloadRequest // Reload to run's loop
+	stopped chan struct{}      // closed when run's loop takes no more reloads
 }
 
 // New validates what can be checked before running: profiles load and parse.
@@ -114,7 +117,7 @@ func New(o Options) (*Gateway, error) {
 	}
 	return &Gateway{
 		cfg: o.Config, base: o.Logger, log: o.Logger.With("gateway", o.Config.Gateway.ID), version: o.Version,
-		profiles: ps, started: make(chan struct{}),
+		profiles: ps, started: make(chan struct{}), reloads: make(chan reloadRequest), stopped: make(chan struct{}),
 	}, nil
 }
 
@@ -248,6 +251,7 @@ type parts struct {
 	disc    *discovery        // nil without static TCP targets and mDNS
 	shared  *sharedPoller     // runs disc's Modbus TCP masters; nil when disc is
 	view    *client.Client    // the plant view's consumer (http.plant_view); nil when off
+	mu      sync.Mutex        // guards masters once run started (reloads replace them)
 	masters []*master         // one per serial bus
 	ownKeys *contract.KeyRing // this gateway's public key: what its read-back accepts
 	dir     *masterDir        // masters taking routed requests; nil when the Modbus TCP server is off
@@ -425,13 +429,7 @@ func (g *Gateway) build() (*parts, error) {
 		return p, err
 	}
 	for _, bc := range cfg.Discovery.Serial {
-		mc, h := rtuMaster(bc)
-		if p.dir != nil {
-			mc.RelayShare = cfg.ModbusServer.BusShare
-		}
-		m := newMaster(mc, h, cfg.Gateway.ID, g.profiles, g.reg, p.mx, g.log.With("bus", bc.Name))
-		m.dir = p.dir
-		p.masters = append(p.masters, m)
+		p.masters = append(p.masters, g.newBusMaster(p, bc))
 	}
 	if md := cfg.Discovery.MDNS; md.Enabled {
 		p.browser, err = mdns.NewBrowser(mdns.BrowserOptions{
@@ -717,13 +715,9 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 		go func() { defer busWG.Done(); _ = p.view.Run(ctx) }()
 	}
 	go func() { defer busWG.Done(); g.tick(ctx) }()
-	for _, m := range p.masters {
-		busWG.Add(1)
-		go func() {
-			defer busWG.Done()
-			_ = m.run(ctx)
-		}()
-	}
+	// The serial buses, the static targets' checks and the network discovery; a
+	// reload (serveReloads) changes them while they run.
+	lv := g.startLive(ctx, p, &busWG)
 	if p.router != nil {
 		ln := p.mbLn
 		p.mbLn = nil // the router owns it now
@@ -746,7 +740,6 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 			}
 		}()
 	}
-	runTargetChecks(ctx, &busWG, cfg, g.reg, g.log)
 	if p.edge != nil {
 		busWG.Add(1)
 		go func() { defer busWG.Done(); _ = p.edge.Run(ctx) }()
@@ -755,31 +748,9 @@ func (g *Gateway) run(ctx context.Context, p *parts) {
 		busWG.Add(1)
 		go func() { defer busWG.Done(); p.self.runMQTT(ctx, p.pubOpts) }()
 	}
-	if p.disc != nil {
-		busWG.Add(1)
-		go func() {
-			defer busWG.Done()
-			p.shared.run(ctx)
-		}()
-		snapshots := make(chan mdns.Snapshot)
-		if p.browser != nil {
-			busWG.Add(1)
-			go func() {
-				defer busWG.Done()
-				if err := p.browser.Run(ctx, snapshots); err != nil && ctx.Err() == nil {
-					g.log.Error("mdns browser stopped", "err", err)
-				}
-			}()
-		}
-		busWG.Add(1)
-		go func() {
-			defer busWG.Done()
-			p.disc.run(ctx, snapshots)
-		}()
-	}
 	close(g.started)
 
-	<-ctx.Done()
+	g.serveReloads(ctx, p, lv) // until ctx ends
 	g.stopping.Store(true)
 	busWG.Wait()
 	stopPub()
@@ -894,7 +865,10 @@ func (g *Gateway) ready(p *parts) error {
 	if !pub.Connected() {
 		return errors.New("MQTT publisher not connected to the broker")
 	}
-	for _, m := range p.masters {
+	p.mu.Lock()
+	masters := p.masters
+	p.mu.Unlock()
+	for _, m := range masters {
 		if err := m.openError(); err != nil {
 			return fmt.Errorf("bus %s: cannot open its serial port: %w", m.cfg.Name, err)
 		}

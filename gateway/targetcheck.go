@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
@@ -15,25 +13,6 @@ import (
 	"github.com/rollcall-edge/rollcall/gateway/scriptcheck"
 	"github.com/rollcall-edge/rollcall/registry"
 )
-
-// runTargetChecks runs the configured checks of every static Modbus TCP target
-// (discovery.tcp[i].checks), each on its own ticker in a goroutine of wg, until ctx
-// ends; their results count in the status of the target's instances
-// (Registry.ObserveCheck with the master's owner key).
-func runTargetChecks(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, reg *registry.Registry, log *slog.Logger) {
-	for _, t := range cfg.Discovery.TCP {
-		host, ps, _ := net.SplitHostPort(t.Address)
-		port, _ := strconv.Atoi(ps)
-		owner := tcpOwner(host, port)
-		for _, ck := range t.Checks {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				runTargetCheck(ctx, reg, owner, ck, log.With("target", t.Name, "check", ck.Name))
-			}()
-		}
-	}
-}
 
 // runTargetCheck runs one check every ck.Interval (the first at once) until ctx ends.
 func runTargetCheck(ctx context.Context, reg *registry.Registry, owner string, ck config.TargetCheck, log *slog.Logger) {

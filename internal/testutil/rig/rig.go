@@ -166,18 +166,7 @@ func (r *Rig) StartGateway(broker, extra string) *gateway.Gateway {
 // a restart: same state directory, so the epoch goes up.
 func (r *Rig) RunGateway(broker, extra string) (*gateway.Gateway, func()) {
 	r.t.Helper()
-	id := r.GatewayID
-	brokerKey := fmt.Sprintf("broker: %q", broker)
-	if strings.Contains(broker, ",") { // a cluster's nodes
-		var q []string
-		for _, b := range strings.Split(broker, ",") {
-			q = append(q, fmt.Sprintf("%q", b))
-		}
-		brokerKey = fmt.Sprintf("brokers: [%s]", strings.Join(q, ", "))
-	}
-	text := fmt.Sprintf("gateway: {id: %s, state_dir: %s}\nmqtt: {%s, embedded_listen: \"127.0.0.1:0\"%s}\n%s",
-		id, filepath.Join(r.Dir, "state-"+id), brokerKey, r.MQTTExtra, r.Expand(extra))
-	cfg, err := config.Parse("gateway.yaml", []byte(text))
+	cfg, err := config.Parse("gateway.yaml", []byte(r.GatewayConfig(broker, extra)))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -197,6 +186,23 @@ func (r *Rig) RunGateway(broker, extra string) (*gateway.Gateway, func()) {
 	}
 	var once sync.Once
 	return g, func() { once.Do(func() { cancel(); <-errc }) }
+}
+
+// GatewayConfig is the text of the config RunGateway gives a gateway: a header naming
+// GatewayID, its state directory, the broker and MQTTExtra, then extra expanded (Expand).
+// A test that reloads a running gateway (Gateway.Reload) writes its new config with it.
+func (r *Rig) GatewayConfig(broker, extra string) string {
+	id := r.GatewayID
+	brokerKey := fmt.Sprintf("broker: %q", broker)
+	if strings.Contains(broker, ",") { // a cluster's nodes
+		var q []string
+		for _, b := range strings.Split(broker, ",") {
+			q = append(q, fmt.Sprintf("%q", b))
+		}
+		brokerKey = fmt.Sprintf("brokers: [%s]", strings.Join(q, ", "))
+	}
+	return fmt.Sprintf("gateway: {id: %s, state_dir: %s}\nmqtt: {%s, embedded_listen: \"127.0.0.1:0\"%s}\n%s",
+		id, filepath.Join(r.Dir, "state-"+id), brokerKey, r.MQTTExtra, r.Expand(extra))
 }
 
 // Expand replaces $LINK with Link and $ADDR(name) with the address of the simulator's
