@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"fmt"
@@ -18,7 +19,9 @@ import (
 	"github.com/rollcall-edge/rollcall/firmware-sim/sim"
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"github.com/rollcall-edge/rollcall/registry/client"
+	"golang.org/x/sys/unix"
 )
 
 // demoCmd is `rollcall demo`.
@@ -57,7 +60,21 @@ func (c *demoCmd) Validate() error {
 // the embedded broker, the gateway, and a subscriber that shows the live catalog.
 func (c *demoCmd) Run(ctx context.Context, out *streams) error {
 	stdout := out.stdout
-	log := c.logger(out.stderr)
+	// On a terminal the demo is a screen: the catalog redrawn in place under a fixed
+	// header, the logs in a file and their last lines below the table. Otherwise
+	// (a pipe, a test) the banner and a table on each change of the catalog.
+	screen := isTerminal(stdout)
+	logw, logPath, logs := out.stderr, "", (*logTail)(nil)
+	if screen {
+		f, err := os.CreateTemp("", "rollcall-demo-*.log")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logs = &logTail{max: demoLogLines}
+		logw, logPath = io.MultiWriter(f, logs), f.Name()
+	}
+	log := c.logger(logw)
 	dir, err := os.MkdirTemp("", "rollcall-demo-")
 	if err != nil {
 		return err
@@ -78,9 +95,9 @@ func (c *demoCmd) Run(ctx context.Context, out *streams) error {
 		return err
 	}
 	link := filepath.Join(dir, "bus1")
-	// The demo's own mDNS instances carry a tag unique to this process, and the gateway
+	// The demo's own mDNS instances carry a tag unique to this run, and the gateway
 	// admits only those: another demo or device announcing on loopback is not listed.
-	demoTag := fmt.Sprintf("demo%d", os.Getpid())
+	demoTag := fmt.Sprintf("demo%dt%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	var simYAML strings.Builder
 	fmt.Fprintf(&simYAML, "control: {listen: %q}\nbuses:\n  - name: bus1\n    link: %s\n    baud: 115200\n    turnaround: 1ms\n    drives:\n",
 		freeAddr(c.Control), link)
@@ -153,23 +170,17 @@ dns: {listen: %q, domain: rollcall}
 	case err := <-gwErr:
 		return err
 	}
-	fmt.Fprintf(stdout, "rollcall demo: broker %s, %d simulated drives on RS-485 bus %s (115200 baud), 2 Modbus TCP drives announced over mDNS on %s, fault injection at http://%s\n",
-		g.BrokerURL(), c.Drives, link, lo, s.ControlAddr())
-	if !c.NoSchedule {
-		fmt.Fprintf(stdout, "  scripted: drive %d on bus1 goes silent 20 s in and answers again 15 s later (every minute)\n", c.Drives)
+	addrs := demoAddrs{
+		drives: c.Drives, scripted: !c.NoSchedule, link: link, loopback: lo, broker: g.BrokerURL(),
+		control: s.ControlAddr(), http: g.HTTPAddr(), modbus: g.ModbusAddr(), dns: g.DNSAddr(),
+		topics: contract.Topics{Prefix: cfg.MQTT.TopicPrefix}.ReadAllFilter(), logFile: logPath,
 	}
-	fmt.Fprintf(stdout, "  dashboard: http://%s/   metrics: http://%s/metrics\n", g.HTTPAddr(), g.HTTPAddr())
-	fmt.Fprintf(stdout, "  try: curl -X POST -d '{\"mode\":\"silent\"}' http://%s/v1/devices/bus1/2/fault   (then {\"mode\":\"none\"})\n", s.ControlAddr())
-	mbHost, mbPort, _ := net.SplitHostPort(g.ModbusAddr())
-	fmt.Fprintf(stdout, "  modbus: %s (unit 1: any live drive of cell 1; unit 2: axis 2)   e.g. mbpoll -m tcp -p %s -a 1 -0 -r 100 -c 8 -t 4:hex -1 %s\n",
-		g.ModbusAddr(), mbPort, mbHost)
-	dnsHost, dnsPort, _ := net.SplitHostPort(g.DNSAddr())
-	fmt.Fprintf(stdout, "  dns: %s   e.g. dig @%s -p %s +short servo-drive.service.rollcall SRV\n", g.DNSAddr(), dnsHost, dnsPort)
-	if host, port, err := net.SplitHostPort(strings.TrimPrefix(g.BrokerURL(), "tcp://")); err == nil {
-		fmt.Fprintf(stdout, "  subscribe: mosquitto_sub -h %s -p %s -t '%s' -v\n", host, port,
-			contract.Topics{Prefix: cfg.MQTT.TopicPrefix}.ReadAllFilter())
+	if !screen {
+		for _, line := range addrs.banner() {
+			fmt.Fprintln(stdout, line)
+		}
+		fmt.Fprintln(stdout)
 	}
-	fmt.Fprintln(stdout)
 
 	// The view trusts the demo gateway's key (made by its first start above), as a line
 	// controller given `rollcall key`'s output would.
@@ -188,6 +199,9 @@ dns: {listen: %q, domain: rollcall}
 		return err
 	}
 	view := &catalogView{out: stdout, start: time.Now(), catalog: cc}
+	if screen {
+		view.screen = &demoScreen{tty: stdout.(*os.File), header: addrs.header, logs: logs, logFile: logPath}
+	}
 	changes, unsubscribe := cc.Subscribe(64)
 	defer unsubscribe()
 	wg.Add(1)
@@ -238,19 +252,113 @@ func freeAddr(addr string) string {
 	return addr
 }
 
-// catalogView prints the catalog as the consumer library sees it, as a table, when it
-// changes (at most 4 times a second).
+// demoLogLines is how many of the latest log lines the demo's screen shows.
+const demoLogLines = 6
+
+// demoAddrs are what the demo tells a person: where its parts listen and the commands
+// to try against them.
+type demoAddrs struct {
+	drives   int
+	scripted bool
+	link     string // the virtual bus's device
+	loopback string // the interface the TCP drives are announced on
+	broker   string // tcp://host:port
+	control  string // firmware-sim control API, host:port
+	http     string
+	modbus   string
+	dns      string
+	topics   string // the catalog's read-all filter
+	logFile  string // screen mode: where the logs go
+}
+
+// fault is the command that sets bus drive 2's fault mode: "silent" breaks it, "none"
+// heals it (README, "Commands").
+func (a demoAddrs) fault(mode string) string {
+	return fmt.Sprintf(`curl -X POST -d '{"mode":"%s"}' http://%s/v1/devices/bus1/2/fault`, mode, a.control)
+}
+
+// mbpoll is the command that reads the serial number of the drive behind virtual unit 1.
+func (a demoAddrs) mbpoll() string {
+	host, port, _ := net.SplitHostPort(a.modbus)
+	return fmt.Sprintf("mbpoll -m tcp -p %s -a 1 -0 -r 100 -c 8 -t 4:hex -1 %s", port, host)
+}
+
+// dig is the command that lists the passing drives' SRV records.
+func (a demoAddrs) dig() string {
+	host, port, _ := net.SplitHostPort(a.dns)
+	return fmt.Sprintf("dig @%s -p %s +short servo-drive.service.rollcall SRV", host, port)
+}
+
+// subscribe is the command that shows the catalog's MQTT messages.
+func (a demoAddrs) subscribe() string {
+	host, port, err := net.SplitHostPort(strings.TrimPrefix(a.broker, "tcp://"))
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf("mosquitto_sub -h %s -p %s -t '%s' -v", host, port, a.topics)
+}
+
+// banner is what the demo prints once, before its tables, when its output is not a
+// terminal (one "key: value" line each, which TestDemo reads).
+func (a demoAddrs) banner() []string {
+	out := []string{fmt.Sprintf("rollcall demo: broker %s, %d simulated drives on RS-485 bus %s (115200 baud), 2 Modbus TCP drives announced over mDNS on %s, fault injection at http://%s",
+		a.broker, a.drives, a.link, a.loopback, a.control)}
+	if a.scripted {
+		out = append(out, fmt.Sprintf("  scripted: drive %d on bus1 goes silent 20 s in and answers again 15 s later (every minute)", a.drives))
+	}
+	out = append(out,
+		fmt.Sprintf("  dashboard: http://%s/   metrics: http://%s/metrics", a.http, a.http),
+		fmt.Sprintf("  try: %s   (then {\"mode\":\"none\"})", a.fault("silent")),
+		fmt.Sprintf("  modbus: %s (unit 1: any live drive of cell 1; unit 2: axis 2)   e.g. %s", a.modbus, a.mbpoll()),
+		fmt.Sprintf("  dns: %s   e.g. %s", a.dns, a.dig()))
+	if sub := a.subscribe(); sub != "" {
+		out = append(out, "  subscribe: "+sub)
+	}
+	return out
+}
+
+// header is the fixed top of the demo's screen: what runs, where to look, and the
+// exact commands that break and heal a drive.
+func (a demoAddrs) header(up time.Duration) []string {
+	out := []string{
+		fmt.Sprintf("rollcall demo — %d drives on RS-485 bus1, 2 Modbus TCP drives over mDNS — up %s — Ctrl-C quits",
+			a.drives, up.Truncate(time.Second)),
+		fmt.Sprintf("  dashboard  http://%s/      metrics http://%s/metrics", a.http, a.http),
+		fmt.Sprintf("  modbus     %-21s  unit 1: a live drive of cell 1, unit 2: axis 2   %s", a.modbus, a.mbpoll()),
+		fmt.Sprintf("  dns        %-21s  %s", a.dns, a.dig()),
+		fmt.Sprintf("  break      %s", a.fault("silent")),
+		fmt.Sprintf("  heal       %s", a.fault("none")),
+		fmt.Sprintf("  broker     %-21s  %s", a.broker, a.subscribe()),
+		fmt.Sprintf("  logs       %s", a.logFile),
+	}
+	if a.scripted {
+		out = append(out, fmt.Sprintf("  scripted   drive %d goes silent 20 s in and answers again 15 s later, every minute", a.drives))
+	}
+	return out
+}
+
+// catalogView shows the catalog as the consumer library sees it: redrawn in place on a
+// screen, or printed as a table when an instance comes, goes or changes status, state
+// or endpoint (not for every refreshed record), checked at most 4 times a second.
 type catalogView struct {
 	out     io.Writer
 	start   time.Time
 	catalog *client.Client
+	screen  *demoScreen // nil: line output
+
+	printed string // line output: what the last printed table showed (tableKey)
 }
 
-// run prints the table after changes arrive on changes, until ctx ends or changes closes.
+// run shows the catalog after changes arrive on changes, until ctx ends or changes
+// closes; a screen is also redrawn every second (its clock and ages move).
 func (v *catalogView) run(ctx context.Context, changes <-chan client.Change) {
+	if v.screen != nil {
+		v.screen.enter()
+		defer v.screen.leave()
+	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
-	dirty := false
+	dirty, ticks := true, 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -261,7 +369,11 @@ func (v *catalogView) run(ctx context.Context, changes <-chan client.Change) {
 			}
 			dirty = true
 		case <-t.C:
-			if dirty {
+			ticks++
+			if v.screen != nil && (dirty || ticks%4 == 0) {
+				dirty = false
+				v.screen.draw(v.start, v.rows())
+			} else if v.screen == nil && dirty {
 				dirty = false
 				v.print()
 			}
@@ -269,41 +381,202 @@ func (v *catalogView) run(ctx context.Context, changes <-chan client.Change) {
 	}
 }
 
-func (v *catalogView) print() {
+// records are the instances of the catalog sorted by id.
+func (v *catalogView) records() []*contract.Record {
 	ins := v.catalog.Instances("")
 	sort.Slice(ins, func(i, j int) bool { return ins[i].ID < ins[j].ID })
-	fmt.Fprintf(v.out, "── catalog at +%.1fs ", time.Since(v.start).Seconds())
-	seen := map[string]bool{}
-	for _, in := range ins {
-		if !seen[in.Gateway] {
-			seen[in.Gateway] = true
-			fmt.Fprintf(v.out, "(gateway %s %s, epoch %d) ", in.Gateway, in.GatewayState, in.GatewayEpoch)
-		}
-	}
-	fmt.Fprintln(v.out)
 	recs := make([]*contract.Record, 0, len(ins))
 	for i := range ins {
 		recs = append(recs, &ins[i].Record)
 	}
-	tw := tabwriter.NewWriter(v.out, 2, 8, 2, ' ', 0)
+	return recs
+}
+
+// catalogTitle names the time and the gateways of a catalog view.
+func (v *catalogView) catalogTitle() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "── catalog at +%.1fs ", time.Since(v.start).Seconds())
+	seen := map[string]bool{}
+	for _, in := range v.catalog.Instances("") {
+		if !seen[in.Gateway] {
+			seen[in.Gateway] = true
+			fmt.Fprintf(&b, "(gateway %s %s, epoch %d) ", in.Gateway, in.GatewayState, in.GatewayEpoch)
+		}
+	}
+	return strings.TrimRight(b.String(), " ")
+}
+
+// rows are the catalog as table rows, the column headings first.
+func (v *catalogView) rows() []string {
+	recs := v.records()
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "INSTANCE\tSERVICE\tSTATUS\tSTATE\tENDPOINT\tFOUND BY\tRTT ms\tLAST SEEN\tREVISION")
 	for _, r := range recs {
-		state := fmt.Sprint(r.State["cia402"])
-		if r.State["fault"] == true {
-			state += fmt.Sprintf(" (fault 0x%04X)", toInt(r.State["error_code"]))
-		}
-		where := endpointString(r.Endpoint)
-		if r.Endpoint.Transport == "modbus-rtu" {
-			where = fmt.Sprintf("%s/%d", r.Endpoint.Bus, r.Endpoint.Unit) // the device path is long and the same for all
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", r.ID, r.Service, r.Status, state,
-			where, strings.Join(r.DiscoveredBy, ","), r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), revisionText(r.Revision))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", r.ID, r.Service, r.Status, demoState(r),
+			demoWhere(r), strings.Join(r.DiscoveredBy, ","), r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), revisionText(r.Revision))
 	}
 	if len(recs) == 0 {
 		fmt.Fprintln(tw, "(no instances yet)")
 	}
 	tw.Flush()
+	return append([]string{v.catalogTitle()}, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
+}
+
+// tableKey is what a line-output table is printed for: each instance's id, status,
+// state and endpoint.
+func tableKey(recs []*contract.Record) string {
+	var b strings.Builder
+	for _, r := range recs {
+		fmt.Fprintf(&b, "%s %s %s %s\n", r.ID, r.Status, demoState(r), demoWhere(r))
+	}
+	return b.String()
+}
+
+// print prints the table (line output) when what it shows has changed since the last.
+func (v *catalogView) print() {
+	key := tableKey(v.records())
+	if key == v.printed && key != "" {
+		return
+	}
+	v.printed = key
+	fmt.Fprintln(v.out, strings.Join(v.rows(), "\n"))
 	fmt.Fprintln(v.out)
+}
+
+// demoState is a drive's CiA 402 state, with its fault code when it has one.
+func demoState(r *contract.Record) string {
+	state := fmt.Sprint(r.State["cia402"])
+	if r.State["fault"] == true {
+		state += fmt.Sprintf(" (fault 0x%04X)", toInt(r.State["error_code"]))
+	}
+	return state
+}
+
+// demoWhere is an endpoint in the demo's table: an RS-485 drive as bus/unit (the device
+// path is long and the same for all).
+func demoWhere(r *contract.Record) string {
+	if r.Endpoint.Transport == "modbus-rtu" {
+		return fmt.Sprintf("%s/%d", r.Endpoint.Bus, r.Endpoint.Unit)
+	}
+	return endpointString(r.Endpoint)
+}
+
+// demoScreen draws the demo on a terminal: the alternate screen while it runs, each
+// frame from the top-left corner (cursor home), every line cleared to its end and the
+// rest of the screen cleared below the last, lines cut to the terminal's width.
+type demoScreen struct {
+	tty     *os.File
+	header  func(up time.Duration) []string
+	logs    *logTail
+	logFile string
+}
+
+// Terminal control sequences (ECMA-48 and xterm's alternate screen).
+const (
+	ansiAltScreen    = "\033[?1049h\033[?25l" // alternate screen buffer, cursor hidden
+	ansiMainScreen   = "\033[?25h\033[?1049l" // cursor shown, back to the main screen
+	ansiHome         = "\033[H"               // cursor home: a frame starts here
+	ansiClearLine    = "\033[K"               // clear to the end of the line
+	ansiClearBelow   = "\033[J"               // clear to the end of the screen
+	ansiClearScreen  = "\033[2J"
+	demoScreenWidth  = 100 // when the terminal does not say its size
+	demoScreenHeight = 30
+)
+
+// enter switches to the alternate screen.
+func (d *demoScreen) enter() { fmt.Fprint(d.tty, ansiAltScreen+ansiClearScreen) }
+
+// leave restores the screen the demo started on and says where the logs are.
+func (d *demoScreen) leave() {
+	fmt.Fprint(d.tty, ansiMainScreen)
+	fmt.Fprintf(d.tty, "rollcall demo stopped; its log: %s\r\n", d.logFile)
+}
+
+// size is the terminal's width and height (defaults when it does not say).
+func (d *demoScreen) size() (w, h int) {
+	w, h = demoScreenWidth, demoScreenHeight
+	_ = termios.Control(d.tty, func(fd int) error {
+		ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+		if err == nil && ws.Col > 0 && ws.Row > 0 {
+			w, h = int(ws.Col), int(ws.Row)
+		}
+		return err
+	})
+	return w, h
+}
+
+// draw redraws the screen: the header, the catalog (rows), the latest log lines.
+func (d *demoScreen) draw(start time.Time, rows []string) {
+	w, h := d.size()
+	lines := append(d.header(time.Since(start)), "")
+	logs := d.logs.lines()
+	room := h - len(lines) - len(logs) - 2 // the table's room: the rest, but the log pane
+	if room < 3 {
+		room = 3
+	}
+	if len(rows) > room {
+		rows = append(rows[:room-1], fmt.Sprintf("… %d more", len(rows)-room+1))
+	}
+	lines = append(lines, rows...)
+	lines = append(lines, "", "── latest log lines")
+	lines = append(lines, logs...)
+	if len(lines) > h {
+		lines = lines[:h]
+	}
+	var b strings.Builder
+	b.WriteString(ansiHome)
+	for i, l := range lines {
+		if r := []rune(l); len(r) > w {
+			l = string(r[:w-1]) + "…"
+		}
+		b.WriteString(l)
+		b.WriteString(ansiClearLine)
+		if i < len(lines)-1 {
+			b.WriteString("\r\n")
+		}
+	}
+	b.WriteString(ansiClearBelow)
+	_, _ = io.WriteString(d.tty, b.String())
+}
+
+// logTail is an io.Writer that keeps the last max lines written to it (the demo's
+// screen shows them), safe for concurrent use.
+type logTail struct {
+	max int
+
+	mu   sync.Mutex
+	last []string
+	part []byte // an unfinished line
+}
+
+// Write keeps the complete lines of p (and holds back an unfinished one).
+func (t *logTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.part = append(t.part, p...)
+	for {
+		i := bytes.IndexByte(t.part, '\n')
+		if i < 0 {
+			break
+		}
+		t.last = append(t.last, strings.ToValidUTF8(string(t.part[:i]), "?"))
+		t.part = t.part[i+1:]
+	}
+	if len(t.last) > t.max {
+		t.last = append(t.last[:0], t.last[len(t.last)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+// lines are the kept lines, oldest first.
+func (t *logTail) lines() []string {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.last...)
 }
 
 // revisionText shows a record revision as a person reads it: "<epoch>.<n>", the

@@ -18,9 +18,11 @@ import (
 
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 // zeroconf v1.0.0's (*Server).probe goroutine (the demo advertises over mDNS) is not
@@ -124,11 +126,39 @@ func TestScan(t *testing.T) {
 	}
 }
 
-// TestDemo runs `rollcall demo` (what `make run` starts) until its catalog shows the 4
-// bus drives and the 2 mDNS-announced TCP drives passing, then interrupts it. The demo
-// browses every _modbus._tcp announcement on the loopback interface, which other
-// processes share: their drives may appear in its table too, so the test looks for the
-// demo's six drives by id rather than counting rows.
+// demoIDs are the ids of the demo's six drives: four on its RS-485 bus, two Modbus TCP
+// drives announced over mDNS.
+var demoIDs = []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002", "rollcall-firmware-sim-sim-0003",
+	"rollcall-firmware-sim-sim-0004", "rollcall-firmware-sim-sim-0105", "rollcall-firmware-sim-sim-0106"}
+
+// demoStatus reads the statuses of a demo catalog table (its text from the "── catalog
+// at" line on): instance → status.
+func demoStatus(t *testing.T, table string) map[string]string {
+	status := map[string]string{}
+	for _, line := range strings.Split(table, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[1] == "servo-drive" {
+			status[f[0]] = f[2]
+			// The revision, last, as epoch.n (a person reads it), not 4294967297.
+			if !regexp.MustCompile(`^[0-9]+\.[0-9]+$`).MatchString(f[len(f)-1]) {
+				t.Errorf("demo row %q: revision %q, want <epoch>.<n>", line, f[len(f)-1])
+			}
+		}
+	}
+	return status
+}
+
+// demoArgs run the demo on free ports, without its scripted silence.
+var demoArgs = []string{"demo", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--no-schedule",
+	"--http", "127.0.0.1:0", "--modbus", "127.0.0.1:0", "--dns", "127.0.0.1:0"}
+
+// TestDemo runs `rollcall demo` (what `make run` starts) with its output not on a
+// terminal, until its catalog shows the 4 bus drives and the 2 mDNS-announced TCP drives
+// passing, then tries the README's examples against it (demoRouting, demoBreakHeal) and
+// interrupts it. The demo browses every _modbus._tcp announcement on the loopback
+// interface, which other processes share: their drives may appear in its table too, so
+// the test looks for the demo's six drives by id rather than counting rows. Off a
+// terminal a table is printed when an instance's status, state or endpoint changes, not
+// for every refreshed record.
 func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test")
@@ -138,69 +168,89 @@ func TestDemo(t *testing.T) {
 	var out testutil.SyncBuffer
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		done <- runDemo(ctx, &out, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--no-schedule",
-			"--modbus", "127.0.0.1:0", "--dns", "127.0.0.1:0")
-	}()
-	demoDrives := []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002", "rollcall-firmware-sim-sim-0003",
-		"rollcall-firmware-sim-sim-0004", "rollcall-firmware-sim-sim-0105", "rollcall-firmware-sim-sim-0106"}
-	testutil.EventuallyValue(t, 30*time.Second, "the demo's 6 drives passing in its catalog table", func() (string, bool) {
+	go func() { done <- runCommand(ctx, &out, demoArgs...) }()
+	last := func() string {
 		select {
 		case err := <-done:
 			t.Fatalf("demo ended: %v\n%s", err, out.String())
 		default:
 		}
 		tables := strings.Split(out.String(), "── catalog at")
-		last := tables[len(tables)-1]
-		status := map[string]string{} // instance → status in the last table
-		for _, line := range strings.Split(last, "\n") {
-			if f := strings.Fields(line); len(f) >= 3 {
-				status[f[0]] = f[2]
-				// The revision, last, as epoch.n (a person reads it), not 4294967297.
-				if strings.HasPrefix(f[0], "rollcall-") && !regexp.MustCompile(`^[0-9]+\.[0-9]+$`).MatchString(f[len(f)-1]) {
-					t.Errorf("demo row %q: revision %q, want <epoch>.<n>", line, f[len(f)-1])
-				}
-			}
-		}
-		for _, id := range demoDrives {
+		return tables[len(tables)-1]
+	}
+	testutil.EventuallyValue(t, 30*time.Second, "the demo's 6 drives passing in its catalog table", func() (string, bool) {
+		table := last()
+		status := demoStatus(t, table)
+		for _, id := range demoIDs {
 			if status[id] != "passing" {
-				return last, false
+				return table, false
 			}
 		}
-		return last, true
+		return table, true
 	})
 	t.Logf("demo: 6 drives passing %v after start", time.Since(start))
-	demoRouting(t, out.String())
+	// Quiet off a terminal: the six drives' record refreshes print nothing more.
+	if n := strings.Count(out.String(), "── catalog at"); n > 40 {
+		t.Errorf("the demo printed %d tables before its drives were all passing: one per change of what they show expected", n)
+	}
+	banner := out.String()
+	demoRouting(t, banner)
+	demoBreakHeal(t, banner, last)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("demo: %v", err)
 	}
 }
 
+// demoField is the first word after prefix on a line of the demo's banner.
+func demoField(t *testing.T, banner, prefix string) string {
+	t.Helper()
+	for _, line := range strings.Split(banner, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			return strings.Fields(rest)[0]
+		}
+	}
+	t.Fatalf("no %q line in the demo's banner:\n%s", prefix, banner)
+	return ""
+}
+
+// demoFault sets the fault mode of the demo's device bus/unit (e.g. "bus1/2") through
+// the fault injection API at control (host:port), as the README's curl examples do.
+func demoFault(t *testing.T, control, device, mode string) {
+	t.Helper()
+	resp, err := http.Post("http://"+control+"/v1/devices/"+device+"/fault", "application/json", strings.NewReader(`{"mode":"`+mode+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("fault %s %s: %s", device, mode, resp.Status)
+	}
+}
+
+// demoControl is the demo's fault injection API (host:port), from its banner's try line.
+func demoControl(t *testing.T, banner string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(demoField(t, banner, "try: curl -X POST -d '{\"mode\":\"silent\"}'"), "http://"), "/v1/devices/bus1/2/fault")
+}
+
 // demoRouting runs the README's worked example of the routing Modbus TCP server and the
 // DNS interface against the running demo, whose banner (banner) gives their addresses
 // and the fault injection API's: mbpoll reads the serial of the drive serving unit 1
-// (sticky: bus drive 1), drive 1 is silenced, the next read is served by another drive;
-// unit 2 is axis 2; dig lists the six drives' SRV records and axis 2's TXT.
+// (sticky: bus drive 1), a write to unit 1 is refused (Illegal function), drive 1 is
+// silenced, the next read is served by another drive; unit 2 is axis 2; dig lists the
+// six drives' SRV records and axis 2's TXT; drive 1 is healed.
 func demoRouting(t *testing.T, banner string) {
 	mbpoll := testutil.NeedTool(t, "mbpoll", "mbpoll")
 	dig := testutil.NeedTool(t, "dig", "bind9-dnsutils")
-	field := func(prefix string) string {
-		for _, line := range strings.Split(banner, "\n") {
-			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
-				return strings.Fields(rest)[0]
-			}
-		}
-		t.Fatalf("no %q line in the demo's banner:\n%s", prefix, banner)
-		return ""
-	}
-	mb, dns := field("modbus:"), field("dns:")
-	control := strings.TrimSuffix(strings.TrimPrefix(field("try: curl -X POST -d '{\"mode\":\"silent\"}'"), "http://"), "/v1/devices/bus1/2/fault")
+	mb, dns, control := demoField(t, banner, "modbus:"), demoField(t, banner, "dns:"), demoControl(t, banner)
 	if serial, out, err := testutil.MbpollSerial(mbpoll, mb, 1); err != nil || serial != "SIM-0001" {
 		t.Fatalf("mbpoll unit 1: %q, %v\n%s", serial, err, out)
 	}
 	if serial, out, err := testutil.MbpollSerial(mbpoll, mb, 2); err != nil || serial != "SIM-0002" {
 		t.Fatalf("mbpoll unit 2 (axis 2): %q, %v\n%s", serial, err, out)
+	}
+	if out, err := testutil.MbpollWrite(mbpoll, mb, 1, 2, 15); err == nil || !strings.Contains(out, "Illegal function") {
+		t.Errorf("mbpoll write to unit 1: %v\n%s; want Illegal function", err, out)
 	}
 	if srv := testutil.Dig(t, dig, dns, "servo-drive.service.rollcall", "SRV"); len(srv) != 6 {
 		t.Errorf("dig SRV servo-drive: %q, want the demo's 6 drives", srv)
@@ -208,13 +258,129 @@ func demoRouting(t *testing.T, banner string) {
 	if txt := strings.Join(testutil.Dig(t, dig, dns, "axis-2.servo-drive.service.rollcall", "TXT"), " "); !strings.Contains(txt, "rollcall-firmware-sim-sim-0002") {
 		t.Errorf("dig TXT axis-2.servo-drive: %q, want drive 2", txt)
 	}
-	resp, err := http.Post("http://"+control+"/v1/devices/bus1/1/fault", "application/json", strings.NewReader(`{"mode":"silent"}`))
+	demoFault(t, control, "bus1/1", "silent")
+	if serial, out, err := testutil.MbpollSerial(mbpoll, mb, 1); err != nil || serial == "SIM-0001" || !strings.HasPrefix(serial, "SIM-") {
+		t.Errorf("mbpoll unit 1 with drive 1 silent: %q, %v\n%s; want another drive", serial, err, out)
+	}
+	demoFault(t, control, "bus1/1", "none")
+}
+
+// demoBreakHeal tries the README's "Try a drive dying while the demo runs": drive 2,
+// silenced, goes critical in the demo's table and vanishes after
+// deregister_critical_after (10 s in the demo); healed, it comes back passing with the
+// same id. last returns the demo's latest table.
+func demoBreakHeal(t *testing.T, banner string, last func() string) {
+	control, drive2 := demoControl(t, banner), demoIDs[1]
+	demoFault(t, control, "bus1/2", "silent")
+	testutil.EventuallyValue(t, 10*time.Second, "drive 2 critical", func() (string, bool) {
+		table := last()
+		return table, demoStatus(t, table)[drive2] == "critical"
+	})
+	testutil.EventuallyValue(t, 30*time.Second, "drive 2 gone from the table", func() (string, bool) {
+		table := last()
+		_, listed := demoStatus(t, table)[drive2]
+		return table, !listed
+	})
+	demoFault(t, control, "bus1/2", "none")
+	testutil.EventuallyValue(t, 30*time.Second, "drive 2 and drive 1 passing again, same ids", func() (string, bool) {
+		table := last()
+		status := demoStatus(t, table)
+		return table, status[drive2] == "passing" && status[demoIDs[0]] == "passing"
+	})
+}
+
+// TestDemoScreen runs `rollcall demo` with its output on a pseudo-terminal: it draws on
+// the alternate screen, each frame from cursor home and cleared below, with the fixed
+// header (dashboard, Modbus and DNS addresses, the commands that break and heal a drive,
+// the log file) on every frame; the catalog is redrawn in place until the six drives
+// are passing; logs go to the file, not to stderr; at the end the screen is restored.
+func TestDemoScreen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	master, tty, err := termios.OpenPTY()
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if serial, out, err := testutil.MbpollSerial(mbpoll, mb, 1); err != nil || serial == "SIM-0001" || !strings.HasPrefix(serial, "SIM-") {
-		t.Errorf("mbpoll unit 1 with drive 1 silent: %q, %v\n%s; want another drive", serial, err, out)
+	defer tty.Close()
+	defer master.Close()
+	if err := termios.Control(tty, func(fd int) error {
+		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: 50, Col: 200})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var screen testutil.SyncBuffer
+	copied := make(chan struct{})
+	go func() { defer close(copied); _, _ = io.Copy(&screen, master) }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errb testutil.SyncBuffer
+	done := make(chan int, 1)
+	go func() { done <- runContext(ctx, demoArgs, tty, &errb) }()
+	// complete frames: from cursor home to the clear below the last line.
+	frames := func() []string {
+		select {
+		case code := <-done:
+			t.Fatalf("demo ended: exit %d\n%s\n%q", code, errb.String(), screen.String())
+		default:
+		}
+		var out []string
+		for _, f := range strings.Split(screen.String(), ansiHome)[1:] {
+			if body, ok := strings.CutSuffix(f, ansiClearBelow); ok {
+				out = append(out, strings.ReplaceAll(strings.ReplaceAll(body, ansiClearLine, ""), "\r", ""))
+			}
+		}
+		return out
+	}
+	testutil.EventuallyValue(t, 45*time.Second, "the six drives passing on the demo's screen, after 3 redraws", func() (string, bool) {
+		fs := frames()
+		if len(fs) < 3 {
+			return fmt.Sprint(len(fs), " frames"), false
+		}
+		frame := fs[len(fs)-1]
+		status := demoStatus(t, frame[strings.Index(frame, "── catalog at"):])
+		for _, id := range demoIDs {
+			if status[id] != "passing" {
+				return frame, false
+			}
+		}
+		return frame, true
+	})
+	fs := frames()
+	if !strings.HasPrefix(screen.String(), ansiAltScreen) {
+		t.Errorf("the demo did not start on the alternate screen: %q", screen.String()[:min(40, screen.Len())])
+	}
+	header := regexp.MustCompile(`(?s)^rollcall demo — .*Ctrl-C quits\n` +
+		`  dashboard  http://127\.0\.0\.1:[0-9]+/ .*\n` +
+		`  modbus     127\.0\.0\.1:[0-9]+ .* mbpoll -m tcp -p [0-9]+ .*\n` +
+		`  dns        127\.0\.0\.1:[0-9]+ .*dig @127\.0\.0\.1 -p [0-9]+ .*\n` +
+		`  break      curl -X POST -d '\{"mode":"silent"\}' http://127\.0\.0\.1:[0-9]+/v1/devices/bus1/2/fault\n` +
+		`  heal       curl -X POST -d '\{"mode":"none"\}' http://127\.0\.0\.1:[0-9]+/v1/devices/bus1/2/fault\n` +
+		`  broker     tcp://.*\n` +
+		`  logs       (\S+)\n`)
+	for i, f := range fs {
+		if !header.MatchString(f) {
+			t.Fatalf("frame %d of %d lacks the header:\n%s", i+1, len(fs), f)
+		}
+	}
+	logFile := header.FindStringSubmatch(fs[len(fs)-1])[1]
+	defer os.Remove(logFile)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("demo: exit %d: %s", code, errb.String())
+	}
+	tty.Close() // the demo wrote its last: the copy ends at EOF (EIO)
+	<-copied
+	tail := screen.String()[strings.LastIndex(screen.String(), ansiClearBelow):]
+	if !strings.Contains(tail, ansiMainScreen) || !strings.Contains(tail, logFile) {
+		t.Errorf("after the demo: %q; want the main screen back and the log file named", tail)
+	}
+	if strings.Contains(errb.String(), "level=") {
+		t.Errorf("logs on stderr while the screen was drawn:\n%s", errb.String())
+	}
+	if b, err := os.ReadFile(logFile); err != nil || !strings.Contains(string(b), "instance status") {
+		t.Errorf("log file %s: %v, %d bytes; want the demo's logs", logFile, err, len(b))
 	}
 }
 
