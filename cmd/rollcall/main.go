@@ -320,5 +320,7 @@ func (c *gatewayCmd) Run(ctx context.Context, s *streams) error {
 		}
 	}()
 	defer sdNotify("STOPPING=1")
+	// SIGHUP reloads the config file (README, "Reloading the config").
+	defer reloadOnHangup(ctx, g, c.Config, log)()
 	return g.Run(ctx)
 }
