@@ -115,3 +115,36 @@ func (b *browser) screenshot(path string) {
 		b.t.Fatal(err)
 	}
 }
+
+// click clicks the element that the CSS selector sel matches first, with the mouse
+// (chromedp.Click: the page gets real pointer events), once it is visible.
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserActionTimeout)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible)); err != nil {
+		b.t.Fatalf("click %s: %v", sel, err)
+	}
+}
+
+// press sends one key (a character, or a kb constant such as kb.Escape) to the element
+// that has the focus, as the keyboard would.
+func (b *browser) press(key string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserActionTimeout)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.KeyEvent(key)); err != nil {
+		b.t.Fatalf("press %q: %v", key, err)
+	}
+}
+
+// viewport sets the page's viewport to width × height CSS pixels (the window's size
+// until then).
+func (b *browser) viewport(width, height int64) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, browserActionTimeout)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.EmulateViewport(width, height)); err != nil {
+		b.t.Fatalf("viewport %d×%d: %v", width, height, err)
+	}
+}

@@ -23,7 +23,7 @@ type row struct {
 }
 
 // rowsJS reads the dashboard's table.
-const rowsJS = `[...document.querySelectorAll("#rows tr")].map(tr => ({
+const rowsJS = `[...document.querySelectorAll("#rows tr[data-id]")].map(tr => ({
   id: tr.dataset.id, attr: tr.dataset.status,
   status: tr.querySelector(".status").textContent,
   state: tr.cells[3].textContent, seen: tr.cells[5].textContent, rtt: tr.cells[6].textContent}))`

@@ -414,6 +414,7 @@ func (g *Gateway) build() (*parts, error) {
 		p.httpSrv, p.httpLn = httpapi.NewServer(httpapi.Options{
 			Plant:           plant,
 			Catalog:         g.reg.Snapshot,
+			Instance:        g.reg.Get,
 			Gateway:         func() contract.GatewayRecord { return gwRec },
 			Ready:           func() error { return g.ready(p) },
 			Metrics:         promhttp.HandlerFor(p.mx.Registry(), promhttp.HandlerOpts{}),
@@ -664,6 +665,7 @@ func (g *Gateway) newRegistry(p *parts) *registry.Registry {
 		},
 		MaxInstances:   cfg.Limits.MaxInstances,
 		MaxRecordBytes: cfg.Limits.MaxRecordBytes,
+		Observed:       p.hub.Observe, // the dashboard's round trips (a nil hub does nothing)
 		OnLimit: func(id string) {
 			g.log.Warn("publication limit engaged: instance is flapping, holding back records",
 				"instance", id, "burst", policy.PublishBurst, "every", policy.PublishEvery)

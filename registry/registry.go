@@ -84,6 +84,12 @@ type Options struct {
 	// MaxRecordBytes caps the JSON size of one record (0: no cap). A registration whose
 	// record would be larger is refused with ErrRecordTooLarge.
 	MaxRecordBytes int
+	// Observed, if set, receives every poll outcome that Observe applies (a live
+	// instance, polled by its owner): id and the observation, before the registry applies
+	// it, so the events it causes reach Sink after it. It is called with the registry's
+	// lock held, once per heartbeat poll: it must be quick and allocation-free (a ring
+	// write), must not block and must not call the Registry. Optional.
+	Observed func(id string, o Observation)
 }
 
 // Registration refusals (Register).
@@ -254,6 +260,9 @@ func (r *Registry) Observe(id, owner string, o Observation) (live bool) {
 	if !ok || !e.live || e.reg.Owner != owner {
 		r.mu.Unlock()
 		return false
+	}
+	if r.opts.Observed != nil {
+		r.opts.Observed(id, o)
 	}
 	p := r.opts.Policy
 	e.health.Observe(o, p)

@@ -8,6 +8,10 @@
 //	GET /v1/catalog/{service}   the same, for one service
 //	GET /v1/gateway             JSON gateway record (contract v1 shape)
 //	GET /v1/events              server-sent events: a snapshot, then one message per catalog change
+//	GET /v1/instances/{id}      one live instance (InstanceDetail): its record, its status history
+//	                            (last HistoryLen transitions, with times and reasons) and its last
+//	                            RoundTripLen heartbeat polls (round trip in ms, null: no answer);
+//	                            404 and a JSON error when id is not live
 //	GET /v1/plant               the plant view (http.plant_view): every live instance of every
 //	                            gateway on the broker, one per device, with "seen_by" (404 when off)
 //
@@ -41,7 +45,9 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rollcall-edge/rollcall/contract"
@@ -96,8 +102,13 @@ type Options struct {
 	Ready func() error
 	// Metrics serves /metrics (e.g. promhttp.HandlerFor). Optional (404 without it).
 	Metrics http.Handler
-	// Events fans registry events out to /v1/events. Optional: without it the stream
-	// sends the snapshot and keep-alives only.
+	// Instance returns the live record of one instance ((*registry.Registry).Get), for
+	// /v1/instances/{id}. Optional: without it the Catalog is searched.
+	Instance func(id string) (contract.Record, bool)
+	// Events fans registry events out to /v1/events and keeps the instances' history
+	// served at /v1/instances/{id} (the registry's Observed must be its Observe).
+	// Optional: without it the stream sends the snapshot and keep-alives only, and
+	// instances have no history.
 	Events *Hub
 	// Plant returns the plant view served at /v1/plant and shown by the dashboard: the
 	// live instances of every gateway on the broker, merged by device (PlantInstance),
@@ -205,6 +216,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/catalog/{service}", s.catalog)
 	mux.HandleFunc("GET /v1/gateway", s.gateway)
 	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/instances/{id}", s.instance)
 	mux.HandleFunc("GET /v1/plant", s.plant)
 	o.Admin.routes(mux)
 	if o.Metrics != nil {
@@ -293,6 +305,39 @@ func (s *server) catalog(w http.ResponseWriter, r *http.Request) {
 		recs = out
 	}
 	writeJSON(w, recs)
+}
+
+// instance serves /v1/instances/{id}: an InstanceDetail, or 404 and a JSON error when
+// id is not a live instance.
+func (s *server) instance(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	rec, ok := s.lookup(id)
+	if !ok {
+		writeJSONStatus(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no live instance %q", id)})
+		return
+	}
+	d := InstanceDetail{Record: rec}
+	d.History, d.RoundTrips, _ = s.o.Events.history(id)
+	if d.History == nil {
+		d.History = []Transition{}
+	}
+	if d.RoundTrips == nil {
+		d.RoundTrips = []RoundTrip{}
+	}
+	writeJSON(w, d)
+}
+
+// lookup is the live record of id: Options.Instance's, or the Catalog's.
+func (s *server) lookup(id string) (contract.Record, bool) {
+	if s.o.Instance != nil {
+		return s.o.Instance(id)
+	}
+	recs := s.o.Catalog()
+	i, ok := slices.BinarySearchFunc(recs, id, func(rec contract.Record, id string) int { return strings.Compare(rec.ID, id) })
+	if !ok {
+		return contract.Record{}, false
+	}
+	return recs[i], true
 }
 
 // PlantInstance is one device of the plant view: the record a consumer would pick

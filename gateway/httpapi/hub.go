@@ -22,13 +22,23 @@ const EventSize = int(unsafe.Sizeof(registry.Event{}))
 // client is marked to resynchronise: its stream sends a fresh snapshot of the catalog
 // instead of the events it lost, and nothing is queued for it until then (the snapshot,
 // taken after the mark is cleared, includes those changes: the registry calls its Sink
-// after the change is visible to Snapshot). A Hub is safe for concurrent use; a nil
-// *Hub drops events.
+// after the change is visible to Snapshot).
+//
+// A Hub also keeps each live instance's history for GET /v1/instances/{id}: its status
+// transitions (the last HistoryLen, from the events Publish gets) and its last
+// RoundTripLen heartbeat polls (from Observe). That is about 1 KiB per instance
+// (mostly the poll ring), plus 64 bytes and the reason text (at most 256 bytes) per
+// transition kept; it is dropped with the instance's Deregister event.
+//
+// A Hub is safe for concurrent use; a nil *Hub drops events and keeps no history.
 type Hub struct {
 	queue   int
 	mu      sync.Mutex
 	subs    map[*subscription]struct{}
 	resyncs atomic.Uint64
+
+	histMu sync.Mutex
+	hist   map[string]*history // by instance id: the live instances seen by Publish
 }
 
 // subscription is one client's queue.
@@ -46,15 +56,17 @@ func NewHub(queue int) *Hub {
 	if queue <= 0 {
 		queue = DefaultQueue
 	}
-	return &Hub{queue: queue, subs: map[*subscription]struct{}{}}
+	return &Hub{queue: queue, subs: map[*subscription]struct{}{}, hist: map[string]*history{}}
 }
 
-// Publish hands ev to every client without blocking; call it from the registry Sink.
-// Nothing is copied or encoded when no client is connected.
+// Publish hands ev to every client without blocking, and records it in its instance's
+// history; call it from the registry Sink, which gives the events in order. Nothing is
+// copied or encoded for the clients when none is connected.
 func (h *Hub) Publish(ev registry.Event) {
 	if h == nil {
 		return
 	}
+	h.record(ev)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
