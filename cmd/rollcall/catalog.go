@@ -97,7 +97,7 @@ type findCmd struct {
 
 // Help is the text of `rollcall find --help`.
 func (findCmd) Help() string {
-	return `Prints one live instance of SERVICE as "<transport> <endpoint> <id>", or its whole record with --json. The service may come before or after the flags.
+	return `Prints one live instance of SERVICE as "<transport> <endpoint> <short id>" (the id without its vendor or gateway prefix: sim-0002 for rollcall-firmware-sim-sim-0002), or its whole record, full id included, with --json. The service may come before or after the flags.
 
 Examples:
 
@@ -154,7 +154,12 @@ func (c *findCmd) Run(ctx context.Context, s *streams) error {
 	if c.JSON {
 		return json.NewEncoder(s.stdout).Encode(inst.Record)
 	}
-	fmt.Fprintf(s.stdout, "%s %s %s\n", inst.Endpoint.Transport, endpointString(inst.Endpoint), inst.ID)
+	var recs []*contract.Record
+	for _, in := range cl.Instances(c.Service) {
+		recs = append(recs, &in.Record)
+	}
+	recs = append(recs, &inst.Record)
+	fmt.Fprintf(s.stdout, "%s %s %s\n", inst.Endpoint.Transport, endpointString(inst.Endpoint), shortIDs(recs)[inst.ID])
 	return nil
 }
 
@@ -166,7 +171,7 @@ type watchCmd struct {
 
 // Help is the text of `rollcall watch --help`.
 func (watchCmd) Help() string {
-	return `Shows the live catalog as a table redrawn on every change (at most 4 times a second), or with --json one line per change ({"event":"added|updated|removed","instance":{record, "stale", "gateway_state"}}), until interrupted.
+	return `Shows the live catalog as a table redrawn on every change (at most 4 times a second), or with --json one line per change ({"event":"added|updated|removed","instance":{record, "stale", "gateway_state"}}), until interrupted. The table shows short ids (sim-0002 for rollcall-firmware-sim-sim-0002); JSON keeps full ids.
 
 Examples:
 
@@ -252,6 +257,7 @@ type watchEvent struct {
 	Instance client.Instance `json:"instance"`
 }
 
+// printCatalog prints watch's table: one row per instance, with short ids (shortID).
 func printCatalog(w io.Writer, ins []client.Instance, st client.Status) {
 	sort.Slice(ins, func(i, j int) bool {
 		if ins[i].Service != ins[j].Service {
@@ -265,6 +271,11 @@ func printCatalog(w io.Writer, ins []client.Instance, st client.Status) {
 	}
 	fmt.Fprintf(w, "rollcall catalog, %s, %d instances, %s\n", conn, len(ins), time.Now().Format("15:04:05"))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	recs := make([]*contract.Record, 0, len(ins))
+	for i := range ins {
+		recs = append(recs, &ins[i].Record)
+	}
+	short := shortIDs(recs)
 	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tSTATE\tENDPOINT\tSEEN BY\tRTT ms\tLAST SEEN")
 	for _, in := range ins {
 		status := string(in.Status)
@@ -281,7 +292,7 @@ func printCatalog(w io.Writer, ins []client.Instance, st client.Status) {
 		if s, ok := in.State["cia402"]; ok {
 			state = fmt.Sprint(s)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", in.Service, in.ID, status, state, endpointString(in.Endpoint),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", in.Service, short[in.ID], status, state, endpointString(in.Endpoint),
 			seenBy(in), in.Check.RTTMS, in.LastSeen.Local().Format("15:04:05.000"))
 	}
 	tw.Flush()

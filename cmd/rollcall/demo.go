@@ -406,14 +406,16 @@ func (v *catalogView) catalogTitle() string {
 	return strings.TrimRight(b.String(), " ")
 }
 
-// rows are the catalog as table rows, the column headings first.
+// rows are the catalog as table rows, the column headings first, with short ids
+// (shortID).
 func (v *catalogView) rows() []string {
 	recs := v.records()
+	short := shortIDs(recs)
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "INSTANCE\tSERVICE\tSTATUS\tSTATE\tENDPOINT\tFOUND BY\tRTT ms\tLAST SEEN\tREVISION")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", r.ID, r.Service, r.Status, demoState(r),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", short[r.ID], r.Service, r.Status, demoState(r),
 			demoWhere(r), strings.Join(r.DiscoveredBy, ","), r.Check.RTTMS, r.LastSeen.Local().Format("15:04:05.000"), revisionText(r.Revision))
 	}
 	if len(recs) == 0 {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -73,6 +74,74 @@ func TestColumns(t *testing.T) {
 	}
 }
 
+// TestShortID: the one rule for the ids shown to people (without the vendor slug of a
+// <vendor>-<serial> id, without the gateway of a <gateway>-<local> id), ids made whole
+// again where short ones would be ambiguous in one view, and a typed id, full or short,
+// read back to the full one.
+func TestShortID(t *testing.T) {
+	sim := contract.Identity{Vendor: "Rollcall Firmware Sim", Serial: "SIM-0001"}
+	for _, tt := range []struct {
+		id      string
+		ident   contract.Identity
+		gateway string
+		want    string
+	}{
+		{"rollcall-firmware-sim-sim-0001", sim, "demo-gw", "sim-0001"},
+		{"acme-sn-42", contract.Identity{Vendor: "ACME", Serial: "SN 42"}, "gw", "sn-42"},
+		{"unknown-sn-42", contract.Identity{Serial: "SN 42"}, "gw", "sn-42"},
+		{"cell2-gw-bus1-u3", contract.Identity{}, "cell2-gw", "bus1-u3"},
+		{"cell2-gw-bus1-u3", contract.Identity{}, "Cell2 GW", "bus1-u3"},               // the gateway's slug
+		{"cell2-gw-planner", contract.Identity{Vendor: "ACME"}, "cell2-gw", "planner"}, // vendor without serial: gateway form
+		{"other-id", contract.Identity{}, "cell2-gw", "other-id"},                      // neither form: whole
+		{"acme-", contract.Identity{Vendor: "ACME", Serial: "x"}, "gw", "acme-"},       // nothing left: whole
+		{contract.InstanceID(contract.Identity{Vendor: strings.Repeat("v", 70), Serial: "1"}, "", ""),
+			contract.Identity{Vendor: strings.Repeat("v", 70), Serial: "1"}, "gw",
+			contract.InstanceID(contract.Identity{Vendor: strings.Repeat("v", 70), Serial: "1"}, "", "")}, // cut and hashed: whole
+	} {
+		if got := shortID(tt.id, tt.ident, tt.gateway); got != tt.want {
+			t.Errorf("shortID(%q, %+v, %q) = %q, want %q", tt.id, tt.ident, tt.gateway, got, tt.want)
+		}
+	}
+	rec := func(id, vendor, serial, gateway string) *contract.Record {
+		r := testutil.FullRecord(gateway, id, 1)
+		r.Identity = contract.Identity{Vendor: vendor, Serial: serial}
+		return &r
+	}
+	recs := []*contract.Record{
+		rec("rollcall-firmware-sim-sim-0001", "Rollcall Firmware Sim", "SIM-0001", "gw1"),
+		rec("acme-sn-42", "ACME", "SN 42", "gw1"),
+		rec("beta-sn-42", "Beta", "SN 42", "gw1"), // the same serial as ACME's: both whole
+		rec("cell1-gw-bus1-u3", "", "", "cell1-gw"),
+		rec("cell2-gw-bus1-u3", "", "", "cell2-gw"), // two gateways' bus1-u3: both whole
+		rec("cell1-gw-bus2-u1", "", "", "cell1-gw"),
+		rec("bus2-u1", "", "", "gw9"), // another instance's short id as a full id: that one whole
+	}
+	want := map[string]string{
+		"rollcall-firmware-sim-sim-0001": "sim-0001",
+		"acme-sn-42":                     "acme-sn-42",
+		"beta-sn-42":                     "beta-sn-42",
+		"cell1-gw-bus1-u3":               "cell1-gw-bus1-u3",
+		"cell2-gw-bus1-u3":               "cell2-gw-bus1-u3",
+		"cell1-gw-bus2-u1":               "cell1-gw-bus2-u1",
+		"bus2-u1":                        "bus2-u1",
+	}
+	if got := shortIDs(recs); !reflect.DeepEqual(got, want) {
+		t.Errorf("shortIDs = %v, want %v", got, want)
+	}
+	for typed, want := range map[string]string{
+		"sim-0001":                       "rollcall-firmware-sim-sim-0001",
+		"rollcall-firmware-sim-sim-0001": "rollcall-firmware-sim-sim-0001",
+		"bus2-u1":                        "bus2-u1",
+		"acme-sn-42":                     "acme-sn-42",
+		"sn-42":                          "", // ambiguous: not resolved
+		"sim-0009":                       "",
+	} {
+		if got, ok := resolveID(typed, recs); got != want || ok != (want != "") {
+			t.Errorf("resolveID(%q) = %q, %v; want %q", typed, got, ok, want)
+		}
+	}
+}
+
 // TestScan runs `rollcall scan` against firmware-sim drives on a pty bus, with the
 // command's default reply timeout.
 func TestScan(t *testing.T) {
@@ -96,7 +165,7 @@ func TestScan(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Unit != 4 || r.Serial != "SIM-0004" || r.Profile != "firmware-sim-drive" || r.State["cia402"] != "operation_enabled" || !r.DeviceID {
+	if r.Unit != 4 || r.Serial != "SIM-0004" || r.ID != "rollcall-firmware-sim-sim-0004" || r.Profile != "firmware-sim-drive" || r.State["cia402"] != "operation_enabled" || !r.DeviceID {
 		t.Fatalf("unit 4: %+v", r)
 	}
 	if !strings.Contains(errb.String(), "2 of 6 unit IDs answered") {
@@ -112,7 +181,10 @@ func TestScan(t *testing.T) {
 	if len(table) != 3 {
 		t.Fatalf("scan table:\n%s", out.String())
 	}
-	for _, col := range []string{"VENDOR", "SERIAL", "PROFILE", "STATE"} {
+	if f := strings.Fields(table[2]); len(f) < 2 || f[0] != "4" || f[1] != "sim-0004" {
+		t.Errorf("scan row of unit 4: %q; want its short id sim-0004 second", table[2])
+	}
+	for _, col := range []string{"ID", "VENDOR", "SERIAL", "PROFILE", "STATE"} {
 		at := strings.Index(table[0], col)
 		for _, row := range table[1:] {
 			if at < 1 || len([]rune(row)) <= at || []rune(row)[at-1] != ' ' || []rune(row)[at] == ' ' {
@@ -126,10 +198,10 @@ func TestScan(t *testing.T) {
 	}
 }
 
-// demoIDs are the ids of the demo's six drives: four on its RS-485 bus, two Modbus TCP
-// drives announced over mDNS.
-var demoIDs = []string{"rollcall-firmware-sim-sim-0001", "rollcall-firmware-sim-sim-0002", "rollcall-firmware-sim-sim-0003",
-	"rollcall-firmware-sim-sim-0004", "rollcall-firmware-sim-sim-0105", "rollcall-firmware-sim-sim-0106"}
+// demoIDs are the short ids (as the demo shows them) of the demo's six drives: four on
+// its RS-485 bus, two Modbus TCP drives announced over mDNS (full ids
+// rollcall-firmware-sim-sim-0001 …).
+var demoIDs = []string{"sim-0001", "sim-0002", "sim-0003", "sim-0004", "sim-0105", "sim-0106"}
 
 // demoStatus reads the statuses of a demo catalog table (its text from the "── catalog
 // at" line on): instance → status.
@@ -413,7 +485,7 @@ discovery:
 		}
 		return code == 0
 	})
-	if got := out.String(); !strings.HasPrefix(got, "modbus-rtu bus1/2 (") || !strings.Contains(got, "rollcall-firmware-sim-sim-0002") {
+	if got := out.String(); !strings.HasPrefix(got, "modbus-rtu bus1/2 (") || !strings.HasSuffix(got, ") sim-0002\n") {
 		t.Fatalf("find printed %q", got)
 	}
 	if code := run([]string{"find", "servo-drive", "--broker", url, "--meta", "axis=9"}, &out, &errb); code != 1 {
@@ -569,8 +641,9 @@ http: {listen: "127.0.0.1:0", admin_token_file: `+tokFile+`}
 	if code, _, errs := maint("no-such-instance", "--off", "--gateway", gw, "--token-file", tokFile); code != 1 || !strings.Contains(errs, "404") {
 		t.Errorf("maint of an unknown id: exit %d, %q; want 1 and 404", code, errs)
 	}
-	if code, out, errs := maint(id, "--off", "--gateway", gw, "--token-file", tokFile); code != 0 || !strings.Contains(out, "maintenance ended") {
-		t.Fatalf("maint --off: exit %d, %q, %q", code, out, errs)
+	// The short id the tables show names the instance too.
+	if code, out, errs := maint("sim-0001", "--off", "--gateway", gw, "--token-file", tokFile); code != 0 || out != id+": maintenance ended\n" {
+		t.Fatalf("maint sim-0001 --off: exit %d, %q, %q", code, out, errs)
 	}
 	rig.WaitCatalog(t, g, 10*time.Second, "passing again", rig.StatusIs(id, contract.Passing))
 }

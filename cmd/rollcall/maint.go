@@ -17,7 +17,7 @@ import (
 
 // maintCmd is `rollcall maint ID --reason TEXT [--until TIME] | --off`.
 type maintCmd struct {
-	ID        string `arg:"" name:"id" help:"The instance's id, as the catalog lists it."`
+	ID        string `arg:"" name:"id" help:"The instance's id, full or short as the tables show it (sim-0002 for rollcall-firmware-sim-sim-0002)."`
 	Reason    string `placeholder:"TEXT" help:"Why the instance is in maintenance (required unless --off)."`
 	Until     string `placeholder:"TIME" help:"When maintenance ends by itself: RFC 3339 time or a duration from now."`
 	Off       bool   `help:"End maintenance."`
@@ -27,12 +27,12 @@ type maintCmd struct {
 
 // Help is the text of `rollcall maint --help`.
 func (maintCmd) Help() string {
-	return `Puts the instance ID into maintenance: it stays listed with the reason, is never picked, routed or resolved, and its failures do not count; --off ends it. It survives a gateway restart (kept in the gateway's state directory). --until ends it by itself: RFC 3339 (2026-12-01T06:00:00Z) or a duration from now (90m). Exit status 0 done, 1 refused by the gateway (its message shown), 2 usage error.
+	return `Puts the instance ID into maintenance: it stays listed with the reason, is never picked, routed or resolved, and its failures do not count; --off ends it. It survives a gateway restart (kept in the gateway's state directory). --until ends it by itself: RFC 3339 (2026-12-01T06:00:00Z) or a duration from now (90m). ID may be the short id the tables show (rollcall watch, the demo): it is looked up in the gateway's catalog. Exit status 0 done, 1 refused by the gateway (its message shown), 2 usage error.
 
 Examples:
 
     rollcall maint rollcall-firmware-sim-sim-0002 --reason "encoder replaced" --until 2h --token-file /etc/rollcall/admin.token
-    rollcall maint rollcall-firmware-sim-sim-0002 --off --token-file /etc/rollcall/admin.token
+    rollcall maint sim-0002 --off --token-file /etc/rollcall/admin.token
     rollcall maint rollcall-firmware-sim-sim-0002 --off --gateway http://box-a:9180 --token-file admin.token`
 }
 
@@ -81,6 +81,7 @@ func (c *maintCmd) Run(ctx context.Context, s *streams) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	id = c.fullID(ctx, id)
 	url := strings.TrimRight(c.Gateway, "/") + "/v1/instances/" + id + "/maintenance"
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(payload))
 	if err != nil {
@@ -116,6 +117,29 @@ func (c *maintCmd) Run(ctx context.Context, s *streams) error {
 		fmt.Fprintln(stdout, line)
 	}
 	return nil
+}
+
+// fullID is the full id of the instance typed (full, or short as the tables show it:
+// shortID) among the gateway's catalog (GET /v1/catalog); typed as it is when the
+// catalog cannot be read or names no such instance (the gateway then says 404).
+func (c *maintCmd) fullID(ctx context.Context, typed string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.Gateway, "/")+"/v1/catalog", nil)
+	if err != nil {
+		return typed
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return typed
+	}
+	defer resp.Body.Close()
+	var recs []*contract.Record
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&recs) != nil {
+		return typed
+	}
+	if id, ok := resolveID(typed, recs); ok {
+		return id
+	}
+	return typed
 }
 
 // parseUntil reads --until: an RFC 3339 time, or a duration from now.

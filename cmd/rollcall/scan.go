@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
@@ -20,6 +21,7 @@ import (
 // would make of it (JSON field names as in the instance record where they overlap).
 type scanResult struct {
 	Unit     int            `json:"unit"`
+	ID       string         `json:"id,omitempty"` // the instance id, when the device reports a serial number
 	Vendor   string         `json:"vendor,omitempty"`
 	Product  string         `json:"product_code,omitempty"`
 	Revision string         `json:"revision,omitempty"`
@@ -48,7 +50,7 @@ type scanCmd struct {
 
 // Help is the text of `rollcall scan --help`.
 func (scanCmd) Help() string {
-	return `Probes each unit ID with a basic Read Device Identification (FC 0x2B/0x0E), identifies every unit that answers, matches a profile and polls it once, printing each device as it is found.
+	return `Probes each unit ID with a basic Read Device Identification (FC 0x2B/0x0E), identifies every unit that answers, matches a profile and polls it once, printing each device as it is found. The ID column is the short form of the id the gateway will give the device (the full id is in --json); "-" when it has no serial number (its id then depends on the gateway's config: <gateway>-<bus>-u<unit>).
 
 While it runs, the scan is the bus master, and an RS-485 bus has one master: a running gateway holds (locks) every bus in its config for as long as it runs. The scan refuses a bus that a gateway, another scan or any other program holding the device's lock has, naming the holder's pid and command line; stop the gateway (or take the bus out of its config) first.
 
@@ -104,7 +106,7 @@ func (c *scanCmd) Run(ctx context.Context, s *streams) error {
 
 	tty := isTerminal(stderr)
 	if !c.JSON {
-		fmt.Fprintln(stdout, scanColumns().row("UNIT", "VENDOR", "PRODUCT", "REV", "MODEL", "SERIAL", "PROFILE", "STATE", "RTT ms"))
+		fmt.Fprintln(stdout, scanColumns().row("UNIT", "ID", "VENDOR", "PRODUCT", "REV", "MODEL", "SERIAL", "PROFILE", "STATE", "RTT ms"))
 	}
 	start := time.Now()
 	found := 0
@@ -137,7 +139,7 @@ func (c *scanCmd) Run(ctx context.Context, s *streams) error {
 		if r.Error != "" {
 			state = "error: " + r.Error
 		}
-		fmt.Fprintln(stdout, scanColumns().row(strconv.Itoa(r.Unit), dash(r.Vendor), dash(r.Product), dash(r.Revision),
+		fmt.Fprintln(stdout, scanColumns().row(strconv.Itoa(r.Unit), dash(r.shortID()), dash(r.Vendor), dash(r.Product), dash(r.Revision),
 			dash(r.Model), dash(r.Serial), r.Profile, state, fmt.Sprintf("%.2f", r.RTTMS)))
 	}
 	if tty {
@@ -167,6 +169,9 @@ func scanUnit(ctx context.Context, bus modbus.Client, profiles *devices.Profiles
 	r := scanResult{Unit: unit, Profile: p.Name, Service: p.Service, DeviceID: ident.Objects != nil}
 	id, err := devices.ReadIdentity(ctx, bus, byte(unit), p, ident)
 	r.Vendor, r.Product, r.Revision, r.Model, r.Serial = id.Vendor, id.ProductCode, id.Revision, id.Model, id.Serial
+	if id.Serial != "" {
+		r.ID = contract.InstanceID(id, "", "") // the gateway and bus do not count when there is a serial
+	}
 	if err != nil {
 		r.Error = err.Error()
 		return r, true
@@ -185,9 +190,9 @@ func scanUnit(ctx context.Context, bus modbus.Client, profiles *devices.Profiles
 // longer value is cut, ending in "…"; the last column is not padded.
 type columns []int
 
-// scanColumns are the widths of `rollcall scan`'s table: unit, vendor, product code,
-// revision, model, serial, profile, state, round trip.
-func scanColumns() columns { return columns{4, 22, 12, 6, 14, 14, 20, 20, 8} }
+// scanColumns are the widths of `rollcall scan`'s table: unit, short id, vendor,
+// product code, revision, model, serial, profile, state, round trip.
+func scanColumns() columns { return columns{4, 14, 22, 12, 6, 14, 14, 20, 20, 8} }
 
 // row lays out one row, cells separated by two spaces.
 func (c columns) row(cells ...string) string {
@@ -210,6 +215,16 @@ func (c columns) row(cells ...string) string {
 	return strings.TrimRight(b.String(), " ")
 }
 
+// shortID is the short form (shortID) of the id the gateway will give the device, ""
+// when that depends on the gateway's config (no serial number).
+func (r scanResult) shortID() string {
+	if r.ID == "" {
+		return ""
+	}
+	return shortID(r.ID, contract.Identity{Vendor: r.Vendor, Serial: r.Serial}, "")
+}
+
+// dash is s, or "-" for nothing.
 func dash(s string) string {
 	if s == "" {
 		return "-"
