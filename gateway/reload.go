@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/protocols/mdns"
 )
@@ -282,7 +283,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 		case !ok:
 			b.stop()
 			delete(lv.buses, name)
-			gone := g.reg.DeregisterOwner(rtuOwner(name))
+			gone := g.reg.DeregisterOwner(rtuOwner(name), ownedBy(rtuOwner(name)))
 			n.removed++
 			g.log.Info("reload: bus removed", "bus", name, "deregistered", gone)
 		case sameBus(b.cfg, bc):
@@ -379,6 +380,17 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 	g.log.Info("reload applied", "added", n.added, "removed", n.removed, "restarted", n.restarted,
 		"updated", n.updated, "restart_needed", len(fixed))
 	return nil
+}
+
+// ownedBy reports whether an instance's endpoint is polled by the master whose owner
+// key is owner (endpointOwner): what Registry.DeregisterOwner clears of a removed bus or
+// target besides its live instances, the ones it released at an earlier reload (or read
+// back at the start) and has not found again.
+func ownedBy(owner string) func(contract.Endpoint) bool {
+	return func(ep contract.Endpoint) bool {
+		o, ok := endpointOwner(ep)
+		return ok && o == owner
+	}
 }
 
 // hasBus reports whether cfg has a serial bus named name.
@@ -503,7 +515,7 @@ func (d *discovery) reconfigure(ctx context.Context, cfg *config.Config) reloadC
 			d.log.Info("reload: target removed; still polled as announced over mDNS", "endpoint", key)
 		case !ok:
 			d.halt(key, ep)
-			gone := d.reg.DeregisterOwner(key)
+			gone := d.reg.DeregisterOwner(key, ownedBy(key))
 			n.removed++
 			d.log.Info("reload: target removed", "endpoint", key, "deregistered", gone)
 		case sameTarget(*ep.static, *t):
@@ -562,7 +574,7 @@ func (d *discovery) reconfigure(ctx context.Context, cfg *config.Config) reloadC
 			continue
 		}
 		d.halt(key, ep)
-		gone := d.reg.DeregisterOwner(key)
+		gone := d.reg.DeregisterOwner(key, nil)
 		if found {
 			n.restarted++
 		} else {

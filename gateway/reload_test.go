@@ -466,3 +466,58 @@ func TestReloadProcessSIGHUP(t *testing.T) {
 		t.Fatalf("gateway exit after SIGTERM: %v\n%s", err, log)
 	}
 }
+
+// TestReloadRemovesReleasedInstances: a bus changed by one reload releases the drive
+// its new master no longer sweeps (it waits out health.restart_grace, unclaimed); a
+// second reload that removes the bus clears that drive's record at once too, with the
+// drive it claimed again — a removed bus leaves nothing behind, passing or critical.
+func TestReloadRemovesReleasedInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h, _ := reloadRig(t)
+	h.StartSimYAML(`
+buses:
+  - name: bus1
+    link: $LINK
+    baud: 115200
+    turnaround: 1ms
+    drives: [{unit: 1, serial: SIM-0001}, {unit: 2, serial: SIM-0002}]
+`)
+	// A long grace: the released drive would stay passing for an hour.
+	const health = "health: {poll_interval: 50ms, restart_grace: 1h}\n"
+	g := h.StartGateway("embedded", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-2"}]
+`+health)
+	const (
+		claimed  = "rollcall-firmware-sim-sim-0001"
+		released = "rollcall-firmware-sim-sim-0002"
+	)
+	sub := subscribe(t, g.BrokerURL(), asLine1)
+	v := view{}
+	sub.next(t, 15*time.Second, "2 passing drives", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		return len(v) == 2 && v[claimed]["status"] == "passing" && v[released]["status"] == "passing"
+	})
+	changed := time.Now()
+	if err := g.ReloadFile(writeConfig(t, h, "one.yaml", `
+discovery:
+  serial: [{name: bus1, device: $LINK, baud: 115200, units: "1"}]
+`+health)); err != nil {
+		t.Fatal(err)
+	}
+	rig.WaitAnswering(t, g, 10*time.Second, changed, claimed)
+	if err := g.ReloadFile(writeConfig(t, h, "none.yaml", health)); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{claimed, released} {
+		if rec, ok := g.Registry().Get(id); ok {
+			t.Errorf("%s still live after its bus was removed: %+v", id, rec)
+		}
+	}
+	sub.next(t, 10*time.Second, "both records cleared", func(m message, r map[string]any) bool {
+		v.apply(m, r)
+		return len(v) == 0
+	})
+}

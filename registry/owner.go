@@ -3,6 +3,8 @@ package registry
 import (
 	"slices"
 	"time"
+
+	"github.com/rollcall-edge/rollcall/contract"
 )
 
 // liveOfLocked returns the live entries of owner. r.mu held.
@@ -16,17 +18,35 @@ func (r *Registry) liveOfLocked(owner string) []*entry {
 	return out
 }
 
+// unclaimedOfLocked returns the live entries that no poller has claimed (released by
+// Release, or read back at a start by Reconcile) whose endpoint mine reports as the
+// owner's. r.mu held.
+func (r *Registry) unclaimedOfLocked(mine func(contract.Endpoint) bool) []*entry {
+	var out []*entry
+	for _, e := range r.instances {
+		if e.live && e.reg.Owner == "" && !e.adoptedAt.IsZero() && mine(e.reg.Endpoint) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // DeregisterOwner deregisters at once every live instance of owner (a poller that was
-// removed from the configuration: nothing will poll its devices any more) and returns
-// how many. Each record is cleared as by Deregister.
-func (r *Registry) DeregisterOwner(owner string) int {
+// removed from the configuration: nothing will poll its devices any more), and, when
+// mine is not nil, every unclaimed one whose endpoint mine reports as the owner's (one
+// released by an earlier Release of owner, or read back at the start, that the owner
+// had not found again), and returns how many. Each record is cleared as by Deregister.
+func (r *Registry) DeregisterOwner(owner string, mine func(contract.Endpoint) bool) int {
 	r.mu.Lock()
 	todo := r.liveOfLocked(owner)
+	if mine != nil {
+		todo = append(todo, r.unclaimedOfLocked(mine)...)
+	}
 	r.mu.Unlock()
 	n := 0
 	for _, e := range todo {
 		r.mu.Lock()
-		if !e.live || e.reg.Owner != owner {
+		if !e.live || (e.reg.Owner != owner && (e.reg.Owner != "" || e.adoptedAt.IsZero())) {
 			r.mu.Unlock()
 			continue
 		}

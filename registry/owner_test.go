@@ -35,7 +35,7 @@ func TestReloadOwnerOperations(t *testing.T) {
 
 	// DeregisterOwner: only p's instance goes, with a Deregister event.
 	before := len(rec.events)
-	if n := r.DeregisterOwner("p"); n != 1 {
+	if n := r.DeregisterOwner("p", nil); n != 1 {
 		t.Fatalf("DeregisterOwner(p) = %d, want 1", n)
 	}
 	if ev := rec.events[len(rec.events)-1]; len(rec.events) != before+1 || ev.Kind != Deregister || ev.Record.ID != "b" {
@@ -75,5 +75,40 @@ func TestReloadOwnerOperations(t *testing.T) {
 	r.Tick(now.Add(grace + r.Policy().DeregisterCriticalAfter))
 	if _, ok := r.Get("c"); ok {
 		t.Fatal("unclaimed c not deregistered")
+	}
+}
+
+// TestDeregisterOwnerUnclaimed: DeregisterOwner with mine also clears the instances the
+// owner released (Release) and has not claimed again, and only those whose endpoint
+// mine names: one claimed by another owner since, or on another bus, stays.
+func TestDeregisterOwnerUnclaimed(t *testing.T) {
+	rec := &recorder{}
+	r := newTestRegistry(rec)
+	a, b, c := testReg("a"), testReg("b"), testReg("c")
+	c.Endpoint.Bus, c.Owner = "bus2", "rtu:bus2"
+	for _, reg := range []Registration{a, b, c} {
+		if _, err := r.Register(reg, obs('o', 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := t0.Add(time.Second)
+	r.Release("o", now)
+	r.Release("rtu:bus2", now)
+	b.Owner = "elsewhere" // b found again by another master
+	if _, err := r.Register(b, Observation{At: now, Answered: true, RTT: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(rec.events)
+	onBus1 := func(ep contract.Endpoint) bool { return ep.Bus == "bus1" }
+	if n := r.DeregisterOwner("o", onBus1); n != 1 {
+		t.Fatalf("DeregisterOwner(o) = %d, want 1 (a, released)", n)
+	}
+	if ev := rec.events[len(rec.events)-1]; len(rec.events) != before+1 || ev.Kind != Deregister || ev.Record.ID != "a" {
+		t.Fatalf("events after DeregisterOwner: %+v", rec.events[before:])
+	}
+	for id, live := range map[string]bool{"a": false, "b": true, "c": true} {
+		if _, ok := r.Get(id); ok != live {
+			t.Errorf("%s live %v, want %v", id, ok, live)
+		}
 	}
 }
