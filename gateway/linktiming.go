@@ -24,15 +24,21 @@ const (
 )
 
 // turnarounds is the ring of a device's latest observed turnarounds (≥ 0): first reply
-// byte latency minus the request's wire time, t3.5 and one character time.
+// byte latency minus the request's wire time, t3.5 and one character time. The ring
+// (256 bytes) is allocated by the first add: only RTU devices and masters record
+// turnarounds, and a Modbus TCP device, of which a gateway may poll thousands, carries
+// two empty ones.
 type turnarounds struct {
-	ring [turnaroundWindow]time.Duration
+	ring *[turnaroundWindow]time.Duration
 	n    int // samples held (≤ turnaroundWindow)
 	pos  int // next slot
 }
 
 // add records one turnaround.
 func (t *turnarounds) add(d time.Duration) {
+	if t.ring == nil {
+		t.ring = new([turnaroundWindow]time.Duration)
+	}
 	t.ring[t.pos] = max(d, 0)
 	t.pos = (t.pos + 1) % turnaroundWindow
 	t.n = min(t.n+1, turnaroundWindow)

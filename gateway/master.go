@@ -448,7 +448,9 @@ func (m *master) probe(ctx context.Context, c modbus.Client) {
 		basic, err = ask()
 	}
 	m.failedTx = err != nil && !modbus.IsAnswer(err)
-	m.hostLate.add(tr.Late)
+	if m.cfg.Baud != 0 { // RTU: TCP requests are not traced
+		m.hostLate.add(tr.Late)
+	}
 	// Something is at the unit if the probe got any reply: a normal one, an exception,
 	// or a malformed one.
 	present := err == nil || !(errors.Is(err, modbus.ErrTimeout) || errors.Is(err, modbus.ErrUnreachable) ||

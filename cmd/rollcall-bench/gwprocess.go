@@ -20,7 +20,7 @@ import (
 
 // Files written by a profiled gateway process into its profile directory.
 const (
-	gwCPUProfile  = "gateway-cpu.pprof"  // CPU profile of the whole run
+	gwCPUProfile  = "gateway-cpu.pprof"  // CPU profile of the steady state: from gwHeapBaseAfter to SIGTERM
 	gwHeapProfile = "gateway-heap.pprof" // heap profile at SIGTERM, after a GC
 	// gwHeapBase is a heap profile taken gwHeapBaseAfter after the start: its
 	// allocation counts are the base of those at SIGTERM (pprof -base), which leaves
@@ -69,9 +69,6 @@ func runGatewayProcess(ctx context.Context, cfgPath, profDir string, stderr io.W
 		return fail(err)
 	}
 	defer cpu.Close()
-	if err := pprof.StartCPUProfile(cpu); err != nil {
-		return fail(err)
-	}
 	gctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	done := make(chan error, 1)
@@ -80,13 +77,19 @@ func runGatewayProcess(ctx context.Context, cfgPath, profDir string, stderr io.W
 	defer base.Stop()
 	select {
 	case err := <-done:
-		pprof.StopCPUProfile()
 		return fail(fmt.Errorf("gateway: %v", err))
 	case <-ctx.Done():
 	case <-base.C:
 		if f, err := os.Create(filepath.Join(profDir, gwHeapBase)); err == nil {
 			_ = pprof.WriteHeapProfile(f)
 			f.Close()
+		}
+		// The CPU profile, like the heap base, leaves out the start (probes,
+		// registrations), which the measured window leaves out too.
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			stop()
+			<-done
+			return fail(err)
 		}
 	}
 	select {
