@@ -20,13 +20,14 @@ import (
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 )
 
-// screensDir is where TestDashboardViews saves its screenshots (not in the repository);
-// ROLLCALL_SCREENS overrides it.
-func screensDir() string {
+// screensDir is where TestDashboardViews saves its screenshots: the test's own temporary
+// directory, or ROLLCALL_SCREENS when set (docs/screenshots was made with
+// ROLLCALL_SCREENS=$PWD/docs/screenshots from the module root).
+func screensDir(t *testing.T) string {
 	if d := os.Getenv("ROLLCALL_SCREENS"); d != "" {
 		return d
 	}
-	return filepath.Join(os.TempDir(), "screens")
+	return t.TempDir()
 }
 
 // tableView is what the dashboard's catalog table shows: its row groups (one, without
@@ -179,7 +180,7 @@ http: {listen: "127.0.0.1:0", plant_view: true, trusted_keys: %s}
 		t.Errorf("/v1/instances of gw-b's own drive: %d, want 404", code)
 	}
 
-	dir := screensDir()
+	dir := screensDir(t)
 	br.navigate("http://" + ga.HTTPAddr() + "/")
 	waitTable(t, br, 10*time.Second, "the three drives, by id", func(v tableView) bool {
 		return len(v.Groups) == 1 && slices.Equal(v.Groups[0].IDs, []string{id(1), id(2), id(5)}) &&
