@@ -287,13 +287,13 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 			n.removed++
 			g.log.Info("reload: bus removed", "bus", name, "deregistered", gone)
 		case sameBus(b.cfg, bc):
-			if !reflect.DeepEqual(b.cfg, bc) { // meta only
+			if !reflect.DeepEqual(b.cfg.Meta, bc.Meta) || !reflect.DeepEqual(b.cfg.Devices, bc.Devices) {
 				_, h := rtuMaster(bc)
 				b.m.setHints(h)
-				b.cfg = bc
 				n.updated++
 				g.log.Info("reload: bus meta updated", "bus", name)
 			}
+			b.cfg = bc
 		default:
 			b.stop()
 			delete(lv.buses, name)
@@ -404,16 +404,20 @@ func hasBus(cfg *config.Config, name string) bool {
 }
 
 // sameBus reports whether two configs of a bus differ at most in meta (which a running
-// master takes as new hints).
+// master takes as new hints) and in how their units are written (UnitList is what is
+// swept: "1-3" is "1,2,3").
 func sameBus(a, b config.SerialBus) bool {
 	a.Meta, a.Devices, b.Meta, b.Devices = nil, nil, nil, nil
+	a.Units, b.Units = "", ""
 	return reflect.DeepEqual(a, b)
 }
 
 // sameTarget reports whether two configs of a static target differ at most in meta and
-// checks (the checks run on their own; meta is new hints).
+// checks (the checks run on their own; meta is new hints) and in how their units are
+// written.
 func sameTarget(a, b config.TCPTarget) bool {
 	a.Meta, a.Devices, a.Checks, b.Meta, b.Devices, b.Checks = nil, nil, nil, nil, nil, nil
+	a.Units, b.Units = "", ""
 	return reflect.DeepEqual(a, b)
 }
 

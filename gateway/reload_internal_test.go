@@ -59,3 +59,24 @@ func TestReloadKeys(t *testing.T) {
 		t.Errorf("the config in force differs from the start config in fixed keys %q", got)
 	}
 }
+
+// TestReloadSameUnits: a bus or target whose units are written another way ("1-3" as
+// "1,2,3") sweeps the same units: not a change that restarts its master.
+func TestReloadSameUnits(t *testing.T) {
+	parse := func(units string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse("gw.yaml", []byte("discovery:\n  serial: [{name: bus1, device: /dev/null, units: \""+units+
+			"\"}]\n  tcp: [{name: t1, address: \"127.0.0.1:502\", units: \""+units+"\"}]\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	a, b, c := parse("1-3"), parse("1,2,3"), parse("1-2")
+	if !sameBus(a.Discovery.Serial[0], b.Discovery.Serial[0]) || !sameTarget(a.Discovery.TCP[0], b.Discovery.TCP[0]) {
+		t.Error(`units "1-3" and "1,2,3" taken as a change`)
+	}
+	if sameBus(a.Discovery.Serial[0], c.Discovery.Serial[0]) || sameTarget(a.Discovery.TCP[0], c.Discovery.TCP[0]) {
+		t.Error(`units "1-3" and "1-2" taken as the same`)
+	}
+}

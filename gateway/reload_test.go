@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +20,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/rollcall-edge/rollcall/contract"
+	"github.com/rollcall-edge/rollcall/gateway"
+	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 	"github.com/rollcall-edge/rollcall/internal/testutil/mosquitto"
 	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
@@ -584,5 +588,54 @@ buses:
 		if strings.Contains(series, `"bus2"`) && !strings.HasPrefix(series, "rollcall_bus_up{") {
 			t.Errorf("series of the removed bus2 left in /metrics: %s", series)
 		}
+	}
+}
+
+// TestReloadOutsideRun: Reload refuses with ErrNotRunning, without blocking, before Run
+// and after it returned; reloads racing the shutdown each either apply or refuse, and
+// none is left waiting.
+func TestReloadOutsideRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	h, _ := reloadRig(t)
+	h.StartSimYAML(reloadSim)
+	extra := "discovery:\n  serial: [{name: bus1, device: $LINK, baud: 115200, units: \"1\"}]\nhealth: {poll_interval: 50ms}\n"
+	cfg, err := config.Parse("gateway.yaml", []byte(h.GatewayConfig("embedded", extra)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := gateway.New(gateway.Options{Config: cfg, Logger: h.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Reload(cfg); !errors.Is(err, gateway.ErrNotRunning) {
+		t.Errorf("Reload before Run: %v, want ErrNotRunning", err)
+	}
+
+	g, stop := h.RunGateway("embedded", extra)
+	rig.WaitCatalog(t, g, 15*time.Second, "drive passing", rig.Passing(1))
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := *cfg
+			next.Discovery.Serial = slices.Clone(cfg.Discovery.Serial)
+			next.Discovery.Serial[0].Timeout = time.Duration(40+i%2) * time.Millisecond // a restart
+			errs <- g.Reload(&next)
+		}()
+	}
+	stop()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil && !errors.Is(err, gateway.ErrNotRunning) {
+			t.Errorf("Reload racing the shutdown: %v", err)
+		}
+	}
+	if err := g.Reload(cfg); !errors.Is(err, gateway.ErrNotRunning) {
+		t.Errorf("Reload after Run returned: %v, want ErrNotRunning", err)
 	}
 }
