@@ -46,7 +46,8 @@ type reloadRequest struct {
 // instance patterns, limits.max_endpoints and health.poll_interval (through the buses
 // and targets it is the default of). Buses and targets that did not change keep polling
 // without a gap. Instances of a removed bus or target are deregistered at once (their
-// records cleared); those of a restarted one are claimed again by its new master as it
+// records cleared), with those an earlier reload released and it had not found again;
+// those of a restarted one are claimed again by its new master as it
 // finds them, and any it does not find are taken through critical to deregistered as
 // after a gateway restart (health.restart_grace, then deregister_critical_after).
 // Every other key that differs is not applied: each is named in one warning ("reload:
