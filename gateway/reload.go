@@ -284,6 +284,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 		case !ok:
 			b.stop()
 			delete(lv.buses, name)
+			p.mx.ForgetBus(name)
 			gone := g.reg.DeregisterOwner(rtuOwner(name), ownedBy(rtuOwner(name)))
 			n.removed++
 			g.log.Info("reload: bus removed", "bus", name, "deregistered", gone)

@@ -40,6 +40,7 @@ func reloadOnHangup(ctx context.Context, g *gateway.Gateway, path string, log *s
 
 // reloader is what reloadOn reloads: a *gateway.Gateway.
 type reloader interface {
+	Started() <-chan struct{}
 	ReloadFile(path string) error
 }
 
@@ -55,13 +56,22 @@ func reloadOn(ctx context.Context, sig <-chan os.Signal, g reloader, path string
 				log.Warn("reload: the gateway runs without --config; nothing to reload", "signal", s.String())
 				continue
 			}
+			// A SIGHUP during the start (e.g. while another gateway's status lease runs
+			// out) is applied once the gateway has started: the file was edited for a
+			// reason, and READY=1 must not reach systemd before the gateway is ready.
+			select {
+			case <-g.Started():
+			case <-ctx.Done():
+				return
+			}
 			log.Info("reload: reloading the config", "signal", s.String(), "file", path)
 			notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading %s", monotonicUsec(), path))
 			status := "STATUS=running; config reloaded from " + path
 			switch err := g.ReloadFile(path); {
 			case errors.Is(err, gateway.ErrNotRunning):
-				log.Warn("reload: the gateway is not running (starting or stopping); ignored")
-				status = "STATUS=reload ignored: gateway not running"
+				// Stopping: STOPPING=1 follows, not READY=1.
+				log.Warn("reload: the gateway is stopping; ignored")
+				continue
 			case err != nil:
 				// ReloadFile logged every error; the running config stays in force.
 				status = "STATUS=running; reload of " + path + " rejected (see the log), previous config in force"

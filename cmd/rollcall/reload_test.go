@@ -97,3 +97,50 @@ health: {poll_interval: 50ms}
 		t.Errorf("catalog after the rejected reload: %+v", snap)
 	}
 }
+
+// fakeReloader is a reloader whose start the test controls; it counts reloads.
+type fakeReloader struct {
+	started chan struct{}
+	reloads chan string
+}
+
+func (f *fakeReloader) Started() <-chan struct{} { return f.started }
+func (f *fakeReloader) ReloadFile(path string) error {
+	f.reloads <- path
+	return nil
+}
+
+// TestReloadWaitsForStart: a SIGHUP that comes while the gateway is still starting is
+// applied once it has started, and nothing (RELOADING=1, READY=1) reaches the service
+// manager before that.
+func TestReloadWaitsForStart(t *testing.T) {
+	f := &fakeReloader{started: make(chan struct{}), reloads: make(chan string, 1)}
+	notes := make(chan string, 4)
+	sig := make(chan os.Signal)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		reloadOn(ctx, sig, f, "/etc/rollcall/gateway.yaml", slog.New(slog.DiscardHandler),
+			func(s string) bool { notes <- s; return true })
+	}()
+	defer func() { cancel(); <-done }()
+	sig <- syscall.SIGHUP // taken: reloadOn now waits for the start
+	select {
+	case n := <-notes:
+		t.Fatalf("notified %q before the gateway started", n)
+	case p := <-f.reloads:
+		t.Fatalf("reloaded %s before the gateway started", p)
+	default:
+	}
+	close(f.started)
+	if p := <-f.reloads; p != "/etc/rollcall/gateway.yaml" {
+		t.Fatalf("reloaded %q", p)
+	}
+	if n := <-notes; !strings.HasPrefix(n, "RELOADING=1\n") {
+		t.Fatalf("first notification %q, want RELOADING=1", n)
+	}
+	if n := <-notes; !strings.HasPrefix(n, "READY=1\n") {
+		t.Fatalf("second notification %q, want READY=1", n)
+	}
+}

@@ -202,6 +202,12 @@ func (m *Metrics) BusUp(name string, up bool) {
 	m.busUp.WithLabelValues(name).Set(v)
 }
 
+// ForgetBus deletes rollcall_bus_up of the bus name: the bus was removed from the config
+// (a reload), so it is neither up nor down; its master's other series went with it.
+func (m *Metrics) ForgetBus(name string) {
+	m.busUp.DeleteLabelValues(name)
+}
+
 // Devices is the number of devices (units registered on open masters) the gateway's
 // metrics count now.
 func (m *Metrics) Devices() int { return int(m.devices.Load()) }
