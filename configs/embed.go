@@ -11,7 +11,7 @@ import "embed"
 var Profiles embed.FS
 
 // GatewaySample is configs/gateway.yaml, the commented sample gateway config that
-// `rollcall config sample` prints.
+// `rollcall config` prints.
 //
 //go:embed gateway.yaml
 var GatewaySample []byte

@@ -171,7 +171,7 @@ type watchCmd struct {
 
 // Help is the text of `rollcall watch --help`.
 func (watchCmd) Help() string {
-	return `Shows the live catalog as a table redrawn on every change (at most 4 times a second), or with --json one line per change ({"event":"added|updated|removed","instance":{record, "stale", "gateway_state"}}), until interrupted. The table shows short ids (sim-0002 for rollcall-firmware-sim-sim-0002); JSON keeps full ids.
+	return `Shows the live catalog as a table redrawn on every change (at most 4 times a second), or with --json one line per change, {"event":"added|updated|removed","instance":{…}}: the instance's record (contract v1 fields) with "stale", "age_ms", "gateway_state" (online, offline, unknown), "gateway_epoch", "expired" and, for a device several gateways see, "seen_by"; until interrupted. The table shows short ids (sim-0002 for rollcall-firmware-sim-sim-0002); JSON keeps full ids.
 
 Examples:
 
@@ -197,7 +197,7 @@ func (c *watchCmd) Run(ctx context.Context, s *streams) error {
 	if c.JSON {
 		enc := json.NewEncoder(stdout)
 		for _, in := range cl.Instances(c.Service) {
-			_ = enc.Encode(watchEvent{"added", in})
+			_ = enc.Encode(newWatchEvent("added", in))
 		}
 		for {
 			select {
@@ -207,7 +207,7 @@ func (c *watchCmd) Run(ctx context.Context, s *streams) error {
 				if !ok {
 					return nil
 				}
-				_ = enc.Encode(watchEvent{strings.ToLower(ch.Kind.String()), ch.Instance})
+				_ = enc.Encode(newWatchEvent(strings.ToLower(ch.Kind.String()), ch.Instance))
 			}
 		}
 	}
@@ -252,9 +252,30 @@ func seenBy(in client.Instance) string {
 	return strings.Join(out, ",")
 }
 
+// watchEvent is one line of `rollcall watch --json`: the change and the instance.
 type watchEvent struct {
-	Event    string          `json:"event"`
-	Instance client.Instance `json:"instance"`
+	Event    string        `json:"event"`
+	Instance watchInstance `json:"instance"`
+}
+
+// watchInstance is an instance as `watch --json` prints it: its record (contract v1
+// fields, full id) and what this consumer knows of it, in the record's spelling.
+type watchInstance struct {
+	contract.Record
+	Stale        bool     `json:"stale"`         // not confirmed by a broker lately (client.Instance.Stale)
+	AgeMS        int64    `json:"age_ms"`        // how long ago it was last known current; 0 while connected
+	GatewayState string   `json:"gateway_state"` // online, offline or unknown
+	GatewayEpoch int64    `json:"gateway_epoch"` // the gateway's current epoch (0: unknown)
+	Expired      bool     `json:"expired"`       // a lease ran out: unknown, never live
+	SeenBy       []string `json:"seen_by,omitempty"`
+}
+
+// newWatchEvent makes the line of one change.
+func newWatchEvent(event string, in client.Instance) watchEvent {
+	return watchEvent{event, watchInstance{
+		Record: in.Record, Stale: in.Stale, AgeMS: in.Age.Milliseconds(), GatewayState: in.GatewayState,
+		GatewayEpoch: in.GatewayEpoch, Expired: in.Expired, SeenBy: in.SeenBy,
+	}}
 }
 
 // printCatalog prints watch's table: one row per instance, with short ids (shortID).

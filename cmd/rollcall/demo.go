@@ -28,7 +28,7 @@ import (
 type demoCmd struct {
 	Drives     int           `default:"4" placeholder:"N" help:"Number of simulated drives on the bus, 1–16 (default ${default})."`
 	Listen     string        `default:"127.0.0.1:1883" placeholder:"ADDR" help:"Embedded broker address; a free port if this one is taken (default ${default})."`
-	Control    string        `default:"127.0.0.1:18081" placeholder:"ADDR" help:"firmware-sim control API address, fault injection (default ${default})."`
+	Control    string        `default:"127.0.0.1:18081" placeholder:"ADDR" help:"firmware-sim control API address, fault injection; a free port if this one is taken (default ${default})."`
 	HTTP       string        `name:"http" default:"${http_listen}" placeholder:"HOST:PORT" help:"Gateway HTTP address: dashboard, /metrics, /v1/catalog; a free port if this one is taken (default ${default})."`
 	Modbus     string        `default:"127.0.0.1:1502" placeholder:"ADDR" help:"Routing Modbus TCP server address; a free port if this one is taken (default ${default})."`
 	DNS        string        `name:"dns" default:"127.0.0.1:8600" placeholder:"ADDR" help:"DNS interface address, UDP and TCP; a free port if this one is taken (default ${default})."`
@@ -48,10 +48,24 @@ Examples:
     curl -X POST -d '{"mode":"silent"}' http://127.0.0.1:18081/v1/devices/bus1/2/fault   # in another terminal: break drive 2 ({"mode":"none"} heals it)`
 }
 
-// Validate checks --drives (kong calls it after parsing).
+// Validate checks --drives and the addresses (kong calls it after parsing): each is
+// HOST:PORT; --http needs its host, as http.listen does (":9180" would listen on every
+// interface without saying so).
 func (c *demoCmd) Validate() error {
 	if c.Drives < 1 || c.Drives > 16 {
 		return fmt.Errorf("--drives: expected 1–16, got %d", c.Drives)
+	}
+	for _, f := range []struct{ name, addr, example string }{
+		{"--listen", c.Listen, "127.0.0.1:1883"}, {"--control", c.Control, "127.0.0.1:18081"}, {"--http", c.HTTP, "127.0.0.1:9180"},
+		{"--modbus", c.Modbus, "127.0.0.1:1502"}, {"--dns", c.DNS, "127.0.0.1:8600"},
+	} {
+		host, _, err := net.SplitHostPort(f.addr)
+		if err != nil {
+			return fmt.Errorf("%s: expected HOST:PORT (e.g. %s), got %q", f.name, f.example, f.addr)
+		}
+		if host == "" && f.name == "--http" {
+			return fmt.Errorf("--http: %q has no host: write 127.0.0.1%s for this host only, or 0.0.0.0%s for every interface", f.addr, f.addr, f.addr)
+		}
 	}
 	return nil
 }

@@ -266,6 +266,16 @@ func TestDemo(t *testing.T) {
 		t.Errorf("the demo printed %d tables before its drives were all passing: one per change of what they show expected", n)
 	}
 	banner := out.String()
+	// The demo's gateway has no admin token: rollcall maint is refused (exit 1), saying why.
+	tok := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tok, []byte("demo-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var merr bytes.Buffer
+	dashboard := strings.TrimSuffix(demoField(t, banner, "dashboard:"), "/")
+	if code := run([]string{"maint", "sim-0002", "--reason", "x", "--gateway", dashboard, "--token-file", tok}, io.Discard, &merr); code != 1 || !strings.Contains(merr.String(), "http.admin_token_file") {
+		t.Errorf("maint against the demo: exit %d, %q; want 1 naming http.admin_token_file", code, merr.String())
+	}
 	demoRouting(t, banner)
 	demoBreakHeal(t, banner, last)
 	cancel()
@@ -523,6 +533,20 @@ discovery:
 	if err := json.Unmarshal([]byte(strings.SplitN(wout.String(), "\n", 2)[0]), &ev); err != nil || ev.Event != "added" || ev.Instance["status"] != "passing" {
 		t.Fatalf("watch line %v %+v", err, ev)
 	}
+	// What the consumer knows of the instance, spelt as its --help says (no Go names).
+	for key, want := range map[string]any{"stale": false, "gateway_state": "online", "expired": false, "age_ms": 0.0} {
+		if got, ok := ev.Instance[key]; !ok || got != want {
+			t.Errorf("watch --json: %q is %v (present %v), want %v in %+v", key, got, ok, want, ev.Instance)
+		}
+	}
+	if _, ok := ev.Instance["gateway_epoch"]; !ok {
+		t.Errorf("watch --json: no gateway_epoch in %+v", ev.Instance)
+	}
+	for key := range ev.Instance {
+		if key != strings.ToLower(key) {
+			t.Errorf("watch --json: field %q is not the record's spelling", key)
+		}
+	}
 }
 
 // TestKeyAndTrustedKeys: `rollcall key` prints the gateway's key as a trusted-keys line;
@@ -710,6 +734,10 @@ health: {poll_intervall: 1s}
 	if _, err := config.Parse("sample.yaml", sample.Bytes()); err != nil {
 		t.Errorf("the sample printed by rollcall config does not load: %v", err)
 	}
+	// As README and the helps chain them: rollcall config > gateway.yaml && rollcall check --config gateway.yaml.
+	if code, out := check("--config", write("gateway.yaml", sample.String())); code != 0 {
+		t.Errorf("check of the sample printed by rollcall config: exit %d, want 0\n%s", code, out)
+	}
 }
 
 // runCommand runs `rollcall ARGS…` until ctx ends, its output to stdout and its
@@ -748,6 +776,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"gateway", "extra"}, "extra"},
 		{[]string{"demo", "--drives", "99"}, "--drives: expected 1–16, got 99"},
 		{[]string{"demo", "--poll", "fast"}, `"fast"`},
+		{[]string{"demo", "--http", ":9180"}, `--http: ":9180" has no host`},
+		{[]string{"demo", "--modbus", "1502"}, `--modbus: expected HOST:PORT`},
 		{[]string{"watch", "--timeout", "10"}, "--timeout"},
 		{[]string{"watch", "--brokr", "tcp://x"}, "--brokr"},
 		{[]string{"find"}, "SERVICE is required"},

@@ -102,6 +102,10 @@ func (c *maintCmd) Run(ctx context.Context, s *streams) error {
 		if json.Unmarshal(msg, &e) == nil && e.Error != "" {
 			return fmt.Errorf("maint: %s: %s", resp.Status, e.Error)
 		}
+		if resp.StatusCode == http.StatusNotFound {
+			// No such route: the gateway serves no write endpoints (the demo's does not).
+			return fmt.Errorf("maint: %s: %s has no maintenance endpoint: the gateway needs http.admin_token_file in its config", resp.Status, c.Gateway)
+		}
 		return fmt.Errorf("maint: %s", resp.Status)
 	}
 	if c.Off {
