@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -160,32 +161,49 @@ func TestPollCIA402(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := ps.Match(map[byte]string{0: "rollcall firmware-sim", 1: "RC-SIM-402"})
-	o := Poll(context.Background(), &fakeClient{regs: []uint16{0x0237, 0}}, 1, p, true)
+	o := Poll(context.Background(), &fakeClient{regs: []uint16{0x0237, 0}}, 1, p, true, nil)
 	if !o.Answered || o.Degraded || o.State["cia402"] != "operation_enabled" {
 		t.Fatalf("enabled drive: %+v", o)
 	}
-	o = Poll(context.Background(), &fakeClient{regs: []uint16{0x0218, 0x2310}}, 1, p, true)
+	o = Poll(context.Background(), &fakeClient{regs: []uint16{0x0218, 0x2310}}, 1, p, true, nil)
 	if !o.Answered || !o.Degraded || o.State["fault"] != true || o.State["error_code"] != 0x2310 {
 		t.Fatalf("faulted drive: %+v", o)
 	}
 	if o.Outcome != registry.OutcomeOK {
 		t.Fatalf("faulted drive (a valid reply): outcome %v, want ok", o.Outcome)
 	}
-	o = Poll(context.Background(), &fakeClient{err: &modbus.ExceptionError{Function: 3, Code: 4}}, 1, p, true)
+	o = Poll(context.Background(), &fakeClient{err: &modbus.ExceptionError{Function: 3, Code: 4}}, 1, p, true, nil)
 	if !o.Answered || !o.Degraded || o.Outcome != registry.OutcomeException || o.State != nil {
 		t.Fatalf("exception: %+v", o)
 	}
-	o = Poll(context.Background(), &fakeClient{err: fmt.Errorf("bus1 unit 1: %w", modbus.ErrTimeout)}, 1, p, true)
+	o = Poll(context.Background(), &fakeClient{err: fmt.Errorf("bus1 unit 1: %w", modbus.ErrTimeout)}, 1, p, true, nil)
 	if o.Answered || o.Degraded || o.Outcome != registry.OutcomeTimeout {
 		t.Fatalf("timeout: %+v", o)
 	}
-	o = Poll(context.Background(), &fakeClient{err: modbus.ErrCRC}, 1, p, true)
+	o = Poll(context.Background(), &fakeClient{err: modbus.ErrCRC}, 1, p, true, nil)
 	if o.Answered || o.Outcome != registry.OutcomeBadFrame {
 		t.Fatalf("CRC error: %+v", o)
 	}
+	// The previous poll's state is reused while the drive reports the same (no new
+	// map), and never modified: a change gives a new map.
+	enabled := Poll(context.Background(), &fakeClient{regs: []uint16{0x0237, 0}}, 1, p, true, nil).State
+	again := Poll(context.Background(), &fakeClient{regs: []uint16{0x0237, 0}}, 1, p, true, enabled).State
+	if reflect.ValueOf(again).UnsafePointer() != reflect.ValueOf(enabled).UnsafePointer() {
+		t.Errorf("same state: a new map %v, want the last one reused", again)
+	}
+	steady := &fakeClient{regs: []uint16{0x0237, 0}}
+	if allocs := testing.AllocsPerRun(100, func() {
+		Poll(context.Background(), steady, 1, p, true, enabled)
+	}); allocs > 0 {
+		t.Errorf("a poll in an unchanged state allocates %v times", allocs)
+	}
+	faulted := Poll(context.Background(), &fakeClient{regs: []uint16{0x0218, 0x2310}}, 1, p, true, enabled).State
+	if faulted["fault"] != true || faulted["error_code"] != 0x2310 || enabled["fault"] != false || enabled["error_code"] != 0 {
+		t.Errorf("changed state: new %v, last %v (must stay as it was)", faulted, enabled)
+	}
 	// Request options reach the client.
 	fc := &fakeClient{regs: []uint16{0x0237, 0}}
-	Poll(context.Background(), fc, 1, p, true, modbus.WithTimeout(7*time.Millisecond))
+	Poll(context.Background(), fc, 1, p, true, nil, modbus.WithTimeout(7*time.Millisecond))
 	if len(fc.opts) != 1 || fc.opts[0] != modbus.WithTimeout(7*time.Millisecond) {
 		t.Errorf("options passed: %+v", fc.opts)
 	}

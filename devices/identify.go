@@ -146,8 +146,12 @@ func RegistersToASCII(regs []uint16) string {
 // The result is classified once, by Classify, into Outcome: OutcomeOK and
 // OutcomeException are Answered, an exception is also Degraded (alive but refusing);
 // a CiA 402 fault or warning bit in a valid reply is Degraded. Any other outcome is a
-// failed poll. RTT is measured around the request.
-func Poll(ctx context.Context, c modbus.Client, unit byte, p *Profile, hasDeviceID bool, opts ...modbus.RequestOption) registry.Observation {
+// failed poll. RTT is measured around the request. last is the State of the device's
+// previous poll (nil: none): when the device still reports the same, o.State is last
+// itself, not a new map (cia402.Status.MapReusing), so a steady device's poll does not
+// allocate one.
+func Poll(ctx context.Context, c modbus.Client, unit byte, p *Profile, hasDeviceID bool, last map[string]any,
+	opts ...modbus.RequestOption) registry.Observation {
 	st := &p.Status
 	start := time.Now()
 	var regs []uint16
@@ -171,7 +175,7 @@ func Poll(ctx context.Context, c modbus.Client, unit byte, p *Profile, hasDevice
 		}
 		s := cia402.DecodeStatus(regs[st.Statusword], ec)
 		o.Degraded = s.Degraded()
-		o.State = s.Map()
+		o.State = s.MapReusing(last)
 	}
 	return o
 }

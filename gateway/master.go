@@ -114,9 +114,10 @@ type device struct {
 	failures int       // consecutive failed polls
 	retry    bool      // retry at once, before regular polls (a suspect device)
 	stats    *metrics.Unit
-	reqLen   int         // bytes of its poll request (RTU), from the last trace
-	ta       turnarounds // its latest observed turnarounds (RTU)
-	link     linkStats   // its latest replies, intact or garbled (RTU)
+	reqLen   int            // bytes of its poll request (RTU), from the last trace
+	ta       turnarounds    // its latest observed turnarounds (RTU)
+	link     linkStats      // its latest replies, intact or garbled (RTU)
+	state    map[string]any // the State of its latest answered poll, reused while unchanged (devices.Poll)
 }
 
 // dueAt is when d should be polled: now for a suspect device (retries go first, so a
@@ -353,6 +354,9 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 	if ctx.Err() != nil {
 		return // shutting down: a cancelled request says nothing about the device
 	}
+	if o.State != nil {
+		d.state = o.State
+	}
 	d.stats.Poll(o)
 	if d.retry {
 		d.retry = false // a retry does not move the regular schedule
@@ -384,7 +388,7 @@ func (m *master) poll(ctx context.Context, c modbus.Client, d *device) {
 // its timeout is firstByteTimeout of d's estimated turnaround (turnarounds), else the bus's.
 func (m *master) attempt(ctx context.Context, c modbus.Client, d *device, adaptive bool) registry.Observation {
 	if m.cfg.Baud == 0 {
-		return devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID)
+		return devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID, d.state)
 	}
 	var tr modbus.Trace
 	opts := []modbus.RequestOption{modbus.WithTrace(&tr)}
@@ -394,7 +398,7 @@ func (m *master) attempt(ctx context.Context, c modbus.Client, d *device, adapti
 		opts = append(opts, modbus.WithTimeout(m.adaptiveTimeout(ta, d.reqLen)),
 			modbus.WithResync(time.Nanosecond))
 	}
-	o := devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID, opts...)
+	o := devices.Poll(ctx, c, byte(d.unit), d.profile, d.hasDevID, d.state, opts...)
 	m.hostLate.add(tr.Late)
 	m.traced(d, tr, o.Outcome, m.failedTx)
 	m.failedTx = o.Outcome == registry.OutcomeTimeout || o.Outcome == registry.OutcomeBadFrame
@@ -557,6 +561,7 @@ func (m *master) register(ctx context.Context, c modbus.Client, unit int, basic 
 	if !o.Answered {
 		return fmt.Errorf("first poll (profile %s): %w", p.Name, o.Err)
 	}
+	d.state = o.State
 	h := m.hints.Load()
 	d.stats = m.stats.Unit(strconv.Itoa(unit))
 	d.next = o.At.Add(m.cfg.PollInterval)

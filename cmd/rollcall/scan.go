@@ -176,7 +176,7 @@ func scanUnit(ctx context.Context, bus modbus.Client, profiles *devices.Profiles
 		r.Error = err.Error()
 		return r, true
 	}
-	o := devices.Poll(ctx, bus, byte(unit), p, r.DeviceID)
+	o := devices.Poll(ctx, bus, byte(unit), p, r.DeviceID, nil)
 	r.RTTMS = float64(o.RTT.Microseconds()) / 1000
 	r.State = o.State
 	if !o.Answered {

@@ -85,6 +85,18 @@ func (s Status) Degraded() bool { return s.Fault || s.Warning }
 // Map is the record's "state" object: {"cia402": state, "fault": bool, "warning": bool,
 // "error_code": int}.
 func (s Status) Map() map[string]any {
+	return s.MapReusing(nil)
+}
+
+// MapReusing is Map, but returns last itself when it already says what Map would: a
+// drive polled many times a second in the same state then costs no allocation. last is
+// not modified (it may be shared, e.g. with the registry's copy of the record); nil
+// always gives a new map.
+func (s Status) MapReusing(last map[string]any) map[string]any {
+	if len(last) == 4 && last["cia402"] == any(string(s.State)) && last["fault"] == any(s.Fault) &&
+		last["warning"] == any(s.Warning) && last["error_code"] == any(int(s.ErrorCode)) {
+		return last
+	}
 	return map[string]any{
 		"cia402":     string(s.State),
 		"fault":      s.Fault,

@@ -139,8 +139,9 @@ type TCP struct {
 	// Guarded by sem (the connection lock).
 	conn       net.Conn
 	rd         *bufio.Reader
-	tid        uint16 // transaction id of the last request sent
-	sentOnConn uint64 // requests sent on conn: how far back a stale transaction id may go
+	probe      *peerProbe // conn's check for a peer that closed it while idle
+	tid        uint16     // transaction id of the last request sent
+	sentOnConn uint64     // requests sent on conn: how far back a stale transaction id may go
 	backoff    time.Duration
 	retryAt    time.Time // no dial before this while dialErr is set
 	dialErr    error     // the last dial error, until a dial succeeds
@@ -572,7 +573,7 @@ func (t *TCP) interrupt(done <-chan struct{}) {
 // DialTimeout).
 func (t *TCP) connect(ctx context.Context) error {
 	if t.conn != nil {
-		if t.rd.Buffered() > 0 || !peerClosed(t.conn) {
+		if t.rd.Buffered() > 0 || !t.probe.closed() {
 			return nil
 		}
 		t.stats.peerCloses.Add(1)
@@ -616,6 +617,7 @@ func (t *TCP) connect(ctx context.Context) error {
 	}
 	t.dialErr = nil // the backoff step itself is reset by a successful exchange
 	t.conn = conn
+	t.probe = newPeerProbe(conn)
 	t.rd = bufio.NewReaderSize(conn, MaxTCPADU) // receive peeks a whole frame in it
 	t.sentOnConn = 0
 	return nil
@@ -734,6 +736,6 @@ func (t *TCP) reset() {
 func (t *TCP) drop() {
 	if t.conn != nil {
 		_ = t.conn.Close()
-		t.conn, t.rd = nil, nil
+		t.conn, t.rd, t.probe = nil, nil, nil
 	}
 }

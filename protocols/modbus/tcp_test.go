@@ -743,7 +743,7 @@ func TestTCPPeerClosesIdle(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "the server to close the connection", func() bool { _, closed := srv.counts(); return closed == 1 })
 	// The FIN travels on loopback; wait until the master's side can see it (no call is
 	// in flight, so the connection is not in use).
-	testutil.Eventually(t, 5*time.Second, "the close to reach the master", func() bool { return peerClosed(m.conn) })
+	testutil.Eventually(t, 5*time.Second, "the close to reach the master", func() bool { return m.probe.closed() })
 	regs, err := m.ReadRegisters(ctx, 1, FuncReadHoldingRegisters, 0, 2)
 	if err != nil || !reflect.DeepEqual(regs, []uint16{0x0027, 0}) {
 		t.Fatalf("request 2: %04X, %v", regs, err)
@@ -816,7 +816,7 @@ func TestTCPBackoff(t *testing.T) {
 
 	// Down again: the successful exchanges reset the backoff to MinBackoff.
 	srv.stop()
-	testutil.Eventually(t, 5*time.Second, "the close to reach the master", func() bool { return peerClosed(m.conn) })
+	testutil.Eventually(t, 5*time.Second, "the close to reach the master", func() bool { return m.probe.closed() })
 	n := dials()
 	if err := read(); !errors.Is(err, ErrUnreachable) || dials() != n+1 {
 		t.Fatalf("down again: err = %v", err)
