@@ -299,10 +299,10 @@ func figTCPScale(ctx context.Context, b *bench) error {
 		o.note("%s %d devices: %d firmware-sim TCP listeners (one drive each, separate process), `rollcall gateway` (separate process, "+
 			"embedded broker, one paho subscriber) with %d discovery.tcp targets, poll_interval %v; all passing %v after gateway start; "+
 			"window %v: the sim counted %.1f requests/s (configured %d/s); gateway CPU %.2f %% of one core (%.1f µs per request), "+
-			"sim process CPU %.1f %%; gateway VmHWM %.1f MiB (%.1f KiB per device), VmRSS at end %.1f MiB, %d threads; last gctrace: %s",
+			"sim process CPU %.1f %%; gateway VmHWM %.1f MiB (%.1f KiB per device), VmRSS at end %.1f MiB (file pages %.1f MiB), %d threads; last gctrace: %s",
 			fig, n, n, n, scalePoll, r.allPassing.Round(time.Millisecond), r.wall.Round(time.Millisecond), r.pollRate,
 			int(time.Duration(n)*time.Second/scalePoll), r.share, 1e4*r.share/max(r.pollRate, 1), r.simShare,
-			float64(r.hwmKB)/1024, float64(r.hwmKB)/float64(n), float64(r.rssKB)/1024, r.threads, r.gctrace)
+			float64(r.hwmKB)/1024, float64(r.hwmKB)/float64(n), float64(r.rssKB)/1024, float64(r.rssFileKB)/1024, r.threads, r.gctrace)
 		devs = append(devs, float64(n))
 		hwm = append(hwm, float64(r.hwmKB))
 		polls = append(polls, r.pollRate)
@@ -400,6 +400,7 @@ type scaleResult struct {
 	pollRate   float64       // requests/s the simulator counted over the window
 	hwmKB      int64         // VmHWM at the end of the window
 	rssKB      int64         // VmRSS at the end of the window
+	rssFileKB  int64         // of which file pages (RssFile: the binary's own text and data, shared and reclaimable)
 	threads    int64         // OS threads at the end of the window
 	gctrace    string        // the gateway's last GODEBUG=gctrace=1 line
 }
@@ -485,6 +486,7 @@ func scalePass(ctx context.Context, b *bench, sim *child, controlAddr string, de
 		return nil, fmt.Errorf("rss: %w", err)
 	}
 	res.rssKB, _ = testutil.ProcStatusKB(gw.pid(), "VmRSS")
+	res.rssFileKB, _ = testutil.ProcStatusKB(gw.pid(), "RssFile")
 	res.threads, _ = testutil.ProcStatusKB(gw.pid(), "Threads")
 	res.share = 100 * float64(t1-t0) / userHZ / res.wall.Seconds()
 	res.simShare = 100 * float64(s1-s0) / userHZ / res.wall.Seconds()
