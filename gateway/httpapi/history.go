@@ -67,7 +67,8 @@ type history struct {
 	trans []Transition // oldest at head once full (len HistoryLen)
 	head  int
 
-	at   [RoundTripLen]int64   // poll completion, Unix milliseconds
+	base int64                 // Unix milliseconds the polls' times count from
+	at   [RoundTripLen]uint32  // poll completion, milliseconds after base (49 days)
 	ms   [RoundTripLen]float32 // round trip, ms; < 0: no answer
 	n    int                   // polls held
 	next int                   // slot of the next poll
@@ -97,8 +98,23 @@ func (h *Hub) Observe(id string, o registry.Observation) {
 	hs.lastErr = o.Err
 }
 
+// add records one poll. Times are kept as offsets from base (4 bytes a poll, not 8).
+// When a poll is 49 days past base, base moves up to the oldest poll held; a poll before
+// base, or still too far past it (the clock was set back or jumped), starts the ring
+// again from it.
 func (hs *history) add(at time.Time, ms float32) {
-	hs.at[hs.next], hs.ms[hs.next] = at.UnixMilli(), ms
+	t := at.UnixMilli()
+	if hs.n > 0 && t-hs.base > math.MaxUint32 {
+		oldest := hs.at[(hs.next-hs.n+RoundTripLen)%RoundTripLen]
+		for i := range hs.at {
+			hs.at[i] -= min(hs.at[i], oldest) // slots not held may go to 0
+		}
+		hs.base += int64(oldest)
+	}
+	if hs.n == 0 || t < hs.base || t-hs.base > math.MaxUint32 {
+		hs.base, hs.n, hs.next = t, 0, 0
+	}
+	hs.at[hs.next], hs.ms[hs.next] = uint32(t-hs.base), ms
 	hs.next = (hs.next + 1) % RoundTripLen
 	hs.n = min(hs.n+1, RoundTripLen)
 }
@@ -164,7 +180,7 @@ func (h *Hub) history(id string) (trans []Transition, polls []RoundTrip, ok bool
 	polls = make([]RoundTrip, 0, hs.n)
 	for i := range hs.n {
 		j := (hs.next - hs.n + i + RoundTripLen) % RoundTripLen
-		p := RoundTrip{At: contract.Time{Time: time.UnixMilli(hs.at[j]).UTC()}}
+		p := RoundTrip{At: contract.Time{Time: time.UnixMilli(hs.base + int64(hs.at[j])).UTC()}}
 		if hs.ms[j] >= 0 {
 			ms := math.Round(float64(hs.ms[j])*100) / 100
 			p.MS = &ms

@@ -26,7 +26,7 @@ const EventSize = int(unsafe.Sizeof(registry.Event{}))
 //
 // A Hub also keeps each live instance's history for GET /v1/instances/{id}: its status
 // transitions (the last HistoryLen, from the events Publish gets) and its last
-// RoundTripLen heartbeat polls (from Observe). That is about 1 KiB per instance
+// RoundTripLen heartbeat polls (from Observe). That is about 0.7 KiB per instance
 // (mostly the poll ring), plus 64 bytes and the reason text (at most 256 bytes) per
 // transition kept; it is dropped with the instance's Deregister event.
 //
