@@ -476,7 +476,12 @@
 
   function instanceFromHash() {
     const m = /^#instance=(.+)$/.exec(location.hash);
-    return m ? decodeURIComponent(m[1]) : null;
+    if (!m) return null;
+    try {
+      return decodeURIComponent(m[1]);
+    } catch {
+      return null; // a malformed escape (%E0%A4%A) names no instance
+    }
   }
 
   function openDetail(id) {
