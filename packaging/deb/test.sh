@@ -6,7 +6,9 @@
 # over an edited conffile, then removes and purges it. `make check-deb` runs it.
 #
 # Needs root and dpkg; without them it is skipped, except with CI=true, where it fails.
-# It refuses to run where the rollcall package is installed (it would purge it). A user
+# It refuses to run where the rollcall package is installed or its config and state are
+# kept (removed, not purged), or where /etc/rollcall or /var/lib/rollcall exist: its
+# purge would delete them. A user
 # rollcall it had to create is deleted at the end (the package itself keeps it on purge).
 # The gateway listens on ports the kernel picks (a copy of the conffile with port 0), so
 # a broker on 1883 or another service on 9180 does not get in the way.
@@ -31,10 +33,21 @@ skip() {
 command -v dpkg >/dev/null 2>&1 || skip "needs dpkg (Debian)"
 command -v setpriv >/dev/null 2>&1 || skip "needs setpriv (util-linux)"
 [ -f "$deb" ] || { echo "deb-test: FAIL: $deb: no such package (make deb)" >&2; exit 1; }
-if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q ' installed$'; then
-	echo "deb-test: FAIL: package $pkg is installed on this machine; the test would purge it" >&2
+# Any state but not-installed counts: a package removed but not purged (config-files)
+# has kept its config and state (the epoch file), which the purge at the end deletes.
+case $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true) in
+"" | *" not-installed") ;;
+*)
+	echo "deb-test: FAIL: package $pkg is installed on this machine, or its config and state are kept ($(dpkg-query -W -f='${Status}' "$pkg")); the test would purge them" >&2
 	exit 1
-fi
+	;;
+esac
+for d in /etc/rollcall /var/lib/rollcall; do
+	if [ -e "$d" ]; then
+		echo "deb-test: FAIL: $d exists on this machine (a rollcall installed another way?); the test's purge would delete it" >&2
+		exit 1
+	fi
+done
 
 passed=0
 ok() {
