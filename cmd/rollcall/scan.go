@@ -14,7 +14,9 @@ import (
 	"github.com/rollcall-edge/rollcall/contract"
 	"github.com/rollcall-edge/rollcall/devices"
 	"github.com/rollcall-edge/rollcall/gateway/config"
+	"github.com/rollcall-edge/rollcall/internal/termios"
 	"github.com/rollcall-edge/rollcall/protocols/modbus"
+	"golang.org/x/sys/unix"
 )
 
 // scanResult is one unit that answered a scan: who it says it is and what the gateway
@@ -232,12 +234,15 @@ func dash(s string) string {
 	return s
 }
 
-// isTerminal reports whether w is a character device (a terminal), for progress output.
+// isTerminal reports whether w is a terminal (it has terminal attributes: /dev/null,
+// a character device too, is not one), for progress output and the demo's screen.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return termios.Control(f, func(fd int) error {
+		_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+		return err
+	}) == nil
 }
