@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strings"
 	"time"
@@ -82,7 +83,7 @@ func (c *maintCmd) Run(ctx context.Context, s *streams) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	id = c.fullID(ctx, id)
-	url := strings.TrimRight(c.Gateway, "/") + "/v1/instances/" + id + "/maintenance"
+	url := strings.TrimRight(c.Gateway, "/") + "/v1/instances/" + neturl.PathEscape(id) + "/maintenance"
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(payload))
 	if err != nil {
 		return usagef("maint: --gateway: %w", err)
