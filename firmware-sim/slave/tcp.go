@@ -148,28 +148,17 @@ func (s *TCPServer) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 
-	var backoff time.Duration
+	acc := netx.Acceptor{Listener: ln, OnRetry: func(err error, backoff time.Duration) {
+		s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+	}}
 	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !netx.TemporaryAcceptError(err) {
+		conn, err := acc.Accept(ctx)
+		if conn == nil {
+			if err != nil {
 				return fmt.Errorf("slave: listener %s: accept: %w", s.cfg.Listener, err)
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			continue
+			return nil
 		}
-		backoff = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -186,26 +186,17 @@ func (rt *Router) Serve(ctx context.Context, ln net.Listener) error {
 	defer ln.Close()
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
-	var backoff time.Duration
+	acc := netx.Acceptor{Listener: ln, OnRetry: func(err error, backoff time.Duration) {
+		rt.log.Warn("modbus server: accept failed; retrying", "err", err, "backoff", backoff)
+	}}
 	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !netx.TemporaryAcceptError(err) {
+		conn, err := acc.Accept(ctx)
+		if conn == nil {
+			if err != nil {
 				return fmt.Errorf("router: accept: %w", err)
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			rt.log.Warn("modbus server: accept failed; retrying", "err", err, "backoff", backoff)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			continue
+			return nil
 		}
-		backoff = 0
 		ip := clientIP(conn.RemoteAddr())
 		if why := rt.admit(ip); why != "" {
 			rt.refuse(ip, why)
