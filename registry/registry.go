@@ -970,12 +970,7 @@ func (r *Registry) Deregister(id, owner string) error {
 func (r *Registry) ObserveCheck(owner, name, kind string, status contract.Status, note string, now time.Time) {
 	note = contract.CleanNote(note)
 	r.mu.Lock()
-	var todo []*entry
-	for _, e := range r.instances {
-		if e.live && e.reg.Owner == owner {
-			todo = append(todo, e)
-		}
-	}
+	todo := r.liveOfLocked(owner)
 	r.mu.Unlock()
 	for _, e := range todo {
 		r.mu.Lock()
