@@ -31,6 +31,15 @@ func endpointString(ep contract.Endpoint) string {
 	return fmt.Sprintf("%s:%d", ep.Host, ep.Port)
 }
 
+// recordsOf are the records of ins (pointers into ins), as shortIDs takes them.
+func recordsOf(ins []client.Instance) []*contract.Record {
+	recs := make([]*contract.Record, 0, len(ins))
+	for i := range ins {
+		recs = append(recs, &ins[i].Record)
+	}
+	return recs
+}
+
 // consumerFlags are the flags of the commands that read the catalog (find, watch).
 type consumerFlags struct {
 	Broker       string        `default:"tcp://127.0.0.1:1883" placeholder:"URL" help:"Broker URL; several, comma-separated, fail over in order (default ${default})."`
@@ -154,11 +163,7 @@ func (c *findCmd) Run(ctx context.Context, s *streams) error {
 	if c.JSON {
 		return json.NewEncoder(s.stdout).Encode(inst.Record)
 	}
-	var recs []*contract.Record
-	for _, in := range cl.Instances(c.Service) {
-		recs = append(recs, &in.Record)
-	}
-	recs = append(recs, &inst.Record)
+	recs := append(recordsOf(cl.Instances(c.Service)), &inst.Record)
 	fmt.Fprintf(s.stdout, "%s %s %s\n", inst.Endpoint.Transport, endpointString(inst.Endpoint), shortIDs(recs)[inst.ID])
 	return nil
 }
@@ -292,11 +297,7 @@ func printCatalog(w io.Writer, ins []client.Instance, st client.Status) {
 	}
 	fmt.Fprintf(w, "rollcall catalog, %s, %d instances, %s\n", conn, len(ins), time.Now().Format("15:04:05"))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	recs := make([]*contract.Record, 0, len(ins))
-	for i := range ins {
-		recs = append(recs, &ins[i].Record)
-	}
-	short := shortIDs(recs)
+	short := shortIDs(recordsOf(ins))
 	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tSTATUS\tSTATE\tENDPOINT\tSEEN BY\tRTT ms\tLAST SEEN")
 	for _, in := range ins {
 		status := string(in.Status)

@@ -399,11 +399,7 @@ func (v *catalogView) run(ctx context.Context, changes <-chan client.Change) {
 func (v *catalogView) records() []*contract.Record {
 	ins := v.catalog.Instances("")
 	sort.Slice(ins, func(i, j int) bool { return ins[i].ID < ins[j].ID })
-	recs := make([]*contract.Record, 0, len(ins))
-	for i := range ins {
-		recs = append(recs, &ins[i].Record)
-	}
-	return recs
+	return recordsOf(ins)
 }
 
 // catalogTitle names the time and the gateways of a catalog view.
