@@ -18,42 +18,27 @@ func (r *Registry) liveOfLocked(owner string) []*entry {
 	return out
 }
 
-// unclaimedOfLocked returns the live entries that no poller has claimed (released by
-// Release, or read back at a start by Reconcile) whose endpoint mine reports as the
-// owner's. r.mu held.
-func (r *Registry) unclaimedOfLocked(mine func(contract.Endpoint) bool) []*entry {
-	var out []*entry
-	for _, e := range r.instances {
-		if e.live && e.reg.Owner == "" && !e.adoptedAt.IsZero() && mine(e.reg.Endpoint) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // DeregisterOwner deregisters at once every live instance of owner (a poller that was
 // removed from the configuration: nothing will poll its devices any more), and, when
 // mine is not nil, every unclaimed one whose endpoint mine reports as the owner's (one
-// released by an earlier Release of owner, or read back at the start, that the owner
-// had not found again), and returns how many. Each record is cleared as by Deregister.
+// released by an earlier Release of owner, or read back at the start by Reconcile, that
+// the owner had not found again), and returns how many. Each record is cleared as by
+// Deregister. mine is called with the registry's lock held: it must not call the
+// Registry.
 func (r *Registry) DeregisterOwner(owner string, mine func(contract.Endpoint) bool) int {
 	r.mu.Lock()
-	todo := r.liveOfLocked(owner)
-	if mine != nil {
-		todo = append(todo, r.unclaimedOfLocked(mine)...)
-	}
-	r.mu.Unlock()
-	n := 0
-	for _, e := range todo {
-		r.mu.Lock()
-		if !e.live || (e.reg.Owner != owner && (e.reg.Owner != "" || e.adoptedAt.IsZero())) {
-			r.mu.Unlock()
+	var evs []Event
+	for _, e := range r.instances {
+		if !e.live {
 			continue
 		}
-		r.deregisterLocked(e)
-		n++
+		unclaimed := e.reg.Owner == "" && !e.adoptedAt.IsZero() // released, or read back
+		if e.reg.Owner == owner || unclaimed && mine != nil && mine(e.reg.Endpoint) {
+			evs = append(evs, r.dropLocked(e))
+		}
 	}
-	return n
+	r.unlockSink(evs...)
+	return len(evs)
 }
 
 // Release hands every live instance of owner back as if it had been read back at a

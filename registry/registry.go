@@ -521,10 +521,15 @@ func (r *Registry) expiredLocked(e *entry, now time.Time) bool {
 
 // deregisterLocked deregisters e and emits its Deregister event; it unlocks r.mu.
 func (r *Registry) deregisterLocked(e *entry) {
+	r.unlockSink(r.dropLocked(e))
+}
+
+// dropLocked deregisters e and returns its Deregister event, for the caller to emit
+// (unlockSink). r.mu held.
+func (r *Registry) dropLocked(e *entry) Event {
 	e.live = false
 	e.seq++
-	rec := e.last
-	r.unlockSink(Event{Kind: Deregister, Record: rec, Transition: true})
+	return Event{Kind: Deregister, Record: e.last, Transition: true}
 }
 
 // settleLocked sets the status the record says (Maintenance while the id is in
