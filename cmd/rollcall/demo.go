@@ -386,7 +386,7 @@ func (v *catalogView) run(ctx context.Context, changes <-chan client.Change) {
 			ticks++
 			if v.screen != nil && (dirty || ticks%4 == 0) {
 				dirty = false
-				v.screen.draw(v.start, v.rows())
+				v.screen.draw(v.start, catalogRows(v.read()))
 			} else if v.screen == nil && dirty {
 				dirty = false
 				v.print()
@@ -395,31 +395,26 @@ func (v *catalogView) run(ctx context.Context, changes <-chan client.Change) {
 	}
 }
 
-// records are the instances of the catalog sorted by id.
-func (v *catalogView) records() []*contract.Record {
+// read reads the catalog once: its title (the time and the gateways) and its records
+// sorted by id.
+func (v *catalogView) read() (title string, recs []*contract.Record) {
 	ins := v.catalog.Instances("")
-	sort.Slice(ins, func(i, j int) bool { return ins[i].ID < ins[j].ID })
-	return recordsOf(ins)
-}
-
-// catalogTitle names the time and the gateways of a catalog view.
-func (v *catalogView) catalogTitle() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "── catalog at +%.1fs ", time.Since(v.start).Seconds())
 	seen := map[string]bool{}
-	for _, in := range v.catalog.Instances("") {
+	for _, in := range ins {
 		if !seen[in.Gateway] {
 			seen[in.Gateway] = true
 			fmt.Fprintf(&b, "(gateway %s %s, epoch %d) ", in.Gateway, in.GatewayState, in.GatewayEpoch)
 		}
 	}
-	return strings.TrimRight(b.String(), " ")
+	sort.Slice(ins, func(i, j int) bool { return ins[i].ID < ins[j].ID })
+	return strings.TrimRight(b.String(), " "), recordsOf(ins)
 }
 
-// rows are the catalog as table rows, the column headings first, with short ids
-// (shortID).
-func (v *catalogView) rows() []string {
-	recs := v.records()
+// catalogRows are the catalog (read) as table rows: the title, the column headings,
+// then one row per record, with short ids (shortID).
+func catalogRows(title string, recs []*contract.Record) []string {
 	short := shortIDs(recs)
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 8, 2, ' ', 0)
@@ -432,7 +427,7 @@ func (v *catalogView) rows() []string {
 		fmt.Fprintln(tw, "(no instances yet)")
 	}
 	tw.Flush()
-	return append([]string{v.catalogTitle()}, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
+	return append([]string{title}, strings.Split(strings.TrimRight(b.String(), "\n"), "\n")...)
 }
 
 // tableKey is what a line-output table is printed for: each instance's id, status,
@@ -447,12 +442,13 @@ func tableKey(recs []*contract.Record) string {
 
 // print prints the table (line output) when what it shows has changed since the last.
 func (v *catalogView) print() {
-	key := tableKey(v.records())
+	title, recs := v.read()
+	key := tableKey(recs)
 	if key == v.printed && key != "" {
 		return
 	}
 	v.printed = key
-	fmt.Fprintln(v.out, strings.Join(v.rows(), "\n"))
+	fmt.Fprintln(v.out, strings.Join(catalogRows(title, recs), "\n"))
 	fmt.Fprintln(v.out)
 }
 
