@@ -24,6 +24,8 @@ type maintCmd struct {
 	Off       bool   `help:"End maintenance."`
 	Gateway   string `default:"http://${http_listen}" placeholder:"URL" help:"The gateway's HTTP API (default ${default})."`
 	TokenFile string `name:"token-file" placeholder:"FILE" help:"File holding the admin token (the gateway's http.admin_token_file); required."`
+
+	until time.Time // Until, parsed by Validate
 }
 
 // Help is the text of `rollcall maint --help`.
@@ -37,7 +39,7 @@ Examples:
     rollcall maint rollcall-firmware-sim-sim-0002 --off --gateway http://box-a:9180 --token-file admin.token`
 }
 
-// Validate checks the flags together (kong calls it after parsing).
+// Validate checks the flags together and parses --until (kong calls it after parsing).
 func (c *maintCmd) Validate() error {
 	switch {
 	case c.ID == "":
@@ -50,7 +52,8 @@ func (c *maintCmd) Validate() error {
 		return errors.New("--token-file is required (the gateway's http.admin_token_file)")
 	}
 	if c.Until != "" {
-		if _, err := parseUntil(c.Until, time.Now()); err != nil {
+		var err error
+		if c.until, err = parseUntil(c.Until, time.Now()); err != nil {
 			return fmt.Errorf("--until: %w", err)
 		}
 	}
@@ -68,11 +71,7 @@ func (c *maintCmd) Run(ctx context.Context, s *streams) error {
 	token, _, _ := strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
 	body := map[string]any{"reason": c.Reason}
 	if c.Until != "" {
-		t, err := parseUntil(c.Until, time.Now())
-		if err != nil {
-			return usagef("maint: --until: %w", err)
-		}
-		body["until"] = contract.Time{Time: t}
+		body["until"] = contract.Time{Time: c.until}
 	}
 	method, payload := http.MethodPut, []byte(nil)
 	if c.Off {
