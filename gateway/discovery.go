@@ -70,12 +70,18 @@ type discovery struct {
 
 func newDiscovery(cfg *config.Config, profiles *devices.Profiles, reg *registry.Registry,
 	mx *metrics.Metrics, log *slog.Logger, count *atomic.Int32) *discovery {
-	d := &discovery{cfg: cfg, profiles: profiles, reg: reg, metrics: mx, log: log, endpoints: map[string]*endpoint{},
-		ignored: map[string]bool{}, count: count, reloads: make(chan discReload)}
+	return &discovery{cfg: cfg, profiles: profiles, reg: reg, metrics: mx, log: log, endpoints: map[string]*endpoint{},
+		allow: instancePatterns(cfg), ignored: map[string]bool{}, count: count, reloads: make(chan discReload)}
+}
+
+// instancePatterns compiles cfg's mDNS instance-name allowlist (validated by config);
+// nil when there is none.
+func instancePatterns(cfg *config.Config) []*regexp.Regexp {
+	var out []*regexp.Regexp
 	for _, p := range cfg.Discovery.MDNS.InstancePatterns {
-		d.allow = append(d.allow, regexp.MustCompile(p)) // validated by config
+		out = append(out, regexp.MustCompile(p))
 	}
-	return d
+	return out
 }
 
 // allowed applies the instance-name allowlist, logging each refused name once (at most

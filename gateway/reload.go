@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"reflect"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -540,10 +539,7 @@ func (d *discovery) reconfigure(ctx context.Context, cfg *config.Config) reloadC
 		}
 	}
 	d.cfg = cfg
-	d.allow = nil
-	for _, p := range cfg.Discovery.MDNS.InstancePatterns {
-		d.allow = append(d.allow, regexp.MustCompile(p)) // validated by config
-	}
+	d.allow = instancePatterns(cfg)
 	clear(d.ignored)
 	for i := range cfg.Discovery.TCP {
 		t := &cfg.Discovery.TCP[i]
