@@ -277,6 +277,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 	for _, bc := range eff.Discovery.Serial {
 		want[bc.Name] = bc
 	}
+	restarted := map[string]bool{} // buses stopped to be started again
 	for name, b := range lv.buses {
 		bc, ok := want[name]
 		switch {
@@ -299,6 +300,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 			b.stop()
 			delete(lv.buses, name)
 			released := g.reg.Release(rtuOwner(name), now)
+			restarted[name] = true
 			n.restarted++
 			g.log.Info("reload: bus changed; restarting its master", "bus", name, "instances", released)
 		}
@@ -307,7 +309,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 		if lv.buses[bc.Name] != nil {
 			continue
 		}
-		if !hasBus(lv.cfg, bc.Name) { // else restarted, counted above
+		if !restarted[bc.Name] { // else counted above
 			n.added++
 			g.log.Info("reload: bus added", "bus", bc.Name)
 		}
@@ -325,6 +327,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 	// longer counts in its instances' status), start the new and changed ones after the
 	// targets are in place.
 	checks := targetChecks(eff)
+	restartedChecks := map[checkKey]bool{}
 	for k, r := range lv.checks {
 		tc, ok := checks[k]
 		if ok && reflect.DeepEqual(tc, r.targetCheck) {
@@ -337,6 +340,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 			g.reg.DropCheck(k.owner, k.name, now)
 		}
 		if ok {
+			restartedChecks[k] = true
 			n.restarted++
 			g.log.Info("reload: check changed; restarting it", "target", r.target, "check", k.name)
 		} else {
@@ -366,10 +370,9 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 			g.log.Info("reload: target added", "target", t.Name, "endpoint", t.Address)
 		}
 	}
-	before := targetChecks(lv.cfg)
 	for k, tc := range checks {
 		if lv.checks[k] == nil {
-			if _, ok := before[k]; !ok { // else restarted, counted above
+			if !restartedChecks[k] { // else counted above
 				n.added++
 				g.log.Info("reload: check added", "target", tc.target, "check", k.name)
 			}
@@ -392,16 +395,6 @@ func ownedBy(owner string) func(contract.Endpoint) bool {
 		o, ok := endpointOwner(ep)
 		return ok && o == owner
 	}
-}
-
-// hasBus reports whether cfg has a serial bus named name.
-func hasBus(cfg *config.Config, name string) bool {
-	for _, bc := range cfg.Discovery.Serial {
-		if bc.Name == name {
-			return true
-		}
-	}
-	return false
 }
 
 // sameBus reports whether two configs of a bus differ at most in meta (which a running
