@@ -283,14 +283,6 @@ Examples:
     rollcall config > gateway.yaml && rollcall check --config gateway.yaml && rollcall gateway --config gateway.yaml`
 }
 
-// cmdGateway runs `rollcall gateway ARGS…` until ctx ends (in-process tests).
-func cmdGateway(ctx context.Context, args []string, stderr io.Writer) error {
-	if code := runContext(ctx, append([]string{"gateway"}, args...), io.Discard, stderr); code != 0 {
-		return fmt.Errorf("gateway: exit status %d", code)
-	}
-	return nil
-}
-
 // Run loads the config, builds the gateway and runs it until ctx ends.
 func (c *gatewayCmd) Run(ctx context.Context, s *streams) error {
 	log := c.logger(s.stderr)

@@ -920,7 +920,7 @@ func TestGatewayNotify(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- cmdGateway(ctx, []string{"--config", cfg}, io.Discard) }()
+	go func() { done <- runCommand(ctx, io.Discard, "gateway", "--config", cfg) }()
 	read := func(want string) {
 		t.Helper()
 		buf := make([]byte, 512)
