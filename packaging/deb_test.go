@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/goccy/go-yaml"
-
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/internal/testutil"
 )
@@ -95,14 +93,8 @@ func TestDebConfig(t *testing.T) {
 // systemd/rollcall.service by replacing its one /usr/local/bin/rollcall), the conffile
 // and the maintainer scripts, and every file it names exists.
 func TestDebContents(t *testing.T) {
-	src, err := os.ReadFile(nfpmFile)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c nfpmConfig
-	if err := yaml.Unmarshal(src, &c); err != nil {
-		t.Fatalf("%s: %v", nfpmFile, err)
-	}
+	readYAML(t, nfpmFile, &c)
 	if c.Name != "rollcall" {
 		t.Errorf("%s: name %q", nfpmFile, c.Name)
 	}

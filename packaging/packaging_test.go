@@ -121,16 +121,22 @@ func checkExpr(t *testing.T, where, expr string, defined, recorded map[string]bo
 	return uses
 }
 
-func loadRules(t *testing.T) rules {
+// readYAML decodes the YAML file path into v; the test fails at once on an error.
+func readYAML(t *testing.T, path string, v any) {
 	t.Helper()
-	src, err := os.ReadFile(rulesFile)
+	src, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r rules
-	if err := yaml.Unmarshal(src, &r); err != nil {
-		t.Fatalf("%s: %v", rulesFile, err)
+	if err := yaml.Unmarshal(src, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
+}
+
+func loadRules(t *testing.T) rules {
+	t.Helper()
+	var r rules
+	readYAML(t, rulesFile, &r)
 	if len(r.Groups) == 0 {
 		t.Fatalf("%s: no rule groups", rulesFile)
 	}
