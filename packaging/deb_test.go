@@ -15,7 +15,6 @@ import (
 
 // The Debian package (make deb; installed and started by deb/test.sh, make check-deb).
 const (
-	debDir      = "deb"
 	nfpmFile    = "deb/nfpm.yaml"
 	debConfig   = "deb/gateway.yaml"
 	versionTool = "deb/version.sh"
