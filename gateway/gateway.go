@@ -442,15 +442,21 @@ func (g *Gateway) build() (*parts, error) {
 		}
 	}
 	if len(cfg.Discovery.TCP) > 0 || p.browser != nil {
-		p.disc = newDiscovery(cfg, g.profiles, g.reg, p.mx, g.log, &g.endpoints)
-		p.shared = newSharedPoller()
-		p.disc.shared = p.shared
-		p.disc.dir = p.dir
+		g.buildDiscovery(p, cfg)
 	}
 	if err := g.buildDNS(p, cat); err != nil {
 		return p, err
 	}
 	return p, nil
+}
+
+// buildDiscovery makes the network discovery of cfg (p.disc; static targets and mDNS
+// candidates) and the shared poller of its Modbus TCP masters (p.shared).
+func (g *Gateway) buildDiscovery(p *parts, cfg *config.Config) {
+	p.disc = newDiscovery(cfg, g.profiles, g.reg, p.mx, g.log, &g.endpoints)
+	p.shared = newSharedPoller()
+	p.disc.shared = p.shared
+	p.disc.dir = p.dir
 }
 
 // buildEdgeNode makes the Sparkplug B edge node (sparkplug), on the gateway's brokers

@@ -360,10 +360,7 @@ func (g *Gateway) applyReload(ctx context.Context, p *parts, lv *live, next *con
 		}
 		n.add(<-r.done)
 	case len(eff.Discovery.TCP) > 0:
-		p.disc = newDiscovery(eff, g.profiles, g.reg, p.mx, g.log, &g.endpoints)
-		p.shared = newSharedPoller()
-		p.disc.shared = p.shared
-		p.disc.dir = p.dir
+		g.buildDiscovery(p, eff)
 		g.startDiscovery(ctx, p, lv.wg)
 		for _, t := range eff.Discovery.TCP {
 			n.added++
