@@ -481,14 +481,7 @@ func TestReloadRemovesReleasedInstances(t *testing.T) {
 		t.Skip("integration test")
 	}
 	h, _ := reloadRig(t)
-	h.StartSimYAML(`
-buses:
-  - name: bus1
-    link: $LINK
-    baud: 115200
-    turnaround: 1ms
-    drives: [{unit: 1, serial: SIM-0001}, {unit: 2, serial: SIM-0002}]
-`)
+	h.StartSim(1, 2)
 	// A long grace: the released drive would stay passing for an hour.
 	const health = "health: {poll_interval: 50ms, restart_grace: 1h}\n"
 	g := h.StartGateway("embedded", `
