@@ -538,13 +538,17 @@
     });
   }
 
-  function term(dl, name, value) {
-    if (value === undefined || value === null || value === "") return;
-    const dt = document.createElement("dt");
-    dt.textContent = name;
-    const dd = document.createElement("dd");
-    dd.textContent = String(value);
-    dl.append(dt, dd);
+  // terms fills dl with a term for each [name, value] that has a value.
+  function terms(dl, pairs) {
+    dl.replaceChildren();
+    for (const [name, value] of pairs) {
+      if (value === undefined || value === null || value === "") continue;
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = String(value);
+      dl.append(dt, dd);
+    }
   }
 
   function drawDetail(id, d) {
@@ -565,34 +569,34 @@
     note.hidden = local;
     note.textContent = local ? "" : `Polled by ${gatewaysOf(rec).join(", ")}, not by this gateway: its status history and round trips are kept there.`;
 
-    const idl = $("detail-identity");
-    idl.replaceChildren();
     const ident = rec.identity || {};
-    term(idl, "Service", rec.service);
-    term(idl, "Vendor", ident.vendor);
-    term(idl, "Product", ident.product_code);
-    term(idl, "Model", ident.model);
-    term(idl, "Revision", ident.revision);
-    term(idl, "Serial", ident.serial);
-    term(idl, "Profile", rec.profile);
-    term(idl, "Gateway", rec.gateway + (rec.epoch ? ` (epoch ${rec.epoch})` : ""));
-    if (rec.seen_by) term(idl, "Seen by", rec.seen_by.join(", "));
-    term(idl, "Discovered by", (rec.discovered_by || []).join(", "));
-    term(idl, "Meta", metaText(rec));
     const ds = stateText(rec.state);
-    if (ds.text !== "—") term(idl, "Device state", ds.text);
+    terms($("detail-identity"), [
+      ["Service", rec.service],
+      ["Vendor", ident.vendor],
+      ["Product", ident.product_code],
+      ["Model", ident.model],
+      ["Revision", ident.revision],
+      ["Serial", ident.serial],
+      ["Profile", rec.profile],
+      ["Gateway", rec.gateway + (rec.epoch ? ` (epoch ${rec.epoch})` : "")],
+      ["Seen by", rec.seen_by && rec.seen_by.join(", ")],
+      ["Discovered by", (rec.discovered_by || []).join(", ")],
+      ["Meta", metaText(rec)],
+      ["Device state", ds.text !== "—" ? ds.text : ""],
+    ]);
 
-    const edl = $("detail-endpoint");
-    edl.replaceChildren();
     const ep = rec.endpoint || {};
-    term(edl, "Transport", ep.transport);
-    term(edl, "Bus", ep.bus);
-    term(edl, "Device", ep.device);
-    term(edl, "Baud", ep.baud);
-    term(edl, "Host", ep.host);
-    term(edl, "Port", ep.port);
-    term(edl, "URL", ep.url);
-    if (typeof ep.unit === "number") term(edl, "Unit ID", ep.unit);
+    terms($("detail-endpoint"), [
+      ["Transport", ep.transport],
+      ["Bus", ep.bus],
+      ["Device", ep.device],
+      ["Baud", ep.baud],
+      ["Host", ep.host],
+      ["Port", ep.port],
+      ["URL", ep.url],
+      ["Unit ID", typeof ep.unit === "number" ? ep.unit : ""],
+    ]);
 
     drawChecks(rec);
     drawRoundTrips(local ? d.round_trips || [] : null);
