@@ -396,6 +396,14 @@
     }
   }
 
+  // getJSON fetches url's JSON: null on 404, a rejection on any other error status.
+  function getJSON(url) {
+    return fetch(url).then((r) => {
+      if (r.status === 404) return null;
+      return r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`));
+    });
+  }
+
   fetch("v1/gateway").then((r) => (r.ok ? r.json() : null)).then((g) => {
     if (!g) return;
     $("gateway").textContent = `gateway ${g.gateway}, epoch ${g.epoch}`;
@@ -430,10 +438,7 @@
   let plantTimer = 0;
   const refreshPlant = () => {
     clearTimeout(plantTimer);
-    fetch("v1/plant").then((r) => {
-      if (r.status === 404) return null;
-      return r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`));
-    }).then((list) => {
+    getJSON("v1/plant").then((list) => {
       if (!list) {
         plant = null;
         $("view-switch").hidden = true;
@@ -526,10 +531,7 @@
     clearTimeout(detailTimer);
     const id = detailID;
     const seq = ++detailSeq;
-    fetch("v1/instances/" + encodeURIComponent(id)).then((r) => {
-      if (r.status === 404) return null;
-      return r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`));
-    }).then((d) => {
+    getJSON("v1/instances/" + encodeURIComponent(id)).then((d) => {
       if (seq !== detailSeq || detailID !== id) return;
       drawDetail(id, d);
       detailTimer = setTimeout(refreshDetail, 2000);
