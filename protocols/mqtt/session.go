@@ -113,8 +113,9 @@ type Session struct {
 // ResumeSubs does not re-subscribe after a clean session), the timings of
 // s.Timing.WithDefaults(), and with Reconnect the back-off described there (paho's own
 // is turned off: its MaxReconnectInterval and ConnectRetryInterval are 0, and the
-// waits happen in the connection notification handler). Callers add their own
-// handlers, will and store, but not a connection notification handler (see
+// waits happen in the connection notification handler), and a CopyStore, which keeps
+// paho's resent PUBLISH packets free of data races. Callers add their own handlers and
+// will (and may replace the store), but not a connection notification handler (see
 // OnNotification).
 func (s Session) Options() *paho.ClientOptions {
 	t := s.Timing.WithDefaults()
@@ -131,7 +132,8 @@ func (s Session) Options() *paho.ClientOptions {
 		SetKeepAlive(t.KeepAlive).
 		SetPingTimeout(t.PingTimeout).
 		SetWriteTimeout(t.WriteTimeout).
-		SetResumeSubs(false)
+		SetResumeSubs(false).
+		SetStore(NewCopyStore())
 	switch {
 	case s.Reconnect:
 		b := &backoff{min: t.MinReconnectInterval, max: t.MaxReconnectInterval, stop: s.Stop, next: s.OnNotification}

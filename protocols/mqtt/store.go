@@ -18,9 +18,9 @@ import (
 //     become the retained value. So the Publisher waits until resume took its snapshot
 //     (counted by AllCalls) and until the broker acknowledged every stored PUBLISH
 //     (Outstanding reaches 0) before it publishes anything on a new connection.
-//   - resume() sets Dup on the stored packet object, which is the object the comms
-//     goroutine may be writing at that moment (a data race in paho). Get therefore
-//     returns a copy of PUBLISH packets.
+//   - paho hands the comms goroutine the very packet it stores, and PublishPacket.Write
+//     sets RemainingLength on it; resume() sets Dup on what Get returns. Stored and
+//     sent PUBLISH packets are therefore never the same object (see CopyStore).
 type trackingStore struct {
 	inner *paho.OrderedMemoryStore
 
@@ -59,7 +59,7 @@ func (s *trackingStore) Open() { s.inner.Open() }
 
 // Put implements paho.Store.
 func (s *trackingStore) Put(key string, m packets.ControlPacket) {
-	s.inner.Put(key, m)
+	CopyStore{s.inner}.Put(key, m)
 	_, isPub := m.(*packets.PublishPacket)
 	stored := s.inner.Get(key) != nil // Put on a closed store is dropped
 	s.mu.Lock()
@@ -74,8 +74,8 @@ func (s *trackingStore) Put(key string, m packets.ControlPacket) {
 	}
 }
 
-// Get returns the stored packet; a PUBLISH is returned as a shallow copy (see the type
-// comment).
+// Get returns the stored packet; a PUBLISH is returned as a shallow copy (see
+// CopyStore).
 func (s *trackingStore) Get(key string) packets.ControlPacket {
 	return CopyStore{s.inner}.Get(key)
 }
@@ -125,11 +125,16 @@ func (s *trackingStore) broadcastLocked() {
 	s.changed = make(chan struct{})
 }
 
-// CopyStore is paho's OrderedMemoryStore whose Get returns PUBLISH packets as shallow
-// copies: paho v1.5.1's resume() sets Dup on the packet Get returns while the comms
-// goroutine may be writing the stored one (a data race in paho, see trackingStore). A
-// client that publishes at QoS 1 and reconnects needs it; the Publisher's trackingStore
-// does the same.
+// CopyStore is paho's OrderedMemoryStore that keeps PUBLISH packets apart from the
+// ones paho sends. paho v1.5.1 stores the packet it hands to its comms goroutine, whose
+// PublishPacket.Write sets RemainingLength on it, and resume() sets Dup on the packet
+// Get returns before sending that one too: with the plain store, both are writes to
+// the object another goroutine reads (data races in paho, upstream issue
+// eclipse-paho/paho.mqtt.golang#703). CopyStore's Put stores a shallow copy of a
+// PUBLISH (taken before paho sends it) and Get returns a fresh shallow copy, so the
+// stored object is only ever read. Payload and topic are shared: paho never writes
+// them. Session.Options sets one for every client; the Publisher's trackingStore does
+// the same.
 type CopyStore struct{ *paho.OrderedMemoryStore }
 
 var _ paho.Store = CopyStore{}
@@ -137,9 +142,18 @@ var _ paho.Store = CopyStore{}
 // NewCopyStore returns an empty CopyStore (pass it to paho's SetStore).
 func NewCopyStore() CopyStore { return CopyStore{paho.NewOrderedMemoryStore()} }
 
+// Put implements paho.Store: a PUBLISH is stored as a shallow copy.
+func (s CopyStore) Put(key string, m packets.ControlPacket) {
+	s.OrderedMemoryStore.Put(key, copyPublish(m))
+}
+
 // Get implements paho.Store: a PUBLISH is returned as a shallow copy.
 func (s CopyStore) Get(key string) packets.ControlPacket {
-	m := s.OrderedMemoryStore.Get(key)
+	return copyPublish(s.OrderedMemoryStore.Get(key))
+}
+
+// copyPublish returns a shallow copy of a PUBLISH packet and any other packet as it is.
+func copyPublish(m packets.ControlPacket) packets.ControlPacket {
 	if p, ok := m.(*packets.PublishPacket); ok {
 		cp := *p
 		return &cp

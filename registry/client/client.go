@@ -364,8 +364,7 @@ func (c *Client) Run(ctx context.Context) error {
 		Reconnect: true, OnNotification: c.onNotification, Stop: ctx.Done(),
 		Username: c.o.Username, Password: c.o.Password, TLSConfig: c.o.TLSConfig,
 		Timing: mqtt.Timing{KeepAlive: c.o.KeepAlive, ConnectTimeout: c.o.ConnectTimeout,
-						MaxReconnectInterval: c.o.MaxReconnectInterval}}.Options().
-		SetStore(mqtt.NewCopyStore()). // its QoS 1 publications are resumed after a reconnection
+			MaxReconnectInterval: c.o.MaxReconnectInterval}}.Options().
 		SetDefaultPublishHandler(c.onMessage).
 		SetConnectionAttemptHandler(func(broker *url.URL, cfg *tls.Config) *tls.Config {
 			c.attempt.Store(broker.Redacted())
