@@ -28,7 +28,8 @@ type ReadBackOptions struct {
 	Username, Password string
 	TLSConfig          *tls.Config
 	Logger             *slog.Logger
-	// Timeout bounds the whole read-back (connect, subscribe, wait). Default 5 s.
+	// Timeout bounds the read-back's traffic (connect, subscribe, the marker's round
+	// trip); decoding and verifying what came back follow it. Default 5 s.
 	Timeout time.Duration
 	// StatusOnly reads the gateway's status record and not its catalog subtree
 	// (ReadBackResult.Records stays empty).
@@ -100,8 +101,17 @@ func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 	catalog := o.Topics.GatewayCatalogFilter(o.Gateway)
 	status := o.Topics.GatewayStatus(o.Gateway)
 
+	// The handler only keeps what it is given: paho calls it in arrival order from the
+	// goroutine that reads the connection (OrderMatters), so decoding and verifying
+	// there would hold up the marker's PUBACK behind thousands of signature checks and
+	// make the timeout a measure of the CPU, not of the broker. They happen after the
+	// marker, outside the timeout.
+	type message struct {
+		topic   string
+		payload []byte
+	}
 	var mu sync.Mutex
-	res := &ReadBackResult{}
+	var got []message
 	done := make(chan struct{})
 	var once sync.Once
 	handler := func(_ paho.Client, m paho.Message) {
@@ -114,40 +124,8 @@ func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 		if !m.Retained() || len(m.Payload()) == 0 {
 			return
 		}
-		if m.Topic() == status {
-			if g, err := contract.DecodeGatewayRecord(m.Payload()); err == nil && g.Gateway == o.Gateway {
-				mu.Lock()
-				res.Status = g
-				mu.Unlock()
-			}
-			return
-		}
-		svc, gw, inst, ok := o.Topics.ParseInstanceTopic(m.Topic())
-		if !ok || gw != contract.Slug(o.Gateway) {
-			return // not an instance topic of ours (the filter matches deeper levels too)
-		}
-		r := Retained{Topic: m.Topic()}
-		body := m.Payload()
-		var err error
-		if o.Keys != nil {
-			body, err = o.Keys.Verify(gw, contract.KindInstance, body)
-		}
-		var rec *contract.Record
-		if err == nil {
-			rec, err = contract.DecodeRecord(body)
-		} else if u, uerr := contract.DecodeRecord(m.Payload()); uerr == nil && u.Gateway == o.Gateway && contract.Slug(u.ID) == inst {
-			r.Unverified = u
-		}
-		switch {
-		case err != nil:
-			r.Err = err
-		case rec.Gateway != o.Gateway || contract.Slug(rec.Service) != svc || contract.Slug(rec.ID) != inst:
-			r.Err = fmt.Errorf("%w: record of %s/%s/%s on this topic", contract.ErrInvalidRecord, rec.Service, rec.Gateway, rec.ID)
-		default:
-			r.Record = rec
-		}
 		mu.Lock()
-		res.Records = append(res.Records, r)
+		got = append(got, message{m.Topic(), m.Payload()})
 		mu.Unlock()
 	}
 	opts := Session{Brokers: o.Brokers, ClientID: o.ClientID, CleanSession: true, OrderMatters: true,
@@ -185,6 +163,51 @@ func ReadBack(ctx context.Context, o ReadBackOptions) (*ReadBackResult, error) {
 		return nil, fmt.Errorf("mqtt: read-back: marker not received within %v", o.Timeout)
 	}
 	mu.Lock()
-	defer mu.Unlock()
+	msgs := got
+	got = nil // a late duplicate delivery appends to nothing we read
+	mu.Unlock()
+	res := &ReadBackResult{}
+	for _, m := range msgs {
+		if m.topic == status {
+			if g, err := contract.DecodeGatewayRecord(m.payload); err == nil && g.Gateway == o.Gateway {
+				res.Status = g
+			}
+			continue
+		}
+		if r, ok := o.retained(m.topic, m.payload); ok {
+			res.Records = append(res.Records, r)
+		}
+	}
 	return res, nil
+}
+
+// retained decodes (and with o.Keys verifies) one retained message on topic; ok is
+// false when topic is not an instance topic of o.Gateway (the catalog filter matches
+// deeper levels too).
+func (o ReadBackOptions) retained(topic string, payload []byte) (Retained, bool) {
+	svc, gw, inst, ok := o.Topics.ParseInstanceTopic(topic)
+	if !ok || gw != contract.Slug(o.Gateway) {
+		return Retained{}, false
+	}
+	r := Retained{Topic: topic}
+	body := payload
+	var err error
+	if o.Keys != nil {
+		body, err = o.Keys.Verify(gw, contract.KindInstance, body)
+	}
+	var rec *contract.Record
+	if err == nil {
+		rec, err = contract.DecodeRecord(body)
+	} else if u, uerr := contract.DecodeRecord(payload); uerr == nil && u.Gateway == o.Gateway && contract.Slug(u.ID) == inst {
+		r.Unverified = u
+	}
+	switch {
+	case err != nil:
+		r.Err = err
+	case rec.Gateway != o.Gateway || contract.Slug(rec.Service) != svc || contract.Slug(rec.ID) != inst:
+		r.Err = fmt.Errorf("%w: record of %s/%s/%s on this topic", contract.ErrInvalidRecord, rec.Service, rec.Gateway, rec.ID)
+	default:
+		r.Record = rec
+	}
+	return r, true
 }
