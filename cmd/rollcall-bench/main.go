@@ -30,11 +30,12 @@
 //	             failover gap, DNS removal of a dead drive, and the bus's heartbeat poll
 //	             rate and detection time without and under routed load
 //
-// Flags: -quick (fewer trials, shorter windows: a smoke run), -only, -cpuprofile FILE
-// (CPU profile of this process, which runs the gateway in-process for rtu_poll, detect,
-// propagation, sweep and route), -gwprofile DIR (tcp_scale: one more pass with CPU and heap
-// profiles of the gateway, summarised as notes), -noise-for D (figure noise's run, 1m;
-// 20s with -quick), -seed N, -keep (keep the logs), -v (progress log on stderr).
+// Flags: -quick (fewer trials, shorter windows, resync with 500 records: a smoke run),
+// -only, -cpuprofile FILE (CPU profile of this process, which runs the gateway
+// in-process for rtu_poll, detect, propagation, sweep and route), -gwprofile DIR
+// (tcp_scale: one more pass with CPU and heap profiles of the gateway, summarised as
+// notes), -noise-for D (figure noise's run, 1m; 20s with -quick), -seed N, -keep (keep
+// the logs), -v (progress log on stderr).
 //
 // Everything runs on 127.0.0.1 or on pseudo-terminals. detect, propagation, noise and resync need
 // Mosquitto (apt-get install -y mosquitto); tcp_scale builds ./cmd/rollcall and
@@ -108,7 +109,7 @@ type bench struct {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("rollcall-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	quick := fs.Bool("quick", false, "smoke run: fewer trials and shorter windows")
+	quick := fs.Bool("quick", false, "smoke run: fewer trials, shorter windows, resync with 500 records")
 	only := fs.String("only", "", "comma-separated figures to run: "+strings.Join(figureNames(), ","))
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to `file`")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the random trial choices")

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,12 +30,14 @@ func TestResyncQuick(t *testing.T) {
 	}
 	t.Logf("output:\n%s", stdout.String())
 	figs := checkOutput(t, stdout.String())
-	for _, name := range []string{"resync_5000_p50[v/b]", "resync_5000_kept_p50[v/b]", "resync_5000_lost_p50[v/b]",
-		"resync_5000_kept_max[v/b]", "resync_5000_lost_records_p50[v/b]", "resync_5000_lost_reconnect_p50",
-		"resync_5000_kept_gateway_p50", "resync_5000_lost_readback_p50"} {
+	n := fmt.Sprint(resyncQuickRecords)
+	for _, name := range []string{"resync_N_p50[v/b]", "resync_N_kept_p50[v/b]", "resync_N_lost_p50[v/b]",
+		"resync_N_kept_max[v/b]", "resync_N_lost_records_p50[v/b]", "resync_N_lost_reconnect_p50",
+		"resync_N_kept_gateway_p50", "resync_N_lost_readback_p50"} {
+		name = strings.Replace(name, "N", n, 1)
 		if figs[name] == nil {
 			t.Errorf("no line %s", name)
-		} else if name == "resync_5000_p50[v/b]" && figs[name][3] != "1000.0" {
+		} else if name == "resync_"+n+"_p50[v/b]" && figs[name][3] != "1000.0" {
 			t.Errorf("budget %s ms, want 1000.0", figs[name][3])
 		}
 	}
