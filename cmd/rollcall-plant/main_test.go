@@ -34,10 +34,11 @@ func TestPlant(t *testing.T) {
 			t.Errorf("run: %v", err)
 		}
 	}()
-	testutil.Eventually(t, 150*time.Second, "10 drives, then node 0 shut down, then 10 drives again", func() bool {
+	testutil.EventuallyValue(t, 150*time.Second, "10 drives, then node 0 shut down, then 10 drives again", func() (string, bool) {
 		s := out.String()
 		i := strings.Index(s, "NATS node 0 shut down")
-		return strings.Contains(s, ": 10 drives") && strings.Contains(s, "cell1-gw,cell2-gw") &&
+		ok := strings.Contains(s, ": 10 drives") && strings.Contains(s, "cell1-gw,cell2-gw") &&
 			i >= 0 && strings.Contains(s[i:], ": 10 drives")
+		return "output:\n" + s[max(0, len(s)-4000):], ok // the failure shows the last of it
 	})
 }
