@@ -12,6 +12,8 @@
 package natscluster
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -128,6 +130,12 @@ func launch(dir string, n int, logf func(format string, args ...any), user, pass
 	if err != nil {
 		return nil, err
 	}
+	// A name of this cluster's own: a surviving node keeps dialling the route port of a
+	// node that was shut down, and once that port is free another cluster (another test
+	// package's, run side by side) may be given it. NATS refuses a route between
+	// clusters of different names; under one shared name the two would merge.
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
 	var routes []*url.URL
 	for _, p := range ports {
 		routes = append(routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
@@ -145,6 +153,7 @@ func launch(dir string, n int, logf func(format string, args ...any), user, pass
 		if o.Cluster.Name == "" {
 			o.Cluster.Name = "rollcall"
 		}
+		o.Cluster.Name += "-" + hex.EncodeToString(suffix)
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port = ports[i]
 		o.Routes = routes
