@@ -126,10 +126,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			tcp += fmt.Sprintf(", {name: shared, address: %q, meta: {cell: \"shared\"}}", s.ListenerAddr("shared"))
 		}
 		state := filepath.Join(dir, id)
+		// The simulated drives run in this process, beside three gateways and three NATS
+		// nodes: on a busy machine a reply can be held up past an adaptive timeout, or
+		// paused mid-frame past a pseudo-terminal's frame gap, and the drive would turn
+		// critical, or warning for its link, which a line controller does not pick. So
+		// each bus waits a fixed 250 ms for a reply and 60 ms of silence to end one.
 		text := fmt.Sprintf(`gateway: {id: %s, state_dir: %s}
 mqtt: {brokers: [%s]}
 discovery:
-  serial: [{name: bus%d, device: %s, baud: 115200, units: "1-2", meta: {cell: "%d"}}]
+  serial: [{name: bus%d, device: %s, baud: 115200, units: "1-2", meta: {cell: "%d"},
+            timeout: 250ms, adaptive_timeout: false, frame_gap: 60ms}]
   tcp: [%s]
 health: {poll_interval: 100ms, status_lease: 3s}
 `, id, state, strings.Join(brokers, ", "), c, filepath.Join(dir, fmt.Sprintf("bus%d", c)), c, tcp)
