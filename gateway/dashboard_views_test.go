@@ -106,18 +106,12 @@ func TestDashboardViews(t *testing.T) {
 	rb := rig.New(t)
 	rb.StartSimSerials(map[int]string{1: "SIM-0001", 3: "SIM-0003"})
 	rb.GatewayID = "gw-b"
-	// The views, not detection timing, are under test: every bus waits a fixed 250 ms for
-	// a reply and 60 ms of silence to end one. The simulated drives run on the test's
-	// host, and a host busy with other work (CI runs packages side by side, under -race)
-	// can hold a reply up past an adaptive timeout, or pause one mid-frame past the
-	// default frame gap of a pseudo-terminal; the drive then turns critical or warning
-	// for a while and the waits for "passing" below run out.
-	const hostTiming = "timeout: 250ms, adaptive_timeout: false, frame_gap: 60ms"
+	// The views, not detection timing, are under test: the buses have rig.HostTiming.
 	rb.RunGateway(m.URL(), fmt.Sprintf(`
 discovery:
   serial: [{name: bus1, device: $LINK, baud: 115200, units: "1-3", %s}]
 health: {poll_interval: 50ms}
-`, hostTiming))
+`, rig.HostTiming))
 	keys := filepath.Join(rb.Dir, "trusted-keys")
 	writeKeys(t, keys, rb)
 
@@ -144,7 +138,7 @@ discovery:
     - {name: bus2, device: %[1]s, baud: 115200, units: "5", meta: {cell: "3"}, %[3]s}
 health: {poll_interval: 50ms}
 http: {listen: "127.0.0.1:0", plant_view: true, trusted_keys: %[2]s}
-`, bus2, keys, hostTiming))
+`, bus2, keys, rig.HostTiming))
 	id := func(n int) string { return fmt.Sprintf("rollcall-firmware-sim-sim-%04d", n) }
 	rig.WaitCatalog(t, ga, 20*time.Second, "3 passing drives on two buses", rig.Passing(3))
 

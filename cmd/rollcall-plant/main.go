@@ -37,6 +37,7 @@ import (
 	"github.com/rollcall-edge/rollcall/gateway"
 	"github.com/rollcall-edge/rollcall/gateway/config"
 	"github.com/rollcall-edge/rollcall/internal/testutil/natscluster"
+	"github.com/rollcall-edge/rollcall/internal/testutil/rig"
 	"github.com/rollcall-edge/rollcall/registry/client"
 )
 
@@ -127,18 +128,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		state := filepath.Join(dir, id)
 		// The simulated drives run in this process, beside three gateways and three NATS
-		// nodes: on a busy machine a reply can be held up past an adaptive timeout, or
-		// paused mid-frame past a pseudo-terminal's frame gap, and the drive would turn
-		// critical, or warning for its link, which a line controller does not pick. So
-		// each bus waits a fixed 250 ms for a reply and 60 ms of silence to end one.
+		// nodes: each bus has rig.HostTiming, or on a busy machine a drive may turn
+		// warning for its link and leave the line controller's view.
 		text := fmt.Sprintf(`gateway: {id: %s, state_dir: %s}
 mqtt: {brokers: [%s]}
 discovery:
-  serial: [{name: bus%d, device: %s, baud: 115200, units: "1-2", meta: {cell: "%d"},
-            timeout: 250ms, adaptive_timeout: false, frame_gap: 60ms}]
+  serial: [{name: bus%d, device: %s, baud: 115200, units: "1-2", meta: {cell: "%d"}, %s}]
   tcp: [%s]
 health: {poll_interval: 100ms, status_lease: 3s}
-`, id, state, strings.Join(brokers, ", "), c, filepath.Join(dir, fmt.Sprintf("bus%d", c)), c, tcp)
+`, id, state, strings.Join(brokers, ", "), c, filepath.Join(dir, fmt.Sprintf("bus%d", c)), c, rig.HostTiming, tcp)
 		cfg, err := config.Parse(id+".yaml", []byte(text))
 		if err != nil {
 			return err

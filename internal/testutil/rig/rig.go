@@ -233,6 +233,16 @@ func WaitCatalog(t testing.TB, g *gateway.Gateway, deadline time.Duration, what 
 	})
 }
 
+// HostTiming is the timing of a discovery.serial bus (entries of its YAML flow map)
+// whose simulated drives run on the gateway's own host, where detection speed is not
+// what is shown: a fixed 250 ms reply timeout and 60 ms of silence to end a reply. A
+// busy host (packages run side by side under -race, or other work) can hold a
+// simulator's reply up past an adaptive timeout (the drive turns critical) or pause it
+// mid-frame past a pseudo-terminal's default frame gap of t3.5 + 10 ms (garbled: the
+// drive turns warning for its link, and is not picked). A real drive's timing does
+// not depend on the gateway's host, so the product keeps its defaults.
+const HostTiming = "timeout: 250ms, adaptive_timeout: false, frame_gap: 60ms"
+
 // Passing is a WaitCatalog condition: exactly n instances are passing.
 func Passing(n int) func([]contract.Record) bool {
 	return func(recs []contract.Record) bool {
