@@ -108,11 +108,14 @@ func TestShippedNATSConfig(t *testing.T) {
 	}
 	gw.Publish(foreign, 0, true, `{"forged":true}`).WaitTimeout(20 * time.Second) // QoS 0: refused silently
 	lc := login(1, "line1-ctrl", "line-controller", "line-secret")
-	got := testutil.Retained(t, c.Nodes[2].MQTTURL(), "rollcall/v1/catalog/#",
-		testutil.RetainedOptions{Username: "line-controller", Password: "line-secret", ClientID: "line2-ctrl"})
-	if string(got[own]) != `{"own":true}` {
-		t.Errorf("the gateway's own record, read on another node: %q", got[own])
-	}
+	// Another node learns retained messages from the cluster's stream, a moment after
+	// the publishing node acknowledged them (longer on a busy machine): read until it
+	// has the record.
+	got := testutil.EventuallyValue(t, 20*time.Second, "the gateway's own record, read on another node", func() (map[string][]byte, bool) {
+		got := testutil.Retained(t, c.Nodes[2].MQTTURL(), "rollcall/v1/catalog/#",
+			testutil.RetainedOptions{Username: "line-controller", Password: "line-secret", ClientID: "line2-ctrl"})
+		return got, string(got[own]) == `{"own":true}`
+	})
 	if _, ok := got[foreign]; ok {
 		t.Error("a gateway wrote into another gateway's subtree")
 	}
